@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   the main job on embedded defaults (offline, CPU, no key)
+#   make test   installs what the tests need and runs them (what CI runs)
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install demo test lint style bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch pinned on the same line: an unpinned resolve pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0 -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+style: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_reward.py
+	$(BIN)/python bench/bench_eval.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,286 @@
+"""The SDG answer format: render ``<think>...</think><answer>[...]</answer>`` and parse model text back.
+
+:func:`parse_response` never raises. It returns the defects it could recover plus the paper's format verdict
+(used as the GRPO reward's gate): a ``<think>`` block is present, ``<answer>`` holds JSON (a json code fence is
+allowed) that parses to a list, and every item has a numeric 4-number ``box_2d`` with x0 < x1 and y0 < y1, a
+label and a ``description`` (or ``desc``). We also fail items whose label is not ``artifact`` / ``misalignment``
+(so a policy cannot dodge the unmatched-box penalty with a made-up label) and an unclosed ``<answer>``.
+Coordinates outside 0-1000 are clamped (not a format failure); every fix and drop is listed in ``issues``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdg_data.boxes import GRID, Box, BoxOrder
+from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, Defect
+
+
+_LABEL_SET = frozenset(LABELS)
+_NUM = (int, float)
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """What a model's text says: recovered defects, the format verdict and why it failed, the think text."""
+
+    defects: list[Defect]
+    format_ok: bool
+    reason: str | None = None
+    think: str | None = None
+    issues: list[str] = field(default_factory=list)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion as trl hands it over: a string, or conversational ``[{"role", "content"}]``."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        return "".join(completion_text(m) for m in completion)
+    if isinstance(completion, dict):
+        content = completion.get("content", completion.get("text", ""))
+        if isinstance(content, list):  # content blocks: [{"type": "text", "text": ...}]
+            return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+        return content if isinstance(content, str) else ""
+    return ""
+
+
+def defect_to_answer_item(d: Defect, order: BoxOrder = "xyxy") -> dict[str, Any]:
+    item: dict[str, Any] = {"box_2d": d.box.to_grid(order), "label": d.label, "description": d.description}
+    if d.importance is not None:
+        item["importance"] = d.importance
+    return item
+
+
+def render_answer(defects: Sequence[Defect], indent: int | None = None, order: BoxOrder = "xyxy") -> str:
+    """The JSON list that goes inside ``<answer>``; ``[]`` for a clean image."""
+    return json.dumps([defect_to_answer_item(d, order) for d in defects], ensure_ascii=False, indent=indent)
+
+
+def render_response(think: str, defects: Sequence[Defect], indent: int | None = None) -> str:
+    """A full target response: the think block, then the answer block."""
+    return f"<think>\n{think.strip()}\n</think>\n<answer>{render_answer(defects, indent)}</answer>"
+
+
+# --------------------------------------------------------------------------- parsing
+def _strip_fence(body: str) -> str:
+    start = body.find("```")
+    if start < 0:
+        return body
+    nl = body.find("\n", start + 3)
+    inner_start = start + 3
+    tag = body[inner_start : nl if nl >= 0 else len(body)].strip()
+    if nl >= 0 and (not tag or tag.isalpha()):
+        inner_start = nl + 1
+    elif body.startswith("json", inner_start):
+        inner_start += 4
+    end = body.find("```", inner_start)
+    return body[inner_start : end if end >= 0 else len(body)]
+
+
+def _salvage_items(body: str) -> list[Any]:
+    """Complete top-level values of a broken or truncated JSON list, in order, up to the first broken one."""
+    start = body.find("[")
+    if start < 0:
+        return []
+    out: list[Any] = []
+    i, n = start + 1, len(body)
+    while i < n:
+        while i < n and body[i] in " \t\r\n,":
+            i += 1
+        if i >= n or body[i] == "]":
+            break
+        try:
+            value, i = _DECODER.raw_decode(body, i)
+        except json.JSONDecodeError:
+            break
+        out.append(value)
+    return out
+
+
+def _loose_list(body: str) -> Any:
+    """Python-literal fallback (single quotes, True/None) for otherwise unparseable answers."""
+    if len(body) > 200_000:
+        return None
+    try:
+        return ast.literal_eval(body.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return None
+
+
+def _importance(value: Any, i: int, issues: list[str]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            issues.append(f"item {i}: importance {value!r} is not a number, dropped")
+            return None
+    if type(value) not in _NUM or value != value:
+        issues.append(f"item {i}: importance {value!r} is not a number, dropped")
+        return None
+    v = int(value + 0.5) if value >= 0 else int(value - 0.5)
+    if v < IMPORTANCE_MIN or v > IMPORTANCE_MAX:
+        c = min(IMPORTANCE_MAX, max(IMPORTANCE_MIN, v))
+        issues.append(f"item {i}: importance {value} clamped to {c}")
+        return c
+    return v
+
+
+def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[list[Defect], str | None]:
+    """Check each answer item; keep the usable ones. Returns the defects and the first format failure."""
+    reason: str | None = None
+
+    def fail(why: str) -> None:
+        nonlocal reason
+        issues.append(why)
+        if reason is None:
+            reason = why
+
+    defects: list[Defect] = []
+    for i, item in enumerate(data):
+        if type(item) is not dict:
+            fail(f"item {i}: not an object")
+            continue
+        raw = item.get("box_2d")
+        if raw is None:
+            raw = item.get("bbox_2d")
+            if raw is None:
+                fail(f"item {i}: no box_2d")
+                continue
+            fail(f"item {i}: key 'bbox_2d' instead of 'box_2d'")
+        if type(raw) is not list or len(raw) != 4 or not all(type(v) in _NUM for v in raw):
+            fail(f"item {i}: box_2d must be 4 numbers, got {str(raw)[:60]}")
+            continue
+        if order == "xyxy":
+            x0, y0, x1, y1 = raw
+        else:
+            y0, x0, y1, x1 = raw
+        if not (x0 < x1 and y0 < y1):
+            fail(f"item {i}: box_2d {raw} is inverted or empty (needs x0 < x1 and y0 < y1)")
+            continue
+        if x0 < 0 or y0 < 0 or x1 > GRID or y1 > GRID:
+            x0, y0 = max(0.0, x0), max(0.0, y0)
+            x1, y1 = min(float(GRID), x1), min(float(GRID), y1)
+            if not (x0 < x1 and y0 < y1):
+                issues.append(f"item {i}: box_2d {raw} lies outside the image, dropped")
+                continue
+            issues.append(f"item {i}: box_2d {raw} clamped to 0-{GRID}")
+        label = item.get("label")
+        if type(label) is not str:
+            fail(f"item {i}: no label")
+            continue
+        if label not in _LABEL_SET:
+            norm = label.strip().lower()
+            if norm not in _LABEL_SET:
+                fail(f"item {i}: unknown label {label!r}")
+                continue
+            label = norm
+        desc = item.get("description")
+        if desc is None:
+            desc = item.get("desc")
+            if desc is None:
+                fail(f"item {i}: no description")
+                desc = ""
+        if type(desc) is not str:
+            desc = str(desc)
+        imp = item.get("importance")
+        if imp is not None and (type(imp) is not int or imp < IMPORTANCE_MIN or imp > IMPORTANCE_MAX):
+            imp = _importance(imp, i, issues)
+        defects.append(Defect(Box(float(x0), float(y0), float(x1), float(y1)), label, desc, imp))
+    return defects, reason
+
+
+def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
+    """Parse a model response. ``order`` is the coordinate order of ``box_2d`` in the text (xyxy per the paper)."""
+    if not isinstance(text, str):
+        text = completion_text(text)
+    issues: list[str] = []
+    reason: str | None = None
+
+    def fail(why: str) -> None:
+        nonlocal reason
+        issues.append(why)
+        if reason is None:
+            reason = why
+
+    # -- think block
+    think: str | None = None
+    after_think = 0
+    t_open = text.find("<think>")
+    if t_open < 0:
+        fail("no <think> block")
+    else:
+        t_close = text.find("</think>", t_open)
+        if t_close >= 0:
+            think = text[t_open + 7 : t_close].strip()
+            after_think = t_close + 8
+        else:
+            a = text.find("<answer>", t_open)
+            think = text[t_open + 7 : a if a >= 0 else len(text)].strip()
+            after_think = a if a >= 0 else len(text)
+
+    # -- answer block
+    a_open = text.find("<answer>", after_think)
+    if a_open < 0:
+        a_open = text.find("<answer>")
+    if a_open >= 0:
+        a_close = text.find("</answer>", a_open)
+        if a_close < 0:
+            fail("<answer> is not closed (truncated output?)")
+            body = text[a_open + 8 :]
+        else:
+            body = text[a_open + 8 : a_close]
+    else:
+        fail("no <answer> block")
+        body = text[after_think:]
+        if "```" not in body:
+            lb, rb = body.find("["), body.rfind("]")
+            body = body[lb : rb + 1] if 0 <= lb < rb else ""
+    if "```" in body:
+        body = _strip_fence(body)
+    body = body.strip()
+
+    # -- JSON
+    data: Any
+    if not body:
+        if a_open >= 0:
+            fail("<answer> is empty")
+        data = []
+    else:
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            fail(f"answer is not valid JSON ({exc.msg} at char {exc.pos})")
+            data = _loose_list(body)
+            if not isinstance(data, list):
+                data = _salvage_items(body)
+                if data:
+                    issues.append(f"recovered {len(data)} complete item(s) from the broken list")
+    if isinstance(data, dict):
+        fail("answer JSON is an object, not a list")
+        data = [data]
+    elif not isinstance(data, list):
+        fail(f"answer JSON is a {type(data).__name__}, not a list")
+        data = []
+
+    defects, item_reason = _parse_items(data, order, issues)
+    if reason is None:
+        reason = item_reason
+    return ParseResult(defects=defects, format_ok=reason is None, reason=reason, think=think, issues=issues)
+
+
+def parse_defect_list(items: Any, order: BoxOrder = "xyxy") -> ParseResult:
+    """The same checks for an already-structured defect list (a ``defects`` field of a prediction file)."""
+    issues: list[str] = []
+    if not isinstance(items, list):
+        why = f"defects must be a list, got {type(items).__name__}"
+        return ParseResult(defects=[], format_ok=False, reason=why, issues=[why])
+    defects, reason = _parse_items(items, order, issues)
+    return ParseResult(defects=defects, format_ok=reason is None, reason=reason, issues=issues)

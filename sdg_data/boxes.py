@@ -1,0 +1,209 @@
+"""The one box type of the project and every coordinate conversion it needs.
+
+A :class:`Box` stores ``x0, y0, x1, y1`` as floats on the 0-1000 normalized grid of the SDG answer format
+(``box_2d``), top-left origin, x to the right, y down. That unit is the one every scorer and the model use, integer
+grid boxes stay exact in it (so IoU thresholds are hit exactly), and it needs no image size. Conversions to and
+from pixels, Label Studio percent and the yxyx order are named methods here; no other module does coordinate
+arithmetic.
+
+>>> b = Box.from_pixels([256, 0, 512, 1024], width=1024, height=1024)
+>>> b.to_grid()
+[250, 0, 500, 1000]
+>>> b.to_grid(order="yxyx")
+[0, 250, 1000, 500]
+>>> Box.from_label_studio(x=25.0, y=0.0, width=25.0, height=100.0) == b
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+
+GRID = 1000
+"""Side of the normalized grid used by ``box_2d`` (Qwen-VL and Gemini convention)."""
+
+BoxOrder = Literal["xyxy", "yxyx"]
+BOX_ORDERS: tuple[str, ...] = ("xyxy", "yxyx")
+
+
+class BoxError(ValueError):
+    """A box that cannot be built or is unusable (wrong length, not numeric, inverted, empty)."""
+
+
+def _check_order(order: str) -> None:
+    if order not in BOX_ORDERS:
+        raise BoxError(f"box order must be one of {BOX_ORDERS}, got {order!r}")
+
+
+def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, float, float]:
+    if isinstance(coords, (str, bytes)) or not isinstance(coords, Sequence) and not isinstance(coords, np.ndarray):
+        raise BoxError(f"{what} must be a list of 4 numbers, got {type(coords).__name__}")
+    if len(coords) != 4:
+        raise BoxError(f"{what} must have 4 numbers, got {len(coords)}")
+    out = []
+    for v in coords:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise BoxError(f"{what} must hold numbers, got {v!r}")
+        f = float(v)
+        if not math.isfinite(f):
+            raise BoxError(f"{what} holds a non-finite value {v!r}")
+        out.append(f)
+    return out[0], out[1], out[2], out[3]
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """An axis-aligned box on the 0-1000 grid, xyxy, floats. Build it with the ``from_*`` constructors."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def from_grid(cls, coords: Sequence[float], order: BoxOrder = "xyxy") -> Box:
+        """From a ``box_2d`` on the 0-1000 grid, in ``order`` (the SDG answer uses xyxy; Gemini and the SFT card yxyx)."""
+        _check_order(order)
+        a, b, c, d = _four_numbers(coords, "box_2d")
+        return cls(a, b, c, d) if order == "xyxy" else cls(b, a, d, c)
+
+    @classmethod
+    def from_pixels(cls, coords: Sequence[float], width: int, height: int, order: BoxOrder = "xyxy") -> Box:
+        """From pixel corners on an image of ``width`` x ``height``."""
+        _check_order(order)
+        if width <= 0 or height <= 0:
+            raise BoxError(f"image size must be positive, got {width}x{height}")
+        a, b, c, d = _four_numbers(coords, "pixel box")
+        x0, y0, x1, y1 = (a, b, c, d) if order == "xyxy" else (b, a, d, c)
+        sx, sy = GRID / width, GRID / height
+        return cls(x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+
+    @classmethod
+    def from_label_studio(cls, x: float, y: float, width: float, height: float) -> Box:
+        """From a Label Studio rectangle value: top-left corner and size, in percent of the image."""
+        x0, y0, w, h = _four_numbers([x, y, width, height], "Label Studio rectangle")
+        k = GRID / 100.0
+        return cls(x0 * k, y0 * k, (x0 + w) * k, (y0 + h) * k)
+
+    # ----------------------------------------------------------------- conversions
+    def to_grid(self, order: BoxOrder = "xyxy") -> list[int]:
+        """Integer ``box_2d`` on the 0-1000 grid (round half up), in ``order``."""
+        _check_order(order)
+        x0, y0, x1, y1 = (int(math.floor(v + 0.5)) for v in (self.x0, self.y0, self.x1, self.y1))
+        return [x0, y0, x1, y1] if order == "xyxy" else [y0, x0, y1, x1]
+
+    def to_pixels(self, width: int, height: int, order: BoxOrder = "xyxy") -> list[float]:
+        """Pixel corners on an image of ``width`` x ``height`` (floats; round at the call that needs integers)."""
+        _check_order(order)
+        sx, sy = width / GRID, height / GRID
+        x0, y0, x1, y1 = self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy
+        return [x0, y0, x1, y1] if order == "xyxy" else [y0, x0, y1, x1]
+
+    def to_label_studio(self) -> dict[str, float]:
+        """Label Studio rectangle value ``{x, y, width, height}`` in percent of the image."""
+        k = 100.0 / GRID
+        return {
+            "x": self.x0 * k,
+            "y": self.y0 * k,
+            "width": (self.x1 - self.x0) * k,
+            "height": (self.y1 - self.y0) * k,
+        }
+
+    # ----------------------------------------------------------------- geometry
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    def clamp(self) -> Box:
+        """The box cut to the image (0..1000 on both axes)."""
+        return Box(*(min(float(GRID), max(0.0, v)) for v in (self.x0, self.y0, self.x1, self.y1)))
+
+    def is_inside(self) -> bool:
+        return 0.0 <= self.x0 and 0.0 <= self.y0 and self.x1 <= GRID and self.y1 <= GRID
+
+    def problem(self, min_side: float = 0.0) -> str | None:
+        """Why the box is unusable, or None: inverted, zero area, thinner than ``min_side`` grid units, outside."""
+        if self.x0 > self.x1 or self.y0 > self.y1:
+            return f"inverted box {self.to_grid()} (needs x0 < x1 and y0 < y1)"
+        if self.x0 == self.x1 or self.y0 == self.y1:
+            return f"zero-area box {self.to_grid()}"
+        if min(self.width, self.height) < min_side:
+            return f"box {self.to_grid()} is thinner than {min_side} grid units"
+        if not self.is_inside():
+            return f"box {self.to_grid()} lies outside the image (0-{GRID})"
+        return None
+
+    def iou(self, other: Box) -> float:
+        return float(iou_matrix(boxes_array([self]), boxes_array([other]))[0, 0])
+
+    def diou(self, other: Box) -> float:
+        return float(diou_matrix(boxes_array([self]), boxes_array([other]))[0, 0])
+
+
+# --------------------------------------------------------------------- vectorized maths
+def boxes_array(boxes: Sequence[Box]) -> np.ndarray:
+    """An ``(n, 4)`` float64 array of grid xyxy coordinates."""
+    if not boxes:
+        return np.zeros((0, 4), dtype=np.float64)
+    return np.array([(b.x0, b.y0, b.x1, b.y1) for b in boxes], dtype=np.float64)
+
+
+def _pair_terms(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection and union of every pair; arrays broadcast (n,1,4) against (1,m,4) or row against row."""
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
+    inter = iw * ih
+    area_a = np.clip(a[..., 2] - a[..., 0], 0.0, None) * np.clip(a[..., 3] - a[..., 1], 0.0, None)
+    area_b = np.clip(b[..., 2] - b[..., 0], 0.0, None) * np.clip(b[..., 3] - b[..., 1], 0.0, None)
+    return inter, area_a + area_b - inter
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    inter, union = _pair_terms(a, b)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _diou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    iou = _iou(a, b)
+    dcx = (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]) * 0.5
+    dcy = (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]) * 0.5
+    ew = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
+    eh = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
+    c2 = ew * ew + eh * eh
+    penalty = np.divide(dcx * dcx + dcy * dcy, c2, out=np.zeros_like(c2), where=c2 > 0)
+    return iou - penalty
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every row of ``a`` (n,4) with every row of ``b`` (m,4): an (n, m) array."""
+    return _iou(a[:, None, :], b[None, :, :])
+
+
+def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance-IoU (IoU minus squared centre distance over squared enclosing diagonal), (n, m), in (-1, 1]."""
+    return _diou(a[:, None, :], b[None, :, :])
+
+
+def iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once."""
+    return _iou(a, b)
+
+
+def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays."""
+    return _diou(a, b)

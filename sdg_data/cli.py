@@ -1,0 +1,209 @@
+"""The ``sdg`` command. Each sub-command parses its options and calls one library function; no logic lives here.
+
+Heavy libraries are imported inside the commands so that ``sdg --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+app = typer.Typer(
+    name="sdg",
+    help=(
+        "Structured Defect Grounding toolkit: build SDG datasets for text-to-image models and score detectors.\n\n"
+        "A defect is a box on the 0-1000 grid (xyxy), a label (artifact | misalignment), a description and an "
+        "importance 1-100. Records travel between stages as JSONL lines "
+        '{"image_id": ..., "defects": [{"box_2d": \\[x0, y0, x1, y1], "label": ..., "description": ..., '
+        '"importance": ...}]}.'
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML recipe; flags given here override it.")]
+GtOpt = Annotated[Path, typer.Option("--gt", help="Ground-truth records (JSONL, box_2d xyxy on the 0-1000 grid).")]
+PredOpt = Annotated[
+    Path, typer.Option("--pred", help="Predictions (JSONL): 'defects' lists, or raw model text under 'response'.")
+]
+EmbedderOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--embedder",
+        help="Description embedder: a model id or local folder (default Qwen/Qwen3-Embedding-0.6B), "
+        "'lexical' (offline, not comparable with the paper) or 'none'.",
+    ),
+]
+BoxOrderOpt = Annotated[
+    Optional[str], typer.Option("--box-order", help="Order of box_2d in the predictions: xyxy (paper) or yxyx.")
+]
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("eval")
+def eval_cmd(
+    gt: GtOpt,
+    pred: PredOpt,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the JSON report.")] = None,
+    match: Annotated[
+        Optional[str], typer.Option("--match", help="hungarian (the paper) or greedy (the released evaluate.py).")
+    ] = None,
+    embedder: EmbedderOpt = None,
+    box_order: BoxOrderOpt = None,
+    box_scope: Annotated[
+        Optional[str],
+        typer.Option("--box-scope", help="gt_positive (paper's GT>0 columns) or all images for box metrics."),
+    ] = None,
+    strict_format: Annotated[
+        Optional[bool], typer.Option("--strict-format/--lenient-format", help="Count format failures as no defect.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score predictions with SDG-Eval and print the paper's Table 2 layout, overall and per generator.
+
+    Usage: sdg eval --gt test.jsonl --pred pred.jsonl --out report.json
+
+    Human agreement (the paper's "Human" row): pass one annotator's records as --gt and another's as --pred.
+    """
+    from sdg_data.config import ConfigError, load_config
+    from sdg_data.evaluation import EvalConfig, evaluate_files, format_table
+    from sdg_data.jsonl import InputError
+
+    try:
+        cfg = load_config(
+            EvalConfig,
+            config,
+            dict(
+                match=match, embedder=embedder, box_order=box_order, box_scope=box_scope, strict_format=strict_format
+            ),
+        )
+        report = evaluate_files(gt, pred, out, cfg)
+    except (ConfigError, InputError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(format_table(report, title=pred.stem))
+    p = report["predictions"]
+    typer.echo(
+        f"predictions: {p['lines']} lines, {p['format_failures']} format failures "
+        f"({p['unparseable']} with no usable defect), {p['missing_predictions']} images without a prediction, "
+        f"{p['unknown_image_ids']} unknown image ids"
+    )
+    if out:
+        typer.echo(f"report: {out}")
+
+
+@app.command("reward")
+def reward_cmd(
+    gt: GtOpt,
+    pred: PredOpt,
+    out: Annotated[Path, typer.Option("--out", help="Where to write one JSON line per prediction.")],
+    embedder: EmbedderOpt = None,
+    box_order: BoxOrderOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compute the detector's GRPO reward for each prediction, with its components.
+
+    Usage: sdg reward --gt test.jsonl --pred completions.jsonl --out rewards.jsonl
+
+    Each output line: image_id, reward, format_ok, case, r_box, r_desc, r_imp, counts and the format failure reason.
+    Weights and constants come from the RewardConfig fields (see --config).
+    """
+    from sdg_data.config import ConfigError, load_config
+    from sdg_data.embedding import DEFAULT_EMBEDDER
+    from sdg_data.jsonl import InputError
+    from sdg_data.reward import RewardConfig, reward_files
+
+    try:
+        cfg = load_config(RewardConfig, config, dict(box_order=box_order))
+        _, summary = reward_files(gt, pred, out, cfg, embedder or DEFAULT_EMBEDDER)
+    except (ConfigError, InputError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(
+        f"{int(summary['completions'])} completions: mean reward {summary['reward']:.4f}, "
+        f"R_box {summary['r_box']:.4f}, R_desc {summary['r_desc']:.4f}, R_imp {summary['r_imp']:.4f}, "
+        f"format failures {int(summary['parse_failures'])}"
+    )
+    typer.echo(f"rewards: {out}")
+
+
+@app.command("validate")
+def validate_cmd(
+    records: Annotated[Path, typer.Argument(help="A records JSONL file to check against the data contract.")],
+    box_order: BoxOrderOpt = None,
+) -> None:
+    """Check every line of a records file; print counts, or the first error with its line, record and field."""
+    from sdg_data.jsonl import InputError, read_records
+
+    try:
+        recs = read_records(records, order=box_order or "xyxy")
+    except InputError as exc:
+        _fail(exc)
+    n_def = sum(len(r.defects) for r in recs)
+    clean = sum(not r.defects for r in recs)
+    typer.echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
+
+
+@app.command("import-sdg30k")
+def import_sdg30k_cmd(
+    src: Annotated[Path, typer.Argument(help="Released annotations JSONL (annotations/train.jsonl or test.jsonl).")],
+    out: Annotated[Path, typer.Option("--out", help="Records JSONL to write.")],
+    rejects: Annotated[
+        Optional[Path], typer.Option("--rejects", help="Rows that could not be converted, with reasons.")
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="translated (English, importance), raw (per-type fields) or auto.")
+    ] = "auto",
+    translated_order: Annotated[
+        str, typer.Option("--translated-order", help="Box order of ann_translated_bboxes (paper: xyxy).")
+    ] = "xyxy",
+    raw_order: Annotated[
+        str, typer.Option("--raw-order", help="Box order of artifact_/misalignment_bboxes (Gemini: yxyx).")
+    ] = "yxyx",
+    split: Annotated[
+        Optional[str], typer.Option("--split", help="train | test (default: from the file name).")
+    ] = None,
+    image_root: Annotated[
+        Optional[Path], typer.Option("--image-root", help="Folder the release's filepaths are relative to.")
+    ] = None,
+) -> None:
+    """Bring the published SDG-30K annotations into core records, and check the raw box order on the data.
+
+    Usage: sdg import-sdg30k SDG-30K/annotations/test.jsonl --out test.records.jsonl
+    """
+    from sdg_data.importers.sdg30k import import_sdg30k
+    from sdg_data.jsonl import InputError
+
+    for name, value in (("--translated-order", translated_order), ("--raw-order", raw_order)):
+        if value not in ("xyxy", "yxyx"):
+            _fail(ValueError(f"{name} must be xyxy or yxyx, got {value!r}"))
+    if source not in ("translated", "raw", "auto"):
+        _fail(ValueError(f"--source must be translated, raw or auto, got {source!r}"))
+    try:
+        stats, agreement = import_sdg30k(src, out, rejects, split, source, translated_order, raw_order, image_root)
+    except InputError as exc:
+        _fail(exc)
+    typer.echo(
+        f"read {stats.read}: wrote {stats.written} ({stats.clean} clean), rejected {stats.rejected}; "
+        f"placeholder boxes dropped {stats.placeholders_dropped}; defect source {json.dumps(stats.by_source)}"
+    )
+    if agreement["images"]:
+        typer.echo(
+            f"raw box order check on {agreement['images']} images: mean IoU with translated boxes "
+            f"{agreement['mean_iou_raw_as_xyxy']:.3f} if raw is xyxy, {agreement['mean_iou_raw_as_yxyx']:.3f} if yxyx"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

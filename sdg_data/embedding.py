@@ -1,0 +1,141 @@
+"""Description embeddings behind one small interface, for DescCos (SDG-Eval) and R_desc (the GRPO reward).
+
+The paper embeds with Qwen/Qwen3-Embedding-0.6B: last hidden state mean-pooled over the attention mask,
+L2-normalized, at most 256 tokens. :class:`TransformersEmbedder` does exactly that for any model id or local
+folder. :class:`CachedEmbedder` wraps any embedder so a run encodes each distinct text once, in batches.
+``lexical`` is a dependency-free hashed n-gram embedder for offline demos and smoke runs; its cosines are not
+comparable with the paper's and reports say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+DEFAULT_EMBEDDER = "Qwen/Qwen3-Embedding-0.6B"
+LEXICAL = "lexical"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that maps texts to L2-normalized float32 vectors, shape (len(texts), dim)."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class TransformersEmbedder:
+    """Mean-pooled, L2-normalized hidden states of a transformers model (the authors' DescCos recipe)."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDER,
+        max_length: int = 256,
+        batch_size: int = 64,
+        device: str | None = None,
+        dtype: str | None = None,
+    ):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = model
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = "float16" if self.device.startswith("cuda") else "float32"
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = list(texts[start : start + self.batch_size])
+                enc = self.tokenizer(
+                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                ).to(self.device)
+                hidden = self.model(**enc).last_hidden_state.float()
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy())
+        if not out:
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+class LexicalEmbedder:
+    """Hashed word and character-trigram counts: offline, deterministic, no model. Not the paper's metric."""
+
+    name = LEXICAL
+    _token = re.compile(r"\w+", re.UNICODE)
+
+    def __init__(self, dim: int = 1024):
+        self.dim = dim
+
+    def _bucket(self, feature: str) -> int:
+        return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little") % self.dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in self._token.findall(text.lower()):
+                out[row, self._bucket("w:" + word)] += 1.0
+                padded = f"#{word}#"
+                for k in range(len(padded) - 2):
+                    out[row, self._bucket("c:" + padded[k : k + 3])] += 0.5
+        return _normalize(out)
+
+
+class CachedEmbedder:
+    """Deduplicates and caches within a run: each distinct text is encoded once, in batched calls."""
+
+    def __init__(self, inner: Embedder):
+        self.inner = inner
+        self.name = inner.name
+        self._cache: dict[str, np.ndarray] = {}
+        self.calls = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            self.calls += 1
+            vecs = self.inner.encode(missing)
+            for t, v in zip(missing, vecs):
+                self._cache[t] = v
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def pair_cosines(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """Cosine of ``a[i]`` with ``b[i]`` for every i, with one encode call for both sides."""
+        if not a:
+            return np.zeros(0, dtype=np.float64)
+        vecs = self.encode(list(a) + list(b))
+        n = len(a)
+        return np.einsum("ij,ij->i", vecs[:n].astype(np.float64), vecs[n:].astype(np.float64))
+
+
+def load_embedder(spec: str | None, **kwargs) -> CachedEmbedder | None:
+    """``none`` -> no embeddings (DescCos is left empty); ``lexical`` -> offline hashed n-grams; else a model id
+    or local folder loaded with transformers (``max_length``, ``batch_size``, ``device``, ``dtype`` pass through)."""
+    if spec is None or spec.lower() == "none":
+        return None
+    if spec == LEXICAL:
+        return CachedEmbedder(LexicalEmbedder())  # model options do not apply
+    return CachedEmbedder(TransformersEmbedder(spec, **kwargs))

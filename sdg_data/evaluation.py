@@ -1,0 +1,276 @@
+"""SDG-Eval as the paper defines it (section 3.2 and appendix C), per defect type.
+
+Image level, over every test image:
+  DetTypeF1  F1 of "has a type-t defect" (prediction vs ground truth);
+  ClnAcc     true-negative rate on the images with no type-t ground truth (the "GT=0" column).
+Defect level (the "GT>0" columns; ``box_scope="all"`` also counts boxes predicted on GT-clean images):
+  class-aware one-to-one matching per image and type (Hungarian on cost 1 - IoU; ``greedy`` reproduces the
+  released evaluate.py), then at tau in {0.1, 0.5}: BoxPr = |M|/sum|P|, BoxRe = |M|/sum|G|,
+  BoxF1 = 2|M|/sum(|G| + |P|), micro-averaged over images;
+  DescCos@0.1  mean cosine of the description embeddings over the pairs with IoU >= 0.1;
+  ImpAcc@0.1   mean of 1 - |s_g - s_p|/100 over the same pairs (a pair whose ground truth has no importance is
+               left out; a prediction without importance scores 0).
+Output that cannot be parsed counts as predicting no defect. A metric whose denominator is zero is ``None``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sdg_data.answer import ParseResult, parse_defect_list, parse_response
+from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
+from sdg_data.embedding import CachedEmbedder
+from sdg_data.matching import MatchMethod, match
+from sdg_data.records import LABELS, Defect, ImageRecord
+
+
+THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
+DESC_THRESHOLD = 0.1
+_TOL = 1e-9  # IoU exactly at a threshold counts as reaching it, float noise or not
+
+BoxScope = Literal["gt_positive", "all"]
+METRIC_KEYS: tuple[str, ...] = (
+    "DetTypeF1",
+    "ClnAcc",
+    "BoxPr@0.1",
+    "BoxRe@0.1",
+    "BoxF1@0.1",
+    "BoxPr@0.5",
+    "BoxRe@0.5",
+    "BoxF1@0.5",
+    "DescCos@0.1",
+    "ImpAcc@0.1",
+)
+
+
+@dataclass
+class EvalConfig:
+    """How SDG-Eval scores a prediction file against ground truth."""
+
+    match: MatchMethod = "hungarian"
+    """``hungarian`` (the paper) or ``greedy`` (the released evaluate.py, for comparison)."""
+    embedder: str = "Qwen/Qwen3-Embedding-0.6B"
+    """Model id or local folder for DescCos; ``lexical`` for an offline approximation; ``none`` to skip."""
+    box_order: BoxOrder = "xyxy"
+    """Coordinate order of ``box_2d`` in the predictions (the ground truth is always xyxy)."""
+    box_scope: BoxScope = "gt_positive"
+    """Images whose boxes enter the defect-level metrics: those with type-t ground truth (paper) or all."""
+    strict_format: bool = False
+    """Count any response that fails the format check as no defect (default: keep what parses)."""
+    embed_batch_size: int = 64
+    embed_max_length: int = 256
+
+
+@dataclass
+class _Acc:
+    """Running sums for one defect type over a set of images."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    n_gt: int = 0
+    n_pred: int = 0
+    matched: dict[float, int] = field(default_factory=lambda: {t: 0 for t in THRESHOLDS})
+    pair_idx: list[int] = field(default_factory=list)  # indices into the shared pair table (IoU >= 0.1)
+
+    def metrics(self, cos: np.ndarray | None, imp: np.ndarray) -> dict[str, float | None]:
+        def ratio(a: float, b: float) -> float | None:
+            return a / b if b else None
+
+        out: dict[str, float | None] = {
+            "DetTypeF1": ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn),
+            "ClnAcc": ratio(self.tn, self.tn + self.fp),
+        }
+        for t in THRESHOLDS:
+            m = self.matched[t]
+            out[f"BoxPr@{t}"] = ratio(m, self.n_pred)
+            out[f"BoxRe@{t}"] = ratio(m, self.n_gt)
+            out[f"BoxF1@{t}"] = ratio(2 * m, self.n_gt + self.n_pred)
+        idx = np.asarray(self.pair_idx, dtype=np.intp)
+        out["DescCos@0.1"] = float(cos[idx].mean()) if cos is not None and idx.size else None
+        imp_vals = imp[idx] if idx.size else imp[:0]
+        imp_vals = imp_vals[~np.isnan(imp_vals)]
+        out["ImpAcc@0.1"] = float(imp_vals.mean()) if imp_vals.size else None
+        return out
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "images_pos": self.tp + self.fn,
+            "images_neg": self.tn + self.fp,
+            "gt_boxes": self.n_gt,
+            "pred_boxes": self.n_pred,
+            "matched@0.1": self.matched[0.1],
+            "matched@0.5": self.matched[0.5],
+            "pairs@0.1": len(self.pair_idx),
+        }
+
+
+def prediction_defects(row: Mapping[str, Any], cfg: EvalConfig) -> ParseResult:
+    """Defects of one prediction line: parsed from ``response`` text, or checked from a ``defects`` list."""
+    if "response" in row:
+        res = parse_response(row["response"], order=cfg.box_order)
+    else:
+        res = parse_defect_list(row.get("defects"), order=cfg.box_order)
+    if cfg.strict_format and not res.format_ok:
+        res.defects = []
+    return res
+
+
+def evaluate(
+    gt: Sequence[ImageRecord],
+    preds: Mapping[str, Sequence[Defect]],
+    cfg: EvalConfig | None = None,
+    embedder: CachedEmbedder | None = None,
+) -> dict[str, Any]:
+    """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect."""
+    cfg = cfg or EvalConfig()
+    groups: dict[str, dict[str, _Acc]] = defaultdict(lambda: {t: _Acc() for t in LABELS})
+    gt_desc: list[str] = []
+    pred_desc: list[str] = []
+    imp_score: list[float] = []
+    images_by_gen: dict[str, int] = defaultdict(int)
+
+    for rec in gt:
+        images_by_gen[rec.generator or "unknown"] += 1
+        pred = preds.get(rec.image_id, ())
+        accs = (groups["__all__"], groups[rec.generator or "unknown"])
+        for label in LABELS:
+            g = [d for d in rec.defects if d.label == label]
+            p = [d for d in pred if d.label == label]
+            pairs: list[tuple[int, int, float]] = []
+            in_scope = bool(g) or cfg.box_scope == "all"
+            if g and p:
+                iou = iou_matrix(boxes_array([d.box for d in g]), boxes_array([d.box for d in p]))
+                rows, cols = match(iou, cfg.match)
+                pairs = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols)]
+            new_idx: list[int] = []
+            for r, c, v in pairs:
+                if v + _TOL >= DESC_THRESHOLD:
+                    new_idx.append(len(gt_desc))
+                    gt_desc.append(g[r].description)
+                    pred_desc.append(p[c].description)
+                    sg, sp = g[r].importance, p[c].importance
+                    imp_score.append(np.nan if sg is None else (0.0 if sp is None else 1.0 - abs(sg - sp) / 100.0))
+            for acc in accs:
+                label_acc = acc[label]
+                if g and p:
+                    label_acc.tp += 1
+                elif g:
+                    label_acc.fn += 1
+                elif p:
+                    label_acc.fp += 1
+                else:
+                    label_acc.tn += 1
+                if in_scope:
+                    label_acc.n_gt += len(g)
+                    label_acc.n_pred += len(p)
+                    for t in THRESHOLDS:
+                        label_acc.matched[t] += sum(1 for _, _, v in pairs if v + _TOL >= t)
+                    label_acc.pair_idx.extend(new_idx)
+
+    cos = embedder.pair_cosines(gt_desc, pred_desc) if embedder is not None else None
+    imp = np.asarray(imp_score, dtype=np.float64)
+
+    def block(accs: dict[str, _Acc]) -> dict[str, Any]:
+        return {label: accs[label].metrics(cos, imp) for label in LABELS}
+
+    overall = groups.pop("__all__", None) or {t: _Acc() for t in LABELS}
+    report: dict[str, Any] = block(overall)
+    report["by_generator"] = {gen: block(accs) for gen, accs in sorted(groups.items())}
+    report["counts"] = {label: overall[label].counts() for label in LABELS}
+    report["counts"]["images"] = len(gt)
+    report["counts"]["by_generator"] = dict(sorted(images_by_gen.items()))
+    report["config"] = {
+        "match": cfg.match,
+        "box_scope": cfg.box_scope,
+        "box_order": cfg.box_order,
+        "strict_format": cfg.strict_format,
+        "embedder": embedder.name if embedder is not None else None,
+    }
+    return report
+
+
+def format_table(report: Mapping[str, Any], title: str = "pred") -> str:
+    """The paper's Table 2 layout: one row per model (and per generator), six columns per defect type."""
+    cols = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "ImpAcc@0.1")
+    short = ("DetF1", "ClnAcc", "BoxF1@.1", "BoxF1@.5", "DescCos", "ImpAcc")
+    name_w = max(24, len(title) + 2, *(len(g) + 10 for g in report.get("by_generator", {})))
+
+    def cells(block: Mapping[str, Any]) -> str:
+        parts = []
+        for label in LABELS:
+            vals = block[label]
+            parts.append(" ".join(f"{'-' if vals[c] is None else format(vals[c], '.3f'):>8}" for c in cols))
+        return " | ".join(parts)
+
+    width = len(cells({label: dict.fromkeys(cols) for label in LABELS})) // 2
+    lines = [
+        f"{'':<{name_w}} | {'Artifact':^{width - 1}}| {'Misalignment':^{width - 1}}",
+        f"{'':<{name_w}} | " + " | ".join(" ".join(f"{s:>8}" for s in short) for _ in LABELS),
+        "-" * (name_w + 3 + 2 * width + 2),
+    ]
+    counts = report.get("counts", {})
+    lines.append(f"{(title + ' (' + str(counts.get('images', '?')) + ')'):<{name_w}} | {cells(report)}")
+    for gen, block in report.get("by_generator", {}).items():
+        n = counts.get("by_generator", {}).get(gen, "?")
+        lines.append(f"{('  ' + gen + ' (' + str(n) + ')'):<{name_w}} | {cells(block)}")
+    cfg = report.get("config", {})
+    lines.append(
+        f"matching: {cfg.get('match')}, box scope: {cfg.get('box_scope')}, "
+        f"embedder: {cfg.get('embedder') or 'none (DescCos not computed)'}"
+    )
+    return "\n".join(lines)
+
+
+def index_predictions(
+    rows: Iterable[tuple[int, Mapping[str, Any]]], cfg: EvalConfig, source: str = "pred"
+) -> tuple[dict[str, list[Defect]], dict[str, Any]]:
+    """Parse prediction lines into image_id -> defects, with parse statistics; bad lines raise with their number."""
+    out: dict[str, list[Defect]] = {}
+    stats = {"lines": 0, "format_failures": 0, "unparseable": 0, "issues": 0, "examples": []}
+    for lineno, row in rows:
+        if not isinstance(row, Mapping) or not isinstance(row.get("image_id"), str):
+            raise ValueError(f"{source}:{lineno}: record '?' field 'image_id': missing or not a string")
+        iid = row["image_id"]
+        if iid in out:
+            raise ValueError(f"{source}:{lineno}: record {iid!r} field 'image_id': duplicate prediction")
+        if "response" not in row and "defects" not in row:
+            raise ValueError(f"{source}:{lineno}: record {iid!r} field 'defects': need 'defects' or 'response'")
+        res = prediction_defects(row, cfg)
+        stats["lines"] += 1
+        stats["issues"] += len(res.issues)
+        if not res.format_ok:
+            stats["format_failures"] += 1
+            if not res.defects:
+                stats["unparseable"] += 1
+            if len(stats["examples"]) < 5:
+                stats["examples"].append({"image_id": iid, "reason": res.reason})
+        out[iid] = res.defects
+    return out, stats
+
+
+def evaluate_files(
+    gt_path: str | Path, pred_path: str | Path, out_path: str | Path | None, cfg: EvalConfig
+) -> dict[str, Any]:
+    """``sdg eval``: read ground truth and predictions, score, write the JSON report; returns the report."""
+    from sdg_data.embedding import load_embedder
+    from sdg_data.jsonl import iter_jsonl, read_records, write_json
+
+    gt = read_records(gt_path)
+    preds, stats = index_predictions(iter_jsonl(pred_path), cfg, source=str(pred_path))
+    gt_ids = {r.image_id for r in gt}
+    stats["missing_predictions"] = sum(1 for r in gt if r.image_id not in preds)
+    stats["unknown_image_ids"] = sum(1 for iid in preds if iid not in gt_ids)
+    embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
+    report = evaluate(gt, preds, cfg, embedder)
+    report["predictions"] = stats
+    if out_path:
+        write_json(out_path, report)
+    return report

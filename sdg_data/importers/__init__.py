@@ -1,0 +1,1 @@
+"""Importers that bring published SDG data into core records."""

@@ -1,0 +1,68 @@
+"""One-to-one box matching shared by SDG-Eval and the GRPO reward.
+
+Both scorers match within one image and one label at a time (class-aware); they differ only in the score
+(IoU for SDG-Eval, DIoU for the reward) and in what they do with the matched pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+MatchMethod = Literal["hungarian", "greedy"]
+MATCH_METHODS: tuple[str, ...] = ("hungarian", "greedy")
+_EMPTY = np.zeros(0, dtype=np.intp)
+
+
+def hungarian(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the one-to-one assignment of min(n, m) pairs with the largest total ``score``.
+
+    Maximizing IoU is the paper's "cost 1 - IoU"; maximizing DIoU is the reward's "cost -DIoU".
+    """
+    n, m = score.shape
+    if n == 0 or m == 0:
+        return _EMPTY, _EMPTY
+    if n == 1:
+        return np.zeros(1, dtype=np.intp), np.array([int(np.argmax(score[0]))], dtype=np.intp)
+    if m == 1:
+        return np.array([int(np.argmax(score[:, 0]))], dtype=np.intp), np.zeros(1, dtype=np.intp)
+    return linear_sum_assignment(score, maximize=True)
+
+
+def greedy(score: np.ndarray, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The released evaluate.py's matching: take pairs by descending score, each box at most once.
+
+    Pairs scoring below ``min_score`` (or zero IoU, when ``min_score`` is 0) are never taken.
+    """
+    n, m = score.shape
+    if n == 0 or m == 0:
+        return _EMPTY, _EMPTY
+    flat = np.argsort(-score, axis=None, kind="stable")
+    used_r = np.zeros(n, dtype=bool)
+    used_c = np.zeros(m, dtype=bool)
+    rows: list[int] = []
+    cols: list[int] = []
+    for k in flat:
+        r, c = divmod(int(k), m)
+        s = score[r, c]
+        if s < min_score or s <= 0.0:
+            break
+        if used_r[r] or used_c[c]:
+            continue
+        used_r[r] = used_c[c] = True
+        rows.append(r)
+        cols.append(c)
+        if len(rows) == min(n, m):
+            break
+    return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
+
+
+def match(score: np.ndarray, method: MatchMethod = "hungarian") -> tuple[np.ndarray, np.ndarray]:
+    if method == "hungarian":
+        return hungarian(score)
+    if method == "greedy":
+        return greedy(score)
+    raise ValueError(f"match method must be one of {MATCH_METHODS}, got {method!r}")

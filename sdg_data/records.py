@@ -1,0 +1,240 @@
+"""The data contract: one record per defect, one record per image, and their JSON form.
+
+Every stage reads and writes :class:`ImageRecord`. Its JSON line is a superset of the CLI interchange form
+``{"image_id": ..., "defects": [{"box_2d": [x0, y0, x1, y1], "label", "description", "importance"}]}`` (0-1000
+grid, xyxy), so a file of full records is also a valid ``--gt`` / ``--pred`` file. Validation errors name the
+record, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdg_data import SCHEMA_VERSION
+from sdg_data.boxes import Box, BoxError, BoxOrder
+
+
+LABELS: tuple[str, ...] = ("artifact", "misalignment")
+"""The two top-level defect types; subtypes live in the annotation guidelines only."""
+
+SPLITS: tuple[str, ...] = ("train", "test")
+IMPORTANCE_MIN, IMPORTANCE_MAX = 1, 100
+
+_RECORD_KEYS = {
+    "schema_version",
+    "image_id",
+    "image_path",
+    "width",
+    "height",
+    "caption",
+    "generator",
+    "seed",
+    "split",
+    "defects",
+    "provenance",
+}
+_DEFECT_KEYS = {"box_2d", "box_px", "label", "description", "desc", "importance", "provenance"}
+
+
+class RecordError(ValueError):
+    """Invalid record content. ``str()`` reads: record 'ID' field 'F': reason."""
+
+    def __init__(self, record_id: str | None, field_name: str, reason: str):
+        self.record_id = record_id
+        self.field = field_name
+        self.reason = reason
+        rid = "?" if record_id is None else record_id
+        super().__init__(f"record {rid!r} field {field_name!r}: {reason}")
+
+
+def check_importance(value: Any) -> int | None:
+    """An importance as stored: None, or an integer 1-100. Raises ValueError with the reason otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be an integer 1-100 or null, got {value!r}")
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise ValueError(f"must be an integer 1-100 or null, got {value!r}")
+    v = int(value)
+    if not IMPORTANCE_MIN <= v <= IMPORTANCE_MAX:
+        raise ValueError(f"must be within {IMPORTANCE_MIN}-{IMPORTANCE_MAX}, got {v}")
+    return v
+
+
+@dataclass(slots=True)
+class Defect:
+    """One defect: where (box), what (label), why (description) and how much it matters (importance or None)."""
+
+    box: Box
+    label: str
+    description: str = ""
+    importance: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, record_id: str | None = None, where: str = "defect") -> None:
+        if self.label not in LABELS:
+            raise RecordError(record_id, f"{where}.label", f"must be one of {LABELS}, got {self.label!r}")
+        problem = self.box.problem()
+        if problem:
+            raise RecordError(record_id, f"{where}.box_2d", problem)
+        if not isinstance(self.description, str):
+            raise RecordError(record_id, f"{where}.description", "must be a string")
+        try:
+            check_importance(self.importance)
+        except ValueError as exc:
+            raise RecordError(record_id, f"{where}.importance", str(exc)) from None
+
+    def to_json(self, width: int | None = None, height: int | None = None) -> dict[str, Any]:
+        """Interchange form. With the image size, ``box_px`` (pixel xyxy, derived, ignored on read) is added."""
+        out: dict[str, Any] = {
+            "box_2d": self.box.to_grid(),
+            "label": self.label,
+            "description": self.description,
+            "importance": self.importance,
+        }
+        if width and height:
+            out["box_px"] = [round(v, 2) for v in self.box.to_pixels(width, height)]
+        if self.provenance:
+            out["provenance"] = self.provenance
+        return out
+
+    @classmethod
+    def from_json(
+        cls, obj: Any, record_id: str | None = None, where: str = "defect", order: BoxOrder = "xyxy"
+    ) -> Defect:
+        """Parse and validate one interchange defect; ``desc`` is accepted for ``description``."""
+        if not isinstance(obj, Mapping):
+            raise RecordError(record_id, where, f"must be an object, got {type(obj).__name__}")
+        unknown = set(obj) - _DEFECT_KEYS
+        if unknown:
+            raise RecordError(record_id, where, f"unknown keys {sorted(unknown)}")
+        if "box_2d" not in obj:
+            raise RecordError(record_id, f"{where}.box_2d", "missing")
+        try:
+            box = Box.from_grid(obj["box_2d"], order=order)
+        except BoxError as exc:
+            raise RecordError(record_id, f"{where}.box_2d", str(exc)) from None
+        label = obj.get("label")
+        if label is None:
+            raise RecordError(record_id, f"{where}.label", "missing")
+        description = obj.get("description", obj.get("desc", ""))
+        if description is None:
+            description = ""
+        try:
+            importance = check_importance(obj.get("importance"))
+        except ValueError as exc:
+            raise RecordError(record_id, f"{where}.importance", str(exc)) from None
+        prov = obj.get("provenance") or {}
+        if not isinstance(prov, Mapping):
+            raise RecordError(record_id, f"{where}.provenance", "must be an object")
+        d = cls(box=box, label=label, description=description, importance=importance, provenance=dict(prov))
+        d.validate(record_id, where)
+        return d
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    """One generated image and its defects. ``defects == []`` means a clean image (a kept negative).
+
+    Only ``image_id`` and ``defects`` are required: scoring files carry just those; the dataset stages fill the
+    rest and check it with :meth:`require`.
+    """
+
+    image_id: str
+    defects: list[Defect] = field(default_factory=list)
+    image_path: str | None = None
+    width: int | None = None
+    height: int | None = None
+    caption: str | None = None
+    generator: str | None = None
+    seed: int | None = None
+    split: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    def defects_of(self, label: str) -> list[Defect]:
+        return [d for d in self.defects if d.label == label]
+
+    def validate(self) -> None:
+        rid = self.image_id
+        if not isinstance(rid, str) or not rid:
+            raise RecordError(None, "image_id", f"must be a non-empty string, got {rid!r}")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise RecordError(rid, name, f"must be a positive integer, got {v!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise RecordError(rid, "seed", f"must be an integer, got {self.seed!r}")
+        if self.split is not None and self.split not in SPLITS:
+            raise RecordError(rid, "split", f"must be one of {SPLITS}, got {self.split!r}")
+        for name in ("image_path", "caption", "generator"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise RecordError(rid, name, f"must be a string, got {type(v).__name__}")
+        if not isinstance(self.defects, list):
+            raise RecordError(rid, "defects", "must be a list (empty for a clean image)")
+        for i, d in enumerate(self.defects):
+            d.validate(rid, f"defects[{i}]")
+
+    def require(self, *names: str) -> None:
+        """Raise unless every named field is set: stages that need an image, a caption or a split call this."""
+        for name in names:
+            if getattr(self, name) is None:
+                raise RecordError(self.image_id, name, "missing (required by this stage)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "image_id": self.image_id,
+            "image_path": self.image_path,
+            "width": self.width,
+            "height": self.height,
+            "caption": self.caption,
+            "generator": self.generator,
+            "seed": self.seed,
+            "split": self.split,
+            "defects": [d.to_json(self.width, self.height) for d in self.defects],
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, order: BoxOrder = "xyxy") -> ImageRecord:
+        """Parse and validate a record line (full record or the minimal interchange form)."""
+        if not isinstance(obj, Mapping):
+            raise RecordError(None, "<line>", f"must be a JSON object, got {type(obj).__name__}")
+        rid = obj.get("image_id")
+        if not isinstance(rid, str) or not rid:
+            raise RecordError(None, "image_id", f"must be a non-empty string, got {rid!r}")
+        unknown = set(obj) - _RECORD_KEYS
+        if unknown:
+            raise RecordError(rid, "<record>", f"unknown keys {sorted(unknown)}")
+        version = obj.get("schema_version") or SCHEMA_VERSION
+        if str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise RecordError(rid, "schema_version", f"{version!r} is not compatible with {SCHEMA_VERSION}")
+        if "defects" not in obj:
+            raise RecordError(rid, "defects", "missing (use [] for a clean image)")
+        raw = obj["defects"]
+        if not isinstance(raw, list):
+            raise RecordError(rid, "defects", f"must be a list, got {type(raw).__name__}")
+        defects = [Defect.from_json(d, rid, f"defects[{i}]", order) for i, d in enumerate(raw)]
+        prov = obj.get("provenance") or {}
+        if not isinstance(prov, Mapping):
+            raise RecordError(rid, "provenance", "must be an object")
+        rec = cls(
+            image_id=rid,
+            defects=defects,
+            image_path=obj.get("image_path"),
+            width=obj.get("width"),
+            height=obj.get("height"),
+            caption=obj.get("caption"),
+            generator=obj.get("generator"),
+            seed=obj.get("seed"),
+            split=obj.get("split"),
+            provenance=dict(prov),
+            schema_version=str(version),
+        )
+        rec.validate()
+        return rec

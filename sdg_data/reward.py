@@ -1,0 +1,291 @@
+"""The detector's GRPO reward (paper section 3), batched: one embedding call and one DIoU pass per batch.
+
+For each completion: if the format check fails the reward is ``format_fail`` (-1). Otherwise
+``reward = w_box * R_box + w_desc * R_desc + w_imp * R_imp`` with
+
+* R_box: both sets empty -> ``both_empty``; ground truth but no prediction -> ``missed``; prediction on a clean
+  image -> ``false_alarm``; else label-constrained Hungarian matching on DIoU with no threshold, and
+  (sum of matched DIoU - ``unmatched`` * (#unmatched predictions + #unmatched ground truth)) / max(|G|, |P|, 1),
+  clipped to [-1, 1];
+* R_desc = sum over matches of clip((cos - desc_floor) / desc_span, 0, 1) / max(|G|, |P|, 1);
+* R_imp = sum over matches of clip(1 - |s_pred - s_gt| / imp_span, 0, 1) / max(|G|, |P|, 1), where a missing
+  ground-truth importance counts as ``missing_gt_importance`` and a missing predicted one earns 0.
+
+R_desc and R_imp are 0 in the three empty cases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdg_data.answer import ParseResult, parse_response
+from sdg_data.boxes import BoxOrder, diou_rows
+from sdg_data.embedding import CachedEmbedder, load_embedder
+from sdg_data.matching import hungarian
+from sdg_data.records import Defect, RecordError
+
+
+@dataclass
+class RewardConfig:
+    """Weights and constants of the reward; defaults are the paper's."""
+
+    w_box: float = 0.6
+    w_desc: float = 0.25
+    w_imp: float = 0.15
+    format_fail: float = -1.0
+    both_empty: float = 0.3
+    missed: float = -0.8
+    false_alarm: float = -0.3
+    unmatched: float = 0.5
+    """Penalty per unmatched box (prediction or ground truth) inside R_box."""
+    desc_floor: float = 0.5
+    desc_span: float = 0.4
+    imp_span: float = 50.0
+    missing_gt_importance: int = 50
+    box_order: BoxOrder = "xyxy"
+    """Coordinate order the policy writes ``box_2d`` in."""
+
+
+@dataclass(slots=True)
+class RewardBreakdown:
+    """One completion's reward and the parts it is made of, for logging and inspection."""
+
+    reward: float
+    format_ok: bool
+    case: str  # format_fail | both_empty | missed | false_alarm | matched
+    r_box: float = 0.0
+    r_desc: float = 0.0
+    r_imp: float = 0.0
+    n_gt: int = 0
+    n_pred: int = 0
+    n_matched: int = 0
+    reason: str | None = None
+
+
+_LABEL_CODE = {"artifact": 0, "misalignment": 1}
+
+
+def score(
+    parsed: Sequence[ParseResult],
+    gts: Sequence[Sequence[Defect]],
+    embedder: CachedEmbedder | None,
+    cfg: RewardConfig | None = None,
+) -> list[RewardBreakdown]:
+    """Rewards for parsed completions against their ground-truth defects (aligned lists)."""
+    cfg = cfg or RewardConfig()
+    if len(parsed) != len(gts):
+        raise ValueError(f"{len(parsed)} completions but {len(gts)} ground-truth rows")
+    out: list[RewardBreakdown] = []
+    # -- cases, and the completions that need matching
+    todo: list[int] = []
+    for i, (res, g) in enumerate(zip(parsed, gts)):
+        ng, npred = len(g), len(res.defects)
+        if not res.format_ok:
+            out.append(RewardBreakdown(cfg.format_fail, False, "format_fail", r_box=0.0, n_gt=ng, reason=res.reason))
+        elif ng == 0 and npred == 0:
+            out.append(RewardBreakdown(cfg.w_box * cfg.both_empty, True, "both_empty", r_box=cfg.both_empty))
+        elif npred == 0:
+            out.append(RewardBreakdown(cfg.w_box * cfg.missed, True, "missed", r_box=cfg.missed, n_gt=ng))
+        elif ng == 0:
+            fa = cfg.w_box * cfg.false_alarm
+            out.append(RewardBreakdown(fa, True, "false_alarm", r_box=cfg.false_alarm, n_pred=npred))
+        else:
+            out.append(RewardBreakdown(0.0, True, "matched", n_gt=ng, n_pred=npred))
+            todo.append(i)
+    if not todo:
+        return out
+
+    # -- every (gt, pred) pair of every completion that needs matching, in one DIoU pass
+    g_box: list[tuple[float, float, float, float]] = []
+    p_box: list[tuple[float, float, float, float]] = []
+    g_lab: list[int] = []
+    p_lab: list[int] = []
+    sizes = np.empty((len(todo), 2), dtype=np.intp)
+    for k, i in enumerate(todo):
+        g, p = gts[i], parsed[i].defects
+        sizes[k] = (len(g), len(p))
+        for d in g:
+            b = d.box
+            g_box.append((b.x0, b.y0, b.x1, b.y1))
+            g_lab.append(_LABEL_CODE[d.label])
+        for d in p:
+            b = d.box
+            p_box.append((b.x0, b.y0, b.x1, b.y1))
+            p_lab.append(_LABEL_CODE[d.label])
+    G, P = np.asarray(g_box), np.asarray(p_box)
+    gl, pl = np.asarray(g_lab), np.asarray(p_lab)
+    ng_, np_ = sizes[:, 0], sizes[:, 1]
+    g_start = np.concatenate(([0], np.cumsum(ng_)[:-1]))
+    p_start = np.concatenate(([0], np.cumsum(np_)[:-1]))
+    n_pairs = ng_ * np_
+    pair_start = np.concatenate(([0], np.cumsum(n_pairs)))
+    comp = np.repeat(np.arange(len(todo)), n_pairs)
+    local = np.arange(pair_start[-1]) - pair_start[comp]
+    gi = g_start[comp] + local // np_[comp]
+    pi = p_start[comp] + local % np_[comp]
+    diou = diou_rows(G[gi], P[pi])
+    compatible = gl[gi] == pl[pi]
+    big = 4.0 * (int(sizes.max()) + 1)  # any compatible pair beats every incompatible one
+    masked = np.where(compatible, diou, -big)
+
+    # -- per-completion Hungarian on its block
+    m_comp: list[int] = []
+    m_g: list[int] = []
+    m_p: list[int] = []
+    m_diou: list[float] = []
+    for k in range(len(todo)):
+        a, b = int(ng_[k]), int(np_[k])
+        s = int(pair_start[k])
+        block = masked[s : s + a * b].reshape(a, b)
+        rows, cols = hungarian(block)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            v = block[r, c]
+            if v > -big:
+                m_comp.append(k)
+                m_g.append(r)
+                m_p.append(c)
+                m_diou.append(float(v))
+
+    # -- description and importance terms of every matched pair, batched
+    texts_g = [gts[todo[k]][r].description for k, r in zip(m_comp, m_g)]
+    texts_p = [parsed[todo[k]].defects[c].description for k, c in zip(m_comp, m_p)]
+    if embedder is not None and m_comp:
+        cos = embedder.pair_cosines(texts_g, texts_p)
+        desc_term = np.clip((cos - cfg.desc_floor) / cfg.desc_span, 0.0, 1.0)
+    else:
+        desc_term = np.zeros(len(m_comp))
+    imp_term = np.zeros(len(m_comp))
+    for j, (k, r, c) in enumerate(zip(m_comp, m_g, m_p)):
+        sp = parsed[todo[k]].defects[c].importance
+        if sp is not None:
+            sg = gts[todo[k]][r].importance
+            sg = cfg.missing_gt_importance if sg is None else sg
+            imp_term[j] = min(1.0, max(0.0, 1.0 - abs(sp - sg) / cfg.imp_span))
+
+    mc = np.asarray(m_comp, dtype=np.intp)
+    n = len(todo)
+    sum_diou = np.bincount(mc, weights=np.asarray(m_diou), minlength=n)
+    sum_desc = np.bincount(mc, weights=desc_term, minlength=n)
+    sum_imp = np.bincount(mc, weights=imp_term, minlength=n)
+    n_match = np.bincount(mc, minlength=n)
+    norm = np.maximum(np.maximum(ng_, np_), 1)
+    unmatched = (ng_ - n_match) + (np_ - n_match)
+    r_box = np.clip((sum_diou - cfg.unmatched * unmatched) / norm, -1.0, 1.0)
+    r_desc = sum_desc / norm
+    r_imp = sum_imp / norm
+    total = cfg.w_box * r_box + cfg.w_desc * r_desc + cfg.w_imp * r_imp
+    for k, i in enumerate(todo):
+        o = out[i]
+        o.reward = float(total[k])
+        o.r_box, o.r_desc, o.r_imp = float(r_box[k]), float(r_desc[k]), float(r_imp[k])
+        o.n_matched = int(n_match[k])
+    return out
+
+
+def gt_defects(value: Any, row: int = 0) -> list[Defect]:
+    """Ground truth from a dataset column cell: a list of interchange defects, or that list as a JSON string."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordError(f"row {row}", "gt_defects", f"must be a list of defects, got {type(value).__name__}")
+    return [Defect.from_json(d, f"row {row}", f"gt_defects[{j}]") for j, d in enumerate(value)]
+
+
+def summarize(results: Sequence[RewardBreakdown]) -> dict[str, float]:
+    """Batch means of the reward and its components, the parse-failure rate and the case mix, for logging."""
+    n = max(len(results), 1)
+    ok = [r for r in results if r.format_ok]
+    out = {
+        "reward": sum(r.reward for r in results) / n,
+        "format_fail_rate": (len(results) - len(ok)) / n,
+        "parse_failures": float(len(results) - len(ok)),
+    }
+    for comp in ("r_box", "r_desc", "r_imp"):
+        out[comp] = sum(getattr(r, comp) for r in ok) / max(len(ok), 1)
+    for case in ("both_empty", "missed", "false_alarm", "matched"):
+        out[f"case_{case}"] = sum(r.case == case for r in results) / n
+    return out
+
+
+class SDGReward:
+    """A trl reward function: ``GRPOTrainer(reward_funcs=[SDGReward(...)])``.
+
+    trl calls it with ``completions`` plus every dataset column as keyword arguments; the ground truth comes from
+    the ``gt_column`` column (``gt_defects`` in the ``grpo`` dataset config). Components and the parse-failure
+    count go to trl's ``log_metric`` under ``sdg/...``; the last batch's breakdowns stay in ``self.last``.
+    """
+
+    def __init__(
+        self,
+        embedder: str | CachedEmbedder | None = "Qwen/Qwen3-Embedding-0.6B",
+        config: RewardConfig | None = None,
+        gt_column: str = "gt_defects",
+    ):
+        self.__name__ = "sdg_reward"
+        self.config = config or RewardConfig()
+        self.embedder = load_embedder(embedder) if isinstance(embedder, str) else embedder
+        self.gt_column = gt_column
+        self.last: list[RewardBreakdown] = []
+
+    def __call__(
+        self, completions: Sequence[Any], log_metric: Callable[[str, float], None] | None = None, **kwargs: Any
+    ) -> list[float]:
+        if self.gt_column not in kwargs:
+            raise KeyError(f"reward needs the dataset column {self.gt_column!r}; got columns {sorted(kwargs)}")
+        gts = [gt_defects(v, i) for i, v in enumerate(kwargs[self.gt_column])]
+        parsed = [parse_response(c, order=self.config.box_order) for c in completions]
+        self.last = score(parsed, gts, self.embedder, self.config)
+        if log_metric is not None:
+            for key, value in summarize(self.last).items():
+                log_metric(f"sdg/{key}", value)
+        return [r.reward for r in self.last]
+
+
+def breakdown_row(image_id: str, r: RewardBreakdown) -> Mapping[str, Any]:
+    row = {"image_id": image_id}
+    row.update(asdict(r))
+    return row
+
+
+def reward_files(
+    gt_path: str | Path, pred_path: str | Path, out_path: str | Path, cfg: RewardConfig, embedder: str | None
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """``sdg reward``: one line per prediction with its reward and components; returns rows and a summary.
+
+    Prediction lines hold raw model text under ``response`` (what GRPO scores, format gate included) or a
+    ``defects`` list, which is checked with the same item rules (it has no think block to require).
+    """
+    from sdg_data.answer import parse_defect_list
+    from sdg_data.jsonl import InputError, iter_jsonl, read_records, write_jsonl
+
+    gt = {r.image_id: r.defects for r in read_records(gt_path)}
+    ids: list[str] = []
+    parsed: list[ParseResult] = []
+    for lineno, row in iter_jsonl(pred_path):
+        iid = row.get("image_id") if isinstance(row, Mapping) else None
+        if not isinstance(iid, str):
+            raise InputError(f"{pred_path}:{lineno}: record '?' field 'image_id': missing or not a string")
+        if iid not in gt:
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'image_id': not in {gt_path}")
+        if "response" in row:
+            parsed.append(parse_response(row["response"], order=cfg.box_order))
+        elif "defects" in row:
+            parsed.append(parse_defect_list(row["defects"], order=cfg.box_order))
+        else:
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'response': need 'response' or 'defects'")
+        ids.append(iid)
+    emb = load_embedder(embedder) if embedder else None
+    results = score(parsed, [gt[i] for i in ids], emb, cfg)
+    rows = [dict(breakdown_row(i, r)) for i, r in zip(ids, results)]
+    write_jsonl(out_path, rows)
+    summary = summarize(results)
+    summary["completions"] = float(len(results))
+    return rows, summary
