@@ -69,7 +69,7 @@ class Box:
     # ----------------------------------------------------------------- constructors
     @classmethod
     def from_grid(cls, coords: Sequence[float], order: BoxOrder = "xyxy") -> Box:
-        """From a ``box_2d`` on the 0-1000 grid, in ``order`` (the SDG answer uses xyxy; Gemini and the SFT card yxyx)."""
+        """From a ``box_2d`` on the 0-1000 grid in ``order`` (SDG answers: xyxy; Gemini and the SFT card: yxyx)."""
         _check_order(order)
         a, b, c, d = _four_numbers(coords, "box_2d")
         return cls(a, b, c, d) if order == "xyxy" else cls(b, a, d, c)

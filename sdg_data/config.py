@@ -68,7 +68,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping
             if key not in names:
                 raise ConfigError(f"flags: unknown option {key!r} for {cls.__name__}")
             data[key] = value
-            source = "flags"
     checked = {
         k: _check(cls, k, v, hints[k], source if k in (overrides or {}) else str(path)) for k, v in data.items()
     }
