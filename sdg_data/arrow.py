@@ -1,0 +1,95 @@
+"""The Arrow form of records, for parquet shards and ``datasets``: one schema, defined once.
+
+Provenance is free-form, so it travels as a JSON string column; everything else is typed. ``box_2d`` is a
+fixed-size list of 4 int32 on the 0-1000 grid, xyxy, exactly as in the JSON form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from sdg_data import SCHEMA_VERSION
+from sdg_data.records import Defect, ImageRecord
+
+
+DEFECT_TYPE = pa.struct(
+    [
+        pa.field("box_2d", pa.list_(pa.int32(), 4)),
+        pa.field("label", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("importance", pa.int32()),
+        pa.field("provenance", pa.string()),
+    ]
+)
+
+
+def arrow_schema() -> pa.Schema:
+    """Schema of one record row; the schema version rides in the metadata."""
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("image_path", pa.string()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("caption", pa.string()),
+            pa.field("generator", pa.string()),
+            pa.field("seed", pa.int64()),
+            pa.field("split", pa.string()),
+            pa.field("defects", pa.list_(DEFECT_TYPE)),
+            pa.field("provenance", pa.string()),
+        ],
+        metadata={"sdg_schema_version": SCHEMA_VERSION},
+    )
+
+
+def defect_row(d: Defect) -> dict[str, Any]:
+    return {
+        "box_2d": d.box.to_grid(),
+        "label": d.label,
+        "description": d.description,
+        "importance": d.importance,
+        "provenance": json.dumps(d.provenance, ensure_ascii=False) if d.provenance else None,
+    }
+
+
+def record_row(r: ImageRecord) -> dict[str, Any]:
+    return {
+        "image_id": r.image_id,
+        "image_path": r.image_path,
+        "width": r.width,
+        "height": r.height,
+        "caption": r.caption,
+        "generator": r.generator,
+        "seed": r.seed,
+        "split": r.split,
+        "defects": [defect_row(d) for d in r.defects],
+        "provenance": json.dumps(r.provenance, ensure_ascii=False),
+    }
+
+
+def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:
+    return pa.Table.from_pylist([record_row(r) for r in records], schema=arrow_schema())
+
+
+def table_to_records(table: pa.Table) -> list[ImageRecord]:
+    """Back to validated records (a parquet shard or a ``datasets`` table read with this schema)."""
+    out = []
+    for row in table.to_pylist():
+        defects = [
+            {**{k: v for k, v in d.items() if k != "provenance"}, "provenance": json.loads(d["provenance"] or "{}")}
+            for d in row["defects"] or []
+        ]
+        obj = {**row, "defects": defects, "provenance": json.loads(row["provenance"] or "{}")}
+        out.append(ImageRecord.from_json(obj))
+    return out
+
+
+def hf_features():
+    """The same schema as ``datasets.Features`` (imports datasets lazily)."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(arrow_schema())

@@ -1,0 +1,85 @@
+"""Shared fixtures: offline environment, tiny random models built from configs (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from sdg_data.boxes import Box  # noqa: E402
+from sdg_data.records import Defect  # noqa: E402
+
+
+DEMO = Path(__file__).resolve().parents[1] / "sdg_data" / "demo"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_embedder_dir(tmp_path_factory) -> Path:
+    """A random-weight Qwen3 text model and byte-level tokenizer, saved like a hub folder (same code path as
+    Qwen/Qwen3-Embedding-0.6B, 1/10,000 of the size)."""
+    import torch
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
+
+    out = tmp_path_factory.mktemp("tiny-qwen3-embedding")
+    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]})
+    torch.manual_seed(0)
+    cfg = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+    )
+    Qwen3Model(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def defect(box, label="artifact", description="", importance=None) -> Defect:
+    return Defect(Box.from_grid(box), label, description, importance)
+
+
+class TableEmbedder:
+    """Test embedder with fixed vectors, so cosines are known by construction."""
+
+    name = "table"
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table = table
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        vecs = np.array([self.table[t] for t in texts], dtype=np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)

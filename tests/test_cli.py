@@ -1,0 +1,96 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sdg_data.cli import app
+from tests.conftest import DEMO
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["eval"], ["reward"], ["validate"], ["import-sdg30k"]])
+def test_help(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_eval_and_reward_on_the_demo(tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--gt",
+            str(DEMO / "gt.jsonl"),
+            "--pred",
+            str(DEMO / "pred.jsonl"),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--embedder",
+            "lexical",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Artifact" in res.output and "FLUX.2-dev (2)" in res.output and "1 format failures" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["embedder"] == "lexical"
+    res = runner.invoke(
+        app,
+        [
+            "reward",
+            "--gt",
+            str(DEMO / "gt.jsonl"),
+            "--pred",
+            str(DEMO / "pred.jsonl"),
+            "--out",
+            str(tmp_path / "rw.jsonl"),
+            "--embedder",
+            "lexical",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "rw.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and sum(not r["format_ok"] for r in rows) == 1
+    assert next(r for r in rows if r["image_id"] == "demo-0003")["reward"] == pytest.approx(0.18)
+
+
+def test_eval_with_a_real_transformers_embedder(tmp_path, tiny_qwen3_embedder_dir):
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--gt",
+            str(DEMO / "gt.jsonl"),
+            "--pred",
+            str(DEMO / "pred.jsonl"),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--embedder",
+            str(tiny_qwen3_embedder_dir),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    cos = json.loads((tmp_path / "r.json").read_text())["artifact"]["DescCos@0.1"]
+    assert -1.0 <= cos <= 1.0
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(
+        json.dumps({"image_id": "a", "defects": [{"box_2d": [1, 2, 3, 4], "label": "artifact", "importance": 101}]})
+        + "\n"
+    )
+    res = runner.invoke(app, ["eval", "--gt", str(gt), "--pred", str(gt), "--embedder", "none"])
+    assert res.exit_code == 2
+    assert "gt.jsonl:1: record 'a' field 'defects[0].importance': must be within 1-100, got 101" in res.output
+    res = runner.invoke(app, ["eval", "--gt", str(DEMO / "gt.jsonl"), "--pred", str(gt), "--match", "best"])
+    assert res.exit_code == 2 and "match must be one of" in res.output
+    res = runner.invoke(app, ["validate", str(tmp_path / "nope.jsonl")])
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_validate(tmp_path):
+    res = runner.invoke(app, ["validate", str(DEMO / "gt.jsonl")])
+    assert res.exit_code == 0 and "8 records, 10 defects, 2 clean images: valid" in res.output

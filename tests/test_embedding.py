@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from sdg_data.embedding import CachedEmbedder, LexicalEmbedder, TransformersEmbedder, load_embedder
+
+
+def test_transformers_embedder_mean_pools_and_normalizes(tiny_qwen3_embedder_dir):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    emb = TransformersEmbedder(str(tiny_qwen3_embedder_dir), max_length=256, batch_size=2)
+    texts = ["six fingers on the left hand", "red scarf", "a much longer description " * 3]
+    vecs = emb.encode(texts)
+    assert vecs.shape == (3, 32) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    # the same text alone gives the same vector as inside a padded batch (mask-aware mean pooling)
+    np.testing.assert_allclose(emb.encode([texts[1]])[0], vecs[1], atol=1e-5)
+    # and equals the mean of the last hidden state computed by hand
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3_embedder_dir)
+    model = AutoModel.from_pretrained(tiny_qwen3_embedder_dir)
+    with torch.no_grad():
+        h = model(**tok([texts[0]], return_tensors="pt")).last_hidden_state[0].mean(0)
+    np.testing.assert_allclose(vecs[0], (h / h.norm()).numpy(), atol=1e-5)
+
+
+def test_max_length_truncates(tiny_qwen3_embedder_dir):
+    emb = TransformersEmbedder(str(tiny_qwen3_embedder_dir), max_length=8)
+    a, b = emb.encode(["abcdefgh", "abcdefgh plus a tail that is cut off"])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cache_dedups_and_batches(tiny_qwen3_embedder_dir):
+    emb = load_embedder(str(tiny_qwen3_embedder_dir))
+    assert isinstance(emb, CachedEmbedder)
+    cos = emb.pair_cosines(["a", "b", "a"], ["a", "c", "b"])
+    assert emb.calls == 1 and len(emb._cache) == 3
+    assert cos[0] == pytest.approx(1.0, abs=1e-5)
+    emb.pair_cosines(["a"], ["c"])
+    assert emb.calls == 1  # nothing new to encode
+
+
+def test_lexical_and_none():
+    assert load_embedder("none") is None and load_embedder(None) is None
+    emb = load_embedder("lexical")
+    same, related, other = emb.pair_cosines(["six fingers"] * 3, ["six fingers", "six fingers on hand", "blue sky"])
+    assert same == pytest.approx(1.0) and related > other
+    assert LexicalEmbedder().encode([""]).shape == (1, 1024)

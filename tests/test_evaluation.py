@@ -1,0 +1,189 @@
+"""SDG-Eval against hand-computed numbers (see the comment above each expectation)."""
+
+import json
+
+import pytest
+
+from sdg_data.embedding import CachedEmbedder
+from sdg_data.evaluation import EvalConfig, evaluate, evaluate_files, format_table, index_predictions
+from sdg_data.records import ImageRecord
+from tests.conftest import TableEmbedder, defect
+
+
+def rec(iid, gen, defects):
+    return ImageRecord(image_id=iid, generator=gen, defects=defects)
+
+
+FULL = [0, 0, 100, 100]
+GT = [
+    rec("i1", "A", [defect(FULL, "artifact", "g1", 50)]),
+    rec("i2", "A", [defect(FULL, "artifact", "g2", 40)]),
+    rec("i3", "B", []),
+    rec("i4", "B", []),
+    rec("i5", "B", [defect([200, 200, 400, 400], "misalignment", "g5", 60)]),
+    rec("i6", "A", [defect(FULL, "artifact", "g6", 90)]),
+]
+PRED = {
+    "i1": [defect([0, 0, 100, 50], "artifact", "p1", 70)],  # IoU exactly 0.5
+    "i2": [defect([0, 0, 100, 10], "artifact", "p2", None)],  # IoU exactly 0.1, no importance
+    "i3": [defect([0, 0, 10, 10], "artifact", "p3", 10)],  # false alarm on a clean image
+    "i4": [],
+    "i5": [defect([200, 200, 400, 400], "artifact", "p5", 60)],  # right box, wrong label
+    "i6": [defect(FULL, "artifact", "p6", 90), defect(FULL, "artifact", "p6", 90)],  # duplicate prediction
+}
+
+
+def test_hand_computed_overall():
+    r = evaluate(GT, PRED)
+    art, mis = r["artifact"], r["misalignment"]
+    # artifact image level: TP i1 i2 i6, FP i3 i5, TN i4 -> F1 = 6/8, ClnAcc = 1/3
+    assert art["DetTypeF1"] == pytest.approx(0.75)
+    assert art["ClnAcc"] == pytest.approx(1 / 3)
+    # GT>0 images i1 i2 i6: |G| = 3, |P| = 4; matched at 0.1: 3 (0.5, 0.1 and 1.0); at 0.5: 2 (edge counts)
+    assert art["BoxPr@0.1"] == pytest.approx(3 / 4) and art["BoxRe@0.1"] == pytest.approx(1.0)
+    assert art["BoxF1@0.1"] == pytest.approx(6 / 7)
+    assert art["BoxPr@0.5"] == pytest.approx(2 / 4) and art["BoxRe@0.5"] == pytest.approx(2 / 3)
+    assert art["BoxF1@0.5"] == pytest.approx(4 / 7)
+    # ImpAcc over the three 0.1-pairs: 1-20/100, 0 (no predicted importance), 1 -> 0.6
+    assert art["ImpAcc@0.1"] == pytest.approx(0.6)
+    assert art["DescCos@0.1"] is None  # no embedder
+    # misalignment: i5 missed (label mismatch is no match), the five others clean and predicted clean
+    assert mis["DetTypeF1"] == 0.0 and mis["ClnAcc"] == 1.0
+    assert mis["BoxPr@0.1"] is None and mis["BoxRe@0.1"] == 0.0 and mis["BoxF1@0.1"] == 0.0
+    assert r["counts"]["artifact"]["gt_boxes"] == 3 and r["counts"]["artifact"]["pred_boxes"] == 4
+
+
+def test_box_scope_all_counts_false_alarm_boxes():
+    r = evaluate(GT, PRED, EvalConfig(box_scope="all"))
+    # + the boxes predicted on i3 and i5 -> |P| = 6
+    assert r["artifact"]["BoxF1@0.1"] == pytest.approx(6 / 9)
+    assert r["artifact"]["BoxPr@0.5"] == pytest.approx(2 / 6)
+
+
+def test_generator_breakdown():
+    r = evaluate(GT, PRED)
+    a, b = r["by_generator"]["A"]["artifact"], r["by_generator"]["B"]["artifact"]
+    assert a["DetTypeF1"] == 1.0 and a["ClnAcc"] is None  # A: i1 i2 i6 all TP
+    assert b["DetTypeF1"] == 0.0 and b["ClnAcc"] == pytest.approx(1 / 3)  # B: FP i3 i5, TN i4
+    assert a["BoxF1@0.5"] == pytest.approx(4 / 7)
+    assert r["counts"]["by_generator"] == {"A": 3, "B": 3}
+    table = format_table(r)
+    assert "Artifact" in table and "  A (3)" in table and "  B (3)" in table
+
+
+@pytest.mark.parametrize(
+    ("gt", "pred", "det", "cln"),
+    [
+        ([], [], None, 1.0),  # clean and predicted clean: TN
+        ([], [defect(FULL)], 0.0, 0.0),  # false alarm
+        ([defect(FULL)], [], 0.0, None),  # missed
+        ([defect(FULL)], [defect(FULL)], 1.0, None),
+    ],
+)
+def test_empty_cases(gt, pred, det, cln):
+    r = evaluate([rec("x", "A", gt)], {"x": pred})
+    assert r["artifact"]["DetTypeF1"] == det
+    assert r["artifact"]["ClnAcc"] == cln
+
+
+def test_missing_prediction_counts_as_no_defect():
+    r = evaluate([rec("x", "A", [defect(FULL)])], {})
+    assert r["artifact"]["DetTypeF1"] == 0.0 and r["artifact"]["BoxRe@0.1"] == 0.0
+
+
+def test_hungarian_vs_greedy():
+    # IoU: p1-g1 .667, p1-g2 .538, p2-g1 .4, p2-g2 0. Greedy takes p1-g1 first and strands p2;
+    # Hungarian (max total IoU) takes p1-g2 + p2-g1.
+    gt = [rec("x", "A", [defect([0, 0, 100, 100]), defect([50, 0, 150, 100])])]
+    pred = {"x": [defect([20, 0, 120, 100]), defect([0, 0, 40, 100])]}
+    h = evaluate(gt, pred, EvalConfig(match="hungarian"))
+    g = evaluate(gt, pred, EvalConfig(match="greedy"))
+    assert h["counts"]["artifact"]["matched@0.1"] == 2 and h["counts"]["artifact"]["matched@0.5"] == 1
+    assert g["counts"]["artifact"]["matched@0.1"] == 1 and g["counts"]["artifact"]["matched@0.5"] == 1
+    assert h["artifact"]["BoxF1@0.1"] == pytest.approx(1.0) and g["artifact"]["BoxF1@0.1"] == pytest.approx(0.5)
+
+
+def test_desc_cos_uses_matched_pairs_only():
+    table = {"g": [1, 0], "p_close": [0.6, 0.8], "p_far": [0, 1], "g2": [1, 1]}
+    emb = CachedEmbedder(TableEmbedder(table))
+    gt = [rec("x", "A", [defect(FULL, "artifact", "g"), defect([500, 500, 600, 600], "artifact", "g2")])]
+    pred = {"x": [defect(FULL, "artifact", "p_close"), defect([900, 900, 950, 950], "artifact", "p_far")]}
+    r = evaluate(gt, pred, embedder=emb)
+    assert r["artifact"]["DescCos@0.1"] == pytest.approx(0.6)  # only the IoU>=0.1 pair g / p_close
+    assert emb.inner.calls == [["g", "p_close"]]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_files_with_yxyx_and_raw_responses(tmp_path):
+    _write(
+        tmp_path / "gt.jsonl",
+        [
+            {
+                "image_id": "a",
+                "generator": "G",
+                "defects": [{"box_2d": FULL, "label": "artifact", "description": "d", "importance": 50}],
+            },
+            {"image_id": "b", "defects": []},
+        ],
+    )
+    resp = '<think>t</think><answer>[{"box_2d": [0, 0, 100, 50], "label": "artifact", "description": "d"}]</answer>'
+    _write(tmp_path / "pred.jsonl", [{"image_id": "a", "response": resp}, {"image_id": "b", "response": "garbage"}])
+    # read as yxyx, [0, 0, 100, 50] is x 0-50, y 0-100: IoU 0.5 either way, so check the counts
+    rep = evaluate_files(
+        tmp_path / "gt.jsonl",
+        tmp_path / "pred.jsonl",
+        tmp_path / "r.json",
+        EvalConfig(embedder="none", box_order="yxyx"),
+    )
+    assert rep["artifact"]["BoxF1@0.5"] == 1.0
+    assert rep["predictions"]["format_failures"] == 1 and rep["predictions"]["unparseable"] == 1
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert set(saved["artifact"]) == {
+        "DetTypeF1",
+        "ClnAcc",
+        "BoxPr@0.1",
+        "BoxRe@0.1",
+        "BoxF1@0.1",
+        "BoxPr@0.5",
+        "BoxRe@0.5",
+        "BoxF1@0.5",
+        "DescCos@0.1",
+        "ImpAcc@0.1",
+    }
+    assert set(saved) >= {"artifact", "misalignment", "by_generator"}
+
+
+def test_yxyx_changes_the_box(tmp_path):
+    _write(
+        tmp_path / "gt.jsonl",
+        [{"image_id": "a", "defects": [{"box_2d": [0, 0, 100, 20], "label": "artifact", "description": "d"}]}],
+    )
+    _write(
+        tmp_path / "pred.jsonl",
+        [{"image_id": "a", "defects": [{"box_2d": [0, 0, 20, 100], "label": "artifact", "description": "d"}]}],
+    )
+    xy = evaluate_files(tmp_path / "gt.jsonl", tmp_path / "pred.jsonl", None, EvalConfig(embedder="none"))
+    yx = evaluate_files(
+        tmp_path / "gt.jsonl", tmp_path / "pred.jsonl", None, EvalConfig(embedder="none", box_order="yxyx")
+    )
+    assert xy["artifact"]["BoxF1@0.5"] == 0.0 and yx["artifact"]["BoxF1@0.5"] == 1.0
+
+
+def test_strict_format_drops_salvaged_defects():
+    resp = '<answer>[{"box_2d": [0, 0, 100, 100], "label": "artifact", "description": "d"}]</answer>'  # no think
+    lenient, _ = index_predictions([(1, {"image_id": "a", "response": resp})], EvalConfig())
+    strict, stats = index_predictions([(1, {"image_id": "a", "response": resp})], EvalConfig(strict_format=True))
+    assert len(lenient["a"]) == 1 and strict["a"] == []
+    assert stats["format_failures"] == 1 and stats["examples"][0]["reason"] == "no <think> block"
+
+
+def test_bad_prediction_lines_name_line_and_field():
+    with pytest.raises(ValueError, match="pred:3: record 'a' field 'image_id': duplicate"):
+        index_predictions(
+            [(1, {"image_id": "a", "defects": []}), (3, {"image_id": "a", "defects": []})], EvalConfig(), "pred"
+        )
+    with pytest.raises(ValueError, match="need 'defects' or 'response'"):
+        index_predictions([(1, {"image_id": "a"})], EvalConfig(), "pred")
