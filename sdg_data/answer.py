@@ -22,6 +22,7 @@ from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, Defect
 
 _LABEL_SET = frozenset(LABELS)
 _NUM = (int, float)
+_NUM_TYPES = frozenset(_NUM)
 _DECODER = json.JSONDecoder()
 
 
@@ -134,36 +135,37 @@ def _importance(value: Any, i: int, issues: list[str]) -> int | None:
 
 
 def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[list[Defect], str | None]:
-    """Check each answer item; keep the usable ones. Returns the defects and the first format failure."""
-    reason: str | None = None
+    """Check each answer item; keep the usable ones. Returns the defects and the first format failure.
 
-    def fail(why: str) -> None:
-        nonlocal reason
-        issues.append(why)
-        if reason is None:
-            reason = why
-
+    This is the reward's hot path (about 1 us an item): plain type checks, no helpers on the happy path.
+    """
+    failures: list[str] = []
     defects: list[Defect] = []
+    num = _NUM_TYPES
     for i, item in enumerate(data):
         if type(item) is not dict:
-            fail(f"item {i}: not an object")
+            failures.append(f"item {i}: not an object")
             continue
         raw = item.get("box_2d")
         if raw is None:
             raw = item.get("bbox_2d")
             if raw is None:
-                fail(f"item {i}: no box_2d")
+                failures.append(f"item {i}: no box_2d")
                 continue
-            fail(f"item {i}: key 'bbox_2d' instead of 'box_2d'")
-        if type(raw) is not list or len(raw) != 4 or not all(type(v) in _NUM for v in raw):
-            fail(f"item {i}: box_2d must be 4 numbers, got {str(raw)[:60]}")
+            failures.append(f"item {i}: key 'bbox_2d' instead of 'box_2d'")
+        if type(raw) is not list or len(raw) != 4:
+            failures.append(f"item {i}: box_2d must be 4 numbers, got {str(raw)[:60]}")
+            continue
+        a, b, c, e = raw
+        if type(a) not in num or type(b) not in num or type(c) not in num or type(e) not in num:
+            failures.append(f"item {i}: box_2d must be 4 numbers, got {str(raw)[:60]}")
             continue
         if order == "xyxy":
-            x0, y0, x1, y1 = raw
+            x0, y0, x1, y1 = a, b, c, e
         else:
-            y0, x0, y1, x1 = raw
+            y0, x0, y1, x1 = a, b, c, e
         if not (x0 < x1 and y0 < y1):
-            fail(f"item {i}: box_2d {raw} is inverted or empty (needs x0 < x1 and y0 < y1)")
+            failures.append(f"item {i}: box_2d {raw} is inverted or empty (needs x0 < x1 and y0 < y1)")
             continue
         if x0 < 0 or y0 < 0 or x1 > GRID or y1 > GRID:
             x0, y0 = max(0.0, x0), max(0.0, y0)
@@ -173,20 +175,20 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
                 continue
             issues.append(f"item {i}: box_2d {raw} clamped to 0-{GRID}")
         label = item.get("label")
-        if type(label) is not str:
-            fail(f"item {i}: no label")
-            continue
         if label not in _LABEL_SET:
+            if type(label) is not str:
+                failures.append(f"item {i}: no label")
+                continue
             norm = label.strip().lower()
             if norm not in _LABEL_SET:
-                fail(f"item {i}: unknown label {label!r}")
+                failures.append(f"item {i}: unknown label {label!r}")
                 continue
             label = norm
         desc = item.get("description")
         if desc is None:
             desc = item.get("desc")
             if desc is None:
-                fail(f"item {i}: no description")
+                failures.append(f"item {i}: no description")
                 desc = ""
         if type(desc) is not str:
             desc = str(desc)
@@ -194,7 +196,10 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
         if imp is not None and (type(imp) is not int or imp < IMPORTANCE_MIN or imp > IMPORTANCE_MAX):
             imp = _importance(imp, i, issues)
         defects.append(Defect(Box(float(x0), float(y0), float(x1), float(y1)), label, desc, imp))
-    return defects, reason
+    if failures:
+        issues.extend(failures)
+        return defects, failures[0]
+    return defects, None
 
 
 def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -57,9 +56,12 @@ def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, flo
     return out[0], out[1], out[2], out[3]
 
 
-@dataclass(frozen=True, slots=True)
-class Box:
-    """An axis-aligned box on the 0-1000 grid, xyxy, floats. Build it with the ``from_*`` constructors."""
+class Box(NamedTuple):
+    """An axis-aligned box on the 0-1000 grid, xyxy, floats. Build it with the ``from_*`` constructors.
+
+    Immutable (a named tuple: three times cheaper to create than a frozen dataclass, which matters on the
+    reward's hot path); ``x0, y0, x1, y1 = box`` unpacks it.
+    """
 
     x0: float
     y0: float

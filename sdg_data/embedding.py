@@ -62,21 +62,30 @@ class TransformersEmbedder:
         self.model = AutoModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode in batches of similar length (sorted by characters), so little compute goes to padding."""
         torch = self._torch
-        out: list[np.ndarray] = []
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: np.ndarray | None = None
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = list(texts[start : start + self.batch_size])
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
                 enc = self.tokenizer(
-                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
                 ).to(self.device)
                 hidden = self.model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy())
-        if not out:
-            return np.zeros((0, 1), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32)
+                vecs = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
+                if out is None:
+                    out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+                out[idx] = vecs
+        return out
 
 
 class LexicalEmbedder:

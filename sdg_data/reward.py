@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from sdg_data.answer import ParseResult, parse_response
 from sdg_data.boxes import BoxOrder, diou_rows
 from sdg_data.embedding import CachedEmbedder, load_embedder
-from sdg_data.matching import hungarian
 from sdg_data.records import Defect, RecordError
 
 
@@ -106,21 +106,26 @@ def score(
     p_box: list[tuple[float, float, float, float]] = []
     g_lab: list[int] = []
     p_lab: list[int] = []
-    sizes = np.empty((len(todo), 2), dtype=np.intp)
-    for k, i in enumerate(todo):
-        g, p = gts[i], parsed[i].defects
-        sizes[k] = (len(g), len(p))
-        for d in g:
+    g_desc: list[str] = []
+    p_desc: list[str] = []
+    g_imp: list[float] = []
+    p_imp: list[float] = []
+    missing_gt = float(cfg.missing_gt_importance)
+    for i in todo:
+        for d in gts[i]:
             b = d.box
             g_box.append((b.x0, b.y0, b.x1, b.y1))
             g_lab.append(_LABEL_CODE[d.label])
-        for d in p:
+            g_desc.append(d.description)
+            g_imp.append(missing_gt if d.importance is None else d.importance)
+        for d in parsed[i].defects:
             b = d.box
             p_box.append((b.x0, b.y0, b.x1, b.y1))
             p_lab.append(_LABEL_CODE[d.label])
-    G, P = np.asarray(g_box), np.asarray(p_box)
-    gl, pl = np.asarray(g_lab), np.asarray(p_lab)
-    ng_, np_ = sizes[:, 0], sizes[:, 1]
+            p_desc.append(d.description)
+            p_imp.append(np.nan if d.importance is None else d.importance)
+    ng_ = np.fromiter((len(gts[i]) for i in todo), dtype=np.intp, count=len(todo))
+    np_ = np.fromiter((len(parsed[i].defects) for i in todo), dtype=np.intp, count=len(todo))
     g_start = np.concatenate(([0], np.cumsum(ng_)[:-1]))
     p_start = np.concatenate(([0], np.cumsum(np_)[:-1]))
     n_pairs = ng_ * np_
@@ -129,48 +134,34 @@ def score(
     local = np.arange(pair_start[-1]) - pair_start[comp]
     gi = g_start[comp] + local // np_[comp]
     pi = p_start[comp] + local % np_[comp]
+    G, P = np.asarray(g_box), np.asarray(p_box)
     diou = diou_rows(G[gi], P[pi])
-    compatible = gl[gi] == pl[pi]
-    big = 4.0 * (int(sizes.max()) + 1)  # any compatible pair beats every incompatible one
-    masked = np.where(compatible, diou, -big)
+    big = 4.0 * (int(max(ng_.max(), np_.max())) + 1)  # any compatible pair beats every incompatible one
+    masked = np.where(np.asarray(g_lab)[gi] == np.asarray(p_lab)[pi], diou, -big)
 
-    # -- per-completion Hungarian on its block
-    m_comp: list[int] = []
-    m_g: list[int] = []
-    m_p: list[int] = []
-    m_diou: list[float] = []
-    for k in range(len(todo)):
-        a, b = int(ng_[k]), int(np_[k])
-        s = int(pair_start[k])
-        block = masked[s : s + a * b].reshape(a, b)
-        rows, cols = hungarian(block)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            v = block[r, c]
-            if v > -big:
-                m_comp.append(k)
-                m_g.append(r)
-                m_p.append(c)
-                m_diou.append(float(v))
+    # -- per-completion Hungarian on its block; 1 x m and n x 1 blocks are an argmax
+    flat: list[int] = []
+    for a, b, s in zip(ng_.tolist(), np_.tolist(), pair_start[:-1].tolist()):
+        if a == 1 or b == 1:
+            flat.append(s + int(masked[s : s + a * b].argmax()))
+        else:
+            rows, cols = linear_sum_assignment(masked[s : s + a * b].reshape(a, b), maximize=True)
+            flat.extend((s + rows * b + cols).tolist())
+    sel = np.asarray(flat, dtype=np.intp)
+    sel = sel[masked[sel] > -big]
+    mc, mg, mp = comp[sel], gi[sel], pi[sel]
 
     # -- description and importance terms of every matched pair, batched
-    texts_g = [gts[todo[k]][r].description for k, r in zip(m_comp, m_g)]
-    texts_p = [parsed[todo[k]].defects[c].description for k, c in zip(m_comp, m_p)]
-    if embedder is not None and m_comp:
-        cos = embedder.pair_cosines(texts_g, texts_p)
+    if embedder is not None and sel.size:
+        cos = embedder.pair_cosines([g_desc[j] for j in mg.tolist()], [p_desc[j] for j in mp.tolist()])
         desc_term = np.clip((cos - cfg.desc_floor) / cfg.desc_span, 0.0, 1.0)
     else:
-        desc_term = np.zeros(len(m_comp))
-    imp_term = np.zeros(len(m_comp))
-    for j, (k, r, c) in enumerate(zip(m_comp, m_g, m_p)):
-        sp = parsed[todo[k]].defects[c].importance
-        if sp is not None:
-            sg = gts[todo[k]][r].importance
-            sg = cfg.missing_gt_importance if sg is None else sg
-            imp_term[j] = min(1.0, max(0.0, 1.0 - abs(sp - sg) / cfg.imp_span))
+        desc_term = np.zeros(sel.size)
+    imp_term = np.clip(1.0 - np.abs(np.asarray(p_imp)[mp] - np.asarray(g_imp)[mg]) / cfg.imp_span, 0.0, 1.0)
+    imp_term = np.nan_to_num(imp_term, nan=0.0)  # no predicted importance earns nothing
 
-    mc = np.asarray(m_comp, dtype=np.intp)
     n = len(todo)
-    sum_diou = np.bincount(mc, weights=np.asarray(m_diou), minlength=n)
+    sum_diou = np.bincount(mc, weights=masked[sel], minlength=n)
     sum_desc = np.bincount(mc, weights=desc_term, minlength=n)
     sum_imp = np.bincount(mc, weights=imp_term, minlength=n)
     n_match = np.bincount(mc, minlength=n)

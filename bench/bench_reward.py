@@ -1,0 +1,193 @@
+"""GRPO reward throughput on one batch (16 prompts x 8 generations, 0-6 boxes each), tiny real embedder.
+
+    python bench/bench_reward.py [--batches 5]
+
+Compared in the same process against the released plugin's approach, re-written here: per completion, a
+per-pair Python DIoU loop, a cost matrix filled in Python, and one embedding call per completion. Both use
+the same TransformersEmbedder (a tiny random Qwen3 built offline) so only the reward code differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synth import defects, jittered, response  # noqa: E402
+
+from sdg_data.answer import parse_response  # noqa: E402
+from sdg_data.embedding import CachedEmbedder, TransformersEmbedder  # noqa: E402
+from sdg_data.reward import RewardConfig, score  # noqa: E402
+
+
+def tiny_embedder_dir() -> str:
+    """A random Qwen3 text model with a word-level tokenizer, so descriptions have realistic token counts
+    (about one token a word, as with the real BPE vocabulary) while the model stays tiny."""
+    from synth import WORDS
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    out = tempfile.mkdtemp(prefix="tiny-qwen3-")
+    vocab = {w: i for i, w in enumerate(["<|endoftext|>", "<unk>", *sorted(set(WORDS)), "."])}
+    vocab.update({w.capitalize(): len(vocab) + k for k, w in enumerate(sorted(set(WORDS)))})
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|endoftext|>", unk_token="<unk>")
+    cfg = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    Qwen3Model(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------ baseline: the released plugin's approach
+def _diou_py(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    iou = inter / union if union > 0 else 0.0
+    d2 = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
+    c2 = (max(a[2], b[2]) - min(a[0], b[0])) ** 2 + (max(a[3], b[3]) - min(a[1], b[1])) ** 2
+    return iou - d2 / c2 if c2 > 0 else iou
+
+
+def baseline_batch(texts, gts, embedder: TransformersEmbedder, cfg: RewardConfig) -> list[float]:
+    out = []
+    for text, gt in zip(texts, gts):
+        res = parse_response(text)
+        if not res.format_ok:
+            out.append(cfg.format_fail)
+            continue
+        pred = res.defects
+        if not gt and not pred:
+            out.append(cfg.w_box * cfg.both_empty)
+            continue
+        if not pred:
+            out.append(cfg.w_box * cfg.missed)
+            continue
+        if not gt:
+            out.append(cfg.w_box * cfg.false_alarm)
+            continue
+        cost = np.full((len(gt), len(pred)), 2.0)
+        for i, g in enumerate(gt):
+            for j, p in enumerate(pred):
+                if g.label == p.label:
+                    gb, pb = g.box, p.box
+                    cost[i, j] = -_diou_py((gb.x0, gb.y0, gb.x1, gb.y1), (pb.x0, pb.y0, pb.x1, pb.y1))
+        rows, cols = linear_sum_assignment(cost)
+        pairs = [(r, c) for r, c in zip(rows, cols) if cost[r, c] < 1.5]
+        norm = max(len(gt), len(pred), 1)
+        unmatched = len(gt) + len(pred) - 2 * len(pairs)
+        r_box = max(-1.0, min(1.0, (sum(-cost[r, c] for r, c in pairs) - cfg.unmatched * unmatched) / norm))
+        r_desc = r_imp = 0.0
+        if pairs:
+            texts_pairs = [t for r, c in pairs for t in (gt[r].description, pred[c].description)]
+            vecs = embedder.encode(texts_pairs)  # one call per completion
+            for k, (r, c) in enumerate(pairs):
+                cos = float(np.dot(vecs[2 * k], vecs[2 * k + 1]))
+                r_desc += min(1.0, max(0.0, (cos - cfg.desc_floor) / cfg.desc_span))
+                sp, sg = pred[c].importance, gt[r].importance
+                if sp is not None:
+                    r_imp += min(1.0, max(0.0, 1 - abs(sp - (sg if sg is not None else 50)) / cfg.imp_span))
+        out.append(cfg.w_box * r_box + cfg.w_desc * r_desc / norm + cfg.w_imp * r_imp / norm)
+    return out
+
+
+class ConstantEmbedder:
+    """No model: isolates the reward code itself (parsing, matching, bookkeeping) from embedding compute."""
+
+    name = "constant"
+
+    def encode(self, texts):
+        return np.ones((len(texts), 4), dtype=np.float32) / 2.0
+
+
+# ------------------------------------------------------------------ benchmark
+def make_batch(rng: random.Random, prompts: int = 16, gens: int = 8):
+    texts, gts = [], []
+    for _ in range(prompts):
+        gt = defects(rng, rng.randint(0, 4), rng.randint(0, 2))
+        for _ in range(gens):
+            texts.append(response(rng, jittered(rng, gt)[:6]))
+            gts.append(gt)
+    return texts, gts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=5)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    inner = TransformersEmbedder(tiny_embedder_dir(), batch_size=256)
+    cfg = RewardConfig()
+    rng = random.Random(0)
+    batches = [make_batch(rng) for _ in range(args.batches + 1)]
+    n = len(batches[0][0])
+    # warm-up, and check the two implementations agree
+    texts, gts = batches[0]
+    ours = [r.reward for r in score([parse_response(t) for t in texts], gts, CachedEmbedder(inner), cfg)]
+    base = baseline_batch(texts, gts, inner, cfg)
+    worst = max(abs(a - b) for a, b in zip(ours, base))
+    assert worst < 1e-4, f"implementations disagree by {worst}"
+
+    t_ours, t_base, t_core, t_code_ours, t_code_base = [], [], [], [], []
+    const = ConstantEmbedder()
+    for texts, gts in batches[1:]:
+        t0 = time.perf_counter()
+        score([parse_response(t) for t in texts], gts, CachedEmbedder(inner), cfg)  # fresh cache: new texts
+        t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        baseline_batch(texts, gts, inner, cfg)
+        t_base.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        score([parse_response(t) for t in texts], gts, CachedEmbedder(const), cfg)
+        t_code_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        baseline_batch(texts, gts, const, cfg)
+        t_code_base.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            score([parse_response(t) for t in texts], gts, None, cfg)
+        t_core.append((time.perf_counter() - t0) / 20)
+    boxes = sum(len(d) for d in batches[1][1])
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print(f"batch: {n} completions (16 prompts x 8), {boxes} ground-truth boxes, tiny Qwen3 embedder, 2 threads")
+    print(f"max |ours - baseline| reward on the check batch: {worst:.2e}")
+    print(f"sdg reward (batched)        : {med(t_ours) * 1e3:8.2f} ms / batch")
+    print(f"released approach (baseline): {med(t_base) * 1e3:8.2f} ms / batch")
+    print(f"speed-up                    : {med(t_base) / med(t_ours):8.1f}x  (target >= 10x)")
+    print(
+        f"reward code only (no model)  : {med(t_code_ours) * 1e3:8.2f} ms vs {med(t_code_base) * 1e3:.2f} ms "
+        f"baseline = {med(t_code_base) / med(t_code_ours):.1f}x"
+    )
+    per = med(t_core) / n * 1e3
+    print(f"parse + match alone         : {per:8.4f} ms / completion  (target < 0.02 ms)")
+    if not math.isfinite(per):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
