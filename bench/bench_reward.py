@@ -153,7 +153,7 @@ def main() -> None:
     worst = max(abs(a - b) for a, b in zip(ours, base))
     assert worst < 1e-4, f"implementations disagree by {worst}"
 
-    t_ours, t_base, t_core, t_code_ours, t_code_base = [], [], [], [], []
+    t_ours, t_base, t_core, t_code_ours, t_code_base, t_warm = [], [], [], [], [], []
     const = ConstantEmbedder()
     for texts, gts in batches[1:]:
         t0 = time.perf_counter()
@@ -162,6 +162,17 @@ def main() -> None:
         t0 = time.perf_counter()
         baseline_batch(texts, gts, inner, cfg)
         t_base.append(time.perf_counter() - t0)
+        # second epoch over the same prompts: ground-truth vectors already cached, new completions
+        warm = CachedEmbedder(inner)
+        warm.encode([d.description for g in gts for d in g])
+        fresh_texts = [t.replace("</think>", " again</think>") for t in texts]
+        fresh = [parse_response(t) for t in fresh_texts]
+        for res in fresh:
+            for d in res.defects:
+                d.description = d.description + " (epoch 2)"
+        t0 = time.perf_counter()
+        score(fresh, gts, warm, cfg)
+        t_warm.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         score([parse_response(t) for t in texts], gts, CachedEmbedder(const), cfg)
         t_code_ours.append(time.perf_counter() - t0)
@@ -179,6 +190,10 @@ def main() -> None:
     print(f"sdg reward (batched)        : {med(t_ours) * 1e3:8.2f} ms / batch")
     print(f"released approach (baseline): {med(t_base) * 1e3:8.2f} ms / batch")
     print(f"speed-up                    : {med(t_base) / med(t_ours):8.1f}x  (target >= 10x)")
+    print(
+        f"  warm ground-truth cache    : {med(t_warm) * 1e3:8.2f} ms / batch = {med(t_base) / med(t_warm):.1f}x "
+        "(2nd epoch: same prompts, new completions)"
+    )
     print(
         f"reward code only (no model)  : {med(t_code_ours) * 1e3:8.2f} ms vs {med(t_code_base) * 1e3:.2f} ms "
         f"baseline = {med(t_code_base) / med(t_code_ours):.1f}x"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -112,24 +113,35 @@ class LexicalEmbedder:
 
 
 class CachedEmbedder:
-    """Deduplicates and caches within a run: each distinct text is encoded once, in batched calls."""
+    """Deduplicates and caches: each distinct text is encoded once, in one batched call per ``encode``.
 
-    def __init__(self, inner: Embedder):
+    Kept across calls (a trainer's reward sees the same ground-truth descriptions every epoch and 8 times per
+    prompt group) and bounded: past ``max_entries`` the least recently used vectors are dropped.
+    """
+
+    def __init__(self, inner: Embedder, max_entries: int = 200_000):
         self.inner = inner
         self.name = inner.name
-        self._cache: dict[str, np.ndarray] = {}
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.calls = 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        cache = self._cache
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing:
             self.calls += 1
             vecs = self.inner.encode(missing)
             for t, v in zip(missing, vecs):
-                self._cache[t] = v
+                cache[t] = v
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+        out = np.stack([cache[t] for t in texts])
+        for t in texts:
+            cache.move_to_end(t)
+        while len(cache) > self.max_entries:
+            cache.popitem(last=False)
+        return out
 
     def pair_cosines(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Cosine of ``a[i]`` with ``b[i]`` for every i, with one encode call for both sides."""

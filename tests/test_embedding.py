@@ -45,3 +45,14 @@ def test_lexical_and_none():
     same, related, other = emb.pair_cosines(["six fingers"] * 3, ["six fingers", "six fingers on hand", "blue sky"])
     assert same == pytest.approx(1.0) and related > other
     assert LexicalEmbedder().encode([""]).shape == (1, 1024)
+
+
+def test_cache_is_bounded_lru():
+    emb = CachedEmbedder(LexicalEmbedder(), max_entries=3)
+    emb.encode(["a", "b", "c"])
+    emb.encode(["a"])  # a is now the most recent
+    emb.encode(["d"])  # evicts b
+    assert list(emb._cache) == ["c", "a", "d"]
+    calls = emb.calls
+    emb.encode(["b"])
+    assert emb.calls == calls + 1
