@@ -33,31 +33,10 @@ def tiny_embedder_dir() -> str:
     """A random Qwen3 text model with a word-level tokenizer, so descriptions have realistic token counts
     (about one token a word, as with the real BPE vocabulary) while the model stays tiny."""
     from synth import WORDS
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
-    out = tempfile.mkdtemp(prefix="tiny-qwen3-")
-    vocab = {w: i for i, w in enumerate(["<|endoftext|>", "<unk>", *sorted(set(WORDS)), "."])}
-    vocab.update({w.capitalize(): len(vocab) + k for k, w in enumerate(sorted(set(WORDS)))})
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|endoftext|>", unk_token="<unk>")
-    cfg = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    Qwen3Model(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    from sdg_data.tiny_models import save_tiny_qwen3_text_model, word_level_tokenizer
+
+    return str(save_tiny_qwen3_text_model(tempfile.mkdtemp(prefix="tiny-qwen3-"), word_level_tokenizer(WORDS)))
 
 
 # ------------------------------------------------------------------ baseline: the released plugin's approach

@@ -39,31 +39,9 @@ def pytest_collection_modifyitems(config, items):
 def tiny_qwen3_embedder_dir(tmp_path_factory) -> Path:
     """A random-weight Qwen3 text model and byte-level tokenizer, saved like a hub folder (same code path as
     Qwen/Qwen3-Embedding-0.6B, 1/10,000 of the size)."""
-    import torch
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
+    from sdg_data.tiny_models import byte_level_qwen_tokenizer, save_tiny_qwen3_text_model
 
-    out = tmp_path_factory.mktemp("tiny-qwen3-embedding")
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]})
-    torch.manual_seed(0)
-    cfg = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=None,
-    )
-    Qwen3Model(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_qwen3_text_model(tmp_path_factory.mktemp("tiny-qwen3-embedding"), byte_level_qwen_tokenizer())
 
 
 def defect(box, label="artifact", description="", importance=None) -> Defect:

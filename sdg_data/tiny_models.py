@@ -1,0 +1,57 @@
+"""Tiny random-weight models of the real classes, built offline from configs, for tests and benchmarks.
+
+Same code paths as the real checkpoints (Qwen/Qwen3-Embedding-0.6B is a Qwen3Model), a ten-thousandth the size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_tiny_qwen3_text_model(out: str | Path, tokenizer, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide random Qwen3Model with ``tokenizer`` to ``out`` (loadable by AutoModel)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3Model
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    Qwen3Model(cfg).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def byte_level_qwen_tokenizer():
+    """A Qwen2Tokenizer over the 256 byte symbols (no merges): one token a byte, no files needed."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]})
+    return tok
+
+
+def word_level_tokenizer(words: list[str]):
+    """A whitespace word-level tokenizer: about one token a word, like a real BPE vocabulary on plain English."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for w in ["<|endoftext|>", "<unk>", ".", *sorted(set(words)), *sorted({w.capitalize() for w in words})]:
+        vocab.setdefault(w, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|endoftext|>", unk_token="<unk>")
