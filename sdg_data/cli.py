@@ -87,7 +87,7 @@ def eval_cmd(
             ),
         )
         report = evaluate_files(gt, pred, out, cfg)
-    except (ConfigError, InputError, ValueError) as exc:
+    except (ConfigError, InputError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(format_table(report, title=pred.stem))
     p = report["predictions"]
@@ -124,7 +124,7 @@ def reward_cmd(
     try:
         cfg = load_config(RewardConfig, config, dict(box_order=box_order))
         _, summary = reward_files(gt, pred, out, cfg, embedder or DEFAULT_EMBEDDER)
-    except (ConfigError, InputError, ValueError) as exc:
+    except (ConfigError, InputError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(
         f"{int(summary['completions'])} completions: mean reward {summary['reward']:.4f}, "

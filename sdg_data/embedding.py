@@ -159,4 +159,11 @@ def load_embedder(spec: str | None, **kwargs) -> CachedEmbedder | None:
         return None
     if spec == LEXICAL:
         return CachedEmbedder(LexicalEmbedder())  # model options do not apply
-    return CachedEmbedder(TransformersEmbedder(spec, **kwargs))
+    try:
+        return CachedEmbedder(TransformersEmbedder(spec, **kwargs))
+    except OSError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OSError(
+            f"cannot load embedder {spec!r} ({first}); give a local folder or a cached model id, or use "
+            "--embedder lexical (offline, not comparable with the paper) or --embedder none"
+        ) from None

@@ -94,3 +94,20 @@ def test_bad_input_is_one_clear_line(tmp_path):
 def test_validate(tmp_path):
     res = runner.invoke(app, ["validate", str(DEMO / "gt.jsonl")])
     assert res.exit_code == 0 and "8 records, 10 defects, 2 clean images: valid" in res.output
+
+
+def test_unavailable_embedder_is_a_clear_error(tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--gt",
+            str(DEMO / "gt.jsonl"),
+            "--pred",
+            str(DEMO / "pred.jsonl"),
+            "--embedder",
+            str(tmp_path / "no-such-model"),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "cannot load embedder" in res.output and "--embedder lexical" in res.output
