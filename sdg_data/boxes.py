@@ -201,11 +201,6 @@ def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _diou(a[:, None, :], b[None, :, :])
 
 
-def iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once."""
-    return _iou(a, b)
-
-
 def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays."""
+    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once."""
     return _diou(a, b)

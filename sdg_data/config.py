@@ -72,7 +72,3 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping
         k: _check(cls, k, v, hints[k], source if k in (overrides or {}) else str(path)) for k, v in data.items()
     }
     return cls(**checked)
-
-
-def config_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

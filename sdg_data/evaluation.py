@@ -35,18 +35,6 @@ DESC_THRESHOLD = 0.1
 _TOL = 1e-9  # IoU exactly at a threshold counts as reaching it, float noise or not
 
 BoxScope = Literal["gt_positive", "all"]
-METRIC_KEYS: tuple[str, ...] = (
-    "DetTypeF1",
-    "ClnAcc",
-    "BoxPr@0.1",
-    "BoxRe@0.1",
-    "BoxF1@0.1",
-    "BoxPr@0.5",
-    "BoxRe@0.5",
-    "BoxF1@0.5",
-    "DescCos@0.1",
-    "ImpAcc@0.1",
-)
 
 
 @dataclass

@@ -10,6 +10,11 @@ from tests.conftest import DEMO
 runner = CliRunner()
 
 
+def demo(cmd: str, *extra: str):
+    """Run `sdg CMD` on the bundled demo files."""
+    return runner.invoke(app, [cmd, "--gt", str(DEMO / "gt.jsonl"), "--pred", str(DEMO / "pred.jsonl"), *extra])
+
+
 @pytest.mark.parametrize("cmd", [[], ["eval"], ["reward"], ["validate"], ["import-sdg30k"]])
 def test_help(cmd):
     res = runner.invoke(app, [*cmd, "--help"])
@@ -18,38 +23,12 @@ def test_help(cmd):
 
 
 def test_eval_and_reward_on_the_demo(tmp_path):
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "--gt",
-            str(DEMO / "gt.jsonl"),
-            "--pred",
-            str(DEMO / "pred.jsonl"),
-            "--out",
-            str(tmp_path / "r.json"),
-            "--embedder",
-            "lexical",
-        ],
-    )
+    res = demo("eval", "--out", str(tmp_path / "r.json"), "--embedder", "lexical")
     assert res.exit_code == 0, res.output
     assert "Artifact" in res.output and "FLUX.2-dev (2)" in res.output and "1 format failures" in res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["config"]["embedder"] == "lexical"
-    res = runner.invoke(
-        app,
-        [
-            "reward",
-            "--gt",
-            str(DEMO / "gt.jsonl"),
-            "--pred",
-            str(DEMO / "pred.jsonl"),
-            "--out",
-            str(tmp_path / "rw.jsonl"),
-            "--embedder",
-            "lexical",
-        ],
-    )
+    res = demo("reward", "--out", str(tmp_path / "rw.jsonl"), "--embedder", "lexical")
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (tmp_path / "rw.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and sum(not r["format_ok"] for r in rows) == 1
@@ -57,20 +36,7 @@ def test_eval_and_reward_on_the_demo(tmp_path):
 
 
 def test_eval_with_a_real_transformers_embedder(tmp_path, tiny_qwen3_embedder_dir):
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "--gt",
-            str(DEMO / "gt.jsonl"),
-            "--pred",
-            str(DEMO / "pred.jsonl"),
-            "--out",
-            str(tmp_path / "r.json"),
-            "--embedder",
-            str(tiny_qwen3_embedder_dir),
-        ],
-    )
+    res = demo("eval", "--out", str(tmp_path / "r.json"), "--embedder", str(tiny_qwen3_embedder_dir))
     assert res.exit_code == 0, res.output
     cos = json.loads((tmp_path / "r.json").read_text())["artifact"]["DescCos@0.1"]
     assert -1.0 <= cos <= 1.0
@@ -97,17 +63,6 @@ def test_validate(tmp_path):
 
 
 def test_unavailable_embedder_is_a_clear_error(tmp_path):
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "--gt",
-            str(DEMO / "gt.jsonl"),
-            "--pred",
-            str(DEMO / "pred.jsonl"),
-            "--embedder",
-            str(tmp_path / "no-such-model"),
-        ],
-    )
+    res = demo("eval", "--embedder", str(tmp_path / "no-such-model"))
     assert res.exit_code == 2
     assert "cannot load embedder" in res.output and "--embedder lexical" in res.output
