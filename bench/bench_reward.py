@@ -120,7 +120,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    inner = TransformersEmbedder(tiny_embedder_dir(), batch_size=256)
+    inner = TransformersEmbedder(tiny_embedder_dir(), batch_size=128)
     cfg = RewardConfig()
     rng = random.Random(0)
     batches = [make_batch(rng) for _ in range(args.batches + 1)]

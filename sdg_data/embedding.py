@@ -61,27 +61,53 @@ class TransformersEmbedder:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self._backend = self._rust_backend()
+        self._pad_id = self.tokenizer.pad_token_id or 0
+
+    def _rust_backend(self):
+        """The fast tokenizer's Rust core with our truncation and no padding (we pad per length-sorted batch):
+        the same ids as ``tokenizer(...)`` without its per-token Python conversion."""
+        core = getattr(self.tokenizer, "_tokenizer", None)
+        if core is None or not getattr(self.tokenizer, "is_fast", False):
+            return None
+        from tokenizers import Tokenizer
+
+        core = Tokenizer.from_str(core.to_str())
+        core.no_padding()
+        core.enable_truncation(self.max_length)
+        return core
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        if self._backend is not None:
+            return [e.ids for e in self._backend.encode_batch_fast(texts)]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return enc["input_ids"]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode in batches of similar length (sorted by characters), so little compute goes to padding."""
-        torch = self._torch
+        """Encode in batches of similar length, so little compute goes to padding."""
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        torch = self._torch
+        texts = list(texts)
+        ids = self._token_ids(texts)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(lengths, kind="stable").tolist()
         out: np.ndarray | None = None
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                enc = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                hidden = self.model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                width = max(int(lengths[idx[-1]]), 1)
+                batch = np.full((len(idx), width), self._pad_id, dtype=np.int64)
+                mask = np.zeros((len(idx), width), dtype=np.int64)
+                for r, i in enumerate(idx):
+                    batch[r, : lengths[i]] = ids[i]
+                    mask[r, : lengths[i]] = 1
+                input_ids = torch.from_numpy(batch).to(self.device)
+                attn = torch.from_numpy(mask).to(self.device)
+                hidden = self.model(input_ids=input_ids, attention_mask=attn)
+                hidden = hidden.last_hidden_state.float()
+                m = attn.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
                 vecs = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
                 if out is None:
                     out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)

@@ -56,3 +56,22 @@ def test_cache_is_bounded_lru():
     calls = emb.calls
     emb.encode(["b"])
     assert emb.calls == calls + 1
+
+
+def test_fast_path_matches_the_reference_recipe(tiny_qwen3_embedder_dir):
+    """Token ids from the Rust core and length-sorted right padding give the transformers recipe's vectors."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    emb = TransformersEmbedder(str(tiny_qwen3_embedder_dir), max_length=12, batch_size=3)
+    assert emb._backend is not None
+    texts = ["x", "red scarf on the dog", "a long description " * 6, "two", "hands with six fingers"]
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3_embedder_dir)
+    model = AutoModel.from_pretrained(tiny_qwen3_embedder_dir)
+    enc = tok(texts, padding=True, truncation=True, max_length=12, return_tensors="pt")
+    assert emb._token_ids(texts) == [ids[m.bool()].tolist() for ids, m in zip(enc.input_ids, enc.attention_mask)]
+    with torch.no_grad():
+        h = model(**enc).last_hidden_state
+    m = enc.attention_mask.unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).numpy()
+    np.testing.assert_allclose(emb.encode(texts), ref, atol=1e-5)
