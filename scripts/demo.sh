@@ -6,15 +6,30 @@ SDG=${SDG:-.venv/bin/sdg}
 DEMO=sdg_data/demo
 OUT=outputs/demo
 mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-echo "== validate the bundled ground truth"
-"$SDG" validate "$DEMO/gt.jsonl"
+echo "== validate the bundled annotated sample (24 images, 4 generators)"
+"$SDG" validate "$DEMO/sample/records.jsonl"
+
+echo "== distill with the offline template teacher (use --teacher openai --base-url ... for a real VLM)"
+"$SDG" distill "$DEMO/sample/records.jsonl" --out "$OUT/distill"
+
+echo "== build the dataset (annotations, sft, grpo, test)"
+"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml
+
+echo "== dataset statistics and report"
+"$SDG" stats "$OUT/dataset" --report "$OUT/report.html"
+
+echo "== draw a few images with their boxes"
+"$SDG" viz "$OUT/dataset" --out "$OUT/viz" --limit 6
 
 # 'lexical' embeds offline without a model; pass --embedder Qwen/Qwen3-Embedding-0.6B for the paper's DescCos.
+echo "== sanity check: SDG-Eval of the test split against itself (every F1 must be 1)"
+"$SDG" eval --gt "$OUT/dataset" --pred "$OUT/dataset" --out "$OUT/test_self_eval.json" --embedder lexical
+
 echo "== SDG-Eval of the bundled detector output"
 "$SDG" eval --gt "$DEMO/gt.jsonl" --pred "$DEMO/pred.jsonl" --out "$OUT/eval.json" --embedder lexical
 
 echo "== GRPO reward of the same completions"
 "$SDG" reward --gt "$DEMO/gt.jsonl" --pred "$DEMO/pred.jsonl" --out "$OUT/rewards.jsonl" --embedder lexical
-echo "done: $OUT/eval.json $OUT/rewards.jsonl"
+echo "done: dataset $OUT/dataset, report $OUT/report.html, eval $OUT/eval.json, rewards $OUT/rewards.jsonl"

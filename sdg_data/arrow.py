@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -41,6 +42,7 @@ def arrow_schema() -> pa.Schema:
             pa.field("split", pa.string()),
             pa.field("defects", pa.list_(DEFECT_TYPE)),
             pa.field("provenance", pa.string()),
+            pa.field("think", pa.string()),
         ],
         metadata={"sdg_schema_version": SCHEMA_VERSION},
     )
@@ -68,6 +70,7 @@ def record_row(r: ImageRecord) -> dict[str, Any]:
         "split": r.split,
         "defects": [defect_row(d) for d in r.defects],
         "provenance": json.dumps(r.provenance, ensure_ascii=False),
+        "think": r.think,
     }
 
 
@@ -84,6 +87,8 @@ def table_to_records(table: pa.Table) -> list[ImageRecord]:
             for d in row["defects"] or []
         ]
         obj = {**row, "defects": defects, "provenance": json.loads(row["provenance"] or "{}")}
+        if obj.get("think") is None:
+            obj.pop("think", None)
         out.append(ImageRecord.from_json(obj))
     return out
 
@@ -93,3 +98,56 @@ def hf_features():
     from datasets import Features
 
     return Features.from_arrow_schema(arrow_schema())
+
+
+_RECORD_COLUMNS = (
+    "image_id",
+    "image_path",
+    "width",
+    "height",
+    "caption",
+    "generator",
+    "seed",
+    "split",
+    "defects",
+    "provenance",
+    "think",
+)
+
+
+def parquet_files(path: str | Path) -> list[Path]:
+    """A parquet file, or the shards of a dataset folder: its ``test`` config if it has one, else every shard."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    for sub in (p / "data" / "test", p / "data", p):
+        files = sorted(sub.rglob("*.parquet")) if sub.is_dir() else []
+        if files:
+            return files
+    raise FileNotFoundError(f"{p}: no parquet shards found")
+
+
+def read_parquet_records(path: str | Path) -> list[ImageRecord]:
+    """Records from parquet shards (``sdg build``'s ``test`` or ``annotations`` config); image columns are skipped."""
+    import pyarrow.parquet as pq
+
+    out: list[ImageRecord] = []
+    for f in parquet_files(path):
+        names = pq.read_schema(f).names
+        table = pq.read_table(f, columns=[c for c in _RECORD_COLUMNS if c in names])
+        for row in table.to_pylist():
+            defects = []
+            for d in row.get("defects") or []:
+                d = {k: v for k, v in d.items() if v is not None or k == "importance"}
+                if isinstance(d.get("provenance"), str):
+                    d["provenance"] = json.loads(d["provenance"])
+                defects.append(d)
+            obj = {k: v for k, v in row.items() if v is not None}
+            obj["defects"] = defects
+            if isinstance(obj.get("provenance"), str):
+                obj["provenance"] = json.loads(obj["provenance"])
+            try:
+                out.append(ImageRecord.from_json(obj))
+            except ValueError as exc:
+                raise ValueError(f"{f}: {exc}") from None
+    return out

@@ -56,6 +56,15 @@ def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, flo
     return out[0], out[1], out[2], out[3]
 
 
+def _ordered(a: int, b: int) -> tuple[int, int]:
+    """``a < b`` on the grid: swap crossed ends, widen a collapsed pair by one unit inside 0-1000."""
+    if a > b:
+        a, b = b, a
+    if a == b:
+        return (a, a + 1) if a < GRID else (a - 1, a)
+    return a, b
+
+
 class Box(NamedTuple):
     """An axis-aligned box on the 0-1000 grid, xyxy, floats. Build it with the ``from_*`` constructors.
 
@@ -134,6 +143,15 @@ class Box(NamedTuple):
     def clamp(self) -> Box:
         """The box cut to the image (0..1000 on both axes)."""
         return Box(*(min(float(GRID), max(0.0, v)) for v in (self.x0, self.y0, self.x1, self.y1)))
+
+    def shifted(self, offsets: Sequence[int]) -> Box:
+        """The grid box moved by integer ``(dx0, dy0, dx1, dy1)``, clamped to 0-1000, kept at least 1 unit wide
+        and tall (coordinate jitter). The box is first snapped to the integer grid, as the answer stores it."""
+        x0, y0, x1, y1 = (v + int(d) for v, d in zip(self.to_grid(), offsets))
+        x0, y0, x1, y1 = (min(GRID, max(0, v)) for v in (x0, y0, x1, y1))
+        x0, x1 = _ordered(x0, x1)
+        y0, y1 = _ordered(y0, y1)
+        return Box(float(x0), float(y0), float(x1), float(y1))
 
     def is_inside(self) -> bool:
         return 0.0 <= self.x0 and 0.0 <= self.y0 and self.x1 <= GRID and self.y1 <= GRID

@@ -201,6 +201,146 @@ def import_sdg30k_cmd(
         )
 
 
+@app.command("distill")
+def distill_cmd(
+    records: Annotated[Path, typer.Argument(help="Annotated records JSONL (image_path relative to it, caption).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for distilled.jsonl, rejects.jsonl, summary.json.")],
+    teacher: Annotated[
+        Optional[str],
+        typer.Option(
+            "--teacher", help="template (offline, deterministic) or openai (any OpenAI-compatible VLM endpoint)."
+        ),
+    ] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Chat-completions endpoint base URL.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Teacher model name at that endpoint.")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option("--max-in-flight", help="Requests in flight.")] = None,
+    template: Annotated[
+        Optional[str], typer.Option("--template", help="Teacher prompt: a name under distill/prompts/ or DIR/NAME.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Turn each annotated image into the detector's target: a three-step think, English descriptions and
+    importance scores, keeping the human boxes and labels exactly.
+
+    Usage: sdg distill annotated.jsonl --out work/distill                      (offline template teacher)
+           OPENAI_API_KEY=... sdg distill annotated.jsonl --out work/distill --teacher openai \
+               --base-url http://localhost:8000/v1 --model Qwen/Qwen3-VL-235B-A22B-Instruct
+
+    Finished records are cached under OUT/cache: rerunning after a crash sends only what is missing.
+    """
+    from distill.config import DistillConfig
+    from distill.runner import distill_file
+    from sdg_data.config import ConfigError, load_config
+    from sdg_data.jsonl import InputError
+
+    try:
+        cfg = load_config(
+            DistillConfig,
+            config,
+            dict(teacher=teacher, base_url=base_url, model=model, max_in_flight=max_in_flight, template=template),
+        )
+        s = distill_file(records, out, cfg)
+    except (ConfigError, InputError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(
+        f"read {s['read']}: distilled {s['distilled']}, rejected {s['rejected']} {s['rejected_by_stage']}; "
+        f"{s['from_cache']} from cache, {s['requests']} requests, {s['transient_retries']} transient retries, "
+        f"{s['rule_retries']} rule retries, tokens {s['prompt_tokens']} in / {s['completion_tokens']} out, "
+        f"cost ${s['cost_usd']}"
+    )
+    typer.echo(f"output: {out}/distilled.jsonl, {out}/rejects.jsonl, {out}/summary.json")
+
+
+@app.command("build")
+def build_cmd(
+    records: Annotated[Path, typer.Argument(help="Distilled records JSONL (from sdg distill).")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to write (Hugging Face layout).")],
+    test_fraction: Annotated[
+        Optional[float], typer.Option("--test-fraction", help="Share of images held out, by whole prompts.")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="SFT copies per image (jittered after 1).")] = None,
+    jitter: Annotated[Optional[int], typer.Option("--jitter", help="Jitter amplitude in grid units.")] = None,
+    prompt_template: Annotated[
+        Optional[str], typer.Option("--prompt-template", help="Detector user prompt file ({caption} placeholder).")
+    ] = None,
+    push_to_hub: Annotated[
+        Optional[str],
+        typer.Option("--push-to-hub", help="Upload the folder to this Hub dataset repo (needs HF_TOKEN)."),
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the SDG dataset: configs annotations, sft (jittered pairs), grpo and test, as parquet shards and a
+    dataset card that datasets.load_dataset(OUT, NAME) reads.
+
+    Usage: sdg build work/distill/distilled.jsonl --out work/dataset
+    """
+    from sdg_data.build import BuildConfig, build_dataset
+    from sdg_data.config import ConfigError, load_config
+    from sdg_data.jsonl import InputError
+
+    try:
+        cfg = load_config(
+            BuildConfig,
+            config,
+            dict(test_fraction=test_fraction, epochs=epochs, jitter=jitter, prompt_template=prompt_template),
+        )
+        s = build_dataset(records, out, cfg)
+    except (ConfigError, InputError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
+    typer.echo(
+        f"size {s['total_bytes'] / 1e6:.2f} MB; unique image bytes {s['unique_image_bytes'] / 1e6:.2f} MB; "
+        f"sft {s['sft']['bytes'] / 1e6:.2f} MB = {s['sft']['ratio']:.3f} x (train image bytes + text)"
+    )
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=push_to_hub, repo_type="dataset")
+        typer.echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+    typer.echo(f"dataset: {out}")
+
+
+@app.command("stats")
+def stats_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by sdg build.")],
+    report: Annotated[
+        Optional[Path], typer.Option("--report", help="HTML report path (default DATASET/report.html).")
+    ] = None,
+) -> None:
+    """Composition, boxes per image by generator and label, importance, box sizes, description lengths and
+    teacher rejects: a table here and an HTML report with PNG plots."""
+    from sdg_data.stats import dataset_stats, format_stats, write_report
+
+    try:
+        s = dataset_stats(dataset)
+        path = write_report(s, report or dataset / "report.html")
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(format_stats(s))
+    typer.echo(f"report: {path}")
+
+
+@app.command("viz")
+def viz_cmd(
+    source: Annotated[Path, typer.Argument(help="Records JSONL (with image paths) or a dataset folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the annotated PNGs.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Draw at most this many images.")] = None,
+    ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated image ids to draw.")] = None,
+) -> None:
+    """Draw boxes, labels and importance on the images, one PNG each, for checks by eye."""
+    from sdg_data.jsonl import InputError
+    from sdg_data.viz import visualize
+
+    try:
+        n = visualize(source, out, limit, set(ids.split(",")) if ids else None)
+    except (InputError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"drew {n} images into {out}")
+
+
 def main() -> None:
     app()
 

@@ -249,10 +249,16 @@ def evaluate_files(
 ) -> dict[str, Any]:
     """``sdg eval``: read ground truth and predictions, score, write the JSON report; returns the report."""
     from sdg_data.embedding import load_embedder
-    from sdg_data.jsonl import iter_jsonl, read_records, write_json
+    from sdg_data.jsonl import iter_jsonl, load_records, write_json
 
-    gt = read_records(gt_path)
-    preds, stats = index_predictions(iter_jsonl(pred_path), cfg, source=str(pred_path))
+    gt = load_records(gt_path)
+    pp = Path(pred_path)
+    rows = (
+        enumerate((r.to_json() for r in load_records(pp)), 1)
+        if pp.is_dir() or pp.suffix == ".parquet"
+        else iter_jsonl(pp)
+    )
+    preds, stats = index_predictions(rows, cfg, source=str(pred_path))
     gt_ids = {r.image_id for r in gt}
     stats["missing_predictions"] = sum(1 for r in gt if r.image_id not in preds)
     stats["unknown_image_ids"] = sum(1 for iid in preds if iid not in gt_ids)

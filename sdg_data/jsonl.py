@@ -50,6 +50,19 @@ def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
     return records
 
 
+def load_records(path: str | Path, order: BoxOrder = "xyxy") -> list[ImageRecord]:
+    """Records from a JSONL file, a parquet shard, or a dataset folder made by ``sdg build`` (its test split)."""
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".parquet":
+        from sdg_data.arrow import read_parquet_records
+
+        try:
+            return read_parquet_records(p)
+        except FileNotFoundError as exc:
+            raise InputError(str(exc)) from None
+    return read_records(p, order)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows atomically (temp file + rename), so a crash never leaves a half-written file; returns the count."""
     path = Path(path)

@@ -35,6 +35,7 @@ _RECORD_KEYS = {
     "split",
     "defects",
     "provenance",
+    "think",
 }
 _DEFECT_KEYS = {"box_2d", "box_px", "label", "description", "desc", "importance", "provenance"}
 
@@ -154,6 +155,7 @@ class ImageRecord:
     split: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
+    think: str | None = None  # the distilled reasoning (``<think>`` body) that precedes the answer
 
     def defects_of(self, label: str) -> list[Defect]:
         return [d for d in self.defects if d.label == label]
@@ -170,7 +172,7 @@ class ImageRecord:
             raise RecordError(rid, "seed", f"must be an integer, got {self.seed!r}")
         if self.split is not None and self.split not in SPLITS:
             raise RecordError(rid, "split", f"must be one of {SPLITS}, got {self.split!r}")
-        for name in ("image_path", "caption", "generator"):
+        for name in ("image_path", "caption", "generator", "think"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise RecordError(rid, name, f"must be a string, got {type(v).__name__}")
@@ -198,6 +200,7 @@ class ImageRecord:
             "split": self.split,
             "defects": [d.to_json(self.width, self.height) for d in self.defects],
             "provenance": self.provenance,
+            **({"think": self.think} if self.think is not None else {}),
         }
 
     @classmethod
@@ -235,6 +238,7 @@ class ImageRecord:
             split=obj.get("split"),
             provenance=dict(prov),
             schema_version=str(version),
+            think=obj.get("think"),
         )
         rec.validate()
         return rec

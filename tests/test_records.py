@@ -107,8 +107,25 @@ def test_write_read_and_arrow_round_trip(tmp_path):
     write_records(tmp_path / "x.jsonl", recs)
     assert [r.to_json() for r in read_records(tmp_path / "x.jsonl")] == [r.to_json() for r in recs]
     table = records_to_table(recs)
-    assert table.schema.metadata[b"sdg_schema_version"] == b"1.0"
+    assert table.schema.metadata[b"sdg_schema_version"] == b"1.1"
     assert [r.to_json() for r in table_to_records(table)] == [r.to_json() for r in recs]
+    recs[0].think = "### Step 1: Caption Understanding\nA dog."
+    back = table_to_records(records_to_table(recs))
+    assert back[0].think == recs[0].think and back[1].think is None
+
+
+def test_schema_1_0_files_still_read():
+    rec = ImageRecord.from_json({"schema_version": "1.0", "image_id": "a", "defects": []})
+    assert rec.schema_version == "1.0" and rec.think is None
+
+
+def test_box_shift_clamps_and_keeps_order():
+    from sdg_data.boxes import Box
+
+    assert Box(10, 20, 30, 40).shifted([-5, 3, 2, -1]).to_grid() == [5, 23, 32, 39]
+    assert Box(0, 0, 1000, 1000).shifted([-10, -10, 10, 10]).to_grid() == [0, 0, 1000, 1000]
+    assert Box(100, 100, 105, 105).shifted([10, 0, -10, 0]).to_grid() == [95, 100, 110, 105]  # crossed: swapped
+    assert Box(995, 0, 1000, 5).shifted([10, 0, 0, 0]).to_grid() == [999, 0, 1000, 5]  # collapsed at the edge
 
 
 def test_datasets_reads_the_arrow_form(tmp_path):
