@@ -35,6 +35,8 @@ style: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_reward.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_distill.py
+	$(BIN)/python bench/bench_build.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

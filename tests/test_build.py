@@ -1,0 +1,163 @@
+"""sdg build: the four configs load offline with datasets, splits are prompt-disjoint, images are stored once."""
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from distill.config import DistillConfig
+from distill.runner import distill_file
+from sdg_data.answer import parse_response
+from sdg_data.build import BuildConfig, build_dataset
+from sdg_data.jitter import JitterConfig, jittered_defects
+from sdg_data.jsonl import load_records, read_records, write_records
+from sdg_data.records import ImageRecord
+from tests.conftest import DEMO, defect
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    distill_file(DEMO / "sample" / "records.jsonl", root / "distill", DistillConfig(progress=False))
+    summary = build_dataset(
+        root / "distill" / "distilled.jsonl", root / "ds", BuildConfig(test_fraction=0.33), progress=False
+    )
+    return root, summary
+
+
+def test_configs_load_offline_with_expected_rows(built):
+    import datasets
+
+    root, s = built
+    ann = datasets.load_dataset(str(root / "ds"), "annotations")
+    sft = datasets.load_dataset(str(root / "ds"), "sft", split="train")
+    grpo = datasets.load_dataset(str(root / "ds"), "grpo", split="train")
+    test = datasets.load_dataset(str(root / "ds"), "test", split="test")
+    n_train, n_test = len(ann["train"]), len(ann["test"])
+    assert n_train + n_test == 24 and n_test == len(test) > 0
+    assert len(sft) == 3 * n_train and len(grpo) == n_train and s["rows"]["sft/train"] == len(sft)
+    train_caps, test_caps = set(ann["train"]["caption"]), set(ann["test"]["caption"])
+    assert not train_caps & test_caps  # prompt-disjoint
+    assert ann["train"][0]["image"].size == (128, 128)
+    card = (root / "ds" / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc-by-nc-4.0") and "config_name: sft" in card
+
+
+def test_sft_rows_are_trl_conversations_with_jittered_answers(built):
+    import datasets
+
+    root, _ = built
+    sft = datasets.load_dataset(str(root / "ds"), "sft", split="train")
+    recs = {r.image_id: r for r in read_records(root / "distill" / "distilled.jsonl")}
+    for row in sft.select(range(9)):
+        system, user, assistant = row["messages"]
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+        assert user["content"][0]["type"] == "image" and len(row["images"]) == 1
+        rec = recs[row["image_id"]]
+        assert f'Caption: "{rec.caption}"' in user["content"][1]["text"]
+        res = parse_response(assistant["content"][0]["text"])
+        assert res.format_ok and res.think == rec.think.strip()
+        want, offsets = jittered_defects(rec, row["epoch"], JitterConfig())
+        assert [d.box.to_grid() for d in res.defects] == [d.box.to_grid() for d in want]
+        assert json.loads(row["provenance"])["jitter_offsets"] == offsets
+
+
+def test_grpo_rows_feed_the_core_reward(built):
+    import datasets
+
+    from sdg_data.answer import render_response
+    from sdg_data.reward import SDGReward
+
+    root, _ = built
+    grpo = datasets.load_dataset(str(root / "ds"), "grpo", split="train")
+    reward = SDGReward(embedder=None)
+    gts = grpo["gt_defects"]
+    perfect = [
+        render_response(
+            "### Step 1: ok", [defect(d["box_2d"], d["label"], d["description"], d["importance"]) for d in g]
+        )
+        for g in gts
+    ]
+    scores = reward(perfect, gt_defects=gts, prompts=grpo["prompt"])
+    for g, r in zip(gts, scores):
+        assert r == pytest.approx(0.18 if not g else 0.6 + 0.15)  # no embedder: R_desc is 0
+    assert grpo[0]["prompt"][1]["content"][0]["type"] == "image"
+
+
+def test_test_config_is_what_sdg_eval_reads(built):
+    root, _ = built
+    recs = load_records(root / "ds")
+    assert {r.split for r in load_records(root / "ds" / "data" / "annotations")} == {"train", "test"}
+    assert recs and all(r.split is None for r in recs)  # the test config carries ground truth, not metadata
+    from sdg_data.evaluation import EvalConfig, evaluate_files
+
+    report = evaluate_files(root / "ds", root / "ds", None, EvalConfig(embedder="none"))
+    assert report["artifact"]["BoxF1@0.5"] == 1.0 and report["misalignment"]["DetTypeF1"] == 1.0
+
+
+def _noise_png(path: Path, seed: int, size: int = 96) -> int:
+    from PIL import Image
+
+    rnd = random.Random(seed)
+    im = Image.frombytes("RGB", (size, size), bytes(rnd.getrandbits(8) for _ in range(size * size * 3)))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    return len(buf.getvalue())
+
+
+def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
+    recs = []
+    (tmp_path / "img").mkdir()
+    for i in range(12):
+        _noise_png(tmp_path / "img" / f"{i}.png", i)
+        recs.append(
+            ImageRecord(
+                f"r{i}",
+                [defect([100, 100, 400, 500], "artifact", "six fingers on the hand", 60)],
+                image_path=f"img/{i}.png",
+                width=96,
+                height=96,
+                caption=f"prompt {i}",
+                generator="g",
+                split="train",
+                think="### Step 1: a\n### Step 2: b\n### Step 3: c",
+            )
+        )
+    write_records(tmp_path / "d.jsonl", recs)
+    s = build_dataset(tmp_path / "d.jsonl", tmp_path / "ds", BuildConfig(), progress=False)
+    sft = s["sft"]
+    assert sft["unique_image_bytes"] > 12 * 20000  # incompressible images dominate
+    assert sft["bytes"] < 1.1 * (sft["unique_image_bytes"] + sft["text_bytes"])  # 3 pairs, one copy
+    assert s["splits"] == {"train": 12}  # given splits are kept
+
+
+def test_records_without_think_or_image_are_rejected_and_counted(tmp_path):
+    src = read_records(DEMO / "sample" / "records.jsonl")[:3]
+    for r in src:
+        r.image_path = str(DEMO / "sample" / r.image_path)
+        r.think = "### Step 1: a\n### Step 2: b\n### Step 3: c"
+    src[1].think = None
+    src[2].image_path = "nowhere.png"
+    write_records(tmp_path / "d.jsonl", src)
+    s = build_dataset(tmp_path / "d.jsonl", tmp_path / "ds", BuildConfig(), progress=False)
+    assert (s["read"], s["built"], s["rejected"]) == (3, 1, 2)
+    rej = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build_rejects.jsonl").read_text().splitlines()]
+    assert "'think'" in rej[0]["reason"] and "'image_path'" in rej[1]["reason"]
+
+
+def test_cli_pipeline_stats_and_viz(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from sdg_data.cli import app
+
+    root, _ = built
+    r = CliRunner().invoke(app, ["stats", str(root / "ds"), "--report", str(tmp_path / "rep.html")])
+    assert r.exit_code == 0, r.output
+    assert "artifact-only" in r.output and (tmp_path / "rep_files" / "importance.png").exists()
+    r = CliRunner().invoke(app, ["viz", str(root / "ds"), "--out", str(tmp_path / "viz"), "--limit", "2"])
+    assert r.exit_code == 0 and len(list((tmp_path / "viz").glob("*.png"))) == 2
+    r = CliRunner().invoke(app, ["build", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "no such file" in r.output
