@@ -23,8 +23,8 @@ from distill.cache import DiskCache, cache_key
 from distill.checks import check_reply
 from distill.config import DistillConfig
 from distill.prompting import TeacherTemplate, annotation_hash, facts, image_data_url, teacher_messages
-from sdg_data.jsonl import InputError, iter_jsonl, write_json, write_jsonl
-from sdg_data.records import ImageRecord, RecordError
+from sdg_data.jsonl import InputError, screen_records, write_json, write_jsonl
+from sdg_data.records import ImageRecord
 
 
 log = logging.getLogger(__name__)
@@ -142,30 +142,12 @@ class Job:
     image_ref: str = ""  # the image path as written to the output: relative to the output folder
 
 
-def _load_inputs(path: Path, cfg: DistillConfig) -> tuple[list[Job | dict], int]:
+def _load_inputs(path: Path) -> tuple[list[Job | dict], int]:
     """Input lines in order: a Job, or a reject dict for a line that cannot be distilled (and why)."""
-    out: list[Job | dict] = []
-    seen: set[str] = set()
-    n = 0
-    base = path.parent
-    for lineno, obj in iter_jsonl(path):
-        n += 1
-        rid = obj.get("image_id") if isinstance(obj, dict) else None
-        try:
-            rec = ImageRecord.from_json(obj)
-            if rec.image_id in seen:
-                raise RecordError(rec.image_id, "image_id", "duplicate of an earlier line")
-            seen.add(rec.image_id)
-            rec.require("image_path", "caption")
-            img = Path(rec.image_path)
-            img = img if img.is_absolute() else base / img
-            if not img.exists():
-                raise RecordError(rec.image_id, "image_path", f"{img} does not exist")
-        except RecordError as exc:
-            out.append({"image_id": rid, "line": lineno, "stage": "input", "reason": str(exc), "record": obj})
-            continue
-        out.append(Job(lineno, rec, img, ""))
-    return out, n
+    ok, rejects, n = screen_records(path, ("caption",), "input")
+    items: list[Job | dict] = [Job(line, rec, img, "") for line, rec, img in ok] + rejects
+    items.sort(key=lambda x: x.line if isinstance(x, Job) else x["line"])
+    return items, n
 
 
 def _distilled(job: Job, think: str | None, defects: list, cfg: DistillConfig, version: str) -> dict:
@@ -243,7 +225,7 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     tpl = TeacherTemplate.load(cfg.template)
     teacher_name = template_teacher.NAME if cfg.teacher == "template" else f"{cfg.base_url}|{cfg.model}"
     cache = DiskCache(cfg.cache_dir or out_dir / "cache")
-    items, n_read = _load_inputs(records, cfg)
+    items, n_read = _load_inputs(records)
     jobs = [j for j in items if isinstance(j, Job)]
     for j in jobs:
         j.image_ref = os.path.relpath(j.image.resolve(), out_dir.resolve())

@@ -100,19 +100,7 @@ def hf_features():
     return Features.from_arrow_schema(arrow_schema())
 
 
-_RECORD_COLUMNS = (
-    "image_id",
-    "image_path",
-    "width",
-    "height",
-    "caption",
-    "generator",
-    "seed",
-    "split",
-    "defects",
-    "provenance",
-    "think",
-)
+_RECORD_COLUMNS = tuple(f.name for f in arrow_schema())
 
 
 def parquet_files(path: str | Path) -> list[Path]:

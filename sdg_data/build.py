@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
 from sdg_data.jitter import JitterConfig, pair_responses
-from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
-from sdg_data.records import ImageRecord, RecordError
+from sdg_data.jsonl import screen_records, write_json, write_jsonl
+from sdg_data.records import ImageRecord
 
 
 PAPER_TEST_FRACTION = 1151 / (28945 + 1151)
@@ -213,26 +213,8 @@ def _image_cell(rec: ImageRecord, base: Path) -> tuple[dict[str, Any], int]:
 
 
 def load_distilled(path: Path) -> tuple[list[tuple[int, ImageRecord]], list[dict[str, Any]], int]:
-    ok, rejects, n = [], [], 0
-    seen: set[str] = set()
-    base = path.parent
-    for lineno, obj in iter_jsonl(path):
-        n += 1
-        rid = obj.get("image_id") if isinstance(obj, dict) else None
-        try:
-            rec = ImageRecord.from_json(obj)
-            if rec.image_id in seen:
-                raise RecordError(rec.image_id, "image_id", "duplicate of an earlier line")
-            seen.add(rec.image_id)
-            rec.require("image_path", "caption", "think")
-            img = Path(rec.image_path)
-            if not (img if img.is_absolute() else base / img).is_file():
-                raise RecordError(rec.image_id, "image_path", f"{img} does not exist")
-        except RecordError as exc:
-            rejects.append({"image_id": rid, "line": lineno, "stage": "build", "reason": str(exc)})
-            continue
-        ok.append((lineno, rec))
-    return ok, rejects, n
+    ok, rejects, n = screen_records(path, ("caption", "think"), "build")
+    return [(line, rec) for line, rec, _ in ok], rejects, n
 
 
 def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:

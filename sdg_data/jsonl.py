@@ -50,6 +50,39 @@ def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
     return records
 
 
+def screen_records(
+    path: str | Path, require: tuple[str, ...], stage: str
+) -> tuple[list[tuple[int, ImageRecord, Path]], list[dict[str, Any]], int]:
+    """Read a stage's input without stopping at bad lines: ``(lineno, record, image file)`` for usable lines,
+    reject dicts (image id, line, stage, reason, the line itself) for the rest, and the number of lines read.
+
+    A line is unusable if it breaks the contract, repeats an image id, lacks a ``require``d field, or names an
+    image file that does not exist (paths are relative to the file's folder)."""
+    path = Path(path)
+    ok: list[tuple[int, ImageRecord, Path]] = []
+    rejects: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    n = 0
+    for lineno, obj in iter_jsonl(path):
+        n += 1
+        rid = obj.get("image_id") if isinstance(obj, dict) else None
+        try:
+            rec = ImageRecord.from_json(obj)
+            if rec.image_id in seen:
+                raise RecordError(rec.image_id, "image_id", "duplicate of an earlier line")
+            seen.add(rec.image_id)
+            rec.require("image_path", *require)
+            img = Path(rec.image_path)
+            img = img if img.is_absolute() else path.parent / img
+            if not img.is_file():
+                raise RecordError(rec.image_id, "image_path", f"{img} does not exist")
+        except RecordError as exc:
+            rejects.append({"image_id": rid, "line": lineno, "stage": stage, "reason": str(exc), "record": obj})
+            continue
+        ok.append((lineno, rec, img))
+    return ok, rejects, n
+
+
 def load_records(path: str | Path, order: BoxOrder = "xyxy") -> list[ImageRecord]:
     """Records from a JSONL file, a parquet shard, or a dataset folder made by ``sdg build`` (its test split)."""
     p = Path(path)
