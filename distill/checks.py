@@ -7,9 +7,8 @@ import re
 from collections import Counter
 
 from distill.config import DistillConfig
-from distill.template_teacher import count_words
 from sdg_data.answer import parse_response
-from sdg_data.records import Defect, ImageRecord
+from sdg_data.records import Defect, ImageRecord, count_words
 
 
 STEP_HEADINGS = ("### Step 1", "### Step 2", "### Step 3")

@@ -5,21 +5,14 @@ their provenance (``teacher: template``) and should not be mistaken for VLM-dist
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sdg_data.answer import render_response
 from sdg_data.boxes import Box
-from sdg_data.records import Defect
+from sdg_data.records import Defect, count_words
 
 
 NAME = "template-teacher/v1"
-_WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
-
-
-def count_words(text: str) -> int:
-    """Words as a reader counts them: Latin-script words, and each CJK character as one."""
-    return len(_WORD.findall(text))
 
 
 def _position(b: Box) -> str:

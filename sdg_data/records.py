@@ -9,6 +9,7 @@ record, the field and the reason.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,14 @@ _RECORD_KEYS = {
     "think",
 }
 _DEFECT_KEYS = {"box_2d", "box_px", "label", "description", "desc", "importance", "provenance"}
+
+
+_WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def count_words(text: str) -> int:
+    """Words of a description as a reader counts them: Latin-script words, and each CJK character as one."""
+    return len(_WORD.findall(text))
 
 
 class RecordError(ValueError):

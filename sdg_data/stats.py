@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sdg_data.records import LABELS, ImageRecord
+from sdg_data.records import LABELS, ImageRecord, count_words
 
 
 COMPOSITION = ("clean", "artifact-only", "misalignment-only", "both")
@@ -22,12 +22,6 @@ def _kind(r: ImageRecord) -> str:
     if not labels:
         return "clean"
     return "both" if len(labels) == 2 else f"{next(iter(labels))}-only"
-
-
-def _words(text: str) -> int:
-    from distill.template_teacher import count_words
-
-    return count_words(text)
 
 
 def _read_jsonl(p: Path) -> list[dict[str, Any]]:
@@ -59,7 +53,7 @@ def dataset_stats(folder: str | Path) -> dict[str, Any]:
     defects = [d for r in recs for d in r.defects]
     imps = [d.importance for d in defects if d.importance is not None]
     areas = [d.box.area / 1e6 for d in defects]
-    words = [_words(d.description) for d in defects]
+    words = [count_words(d.description) for d in defects]
     rejects = _read_jsonl(folder / "meta" / "distill_rejects.jsonl") + _read_jsonl(
         folder / "meta" / "build_rejects.jsonl"
     )

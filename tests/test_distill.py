@@ -14,8 +14,8 @@ from distill.checks import STEP_HEADINGS
 from distill.config import DistillConfig
 from distill.fake_server import FakeTeacher, FakeTeacherServer
 from distill.runner import distill_file
-from distill.template_teacher import count_words
 from sdg_data.jsonl import read_records
+from sdg_data.records import count_words
 from tests.conftest import DEMO
 
 
