@@ -8,8 +8,9 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
+export DS_BUILD_OPS := 0
 
-.PHONY: install demo test lint style bench clean
+.PHONY: install demo test train-smoke lint style bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +23,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+train-smoke: $(STAMP)
+	bash scripts/train_smoke.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -37,6 +38,7 @@ class FakeTeacher:
         bad_ids: tuple[str, ...] = (),
         hang_s: float = 2.0,
         retry_after: str = "retry-after-ms:50",
+        responder: Callable[[dict[str, Any], str], str] | None = None,
     ):
         unknown = set(faults) - set(FAULTS)
         if unknown:
@@ -46,6 +48,7 @@ class FakeTeacher:
         self.bad_ids = set(bad_ids)
         self.hang_s = hang_s
         self.retry_after = retry_after
+        self.responder = responder  # (request body, image id) -> reply text; default: play the teacher
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
@@ -113,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             return self._send(200, b'{"id": "x", "choices": [{"message": {"content": "trunc')
         body = json.loads(raw)
-        text = _reply_text(body, fault)
+        text = teacher.responder(body, image_id) if teacher.responder else _reply_text(body, fault)
         out = {
             "id": f"chatcmpl-{image_id}",
             "object": "chat.completion",

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,12 @@ def read_facts(text: str) -> list[dict[str, Any]]:
     return json.loads(text[start : text.index(FACTS_CLOSE, start)])
 
 
-def image_data_url(path: Path, max_side: int, fmt: str = "jpeg") -> str:
-    """The image, shrunk so its longer side is at most ``max_side``, as a base64 data URL."""
+def image_data_url(image: Path | Any, max_side: int, fmt: str = "jpeg") -> str:
+    """The image (a path or a PIL image), shrunk so its longer side is at most ``max_side``, as a base64 data URL."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with (Image.open(image) if isinstance(image, (str, Path)) else nullcontext(image)) as src:
+        im = src.convert("RGB")
         if max(im.size) > max_side:
             im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         buf = io.BytesIO()

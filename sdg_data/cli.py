@@ -341,6 +341,125 @@ def viz_cmd(
     typer.echo(f"drew {n} images into {out}")
 
 
+@app.command("detect")
+def detect_cmd(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder of images (captions in NAME.txt beside them), a records JSONL, a parquet shard, or a "
+            "folder written by sdg build (its test config)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for predictions.jsonl, rejects and summary.")],
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", help="Checkpoint id or folder (default P1n3/sdg-detector-grpo); served name for openai."
+        ),
+    ] = None,
+    backend: Annotated[
+        Optional[str], typer.Option("--backend", help="transformers (local, batched) or openai (vLLM/SGLang server).")
+    ] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Server URL for --backend openai.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per generate call.")] = None,
+    max_in_flight: Annotated[
+        Optional[int], typer.Option("--max-in-flight", help="Requests in flight (openai).")
+    ] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest response.")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="0 = greedy (default).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto, bfloat16, float16 or float32.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Dataset folder: the split to read (test).")] = None,
+    dataset_config: Annotated[
+        Optional[str], typer.Option("--dataset-config", help="Dataset folder: the config to read (test).")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N images.")] = None,
+    prompt_template: Annotated[
+        Optional[str], typer.Option("--prompt-template", help="Detector user prompt file ({caption} placeholder).")
+    ] = None,
+    box_order: BoxOrderOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run an SDG detector over images; write predictions that sdg eval and sdg annotate predict read.
+
+    Usage: sdg detect outputs/dataset --out outputs/detect --model P1n3/sdg-detector-grpo
+           sdg eval --gt outputs/dataset --pred outputs/detect/predictions.jsonl
+
+    Served: python -m sglang.launch_server --model-path P1n3/sdg-detector-grpo --served-model-name sdg-detector
+            --port 17142, then sdg detect DIR --out OUT --backend openai --model sdg-detector
+            (key, if any, in $SDG_DETECTOR_API_KEY). Rerunning into the same --out only does what is missing.
+    """
+    from sdg_data.config import ConfigError, load_config
+
+    try:
+        from train.detect import DetectConfig, detect
+
+        cfg = load_config(
+            DetectConfig,
+            config,
+            dict(
+                model=model,
+                backend=backend,
+                base_url=base_url,
+                batch_size=batch_size,
+                max_in_flight=max_in_flight,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                device=device,
+                dtype=dtype,
+                split=split,
+                dataset_config=dataset_config,
+                limit=limit,
+                prompt_template=prompt_template,
+                box_order=box_order,
+            ),
+        )
+        s = detect(source, out, cfg)
+    except ImportError as exc:
+        _fail(ImportError(f"{exc}; install the train extra: pip install 'sdg[train]'"))
+    except (ConfigError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(
+        f"read {s['read']}: predicted {s['predicted']} ({s['format_ok']} pass the format check, "
+        f"{s['format_fail']} fail), rejected {s['rejected']}, resumed {s['resumed']}; {s['seconds']} s"
+    )
+    typer.echo(f"output: {out}/predictions.jsonl, {out}/detect_rejects.jsonl, {out}/detect_summary.json")
+
+
+train_app = typer.Typer(
+    help="Train the detector: sdg train sft|grpo --config RECIPE.yaml [--flag value ...]. Every option of the "
+    "recipe (trl's SFTConfig/GRPOConfig, ModelConfig and the SDG script arguments) can be given as a flag; "
+    "'sdg train sft --help' lists them. Multi-GPU: accelerate launch --config_file train/launch/zero2_1x8.yaml "
+    "train/sft.py --config ...",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+_FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _forward(script: str, ctx: typer.Context) -> None:
+    try:
+        module = __import__(f"train.{script}", fromlist=["main"])
+    except ImportError as exc:
+        _fail(ImportError(f"{exc}; install the train extra: pip install 'sdg[train]'"))
+    try:
+        module.main(list(ctx.args))
+    except ValueError as exc:  # a recipe or batch that does not fit: one line, not a traceback
+        _fail(exc)
+
+
+@train_app.command("sft", context_settings=_FORWARD, add_help_option=False)
+def train_sft_cmd(ctx: typer.Context) -> None:
+    """Detector SFT (train/sft.py): full fine-tune, vision frozen, loss on the response only."""
+    _forward("sft", ctx)
+
+
+@train_app.command("grpo", context_settings=_FORWARD, add_help_option=False)
+def train_grpo_cmd(ctx: typer.Context) -> None:
+    """Detector GRPO (train/grpo.py) with the SDG reward, from the SFT checkpoint."""
+    _forward("grpo", ctx)
+
+
 def main() -> None:
     app()
 

@@ -1,4 +1,7 @@
-"""train: detector SFT and GRPO scripts and detector inference.
+"""train: the SDG detector's SFT and GRPO scripts (trl), their launch configs, and detector inference.
 
-Not implemented yet (issue 6). The GRPO reward they will use is ``sdg_data.reward.SDGReward``.
+* ``train/sft.py``, ``train/grpo.py``: thin trl scripts; ``python train/sft.py --config train/recipes/sft/...yaml``
+  or ``sdg train sft --config ...`` (the same parser).
+* ``train/detect.py``: ``sdg detect``, a detector (local transformers or an OpenAI-compatible server) over images.
+* ``train/launch/``: accelerate + DeepSpeed configs and the Slurm script for 1 x 8 and 2 x 8 GPUs.
 """

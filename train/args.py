@@ -1,0 +1,141 @@
+"""The script arguments the SFT and GRPO scripts add to trl's ``SFTConfig`` / ``GRPOConfig`` / ``ModelConfig``.
+
+They go through ``trl.TrlParser``: a YAML recipe (``--config``) sets values, command-line flags override them, and
+an unknown key in either fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import ScriptArguments
+
+
+# The paper's image resolution bounds (MIN_PIXELS / MAX_PIXELS of the SFT run).
+PAPER_MIN_PIXELS = 200_704
+PAPER_MAX_PIXELS = 1_280_000
+
+
+@dataclass
+class SDGScriptArguments(ScriptArguments):
+    """Data and detector options shared by SFT and GRPO."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A folder written by `sdg build`, or a Hub dataset id with the same configs."},
+    )
+    dataset_test_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on during training (the sft/grpo configs have none)."}
+    )
+    min_pixels: int | None = field(
+        default=PAPER_MIN_PIXELS, metadata={"help": "Fewest pixels an image is resized to (paper: 200,704)."}
+    )
+    max_pixels: int | None = field(
+        default=PAPER_MAX_PIXELS, metadata={"help": "Most pixels an image is resized to (paper: 1,280,000)."}
+    )
+    freeze_vision: bool = field(default=True, metadata={"help": "Freeze the vision encoder (the paper's freeze_vit)."})
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Samples per optimizer step over all processes. When set, gradient_accumulation_steps is derived "
+            "from it (global / (world size x per-device batch)), so one recipe runs on 1 GPU or 16."
+        },
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (smoke runs)."})
+
+
+@dataclass
+class SDGGRPOScriptArguments(SDGScriptArguments):
+    """GRPO adds the reward's description embedder and constants."""
+
+    dataset_config: str | None = field(default="grpo", metadata={"help": "The `sdg build` config to train on."})
+    reward_embedder: str = field(
+        default="Qwen/Qwen3-Embedding-0.6B",
+        metadata={"help": "Description embedder of R_desc: a model id or folder, 'lexical' (offline) or 'none'."},
+    )
+    reward_embedder_device: str | None = field(
+        default=None, metadata={"help": "Device for the embedder (default: this process's device)."}
+    )
+    reward_config: str | None = field(
+        default=None, metadata={"help": "YAML with RewardConfig fields (weights, constants); default the paper's."}
+    )
+    box_order: str = field(default="xyxy", metadata={"help": "Order the policy writes box_2d in: xyxy or yxyx."})
+
+
+def world_size() -> int:
+    """Processes in this job, as the launcher (accelerate, torchrun, deepspeed) announces them."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def parse(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse a recipe plus flags with trl's parser; with ``global_batch_size`` set, derive the accumulation steps
+    for this world size and parse again with them, so every value trl derives from them (GRPO's generation batch)
+    follows."""
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = TrlParser(dataclass_types)
+    parsed = parser.parse_args_and_config(argv)
+    script_args, training_args = parsed[0], parsed[1]
+    if script_args.global_batch_size is not None:
+        accum = accumulation_for(script_args.global_batch_size, training_args.per_device_train_batch_size)
+        if accum != training_args.gradient_accumulation_steps:
+            parsed = TrlParser(dataclass_types).parse_args_and_config(
+                [*argv, "--gradient_accumulation_steps", str(accum)]
+            )
+    return parsed
+
+
+def accumulation_for(global_batch_size: int, per_device: int) -> int:
+    ws = world_size()
+    per_step = ws * per_device
+    if global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not a multiple of world size {ws} x "
+            f"per_device_train_batch_size {per_device} = {per_step}"
+        )
+    return global_batch_size // per_step
+
+
+def check_batch(training_args: Any, num_generations: int | None = None) -> dict:
+    """What the batch came to, checked: for GRPO the generation batch must hold whole groups of completions."""
+    ws = world_size()
+    per_device = training_args.per_device_train_batch_size
+    accum = training_args.gradient_accumulation_steps
+    info = {"world_size": ws, "per_device_train_batch_size": per_device, "gradient_accumulation_steps": accum}
+    info["global_batch"] = ws * per_device * accum
+    if num_generations is not None:
+        steps_per_generation = getattr(training_args, "steps_per_generation", None) or accum
+        generation_batch = ws * per_device * steps_per_generation
+        if generation_batch % num_generations:
+            raise ValueError(
+                f"the generation batch ({ws} processes x {per_device} per device x {steps_per_generation} steps per "
+                f"generation = {generation_batch}) is not divisible by num_generations={num_generations}"
+            )
+        info["num_generations"] = num_generations
+        info["prompts_per_generation"] = generation_batch // num_generations
+    return info
+
+
+def format_batch(info: dict) -> str:
+    text = (
+        f"global batch {info['global_batch']} = {info['world_size']} processes x "
+        f"{info['per_device_train_batch_size']} per device x {info['gradient_accumulation_steps']} accumulation"
+    )
+    if "num_generations" in info:
+        text += f" ({info['prompts_per_generation']} prompts x {info['num_generations']} generations per batch)"
+    return text
+
+
+def resume_point(training_args: Any) -> str | None:
+    """The checkpoint to resume from: the one asked for, else the newest in output_dir (a restarted job goes on
+    where it stopped instead of starting over)."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = training_args.output_dir
+    return get_last_checkpoint(out) if out and os.path.isdir(out) else None

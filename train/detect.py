@@ -1,0 +1,463 @@
+"""``sdg detect``: run an SDG detector over images and write predictions that ``sdg eval`` and
+``sdg annotate predict`` read.
+
+Inputs: a folder of images (the caption of ``x.png`` is read from ``x.txt`` beside it), a JSONL of core records
+(image path and caption), or a folder written by ``sdg build`` / a parquet shard (its ``test`` config by default).
+
+Backends: ``transformers`` loads the checkpoint here and generates in batches; ``openai`` sends each image to an
+OpenAI-compatible server (vLLM or SGLang serving the checkpoint) with bounded concurrency, a timeout and retries.
+
+Each prediction line keeps the raw text (``response``), the defects the core parser got from it and the format
+verdict. Lines are appended as they finish, so a rerun after a crash only does what is missing; at the end the file
+is rewritten in input order. Every input ends in ``predictions.jsonl`` or ``detect_rejects.jsonl`` (with its reason)
+and ``detect_summary.json`` reconciles the counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sdg_data.answer import parse_response
+from sdg_data.detector_prompt import SYSTEM_PROMPT, template_id, user_text
+from sdg_data.jsonl import iter_jsonl, screen_records, write_json, write_jsonl
+
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "P1n3/sdg-detector-grpo"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+@dataclass
+class DetectConfig:
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str = DEFAULT_DETECTOR  # a checkpoint id or folder; for openai, the served model name
+    revision: str | None = None
+    prompt_template: str | None = None  # the user-turn template file ({caption}); default sdg_data/prompts
+    box_order: Literal["xyxy", "yxyx"] = "xyxy"  # how the detector writes box_2d
+    # inputs
+    dataset_config: str = "test"  # for a dataset folder: which config and split to read
+    split: str = "test"
+    allow_missing_caption: bool = False  # else an image without a caption is rejected
+    limit: int | None = None
+    # generation
+    max_new_tokens: int = 4096
+    temperature: float = 0.0  # 0 = greedy (reproducible evaluation)
+    top_p: float = 1.0
+    # transformers backend
+    batch_size: int = 8
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32
+    min_pixels: int | None = 200_704
+    max_pixels: int | None = 1_280_000
+    attn_implementation: str | None = None
+    # openai backend
+    base_url: str = "http://127.0.0.1:17142/v1"
+    api_key_env: str = "SDG_DETECTOR_API_KEY"  # the variable's name; the key itself is never logged
+    max_in_flight: int = 32
+    timeout_s: float = 300.0
+    max_retries: int = 4
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    image_max_side: int = 1024
+    image_format: Literal["png", "jpeg"] = "png"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_in_flight", "max_new_tokens", "image_max_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DetectConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError(f"DetectConfig.temperature must be >= 0, got {self.temperature}")
+
+
+# ------------------------------------------------------------------ inputs
+@dataclass
+class Item:
+    image_id: str
+    caption: str
+    generator: str | None
+    source: str  # where it came from, for errors and provenance
+    path: Path | None = None
+    data: bytes | None = None
+
+    def image(self):
+        from PIL import Image
+
+        im = Image.open(self.path) if self.path is not None else Image.open(io.BytesIO(self.data or b""))
+        return im.convert("RGB")
+
+
+@dataclass
+class Inputs:
+    items: list[Item] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    read: int = 0
+    limited_out: int = 0  # usable inputs left out by ``limit``
+
+
+def _folder_items(root: Path, cfg: DetectConfig) -> Inputs:
+    out = Inputs()
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for p in files:
+        out.read += 1
+        iid = p.relative_to(root).with_suffix("").as_posix()
+        side = p.with_suffix(".txt")
+        if side.is_file():
+            caption = side.read_text(encoding="utf-8").strip()
+        elif cfg.allow_missing_caption:
+            caption = ""
+        else:
+            out.rejects.append({"image_id": iid, "source": str(p), "reason": f"no caption: {side.name} is missing"})
+            continue
+        out.items.append(Item(iid, caption, None, str(p), path=p))
+    if out.read == 0:
+        raise FileNotFoundError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return out
+
+
+def _jsonl_items(path: Path, cfg: DetectConfig) -> Inputs:
+    require = () if cfg.allow_missing_caption else ("caption",)
+    ok, rejects, n = screen_records(path, require=require, stage="detect")
+    out = Inputs(read=n)
+    out.rejects = [{k: r[k] for k in ("image_id", "line", "reason")} | {"source": str(path)} for r in rejects]
+    for lineno, rec, img in ok:
+        out.items.append(Item(rec.image_id, rec.caption or "", rec.generator, f"{path}:{lineno}", path=img))
+    return out
+
+
+def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
+    import pyarrow.parquet as pq
+
+    if path.is_file():
+        files = [path]
+    else:
+        sub = path / "data" / cfg.dataset_config
+        files = sorted(sub.glob(f"{cfg.split}-*.parquet")) or sorted(sub.glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no parquet shards under data/{cfg.dataset_config}/")
+    out = Inputs()
+    for f in files:
+        names = pq.read_schema(f).names
+        image_col = "image" if "image" in names else "images" if "images" in names else None
+        if image_col is None or "image_id" not in names:
+            raise ValueError(f"{f}: needs 'image_id' and an 'image' (or 'images') column; has {names}")
+        cols = ["image_id", image_col] + [c for c in ("caption", "generator") if c in names]
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=256, columns=cols):
+            for row in batch.to_pylist():
+                out.read += 1
+                img = row[image_col]
+                img = img[0] if isinstance(img, list) and img else img
+                data = img.get("bytes") if isinstance(img, dict) else None
+                iid = row["image_id"]
+                caption = row.get("caption")
+                if not data:
+                    out.rejects.append({"image_id": iid, "source": str(f), "reason": "image: no bytes in the row"})
+                elif not caption and not cfg.allow_missing_caption:
+                    out.rejects.append({"image_id": iid, "source": str(f), "reason": "caption: missing"})
+                else:
+                    out.items.append(Item(iid, caption or "", row.get("generator"), str(f), data=data))
+    return out
+
+
+def read_inputs(source: str | Path, cfg: DetectConfig) -> Inputs:
+    """Whatever the user pointed at, as items plus rejects; duplicate image ids are rejected, not overwritten."""
+    p = Path(source)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_dir():
+        got = _parquet_items(p, cfg) if (p / "data").is_dir() else _folder_items(p, cfg)
+    elif p.suffix == ".parquet":
+        got = _parquet_items(p, cfg)
+    elif p.suffix in (".jsonl", ".json"):
+        got = _jsonl_items(p, cfg)
+    else:
+        raise ValueError(f"{p}: give a folder of images, a JSONL of records, a parquet shard or an `sdg build` folder")
+    seen: set[str] = set()
+    unique = []
+    for it in got.items:
+        if it.image_id in seen:
+            got.rejects.append({"image_id": it.image_id, "source": it.source, "reason": "image_id: duplicate"})
+            continue
+        seen.add(it.image_id)
+        unique.append(it)
+    got.items = unique
+    if cfg.limit is not None:
+        got.limited_out = max(0, len(got.items) - cfg.limit)
+        got.items = got.items[: cfg.limit]
+    return got
+
+
+# ------------------------------------------------------------------ backends
+def _chat(caption: str, cfg: DetectConfig, image: Any) -> list[dict[str, Any]]:
+    """The detector's conversation with the image inline (a PIL image or an image_url block)."""
+    block = {"type": "image", "image": image} if not isinstance(image, dict) else image
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": [block, {"type": "text", "text": user_text(caption, cfg.prompt_template)}]},
+    ]
+
+
+class TransformersDetector:
+    """A local checkpoint, generating for ``batch_size`` images at a time (left padding)."""
+
+    def __init__(self, cfg: DetectConfig):
+        import torch
+
+        from train.modeling import load_model, load_processor
+
+        self.cfg = cfg
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = cfg.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        self.device = device
+        self.processor = load_processor(
+            cfg.model,
+            min_pixels=cfg.min_pixels,
+            max_pixels=cfg.max_pixels,
+            revision=cfg.revision,
+            padding_side="left",
+        )
+        self.model = load_model(
+            cfg.model, dtype=dtype, revision=cfg.revision, attn_implementation=cfg.attn_implementation
+        ).to(device)
+        self.model.eval()
+        tok = self.processor.tokenizer
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
+        self.stop_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.pad_token_id}
+        self.stop_ids.discard(None)
+
+    def generate(self, items: Sequence[Item]) -> list[str]:
+        import torch
+
+        cfg = self.cfg
+        chats = [_chat(it.caption, cfg, it.image()) for it in items]
+        inputs = self.processor.apply_chat_template(
+            chats,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )
+        inputs = inputs.to(self.device)
+        sample = cfg.temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": sample}
+        if sample:
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        new = out[:, inputs["input_ids"].shape[1] :].tolist()
+        texts = []
+        for ids in new:
+            cut = next((i for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
+            # special tokens are kept: <think> is one in some tokenizers, and the parser needs it
+            texts.append(self.processor.tokenizer.decode(ids[:cut], skip_special_tokens=False))
+        return texts
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": str(self.model.dtype).removeprefix("torch.")}
+
+
+class ApiDetector:
+    """A served checkpoint behind an OpenAI-compatible chat endpoint, reusing distill's retrying client."""
+
+    def __init__(self, cfg: DetectConfig):
+        from distill.runner import ApiTeacher, Stats
+
+        self.cfg = cfg
+        self.stats = Stats()
+        self.client = ApiTeacher(cfg, self.stats)  # reads base_url, model, api_key_env, timeout and retry fields
+
+    async def one(self, item: Item) -> str:
+        from distill.prompting import image_data_url
+
+        url = await asyncio.to_thread(
+            image_data_url,
+            item.path if item.path is not None else item.image(),
+            self.cfg.image_max_side,
+            self.cfg.image_format,
+        )
+        messages = _chat(item.caption, self.cfg, {"type": "image_url", "image_url": {"url": url}})
+        messages[0]["content"] = SYSTEM_PROMPT
+        return await self.client.complete(messages, item.image_id)
+
+    def describe(self) -> dict[str, Any]:
+        return {"base_url": self.cfg.base_url}
+
+
+# ------------------------------------------------------------------ output
+def _prediction(item: Item, text: str, cfg: DetectConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    res = parse_response(text, order=cfg.box_order)
+    return {
+        "image_id": item.image_id,
+        "caption": item.caption,
+        "generator": item.generator,
+        "response": text,
+        "format_ok": res.format_ok,
+        "format_reason": res.reason,
+        "defects": [d.to_json() for d in res.defects],
+        "provenance": meta,
+    }
+
+
+def _done_ids(path: Path) -> dict[str, dict[str, Any]]:
+    """Predictions a previous run finished; a torn last line (killed mid-write) is dropped, to be redone."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    raw = path.read_bytes()
+    keep = raw if raw.endswith(b"\n") or not raw else raw[: raw.rfind(b"\n") + 1]
+    if len(keep) != len(raw):
+        path.write_bytes(keep)
+    for _, obj in iter_jsonl(path):
+        if isinstance(obj, dict) and "image_id" in obj:
+            done[obj["image_id"]] = obj
+    return done
+
+
+class _Appender:
+    def __init__(self, path: Path):
+        self.f = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _batches(items: Sequence[Item], n: int) -> Iterator[list[Item]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[str, Any]:
+    """Run the detector over ``source``; returns the summary also written to ``detect_summary.json``."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pred_path = out_dir / "predictions.jsonl"
+    inputs = read_inputs(source, cfg)
+    done = _done_ids(pred_path)
+    todo = [it for it in inputs.items if it.image_id not in done]
+    meta = {
+        "backend": cfg.backend,
+        "model": cfg.model,
+        "revision": cfg.revision,
+        "prompt": template_id(cfg.prompt_template),
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p if cfg.temperature > 0 else None,
+    }
+    failures: dict[str, str] = {}
+    bar = tqdm(
+        total=len(inputs.items),
+        initial=len(inputs.items) - len(todo),
+        desc="detect",
+        unit="img",
+        disable=not cfg.progress,
+    )
+    sink = _Appender(pred_path)
+    try:
+        if todo and cfg.backend == "transformers":
+            det = TransformersDetector(cfg)
+            meta.update(det.describe())
+            for batch in _batches(todo, cfg.batch_size):
+                try:
+                    texts = det.generate(batch)
+                except (OSError, ValueError) as exc:  # an unreadable image: redo one by one to find it
+                    texts = []
+                    for it in batch:
+                        try:
+                            texts.extend(det.generate([it]))
+                        except (OSError, ValueError) as one_exc:
+                            failures[it.image_id] = f"image: {type(one_exc).__name__}: {one_exc}"
+                            texts.append(None)
+                    log.debug("batch fell back to single images: %s", exc)
+                for it, text in zip(batch, texts):
+                    if text is not None:
+                        sink.write(_prediction(it, text, cfg, meta))
+                    bar.update()
+        elif todo:
+            det_api = ApiDetector(cfg)
+            meta.update(det_api.describe())
+            asyncio.run(_run_api(det_api, todo, cfg, meta, sink, failures, bar))
+    finally:
+        sink.close()
+        bar.close()
+
+    # final file in input order; anything in it that is no longer an input is kept out and counted
+    done = _done_ids(pred_path)
+    order = [it.image_id for it in inputs.items if it.image_id in done]
+    stale = sorted(set(done) - {it.image_id for it in inputs.items})
+    write_jsonl(pred_path, (done[i] for i in order))
+    rejects = list(inputs.rejects)
+    rejects += [{"image_id": iid, "stage": "detect", "reason": why} for iid, why in failures.items()]
+    write_jsonl(out_dir / "detect_rejects.jsonl", rejects)
+    n_ok = sum(done[i]["format_ok"] for i in order)
+    summary = {
+        "source": str(source),
+        "read": inputs.read,
+        "predicted": len(order),
+        "rejected": len(rejects),
+        "left_out_by_limit": inputs.limited_out,
+        "format_ok": n_ok,
+        "format_fail": len(order) - n_ok,
+        "resumed": len(inputs.items) - len(todo),
+        "stale_predictions_dropped": len(stale),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+    }
+    if summary["read"] != summary["predicted"] + summary["rejected"] + summary["left_out_by_limit"]:
+        raise AssertionError(f"counts do not reconcile: {summary}")  # a bug, never bad input
+    write_json(out_dir / "detect_summary.json", summary)
+    return summary
+
+
+async def _run_api(det: ApiDetector, todo: list[Item], cfg: DetectConfig, meta, sink, failures, bar) -> None:
+    from distill.runner import TransportError
+
+    queue: asyncio.Queue[Item] = asyncio.Queue()
+    for it in todo:
+        queue.put_nowait(it)
+
+    async def worker() -> None:
+        while True:
+            try:
+                it = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                text = await det.one(it)
+                sink.write(_prediction(it, text, cfg, meta))
+            except TransportError as exc:
+                failures[it.image_id] = f"transport: {exc}"
+            except OSError as exc:
+                failures[it.image_id] = f"image: {type(exc).__name__}: {exc}"
+            bar.update()
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(cfg.max_in_flight, len(todo)))))
+    finally:
+        await det.client.close()

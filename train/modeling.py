@@ -1,0 +1,280 @@
+"""Loading the detector (a Qwen3-VL checkpoint) and its processor the same way for SFT, GRPO and ``sdg detect``.
+
+Two things differ from a plain ``AutoProcessor.from_pretrained``:
+
+* the Qwen3-VL processor insists on a video processor, which needs torchvision; where torchvision is missing (our
+  CPU machines) we load an image-only subclass, which is all the detector uses;
+* the image resolution bounds of the recipe (``min_pixels`` / ``max_pixels``, the paper's MIN_PIXELS / MAX_PIXELS)
+  are applied to the image processor here, once, so training and inference see images at the same size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
+
+
+def has_torchvision() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # a torchvision built for another torch fails at import (operator torchvision::nms ...)
+        return False
+    return True
+
+
+def _image_only_processor_class():
+    from transformers import Qwen3VLProcessor
+
+    class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
+        """Qwen3-VL's processor without the video half (whose processor needs torchvision)."""
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(
+                image_processor=image_processor,
+                tokenizer=tokenizer,
+                video_processor=None,
+                chat_template=chat_template,
+                **kwargs,
+            )
+
+        def to_dict(self, *args, **kwargs):
+            # saved under the stock class name, so a checkpoint written here loads with AutoProcessor elsewhere
+            out = super().to_dict(*args, **kwargs)
+            out["processor_class"] = "Qwen3VLProcessor"
+            return out
+
+    return Qwen3VLImageOnlyProcessor
+
+
+_IMAGE_ONLY = None
+
+
+def image_only_processor_class():
+    global _IMAGE_ONLY
+    if _IMAGE_ONLY is None:
+        _IMAGE_ONLY = _image_only_processor_class()
+    return _IMAGE_ONLY
+
+
+def set_pixel_bounds(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Clamp the number of image pixels the processor keeps (it resizes, keeping the aspect, to a multiple of the
+    patch grid). None leaves the checkpoint's own bound."""
+    ip = processor.image_processor
+    size = dict(getattr(ip, "size", None) or {})
+    if min_pixels is not None:
+        size["shortest_edge"] = int(min_pixels)
+        if hasattr(ip, "min_pixels"):
+            ip.min_pixels = int(min_pixels)
+    if max_pixels is not None:
+        size["longest_edge"] = int(max_pixels)
+        if hasattr(ip, "max_pixels"):
+            ip.max_pixels = int(max_pixels)
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels})")
+    ip.size = size
+
+
+def load_processor(
+    name_or_path: str,
+    *,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    revision: str | None = None,
+    padding_side: str | None = None,
+) -> Any:
+    """The checkpoint's processor, image-only where torchvision is unavailable, with the recipe's pixel bounds."""
+    from transformers import AutoProcessor, ProcessorMixin
+
+    kwargs: dict[str, Any] = {"revision": revision} if revision else {}
+    proc = None
+    if has_torchvision():
+        proc = AutoProcessor.from_pretrained(name_or_path, **kwargs)
+        if not isinstance(proc, ProcessorMixin):
+            proc = None
+    if proc is None:
+        # transformers falls back to the PIL image processor by itself when torchvision is missing; a backend
+        # argument here would reach the tokenizer too and make it look slow to the chat-template code
+        proc = image_only_processor_class().from_pretrained(name_or_path, **kwargs)
+    set_pixel_bounds(proc, min_pixels, max_pixels)
+    if padding_side is not None:
+        proc.tokenizer.padding_side = padding_side
+    return proc
+
+
+def torch_dtype(name: str | None):
+    import torch
+
+    if name in (None, "auto"):
+        return "auto"
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table.update({"float32": torch.float32, "fp32": torch.float32})
+    if name not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)} or auto, got {name!r}")
+    return table[name]
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str | None = "auto",
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    device_map: Any = None,
+):
+    """The detector as ``AutoModelForImageTextToText`` (Qwen3VLForConditionalGeneration for Qwen3-VL)."""
+    from transformers import AutoModelForImageTextToText
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
+    if revision:
+        kwargs["revision"] = revision
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+
+
+def vision_modules(model: Any) -> list[Any]:
+    """The vision tower (and its merger): what the paper's ``freeze_vit`` freezes."""
+    inner = getattr(model, "model", model)
+    found = [m for m in (getattr(inner, "visual", None), getattr(model, "visual", None)) if m is not None]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no vision tower ('visual') to freeze")
+    return found[:1]
+
+
+def freeze_vision(model: Any) -> int:
+    """Freeze the vision encoder; returns how many parameters were frozen."""
+    n = 0
+    for module in vision_modules(model):
+        for p in module.parameters():
+            if p.requires_grad:
+                p.requires_grad_(False)
+                n += p.numel()
+    return n
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+# ------------------------------------------------------------------ tiny random detector (tests, smoke runs)
+_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<think>",
+    "</think>",
+]
+
+
+def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """A random-weight Qwen3VLForConditionalGeneration with a byte-level tokenizer, the real Qwen3-VL chat template
+    (shipped by trl) and an image-only processor: the same classes as Qwen3-VL-4B, a few hundred thousand weights.
+    Built offline in about a second."""
+    import torch
+    import trl
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": _SPECIAL})
+    template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_vl.jinja").read_text(encoding="utf-8")
+    tok.chat_template = template
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _SPECIAL}
+    head_dim = 16
+    cfg = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=hidden // head_dim,
+            num_key_value_heads=max(1, hidden // head_dim // 2),
+            head_dim=head_dim,
+            max_position_embeddings=8192,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [4, 2, 2],
+                "mrope_interleaved": True,
+            },
+            pad_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            bos_token_id=None,
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=hidden,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    model = Qwen3VLForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    ip = Qwen2VLImageProcessorPil(
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64},
+    )
+    image_only_processor_class()(image_processor=ip, tokenizer=tok, chat_template=template).save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m train.modeling OUT``: write a tiny random Qwen3-VL detector to OUT."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    print(save_tiny_qwen3_vl(args.out, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Detector SFT: full fine-tune of Qwen3-VL on the ``sft`` config of an ``sdg build`` dataset, vision encoder frozen,
+loss on the assistant's response only.
+
+    accelerate launch --config_file train/launch/zero2_1x8.yaml train/sft.py \\
+        --config train/recipes/sft/qwen3_vl_4b_sdg30k.yaml --dataset_name outputs/sdg30k
+    python train/sft.py --config ... --output_dir ...     # one process; flags override the recipe
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.args import SDGScriptArguments, check_batch, format_batch, parse, resume_point  # noqa: E402
+
+
+logger = logging.getLogger("sdg.train.sft")
+
+
+def build_trainer(script_args, training_args, model_args):
+    from trl import SFTTrainer, get_peft_config
+
+    from train.data import sft_dataset
+    from train.modeling import count_parameters, freeze_vision, load_model, load_processor
+
+    processor = load_processor(
+        model_args.model_name_or_path,
+        min_pixels=script_args.min_pixels,
+        max_pixels=script_args.max_pixels,
+        revision=model_args.model_revision,
+    )
+    model = load_model(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype,
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+    )
+    if script_args.freeze_vision:
+        frozen = freeze_vision(model)
+        logger.info("froze the vision encoder: %s parameters", f"{frozen:,}")
+    total, trainable = count_parameters(model)
+    logger.info("parameters: %s total, %s trainable", f"{total:,}", f"{trainable:,}")
+    train = sft_dataset(
+        script_args.dataset_name,
+        script_args.dataset_config or "sft",
+        script_args.dataset_train_split,
+        script_args.max_train_samples,
+    )
+    evaluation = None
+    if script_args.dataset_test_split:
+        evaluation = sft_dataset(
+            script_args.dataset_name, script_args.dataset_config or "sft", script_args.dataset_test_split
+        )
+    return SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+    )
+
+
+def main(argv: list[str] | None = None):
+    from trl import ModelConfig, SFTConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    script_args, training_args, model_args = parse((SDGScriptArguments, SFTConfig, ModelConfig), argv)
+    info = check_batch(training_args)
+    logger.info(format_batch(info))
+    trainer = build_trainer(script_args, training_args, model_args)
+    state = trainer.accelerator.state
+    logger.info("distributed: %s, %d process(es)", state.distributed_type, state.num_processes)
+    trainer.train(resume_from_checkpoint=resume_point(training_args))
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(training_args.output_dir)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
