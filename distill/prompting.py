@@ -93,7 +93,7 @@ def image_data_url(image: Path | Any, max_side: int, fmt: str = "jpeg") -> str:
     """The image (a path or a PIL image), shrunk so its longer side is at most ``max_side``, as a base64 data URL."""
     from PIL import Image
 
-    with (Image.open(image) if isinstance(image, (str, Path)) else nullcontext(image)) as src:
+    with Image.open(image) if isinstance(image, (str, Path)) else nullcontext(image) as src:
         im = src.convert("RGB")
         if max(im.size) > max_side:
             im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

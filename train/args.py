@@ -70,27 +70,55 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def parse(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
-    """Parse a recipe plus flags with trl's parser; with ``global_batch_size`` set, derive the accumulation steps
-    for this world size and parse again with them, so every value trl derives from them (GRPO's generation batch)
-    follows."""
+def parse(
+    dataclass_types: tuple[type, ...], argv: list[str] | None = None, world: int | None = None
+) -> tuple[Any, ...]:
+    """Parse a recipe plus flags with trl's parser. With ``global_batch_size`` set, the accumulation steps for the
+    world size (this job's, or ``world`` to plan another) are derived first and passed on as a flag, so every value
+    trl derives from them (GRPO's generation batch and its divisibility check) follows."""
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser(dataclass_types)
-    parsed = parser.parse_args_and_config(argv)
-    script_args, training_args = parsed[0], parsed[1]
-    if script_args.global_batch_size is not None:
-        accum = accumulation_for(script_args.global_batch_size, training_args.per_device_train_batch_size)
-        if accum != training_args.gradient_accumulation_steps:
-            parsed = TrlParser(dataclass_types).parse_args_and_config(
-                [*argv, "--gradient_accumulation_steps", str(accum)]
-            )
-    return parsed
+    wanted = _peek(argv, dataclass_types, ("global_batch_size", "per_device_train_batch_size"))
+    if wanted["global_batch_size"] is not None:
+        accum = accumulation_for(int(wanted["global_batch_size"]), int(wanted["per_device_train_batch_size"]), world)
+        argv = [*argv, "--gradient_accumulation_steps", str(accum)]
+    return TrlParser(dataclass_types).parse_args_and_config(argv)
 
 
-def accumulation_for(global_batch_size: int, per_device: int) -> int:
-    ws = world_size()
+def _peek(argv: list[str], dataclass_types: tuple[type, ...], names: tuple[str, ...]) -> dict[str, Any]:
+    """A few values as the full parse will see them (flag over recipe over dataclass default), read before it."""
+    import argparse
+    import dataclasses
+
+    import yaml
+
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--config")
+    for n in names:
+        ap.add_argument(f"--{n}")
+    known, _ = ap.parse_known_args(argv)
+    recipe: dict[str, Any] = {}
+    if known.config:
+        with open(known.config, encoding="utf-8") as f:
+            recipe = yaml.safe_load(f) or {}
+    out: dict[str, Any] = {}
+    for n in names:
+        value = getattr(known, n)
+        if value is None:
+            value = recipe.get(n)
+        if value is None:
+            for cls in dataclass_types:
+                fields = {f.name: f for f in dataclasses.fields(cls)}
+                if n in fields and fields[n].default is not dataclasses.MISSING:
+                    value = fields[n].default
+                    break
+        out[n] = value
+    return out
+
+
+def accumulation_for(global_batch_size: int, per_device: int, world: int | None = None) -> int:
+    ws = world or world_size()
     per_step = ws * per_device
     if global_batch_size % per_step:
         raise ValueError(
@@ -100,9 +128,9 @@ def accumulation_for(global_batch_size: int, per_device: int) -> int:
     return global_batch_size // per_step
 
 
-def check_batch(training_args: Any, num_generations: int | None = None) -> dict:
+def check_batch(training_args: Any, num_generations: int | None = None, world: int | None = None) -> dict:
     """What the batch came to, checked: for GRPO the generation batch must hold whole groups of completions."""
-    ws = world_size()
+    ws = world or world_size()
     per_device = training_args.per_device_train_batch_size
     accum = training_args.gradient_accumulation_steps
     info = {"world_size": ws, "per_device_train_batch_size": per_device, "gradient_accumulation_steps": accum}

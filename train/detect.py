@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from sdg_data.answer import parse_response
@@ -283,7 +284,18 @@ class ApiDetector:
 
         self.cfg = cfg
         self.stats = Stats()
-        self.client = ApiTeacher(cfg, self.stats)  # reads base_url, model, api_key_env, timeout and retry fields
+        settings = SimpleNamespace(
+            base_url=cfg.base_url,
+            model=cfg.model,
+            api_key_env=cfg.api_key_env,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_new_tokens,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            backoff_base_s=cfg.backoff_base_s,
+            backoff_max_s=cfg.backoff_max_s,
+        )
+        self.client = ApiTeacher(settings, self.stats)
 
     async def one(self, item: Item) -> str:
         from distill.prompting import image_data_url
