@@ -500,3 +500,20 @@ def test_detect_config_recipes_load():
     for recipe in sorted((RECIPES / "detect").glob("*.yaml")):
         cfg = load_config(DetectConfig, recipe)
         assert cfg.backend in ("transformers", "openai")
+
+
+def test_built_sft_config_feeds_sft_trainer_as_is(tiny_vl, dataset, tmp_path):
+    """The `sft` config needs no glue: SFTTrainer takes its messages + images rows directly."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from train.modeling import load_model, load_processor
+
+    rows = load_dataset(str(dataset), "sft", split="train").select_columns(["messages", "images"]).select(range(4))
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False,
+                     max_length=None, report_to="none", save_strategy="no", disable_tqdm=True)  # fmt: skip
+    proc = load_processor(str(tiny_vl))
+    trainer = SFTTrainer(model=load_model(str(tiny_vl), dtype="float32"), args=args, train_dataset=rows,
+                         processing_class=proc)  # fmt: skip
+    trainer.train()
+    assert trainer.state.global_step == 1
