@@ -341,6 +341,75 @@ def viz_cmd(
     typer.echo(f"drew {n} images into {out}")
 
 
+@app.command("generate")
+def generate_cmd(
+    prompts: Annotated[
+        str,
+        typer.Option(
+            "--prompts",
+            help="JSONL / CSV / Parquet / TXT with a 'prompt' or 'caption' column, or a Hugging Face dataset "
+            "(NAME or NAME:SPLIT). An optional 'split' column fixes a prompt's split.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: images/, manifest.jsonl, rejects, summary.")],
+    generator: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--generator",
+            help="Repeatable. FLUX.2-dev, Z-Image-Turbo, LongCat-Image, SANA-1.5-1.6B (default: all four), or any "
+            "diffusers model id or local pipeline folder.",
+        ),
+    ] = None,
+    model_root: Annotated[
+        Optional[Path],
+        typer.Option("--model-root", help="Folder with local copies: ROOT/flux2, z-image, longcat, sana."),
+    ] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Images per prompt and generator.")] = None,
+    height: Annotated[Optional[int], typer.Option("--height", help="Image height (default 1024).")] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Image width (default 1024).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the card's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Prompts per pipeline call.")] = None,
+    assign: Annotated[
+        Optional[str], typer.Option("--assign", help="spread (each prompt to one generator) or all.")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N prompts.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate images from prompts with the SDG-30K generators; write PNGs and a manifest of records.
+
+    Usage: sdg generate --prompts prompts.jsonl --out gen [--generator Z-Image-Turbo] [--seeds 2]
+           accelerate launch --num_processes 8 -m sdg_data.cli generate --prompts ... --out gen   (one GPU a rank)
+
+    A rerun into the same --out skips finished images. Image ids hash generator, prompt, seed and settings.
+    """
+    from sdg_data.config import ConfigError, load_config
+
+    try:
+        from sdg_data.generate.runner import GenerateConfig, generate
+
+        overrides: dict = dict(seeds=seeds, height=height, width=width, steps=steps, batch_size=batch_size,
+                               assign=assign, limit=limit, generators=list(generator) if generator else None)  # fmt: skip
+        cfg = load_config(GenerateConfig, config, overrides)
+        if model_root is not None:
+            from sdg_data.generate.registry import ALIASES
+
+            found = {name: str(model_root / alias) for alias, name in ALIASES.items() if (model_root / alias).is_dir()}
+            cfg.model_paths = {**cfg.model_paths, **found}
+        s = generate(prompts, out, cfg)
+    except ImportError as exc:
+        _fail(ImportError(f"{exc}; install the gen extra: pip install 'sdg[gen]'"))
+    except (ConfigError, ValueError, OSError) as exc:
+        _fail(exc)
+    if "images" not in s:  # a non-zero rank: rank 0 reports
+        return
+    typer.echo(
+        f"prompts: {s['prompt_rows']} read, {s['prompts_rejected']} rejected; images: {s['images']} of "
+        f"{s['planned_images']} planned, {s['failed']} failed; by generator {json.dumps(s['by_generator'])}; "
+        f"by split {json.dumps(s['by_split'])}"
+    )
+    typer.echo(f"output: {out}/manifest.jsonl, {out}/generate_rejects.jsonl, {out}/generate_summary.json")
+
+
 @app.command("detect")
 def detect_cmd(
     source: Annotated[

@@ -1,0 +1,88 @@
+"""The text-to-image generators of SDG-30K, each a diffusers pipeline with the settings its model card recommends.
+
+Anything else diffusers loads (a hub id or a local pipeline folder) works too: it gets the generic settings and
+whatever the recipe or the flags give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    name: str  # what goes into records' `generator` (the SDG-30K names for the four)
+    model_id: str  # hub id or local folder
+    pipeline_class: str | None  # diffusers class name; None: DiffusionPipeline picks from model_index.json
+    steps: int
+    guidance_scale: float | None
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # other arguments the card passes to the pipeline
+    dtype: str = "bfloat16"
+    revision: str | None = None
+
+    def with_overrides(self, **kw: Any) -> GeneratorSpec:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+REGISTRY: dict[str, GeneratorSpec] = {
+    "FLUX.2-dev": GeneratorSpec(
+        name="FLUX.2-dev",
+        model_id="black-forest-labs/FLUX.2-dev",
+        pipeline_class="Flux2Pipeline",
+        steps=50,
+        guidance_scale=4.0,  # guidance-distilled: one pass, the scale is an input of the transformer
+    ),
+    "Z-Image-Turbo": GeneratorSpec(
+        name="Z-Image-Turbo",
+        model_id="Tongyi-MAI/Z-Image-Turbo",
+        pipeline_class="ZImagePipeline",
+        steps=9,  # 8 transformer evaluations
+        guidance_scale=0.0,  # distilled: no classifier-free guidance
+    ),
+    "LongCat-Image": GeneratorSpec(
+        name="LongCat-Image",
+        model_id="meituan-longcat/LongCat-Image",
+        pipeline_class="LongCatImagePipeline",
+        steps=50,
+        guidance_scale=4.5,
+        call_kwargs={"enable_cfg_renorm": True, "enable_prompt_rewrite": True},
+    ),
+    "SANA-1.5-1.6B": GeneratorSpec(
+        name="SANA-1.5-1.6B",
+        model_id="Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers",
+        pipeline_class="SanaPipeline",
+        steps=20,
+        guidance_scale=4.5,
+    ),
+}
+ALIASES = {"flux2": "FLUX.2-dev", "z-image": "Z-Image-Turbo", "longcat": "LongCat-Image", "sana": "SANA-1.5-1.6B"}
+
+
+def resolve(spec: str, model_paths: dict[str, str] | None = None) -> GeneratorSpec:
+    """A registry name (or alias), optionally redirected to a local copy by ``model_paths``; else any diffusers
+    model id or pipeline folder, named by its last path part."""
+    name = ALIASES.get(spec, spec)
+    if name in REGISTRY:
+        entry = REGISTRY[name]
+        local = (model_paths or {}).get(name) or (model_paths or {}).get(spec)
+        return replace(entry, model_id=local) if local else entry
+    p = Path(spec)
+    looks_local = p.exists()
+    if not looks_local and spec.count("/") != 1:
+        known = ", ".join(REGISTRY)
+        raise ValueError(f"generator {spec!r}: not a registry name ({known}), a local pipeline folder or a hub id")
+    return GeneratorSpec(
+        name=p.name if looks_local else spec.split("/")[-1],
+        model_id=spec,
+        pipeline_class=None,
+        steps=28,
+        guidance_scale=None,
+        dtype="auto",
+    )
+
+
+def slug(name: str) -> str:
+    """A folder-safe form of a generator name."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
