@@ -387,8 +387,16 @@ def generate_cmd(
     try:
         from sdg_data.generate.runner import GenerateConfig, generate
 
-        overrides: dict = dict(seeds=seeds, height=height, width=width, steps=steps, batch_size=batch_size,
-                               assign=assign, limit=limit, generators=list(generator) if generator else None)  # fmt: skip
+        overrides: dict = dict(
+            seeds=seeds,
+            height=height,
+            width=width,
+            steps=steps,
+            batch_size=batch_size,
+            assign=assign,
+            limit=limit,
+            generators=list(generator) if generator else None,
+        )
         cfg = load_config(GenerateConfig, config, overrides)
         if model_root is not None:
             from sdg_data.generate.registry import ALIASES

@@ -316,15 +316,20 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     checker = _load_checker(cfg.safety_checker)
     stats: dict[str, Any] = {"generated": 0, "skipped_existing": len(mine) - len(todo), "failed": 0, "retries": 0}
     timing: dict[str, float] = defaultdict(float)
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"generate[{rank}]", unit="img",
-               disable=not cfg.progress or rank != 0)  # fmt: skip
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        desc=f"generate[{rank}]",
+        unit="img",
+        disable=not cfg.progress or rank != 0,
+    )
     try:
         by_gen: dict[str, list[Item]] = defaultdict(list)
         for it in todo:
             by_gen[it.spec.name].append(it)
         if by_gen:
             versions = _versions()
-        for name, group in by_gen.items():
+        for group in by_gen.values():
             spec = group[0].spec
             device = _device(cfg, state)
             t_load = time.perf_counter()
@@ -356,8 +361,20 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
                         _free(device)
                         if len(chunk) > 1:  # a failed batch is nobody's fault: each image gets its own tries
                             for it in chunk:
-                                _single(pipe, it, tries[it.image_id], cfg, device, base_prov, out, manifest,
-                                        rejects_f, stats, checker, bar)  # fmt: skip
+                                _single(
+                                    pipe,
+                                    it,
+                                    tries[it.image_id],
+                                    cfg,
+                                    device,
+                                    base_prov,
+                                    out,
+                                    manifest,
+                                    rejects_f,
+                                    stats,
+                                    checker,
+                                    bar,
+                                )
                             break
                         arrays, errors = [None], [f"{type(exc).__name__}: {str(exc)[:300]}"]
                     seconds = (time.perf_counter() - t1) / len(chunk)
@@ -433,17 +450,31 @@ def _single(pipe, it, tries, cfg, device, base_prov, out, manifest, rejects_f, s
 def _keep(it: Item, arr: Any, seconds: float, cfg: GenerateConfig, base_prov, out: Path, manifest) -> None:
     _, w, h = _save_png(arr, out / it.rel_path)
     st = _settings(it.spec, cfg)
-    prov = {**base_prov, "prompt_id": it.prompt.prompt_id, "seed": it.seed, "steps": st["steps"],
-            "guidance_scale": st["guidance_scale"], "call_kwargs": st["call_kwargs"],
-            "resolution": [st["width"], st["height"]], "seconds": round(seconds, 4)}  # fmt: skip
+    prov = {
+        **base_prov,
+        "prompt_id": it.prompt.prompt_id,
+        "seed": it.seed,
+        "steps": st["steps"],
+        "guidance_scale": st["guidance_scale"],
+        "call_kwargs": st["call_kwargs"],
+        "resolution": [st["width"], st["height"]],
+        "seconds": round(seconds, 4),
+    }
     manifest.write(json.dumps(_record(it, w, h, prov), ensure_ascii=False) + "\n")
     manifest.flush()
     os.fsync(manifest.fileno())
 
 
 def _reject(it: Item, reason: str, attempts: int, f) -> None:
-    row = {"image_id": it.image_id, "generator": it.spec.name, "prompt": it.prompt.text, "seed": it.seed,
-           "stage": "generate", "attempts": attempts, "reason": reason}  # fmt: skip
+    row = {
+        "image_id": it.image_id,
+        "generator": it.spec.name,
+        "prompt": it.prompt.text,
+        "seed": it.seed,
+        "stage": "generate",
+        "attempts": attempts,
+        "reason": reason,
+    }
     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     f.flush()
 
@@ -458,8 +489,16 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _merge(out: Path, items: list[Item], prompt_rejects, n_rows: int, limited_out: int, world: int,
-           cfg: GenerateConfig, stats0: dict) -> dict[str, Any]:  # fmt: skip
+def _merge(
+    out: Path,
+    items: list[Item],
+    prompt_rejects,
+    n_rows: int,
+    limited_out: int,
+    world: int,
+    cfg: GenerateConfig,
+    stats0: dict,
+) -> dict[str, Any]:
     """One manifest in plan order, one rejects file, one summary; the counts must reconcile."""
     done = _finished(out)
     failed: dict[str, dict[str, Any]] = {}

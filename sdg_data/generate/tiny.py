@@ -134,9 +134,10 @@ def tiny_sana():
     from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
-    tok = GemmaTokenizer(vocab={**{"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}, **{
-        ch: i + 4 for ch, i in _byte_vocab().items()
-    }}, merges=[])  # fmt: skip
+    tok = GemmaTokenizer(
+        vocab={**{"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}, **{ch: i + 4 for ch, i in _byte_vocab().items()}},
+        merges=[],
+    )
     tok.padding_side = "right"
     torch.manual_seed(0)
     transformer = SanaTransformer2DModel(
@@ -214,8 +215,12 @@ def tiny_longcat():
     MM-DiT, a KL VAE."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, LongCatImagePipeline, LongCatImageTransformer2DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
-    from transformers import Qwen2VLProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+        Qwen2VLProcessor,
+    )
 
     tok = qwen_byte_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
@@ -295,8 +300,15 @@ def tiny_flux2():
     from tokenizers import decoders
 
     core.decoder = decoders.ByteLevel()
-    tok = LlamaTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                             pad_token="<pad>", add_bos_token=False, add_eos_token=False)  # fmt: skip
+    tok = LlamaTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        add_bos_token=False,
+        add_eos_token=False,
+    )
     tok.add_special_tokens(
         {
             "additional_special_tokens": [
@@ -308,7 +320,7 @@ def tiny_flux2():
                 "[SYSTEM_PROMPT]",
                 "[/SYSTEM_PROMPT]",
             ]
-        }  # fmt: skip
+        }
     )
     # The real checkpoint's text processor is a PixtralProcessor, which needs torchvision; the pipeline only calls
     # its apply_chat_template (text only), which the tokenizer itself provides with the same arguments.
@@ -373,9 +385,12 @@ def tiny_flux2():
         use_post_quant_conv=False,
     )
     return Flux2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text, tokenizer=tok,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
         transformer=transformer,
-    )  # fmt: skip
+    )
 
 
 TINY = {"flux2": tiny_flux2, "z-image": tiny_z_image, "longcat": tiny_longcat, "sana": tiny_sana}
