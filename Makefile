@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_build.py
+	$(BIN)/python bench/bench_generate.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -8,6 +8,11 @@ OUT=outputs/demo
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
+echo "== generate: the four generator classes as tiny random pipelines (noise images; real ids need the hub)"
+"${PY:-.venv/bin/python}" -m sdg_data.generate.tiny "$OUT/tiny-pipelines" >/dev/null
+"$SDG" generate --prompts "$DEMO/sample/records.jsonl" --out "$OUT/generate" \
+    --config sdg_data/recipes/generate_tiny.yaml --model-root "$OUT/tiny-pipelines"
+
 echo "== validate the bundled annotated sample (24 images, 4 generators)"
 "$SDG" validate "$DEMO/sample/records.jsonl"
 

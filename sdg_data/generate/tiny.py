@@ -131,7 +131,7 @@ def tiny_z_image():
 def tiny_sana():
     """SanaPipeline: a Gemma2 text encoder, the linear-attention Sana transformer, the deep-compression VAE."""
     import torch
-    from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
     tok = GemmaTokenizer(
@@ -187,10 +187,8 @@ def tiny_sana():
             attn_implementation="eager",
         )
     )
-    from diffusers import DPMSolverMultistepScheduler
-
+    # the scheduler the SANA-1.5 checkpoint ships: DPM-Solver++ over flow sigmas
     scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    del FlowMatchEulerDiscreteScheduler
     return SanaPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=transformer, scheduler=scheduler)
 
 
