@@ -5,6 +5,8 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LS_VENV ?= .venv-ls
+LS_STAMP := $(LS_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -19,7 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0 -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Label Studio (the annotation server) in its own environment: it pins its own Django stack.
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PY) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
+	touch $(LS_STAMP)
+
+install: $(STAMP) $(LS_STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
@@ -27,7 +36,7 @@ demo: $(STAMP)
 train-smoke: $(STAMP)
 	bash scripts/train_smoke.sh
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -503,6 +503,165 @@ def detect_cmd(
     typer.echo(f"output: {out}/predictions.jsonl, {out}/detect_rejects.jsonl, {out}/detect_summary.json")
 
 
+annotate_app = typer.Typer(
+    help="Annotation in Label Studio: serve the server, init the SDG project, push tasks and detector "
+    "pre-annotations, pull annotations as records, measure agreement. The server URL and project come from "
+    "--config (annotation/recipes/local.yaml); the API token from $LABEL_STUDIO_API_KEY (never printed).",
+    no_args_is_help=True,
+)
+app.add_typer(annotate_app, name="annotate")
+AnnConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="YAML of AnnotateConfig (url, image_root, overlap, ...).")
+]
+UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Label Studio URL (default http://127.0.0.1:8089).")]
+RootOpt = Annotated[
+    Optional[str], typer.Option("--image-root", help="Folder the images are served from; task paths stay inside.")
+]
+
+
+def _ann_cfg(config, **overrides):
+    from annotation.config import AnnotateConfig
+    from sdg_data.config import load_config
+
+    return load_config(AnnotateConfig, config, overrides)
+
+
+def _ann_run(fn):
+    """Run an annotate action; its failures become one red line and exit code 2."""
+    from annotation.client import AnnotateError
+    from annotation.server import ServerError
+    from sdg_data.config import ConfigError
+
+    try:
+        return fn()
+    except ImportError as exc:
+        _fail(ImportError(f"{exc}; install the annotate extra: pip install 'sdg[annotate]'"))
+    except (AnnotateError, ServerError, ConfigError, ValueError, OSError) as exc:
+        _fail(exc)
+
+
+@annotate_app.command("serve")
+def annotate_serve(
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8089).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Database and media folder.")] = None,
+    image_root: RootOpt = None,
+    config: AnnConfigOpt = None,
+) -> None:
+    """Run Label Studio (pinned, in .venv-ls) for the SDG project, locked down: local bind, invite-only
+    sign-up, local files only from the image root, no telemetry. Needs LABEL_STUDIO_USERNAME,
+    LABEL_STUDIO_PASSWORD (the admin) and LABEL_STUDIO_API_KEY (the admin's token) in the environment."""
+    from annotation.server import serve
+
+    cfg = _ann_run(lambda: _ann_cfg(config, port=port, host=host, data_dir=data_dir, image_root=image_root))
+    raise typer.Exit(code=_ann_run(lambda: serve(cfg)) or 0)
+
+
+@annotate_app.command("init")
+def annotate_init(url: UrlOpt = None, image_root: RootOpt = None, config: AnnConfigOpt = None) -> None:
+    """Create or update the SDG project (labeling config, guidelines, overlap, image storage); idempotent."""
+    from annotation.client import Connection, ensure_project, project_settings
+
+    def run():
+        cfg = _ann_cfg(config, url=url, image_root=image_root)
+        project, created = ensure_project(Connection(cfg))
+        return project, created
+
+    project, created = _ann_run(run)
+    typer.echo(f"{'created' if created else 'updated'} project: {json.dumps(project_settings(project))}")
+
+
+@annotate_app.command("push")
+def annotate_push(
+    samples: Annotated[Path, typer.Argument(help="Records JSONL (sdg generate's manifest.jsonl): image, caption...")],
+    url: UrlOpt = None,
+    image_root: RootOpt = None,
+    config: AnnConfigOpt = None,
+) -> None:
+    """Import images as tasks, idempotent by image_id (a second push creates nothing); checks the server's count.
+    Rejects (missing file, path outside the image root, duplicate ids) go to SAMPLES.push_rejects.jsonl."""
+    from annotation.client import Connection
+    from annotation.push import push
+
+    s = _ann_run(lambda: push(samples, Connection(_ann_cfg(config, url=url, image_root=image_root))))
+    typer.echo(
+        f"read {s['read']}: created {s['created']}, already on the server {s['already_on_server']}, "
+        f"rejected {s['rejected']}; {s['tasks_on_server']} tasks in project {s['project']}"
+    )
+
+
+@annotate_app.command("predict")
+def annotate_predict(
+    predictions: Annotated[Path, typer.Argument(help="Detector output JSONL: raw 'response' text or 'defects'.")],
+    model_version: Annotated[str, typer.Option("--model-version", help="Name annotators see on the boxes.")],
+    url: UrlOpt = None,
+    image_root: RootOpt = None,
+    config: AnnConfigOpt = None,
+) -> None:
+    """Import a detector's boxes as pre-annotations (validated here first) and show them prefilled."""
+    from annotation.client import Connection
+    from annotation.predict import predict
+
+    s = _ann_run(
+        lambda: predict(predictions, Connection(_ann_cfg(config, url=url, image_root=image_root)), model_version)
+    )
+    typer.echo(f"read {s['read']}: created {s['created']} predictions ({model_version}), rejected {s['rejected']}")
+
+
+@annotate_app.command("pull")
+def annotate_pull(
+    out: Annotated[Path, typer.Option("--out", help="Records JSONL, one per image (plus .all, .rejects, .summary).")],
+    since: Annotated[
+        Optional[str], typer.Option("--since", help="Only tasks updated after this ISO time (UTC).")
+    ] = None,
+    from_export: Annotated[
+        Optional[Path], typer.Option("--from-export", help="A JSON export downloaded from the UI, not the server.")
+    ] = None,
+    url: UrlOpt = None,
+    image_root: RootOpt = None,
+    config: AnnConfigOpt = None,
+) -> None:
+    """Annotations -> core records (box_2d on the 0-1000 grid, pixel boxes, origin, annotator, lead time).
+    Every annotation is kept in OUT.all.jsonl; the consolidation policy picks one per image for OUT."""
+    from annotation.pull import pull, pull_from_export
+
+    def run():
+        cfg = _ann_cfg(config, url=url, image_root=image_root)
+        if from_export is not None:
+            return pull_from_export(from_export, out, cfg)
+        from annotation.client import Connection
+
+        return pull(Connection(cfg), out, since)
+
+    s = _ann_run(run)
+    typer.echo(
+        f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
+        f"{s['cancelled']} skipped; {s['images']} images ({s['clean_images']} clean) -> {out}"
+    )
+
+
+@annotate_app.command("agreement")
+def annotate_agreement(
+    annotations: Annotated[Path, typer.Argument(help="The .all.jsonl file written by sdg annotate pull.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="JSON report.")] = None,
+) -> None:
+    """Inter-annotator agreement per pair and overall: BoxF1@0.5 and DetTypeF1 per label, importance MAE."""
+    from annotation.agreement import agreement_file, format_agreement
+
+    report = _ann_run(lambda: agreement_file(annotations, out))
+    typer.echo(format_agreement(report))
+
+
+@annotate_app.command("status")
+def annotate_status(url: UrlOpt = None, config: AnnConfigOpt = None) -> None:
+    """Tasks, annotated, clean, skipped, and per annotator."""
+    from annotation.client import Connection
+    from annotation.status import format_status, status
+
+    s = _ann_run(lambda: status(Connection(_ann_cfg(config, url=url))))
+    typer.echo(format_status(s))
+
+
 train_app = typer.Typer(
     help="Train the detector: sdg train sft|grpo --config RECIPE.yaml [--flag value ...]. Every option of the "
     "recipe (trl's SFTConfig/GRPOConfig, ModelConfig and the SDG script arguments) can be given as a flag; "

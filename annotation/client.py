@@ -1,0 +1,147 @@
+"""The connection to Label Studio (SDK 2.x) with bounded retries, and the SDG project on it.
+
+Errors name what went wrong in one line (server down, wrong token, a project the config does not fit); the token
+is never part of a message, a log line or a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from annotation.config import AnnotateConfig
+from annotation.labeling import CONFIG_VERSION, LABEL_CONFIG, guidelines_html
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PROJECT_TAG = f"[{CONFIG_VERSION}]"  # in the description: how init finds its project again
+
+
+class AnnotateError(RuntimeError):
+    """A failure the user can act on, said in one line."""
+
+
+class Connection:
+    def __init__(self, cfg: AnnotateConfig, token: str | None = None):
+        from label_studio_sdk import LabelStudio
+
+        token = token if token is not None else os.environ.get(cfg.token_env, "")
+        if not token:
+            raise AnnotateError(f"set {cfg.token_env} to the Label Studio API token (or a personal access token)")
+        self.cfg = cfg
+        self._token = token
+        self.client = LabelStudio(base_url=cfg.url, api_key=token, timeout=cfg.timeout_s)
+
+    def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
+        return f"Connection({self.cfg.url!r})"
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one API call; connection failures and 5xx are retried with backoff, then a clear error."""
+        import httpx
+        from label_studio_sdk.core.api_error import ApiError
+
+        cfg = self.cfg
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                return fn()
+            except ApiError as exc:
+                code = exc.status_code or 0
+                if code == 401:
+                    raise AnnotateError(
+                        f"{what}: the server at {cfg.url} rejects the token in {cfg.token_env}"
+                    ) from None
+                if code == 403:
+                    raise AnnotateError(f"{what}: the token's user may not do this (HTTP 403)") from None
+                if code < 500:
+                    body = str(exc.body)[:300]
+                    raise AnnotateError(f"{what}: HTTP {code}: {body}") from None
+                reason = f"HTTP {code}"
+            except (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
+                reason = type(exc).__name__
+            if attempt == cfg.max_retries:
+                raise AnnotateError(
+                    f"{what}: Label Studio at {cfg.url} is not answering ({reason}) after {cfg.max_retries + 1} tries"
+                ) from None
+            wait = min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt) * (0.5 + random.random() / 2)
+            log.warning("%s: %s; retrying in %.1f s", what, reason, wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def whoami(self) -> Any:
+        return self.call("whoami", lambda: self.client.users.whoami())
+
+
+def find_project(conn: Connection) -> Any | None:
+    """The SDG project: the one whose description carries our tag and whose title is the configured one."""
+    projects = conn.call("list projects", lambda: list(conn.client.projects.list()))
+    mine = [p for p in projects if p.title == conn.cfg.project_title and PROJECT_TAG in (p.description or "")]
+    if len(mine) > 1:
+        ids = ", ".join(str(p.id) for p in mine)
+        raise AnnotateError(f"several projects titled {conn.cfg.project_title!r} carry {PROJECT_TAG}: {ids}")
+    return mine[0] if mine else None
+
+
+def require_project(conn: Connection) -> Any:
+    p = find_project(conn)
+    if p is None:
+        raise AnnotateError(f"no project {conn.cfg.project_title!r} on {conn.cfg.url}; run sdg annotate init first")
+    return p
+
+
+def ensure_project(conn: Connection, model_version: str | None = None) -> tuple[Any, bool]:
+    """Create the project or bring it to the config (labeling config, guidelines, overlap); idempotent.
+    Returns (project, created)."""
+    cfg = conn.cfg
+    fields: dict[str, Any] = {
+        "title": cfg.project_title,
+        "description": f"Structured Defect Grounding: boxes with label, description and importance. {PROJECT_TAG}",
+        "label_config": LABEL_CONFIG,
+        "expert_instruction": guidelines_html(cfg.guidelines),
+        "show_instruction": True,
+        "maximum_annotations": cfg.overlap,
+        "show_collab_predictions": True,
+        "enable_empty_annotation": True,  # a clean image is submitted with no boxes
+        "show_skip_button": True,
+    }
+    if model_version:
+        fields["model_version"] = model_version
+    existing = find_project(conn)
+    if existing is None:
+        project = conn.call("create project", lambda: conn.client.projects.create(**fields))
+        created = True
+    else:
+        project = conn.call("update project", lambda: conn.client.projects.update(id=existing.id, **fields))
+        created = False
+    ensure_storage(conn, project.id)
+    return project, created
+
+
+def ensure_storage(conn: Connection, project_id: int) -> Any:
+    """One Local Files storage for the image root: it only authorises serving those files (never synced: tasks
+    are imported with their metadata instead)."""
+    root = os.path.abspath(conn.cfg.image_root)
+    storages = conn.call("list storages", lambda: conn.client.import_storage.local.list(project=project_id))
+    for s in storages:
+        if os.path.abspath(getattr(s, "path", "") or "") == root:
+            return s
+    return conn.call(
+        "create storage",
+        lambda: conn.client.import_storage.local.create(
+            project=project_id, path=root, title="SDG images", use_blob_urls=True, recursive_scan=True
+        ),
+    )
+
+
+def project_settings(project: Any) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "title": project.title,
+        "maximum_annotations": project.maximum_annotations,
+        "model_version": getattr(project, "model_version", None),
+        "config_version": CONFIG_VERSION,
+    }

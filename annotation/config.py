@@ -1,0 +1,40 @@
+"""``sdg annotate`` settings: the server, the project and how its annotations become records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class AnnotateConfig:
+    # where the server is; the token comes from the variable named here and is never logged or written
+    url: str = "http://127.0.0.1:8089"
+    token_env: str = "LABEL_STUDIO_API_KEY"
+    timeout_s: float = 600.0  # per request; imports and exports of 30K tasks take minutes
+    max_retries: int = 5  # connection failures and 5xx, with exponential backoff
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    # the project
+    project_title: str = "SDG defect grounding"
+    image_root: str = "."  # the folder images are served from (LOCAL_FILES_DOCUMENT_ROOT); task paths are inside it
+    overlap: int = 1  # annotators per task (maximum_annotations)
+    guidelines: str | None = None  # a markdown file; default annotation/guidelines.md
+    chunk_size: int = 2000  # tasks or predictions per import request
+    # pull: one record per image for later stages
+    consolidation: Literal["primary", "review"] = "primary"
+    primary_annotators: list[str] = field(default_factory=list)  # emails in priority order; default: earliest
+    reviewers: list[str] = field(default_factory=list)  # for "review": their annotation wins when there is one
+    check_image_size: bool = True  # compare the exported original size with the image file when it is readable
+    # the server (sdg annotate serve)
+    host: str = "127.0.0.1"
+    port: int = 8089
+    data_dir: str = "outputs/label-studio"  # LABEL_STUDIO_BASE_DATA_DIR: the SQLite database and media
+    database: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD
+    label_studio_bin: str = ".venv-ls/bin/label-studio"  # the server lives in its own environment
+
+    def __post_init__(self) -> None:
+        if self.overlap < 1 or self.chunk_size < 1 or self.max_retries < 0:
+            raise ValueError("AnnotateConfig: overlap and chunk_size must be >= 1, max_retries >= 0")
+        if self.consolidation == "review" and not self.reviewers:
+            raise ValueError("AnnotateConfig: consolidation 'review' needs the reviewers' emails in 'reviewers'")

@@ -1,0 +1,133 @@
+"""``sdg annotate predict``: a detector's output -> Label Studio pre-annotations, validated here first.
+
+Label Studio accepts unknown labels and out-of-range values and silently drops bad items of a bulk import, so
+every prediction is parsed with the core parser and checked against the labeling config before it is sent, and
+the server's ``created`` count must equal what was sent. Each box becomes the three results the UI itself writes
+for a region (rectangle, description, importance) under one region id.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from annotation.client import AnnotateError, Connection, ensure_project, require_project
+from annotation.labeling import BOX, IMAGE, IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, NUMBER, TEXT
+from annotation.push import server_tasks
+from sdg_data.answer import parse_response
+from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.records import Defect, RecordError
+
+
+def region_results(rid: str, d: Defect, width: int | None, height: int | None) -> list[dict[str, Any]]:
+    """The rectangle, description and importance results of one region, as the UI writes them."""
+    geo = {**d.box.to_label_studio(), "rotation": 0}
+    common: dict[str, Any] = {"id": rid, "to_name": IMAGE, "image_rotation": 0}
+    if width and height:
+        common.update(original_width=width, original_height=height)
+    out = [
+        {**common, "from_name": BOX, "type": "rectanglelabels", "value": {**geo, "rectanglelabels": [d.label]}},
+        {**common, "from_name": TEXT, "type": "textarea", "value": {**geo, "text": [d.description]}},
+    ]
+    if d.importance is not None:
+        out.append({**common, "from_name": NUMBER, "type": "number", "value": {**geo, "number": d.importance}})
+    return out
+
+
+def check_defect(d: Defect, where: str) -> None:
+    """What the labeling config allows (the server would not check): known label, a box inside the image with a
+    positive size, a description, an importance 1-100 if given."""
+    if d.label not in LABELS:
+        raise ValueError(f"{where}: label {d.label!r} is not one of {list(LABELS)}")
+    problem = d.box.problem()
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    ls = d.box.to_label_studio()
+    if ls["width"] <= 0 or ls["height"] <= 0 or ls["x"] < 0 or ls["y"] < 0 or ls["x"] + ls["width"] > 100 + 1e-6:
+        raise ValueError(f"{where}: box {ls} is outside the image or empty")
+    if not d.description.strip():
+        raise ValueError(f"{where}: empty description")
+    if d.importance is not None and not IMPORTANCE_MIN <= d.importance <= IMPORTANCE_MAX:
+        raise ValueError(f"{where}: importance {d.importance} outside {IMPORTANCE_MIN}-{IMPORTANCE_MAX}")
+
+
+def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(image_id, defects, raw) per usable line; rejects with line and reason; lines read. A line holds raw model
+    text under ``response`` (parsed with the core parser; a failed format check rejects it) or ``defects``."""
+    rows: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    n = 0
+    for lineno, obj in iter_jsonl(path):
+        n += 1
+        iid = obj.get("image_id") if isinstance(obj, dict) else None
+        try:
+            if not isinstance(iid, str) or not iid:
+                raise ValueError("image_id: missing")
+            if iid in seen:
+                raise ValueError("image_id: repeated in this file")
+            seen.add(iid)
+            if "response" in obj:
+                res = parse_response(obj["response"], order=box_order)
+                if not res.format_ok:
+                    raise ValueError(f"response: fails the format check ({res.reason})")
+                defects = res.defects
+            elif "defects" in obj:
+                defects = [Defect.from_json(d, iid, f"defects[{j}]", box_order) for j, d in enumerate(obj["defects"])]
+            else:
+                raise ValueError("needs 'response' (model text) or 'defects'")
+            for j, d in enumerate(defects):
+                check_defect(d, f"defects[{j}]")
+        except (ValueError, RecordError) as exc:
+            rejects.append({"line": lineno, "image_id": iid, "stage": "predict", "reason": str(exc)})
+            continue
+        rows.append({"image_id": iid, "defects": defects, "width": obj.get("width"), "height": obj.get("height")})
+    return rows, rejects, n
+
+
+def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str | Path | None = None) -> dict:
+    """Import the predictions for the project's tasks and make the project show them prefilled."""
+    t0 = time.perf_counter()
+    path = Path(path)
+    if not model_version.strip():
+        raise AnnotateError("--model-version is required (annotators see it; provenance keeps it)")
+    project = require_project(conn)
+    rows, rejects, n = read_predictions(path)
+    tasks = server_tasks(conn, project.id)
+    payload = []
+    for row in rows:
+        tid = tasks.get(row["image_id"])
+        if tid is None:
+            rejects.append({"image_id": row["image_id"], "stage": "predict", "reason": "no task with this image_id"})
+            continue
+        result = []
+        for k, d in enumerate(row["defects"]):
+            result += region_results(f"pred-{k}", d, row["width"], row["height"])
+        payload.append({"task": tid, "model_version": model_version, "result": result})
+    created = 0
+    for i in range(0, len(payload), conn.cfg.chunk_size):
+        chunk = payload[i : i + conn.cfg.chunk_size]
+        resp = conn.call(
+            "import predictions",
+            lambda chunk=chunk: conn.client.projects.import_predictions(id=project.id, request=chunk),
+        )
+        got = getattr(resp, "created", None)
+        if got != len(chunk):
+            raise AnnotateError(f"import predictions: sent {len(chunk)}, the server created {got}")
+        created += got
+    ensure_project(conn, model_version=model_version)  # annotators see this model's boxes prefilled
+    summary = {
+        "project": project.id,
+        "read": n,
+        "created": created,
+        "rejected": len(rejects),
+        "model_version": model_version,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if n != created + len(rejects):
+        raise AssertionError(f"counts do not reconcile: {summary}")
+    out = Path(out_dir) if out_dir else path.parent
+    write_jsonl(out / f"{path.stem}.predict_rejects.jsonl", rejects)
+    write_json(out / f"{path.stem}.predict_summary.json", summary)
+    return summary

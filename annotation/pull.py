@@ -1,0 +1,375 @@
+"""``sdg annotate pull``: Label Studio's JSON export -> core records, every annotation kept, one chosen per image.
+
+Per annotation, the results are grouped by region id; a region is valid when it has exactly one rectangle with
+one known label, one non-empty description and one integer importance 1-100, no rotation, and lies inside the
+image with a positive size. An annotation with any invalid region is rejected whole (with every reason), so a
+record never silently lacks a box the annotator drew. Cancelled (skipped) annotations are counted, not converted.
+
+Outputs, next to ``--out FILE``: FILE (one record per image, by the consolidation policy), FILE.all.jsonl (every
+valid annotation as a record), FILE.rejects.jsonl and FILE.summary.json, whose counts reconcile:
+annotations read = valid + rejected + cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from annotation.client import Connection, require_project
+from annotation.config import AnnotateConfig
+from annotation.labeling import BOX, CONFIG_VERSION, IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, NUMBER, TEXT
+from sdg_data.boxes import Box, BoxError
+from sdg_data.jsonl import write_json, write_jsonl
+from sdg_data.records import Defect, ImageRecord
+
+
+_EPS = 1e-6
+ORIGINS = ("manual", "prediction", "prediction-changed")
+
+
+class RegionError(ValueError):
+    pass
+
+
+def _user(value: Any, users: Mapping[int, str]) -> str | None:
+    if isinstance(value, Mapping):
+        return value.get("email") or (str(value["id"]) if "id" in value else None)
+    if isinstance(value, int):
+        return users.get(value, f"user-{value}")
+    return str(value) if value is not None else None
+
+
+def local_path(url: str, doc_root: Path | None) -> Path | None:
+    """The file behind a ``/data/local-files/?d=...`` URL, when the document root is known."""
+    if doc_root is None or "local-files" not in url:
+        return None
+    d = parse_qs(urlparse(url).query).get("d")
+    return doc_root / unquote(d[0]) if d else None
+
+
+def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | None) -> tuple[Defect, dict]:
+    """One region's results -> a Defect and its provenance, or RegionError with the reason."""
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_kind[r.get("from_name", "?")].append(r)
+    unknown = sorted(set(by_kind) - {BOX, TEXT, NUMBER})
+    if unknown:
+        raise RegionError(f"region {rid}: results from unknown control(s) {unknown}")
+    boxes, texts, numbers = by_kind.get(BOX, []), by_kind.get(TEXT, []), by_kind.get(NUMBER, [])
+    if not boxes:
+        what = "a description" if texts else "an importance"
+        raise RegionError(f"region {rid}: {what} without a box")
+    if len(boxes) > 1 or len(texts) > 1 or len(numbers) > 1:
+        raise RegionError(f"region {rid}: {len(boxes)} boxes, {len(texts)} descriptions, {len(numbers)} importances")
+    box = boxes[0]
+    v = box.get("value") or {}
+    labels = v.get("rectanglelabels") or []
+    if len(labels) != 1 or labels[0] not in LABELS:
+        raise RegionError(f"region {rid}: label {labels!r} is not exactly one of {list(LABELS)}")
+    if abs(float(v.get("rotation") or 0.0)) > _EPS:
+        raise RegionError(f"region {rid}: rotated by {v.get('rotation')} degrees (rotation is not allowed)")
+    try:
+        x, y, w, h = (float(v[k]) for k in ("x", "y", "width", "height"))
+    except (KeyError, TypeError, ValueError):
+        raise RegionError(f"region {rid}: box value lacks numeric x, y, width, height") from None
+    if w <= _EPS or h <= _EPS:
+        raise RegionError(f"region {rid}: box has zero area ({w:.3g}% x {h:.3g}%)")
+    if x < -_EPS or y < -_EPS or x + w > 100 + 1e-3 or y + h > 100 + 1e-3:
+        raise RegionError(f"region {rid}: box ({x:.3g}, {y:.3g}, {w:.3g}, {h:.3g})% is outside the image")
+    if not texts:
+        raise RegionError(f"region {rid}: box without a description")
+    text = " ".join(t.strip() for t in (texts[0].get("value") or {}).get("text") or [] if isinstance(t, str))
+    if not text.strip():
+        raise RegionError(f"region {rid}: empty description")
+    if not numbers:
+        raise RegionError(f"region {rid}: box without an importance")
+    num = (numbers[0].get("value") or {}).get("number")
+    if isinstance(num, bool) or not isinstance(num, (int, float)) or num != int(num):
+        raise RegionError(f"region {rid}: importance {num!r} is not a whole number")
+    if not IMPORTANCE_MIN <= num <= IMPORTANCE_MAX:
+        raise RegionError(f"region {rid}: importance {num} is outside {IMPORTANCE_MIN}-{IMPORTANCE_MAX}")
+    ow, oh = box.get("original_width"), box.get("original_height")
+    if not (isinstance(ow, int) and isinstance(oh, int) and ow > 0 and oh > 0):
+        raise RegionError(f"region {rid}: no original_width/original_height on the box")
+    if size is not None and (ow, oh) != size:
+        raise RegionError(f"region {rid}: drawn on a {ow}x{oh} image but the file is {size[0]}x{size[1]}")
+    try:
+        b = Box.from_label_studio(
+            x=min(max(x, 0.0), 100.0),
+            y=min(max(y, 0.0), 100.0),
+            width=min(w, 100.0 - max(x, 0.0)),
+            height=min(h, 100.0 - max(y, 0.0)),
+        )
+    except BoxError as exc:
+        raise RegionError(f"region {rid}: {exc}") from None
+    origins = {r.get("origin") for r in results if r.get("origin")}
+    if "prediction-changed" in origins:
+        origin = "prediction-changed"  # one of the region's parts was edited after the detector wrote it
+    elif len(origins) == 1:
+        origin = origins.pop()
+    else:
+        origin = "manual" if not origins else "mixed"
+    prov = {
+        "region_id": rid,
+        "origin": origin,
+        "original_size": [ow, oh],
+    }
+    if box.get("score") is not None:
+        prov["score"] = box["score"]
+    return Defect(b, labels[0], text.strip(), int(num), prov), prov
+
+
+def convert_annotation(
+    task: Mapping[str, Any],
+    ann: Mapping[str, Any],
+    users: Mapping[int, str],
+    doc_root: Path | None,
+    check_size: bool = True,
+) -> ImageRecord:
+    """One annotation -> one record; ValueError naming every invalid region otherwise."""
+    data = task.get("data") or {}
+    iid = data.get("image_id")
+    size = None
+    path = local_path(str(data.get("image", "")), doc_root)
+    if check_size and path is not None and path.is_file():
+        from PIL import Image
+
+        with Image.open(path) as im:
+            size = im.size
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ann.get("result") or []:
+        if not isinstance(r, Mapping) or "id" not in r:
+            raise ValueError("a result without a region id")
+        groups[str(r["id"])].append(dict(r))
+    defects, errors = [], []
+    for rid, results in groups.items():
+        try:
+            defects.append(_region(rid, results, size)[0])
+        except RegionError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ValueError("; ".join(errors))
+    widths = {d.provenance["original_size"][0] for d in defects}
+    heights = {d.provenance["original_size"][1] for d in defects}
+    width = widths.pop() if len(widths) == 1 else (size[0] if size else None)
+    height = heights.pop() if len(heights) == 1 else (size[1] if size else None)
+    seed = data.get("seed")
+    image_path = None
+    if path is not None:
+        image_path = str(path)
+    origins = sorted({d.provenance["origin"] for d in defects})
+    return ImageRecord(
+        image_id=iid,
+        defects=defects,
+        image_path=image_path,
+        width=width,
+        height=height,
+        caption=data.get("caption") or None,
+        generator=data.get("generator") or None,
+        seed=int(seed) if isinstance(seed, (int, float)) or (isinstance(seed, str) and seed.isdigit()) else None,
+        split=data.get("split") or None,
+        provenance={
+            "source": "label-studio",
+            "labeling": CONFIG_VERSION,
+            "task_id": task.get("id"),
+            "annotation_id": ann.get("id"),
+            "annotator": _user(ann.get("completed_by"), users),
+            "lead_time_s": ann.get("lead_time"),
+            "created_at": ann.get("created_at"),
+            "updated_at": ann.get("updated_at"),
+            "ground_truth": bool(ann.get("ground_truth")),
+            "origins": origins,
+            "from_prediction": (ann.get("prediction") or {}).get("model_version")
+            if isinstance(ann.get("prediction"), Mapping)
+            else None,
+        },
+    )
+
+
+def _ts(rec: ImageRecord, key: str) -> str:
+    return str(rec.provenance.get(key) or "")
+
+
+def consolidate(records: list[ImageRecord], cfg: AnnotateConfig) -> ImageRecord:
+    """The one record of an image that later stages use, with the decision in its provenance."""
+    chosen = None
+    rule = "earliest annotation"
+    if cfg.consolidation == "review":
+        reviewed = [r for r in records if r.provenance.get("annotator") in cfg.reviewers]
+        if reviewed:
+            chosen, rule = max(reviewed, key=lambda r: _ts(r, "updated_at")), "latest review"
+    if chosen is None:
+        for who in cfg.primary_annotators:
+            mine = [r for r in records if r.provenance.get("annotator") == who]
+            if mine:
+                chosen, rule = min(mine, key=lambda r: _ts(r, "created_at")), f"primary annotator {who}"
+                break
+    if chosen is None:
+        chosen = min(records, key=lambda r: (_ts(r, "created_at"), r.provenance.get("annotation_id") or 0))
+    out = ImageRecord.from_json(chosen.to_json())
+    out.provenance["consolidation"] = {
+        "policy": cfg.consolidation,
+        "rule": rule,
+        "annotation_id": chosen.provenance.get("annotation_id"),
+        "annotations": [r.provenance.get("annotation_id") for r in records],
+    }
+    return out
+
+
+def convert_export(
+    tasks: Iterable[Mapping[str, Any]],
+    cfg: AnnotateConfig,
+    users: Mapping[int, str] | None = None,
+    doc_root: Path | None = None,
+) -> dict[str, Any]:
+    """Every annotation of every task -> records, rejects and counts (see the module docstring)."""
+    users = users or {}
+    all_records: list[ImageRecord] = []
+    rejects: list[dict[str, Any]] = []
+    counts = {"tasks": 0, "tasks_unannotated": 0, "annotations": 0, "valid": 0, "rejected": 0, "cancelled": 0}
+    cancelled_by: dict[str, int] = defaultdict(int)
+    for task in tasks:
+        counts["tasks"] += 1
+        data = task.get("data") or {}
+        iid = data.get("image_id")
+        anns = task.get("annotations") or []
+        if not anns:
+            counts["tasks_unannotated"] += 1
+        for ann in anns:
+            counts["annotations"] += 1
+            who = _user(ann.get("completed_by"), users)
+            if ann.get("was_cancelled"):
+                counts["cancelled"] += 1
+                cancelled_by[who or "?"] += 1
+                continue
+            base = {"task_id": task.get("id"), "annotation_id": ann.get("id"), "image_id": iid, "annotator": who}
+            if not iid:
+                rejects.append({**base, "reason": "task data has no image_id"})
+                counts["rejected"] += 1
+                continue
+            try:
+                all_records.append(convert_annotation(task, ann, users, doc_root, cfg.check_image_size))
+                counts["valid"] += 1
+            except ValueError as exc:
+                rejects.append({**base, "reason": str(exc)})
+                counts["rejected"] += 1
+    if counts["annotations"] != counts["valid"] + counts["rejected"] + counts["cancelled"]:
+        raise AssertionError(f"counts do not reconcile: {counts}")
+    by_image: dict[str, list[ImageRecord]] = defaultdict(list)
+    for r in all_records:
+        by_image[r.image_id].append(r)
+    consolidated = [consolidate(rs, cfg) for rs in by_image.values()]
+    counts["images"] = len(consolidated)
+    counts["clean_images"] = sum(not r.defects for r in consolidated)
+    counts["cancelled_by"] = dict(cancelled_by)
+    return {"records": consolidated, "all": all_records, "rejects": rejects, "counts": counts}
+
+
+def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = None) -> dict[str, Any]:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, (r.to_json() for r in result["records"]))
+    stem = out.with_suffix("")
+    write_jsonl(f"{stem}.all.jsonl", (r.to_json() for r in result["all"]))
+    write_jsonl(f"{stem}.rejects.jsonl", result["rejects"])
+    summary = {**result["counts"], **(extra or {})}
+    write_json(f"{stem}.summary.json", summary)
+    return summary
+
+
+def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -> dict[str, Any]:
+    """A JSON export a user downloaded from the UI."""
+    from annotation.server import document_root
+
+    t0 = time.perf_counter()
+    tasks = json.loads(Path(export).read_text(encoding="utf-8"))
+    if not isinstance(tasks, list):
+        raise ValueError(f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)")
+    result = convert_export(tasks, cfg, doc_root=document_root(cfg))
+    return write_outputs(result, out, {"source": str(export), "seconds": round(time.perf_counter() - t0, 3)})
+
+
+def since_filter(since: str) -> str:
+    """Label Studio's Datetime filter wants exactly %Y-%m-%dT%H:%M:%S.%fZ (UTC); anything else is a 500."""
+    try:
+        when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since {since!r}: give an ISO time such as 2026-11-22T08:00:00Z") from None
+    if when.tzinfo is not None:
+        from datetime import timezone
+
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def export_tasks(conn: Connection, project_id: int, since: str | None = None) -> list[dict[str, Any]]:
+    """A snapshot export (full annotation objects, annotators as objects), optionally only of tasks updated after
+    ``since`` (through a Data Manager view)."""
+    c = conn.client
+    task_filter: dict[str, Any] = {"only_with_annotations": True}
+    view_id = None
+    if since:
+        flt = {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:updated_at",
+                    "operator": "greater",
+                    "type": "Datetime",
+                    "value": since_filter(since),
+                }
+            ],
+        }
+        view = conn.call(
+            "create view", lambda: c.views.create(project=project_id, data={"title": "sdg-pull-since", "filters": flt})
+        )
+        view_id = view.id
+        task_filter["view"] = view_id
+    try:
+        snap = conn.call(
+            "create export",
+            lambda: c.projects.exports.create(
+                id=project_id,
+                title="sdg-pull",
+                task_filter_options=task_filter,
+                serialization_options={"annotations__completed_by": {"only_id": False}},
+            ),
+        )
+        chunks = conn.call(
+            "download export",
+            lambda: list(c.projects.exports.download(id=project_id, export_pk=snap.id, export_type="JSON")),
+        )
+        conn.call("delete export", lambda: c.projects.exports.delete(id=project_id, export_pk=snap.id))
+    finally:
+        if view_id is not None:
+            conn.call("delete view", lambda: c.views.delete(id=view_id))
+    raw = b"".join(chunks)
+    return json.loads(raw)
+
+
+def users_map(conn: Connection) -> dict[int, str]:
+    return {u.id: u.email for u in conn.call("list users", lambda: list(conn.client.users.list()))}
+
+
+def pull(conn: Connection, out: str | Path, since: str | None = None) -> dict[str, Any]:
+    from annotation.server import document_root
+
+    t0 = time.perf_counter()
+    project = require_project(conn)
+    tasks = export_tasks(conn, project.id, since)
+    t_export = time.perf_counter() - t0
+    result = convert_export(tasks, conn.cfg, users_map(conn), document_root(conn.cfg))
+    extra = {
+        "source": conn.cfg.url,
+        "project": project.id,
+        "since": since,
+        "export_s": round(t_export, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return write_outputs(result, out, extra)

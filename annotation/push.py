@@ -1,0 +1,162 @@
+"""``sdg annotate push``: image records -> Label Studio tasks, idempotent by image_id, checked against the server.
+
+A task carries the image as a local-files URL (the file must lie inside the image root), the caption, generator,
+seed and our image_id. Images already on the server (by image_id) are not sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from annotation.client import AnnotateError, Connection, require_project
+from annotation.labeling import CONFIG_VERSION
+from annotation.server import document_root
+from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.records import ImageRecord, RecordError
+
+
+def image_url(rel_to_doc_root: str) -> str:
+    return "/data/local-files/?d=" + quote(rel_to_doc_root, safe="/")
+
+
+def resolve_inside(path: str, base: Path, root: Path) -> Path:
+    """The image file, which must exist and lie inside ``root`` (no ``..`` out of it, no absolute path elsewhere)."""
+    p = Path(path)
+    full = (p if p.is_absolute() else base / p).resolve()
+    if not full.is_relative_to(root):
+        raise ValueError(f"{path} resolves to {full}, outside the image root {root}")
+    if not full.is_file():
+        raise FileNotFoundError(f"{full} does not exist")
+    return full
+
+
+def task_for(rec: ImageRecord, full: Path, doc_root: Path) -> dict[str, Any]:
+    return {
+        "data": {
+            "image": image_url(full.relative_to(doc_root).as_posix()),
+            "image_id": rec.image_id,
+            "caption": rec.caption or "",
+            "generator": rec.generator or "",
+            "seed": rec.seed if rec.seed is not None else "",
+            "split": rec.split or "",
+        },
+        "meta": {"image_id": rec.image_id, "labeling": CONFIG_VERSION},
+    }
+
+
+def server_tasks(conn: Connection, project_id: int) -> dict[str, int]:
+    """image_id -> task id of every task in the project (paged by hand: the SDK pager can ask for a page past the
+    end)."""
+    http = conn.client._client_wrapper.httpx_client
+    out: dict[str, int] = {}
+    page, size = 1, 5000
+    while True:
+
+        def get(page=page):
+            resp = http.request(
+                "api/tasks/",
+                method="GET",
+                params={"project": project_id, "page": page, "page_size": size, "fields": "task_only"},
+            )
+            if resp.status_code >= 400:
+                from label_studio_sdk.core.api_error import ApiError
+
+                raise ApiError(status_code=resp.status_code, body=resp.text[:300])
+            return resp.json()
+
+        body = conn.call("list tasks", get)
+        tasks = body.get("tasks", []) if isinstance(body, dict) else body
+        for t in tasks:
+            iid = (t.get("data") or {}).get("image_id")
+            if iid:
+                out[iid] = t["id"]
+        total = body.get("total", len(tasks)) if isinstance(body, dict) else len(tasks)
+        if not tasks or page * size >= total:
+            return out
+        page += 1
+
+
+def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Tasks for the usable lines; rejects (line, image_id, field, reason) for the rest; lines read."""
+    tasks: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    n = 0
+    for lineno, obj in iter_jsonl(path):
+        n += 1
+        iid = obj.get("image_id") if isinstance(obj, dict) else None
+        try:
+            rec = ImageRecord.from_json(obj)
+            if rec.image_id in seen:
+                raise RecordError(rec.image_id, "image_id", f"duplicate of line {seen[rec.image_id]} in this push")
+            seen[rec.image_id] = lineno
+            rec.require("image_path", "caption")
+            try:
+                full = resolve_inside(rec.image_path, path.parent, root)
+            except (ValueError, FileNotFoundError) as exc:
+                raise RecordError(rec.image_id, "image_path", str(exc)) from None
+        except RecordError as exc:
+            rejects.append({"line": lineno, "image_id": iid, "stage": "push", "reason": str(exc)})
+            continue
+        tasks.append(task_for(rec, full, doc_root))
+    return tasks, rejects, n
+
+
+def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Import the samples as tasks in chunks; already-present image_ids are skipped; counts are checked."""
+    t0 = time.perf_counter()
+    cfg = conn.cfg
+    samples = Path(samples)
+    root = Path(cfg.image_root).resolve()
+    doc_root = document_root_of(cfg)
+    project = require_project(conn)
+    tasks, rejects, n = read_samples(samples, root, doc_root)
+    before = server_tasks(conn, project.id)
+    new = [t for t in tasks if t["data"]["image_id"] not in before]
+    created = 0
+    for i in range(0, len(new), cfg.chunk_size):
+        chunk = new[i : i + cfg.chunk_size]
+        resp = conn.call(
+            "import tasks",
+            lambda chunk=chunk: conn.client.projects.import_tasks(id=project.id, request=chunk, return_task_ids=True),
+        )
+        got = getattr(resp, "task_count", None)
+        if got != len(chunk):
+            raise AnnotateError(f"import tasks: sent {len(chunk)}, the server created {got}")
+        created += got
+    after = server_tasks(conn, project.id)
+    missing = [t["data"]["image_id"] for t in tasks if t["data"]["image_id"] not in after]
+    if missing or len(after) != len(before) + created:
+        raise AnnotateError(
+            f"server task count does not add up: {len(before)} before + {created} created != {len(after)} now "
+            f"({len(missing)} pushed image ids missing)"
+        )
+    summary = {
+        "project": project.id,
+        "read": n,
+        "rejected": len(rejects),
+        "already_on_server": len(tasks) - len(new),
+        "created": created,
+        "tasks_on_server": len(after),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if n != summary["rejected"] + summary["already_on_server"] + created:
+        raise AssertionError(f"counts do not reconcile: {summary}")
+    out = Path(out_dir) if out_dir else samples.parent
+    write_jsonl(out / f"{samples.stem}.push_rejects.jsonl", rejects)
+    write_json(out / f"{samples.stem}.push_summary.json", summary)
+    return summary
+
+
+def document_root_of(cfg) -> Path:
+    try:
+        return document_root(cfg)
+    except Exception as exc:  # noqa: BLE001
+        raise AnnotateError(str(exc)) from None
+
+
+__all__ = ["push", "server_tasks", "read_samples", "json"]

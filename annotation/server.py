@@ -1,0 +1,179 @@
+"""Starting and stopping a real Label Studio (pinned, in its own virtual environment) the way the project needs it.
+
+Locked down by default: bound to 127.0.0.1, sign-up only through the organisation's invite link, local files
+served only from the image root, no telemetry, no update checks, no error reports to a third party. The admin
+account and its API token come from the environment (``LABEL_STUDIO_USERNAME``, ``LABEL_STUDIO_PASSWORD`` and the
+token variable of the config); they are passed to the server process and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from annotation.config import AnnotateConfig
+
+
+LABEL_STUDIO_VERSION = "1.23.2"
+LABEL_STUDIO_SDK_VERSION = "2.1.2"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def server_env(cfg: AnnotateConfig, token: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: our settings over the caller's (which may add PostgreSQL or the admin user)."""
+    env = dict(os.environ if base is None else base)
+    root = document_root(cfg)
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(Path(cfg.data_dir).resolve()),
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "LOCAL_FILES_SERVING_ENABLED": "true",
+            "LOCAL_FILES_DOCUMENT_ROOT": str(root),
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+        }
+    )
+    if cfg.database == "postgresql":
+        missing = [k for k in ("POSTGRE_HOST", "POSTGRE_NAME", "POSTGRE_USER", "POSTGRE_PASSWORD") if not env.get(k)]
+        if missing:
+            raise ServerError(f"database postgresql needs {', '.join(missing)} in the environment")
+        env["DJANGO_DB"] = "default"
+        env.setdefault("POSTGRE_PORT", "5432")
+    else:
+        env.pop("DJANGO_DB", None)
+    return env
+
+
+def document_root(cfg: AnnotateConfig) -> Path:
+    """LOCAL_FILES_DOCUMENT_ROOT: the image root's parent. Label Studio refuses a storage at the document root
+    itself, and serves a file only under a storage, so with one storage at the image root nothing outside it is
+    served."""
+    root = Path(cfg.image_root).resolve()
+    if root.parent == root:
+        raise ServerError(f"image_root {root} cannot be the file system root")
+    return root.parent
+
+
+def _binary(cfg: AnnotateConfig) -> str:
+    path = Path(cfg.label_studio_bin)
+    if path.is_file():
+        return str(path)
+    found = shutil.which(cfg.label_studio_bin)
+    if not found:
+        raise ServerError(
+            f"no Label Studio at {cfg.label_studio_bin}; install it in its own environment: "
+            f"python -m venv .venv-ls && .venv-ls/bin/pip install label-studio=={LABEL_STUDIO_VERSION} "
+            "(make install does this)"
+        )
+    return found
+
+
+def command(cfg: AnnotateConfig) -> list[str]:
+    return [_binary(cfg), "start", "--no-browser", "--internal-host", cfg.host, "--port", str(cfg.port)]
+
+
+def admin_from_env() -> None:
+    """The admin account the server creates at start (it owns the API token)."""
+    missing = [k for k in ("LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD") if not os.environ.get(k)]
+    if missing:
+        raise ServerError(f"set {' and '.join(missing)}: the admin account (email, password) the server creates")
+
+
+def token_from_env(cfg: AnnotateConfig) -> str:
+    token = os.environ.get(cfg.token_env, "")
+    if len(token) < 6:
+        raise ServerError(
+            f"set {cfg.token_env} to the API token (at least 6 characters; for a new server, any secret)"
+        )
+    return token
+
+
+def start(cfg: AnnotateConfig, token: str, log_path: str | Path | None = None, env: dict | None = None):
+    """Start the server in the background; returns the process (its pid stops it). Waits until it answers."""
+    if env is None:
+        admin_from_env()
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    log = open(log_path or Path(cfg.data_dir) / "server.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        command(cfg), env=server_env(cfg, token, env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_ready(cfg, token, proc)
+    except BaseException:
+        stop(proc.pid)
+        raise
+    return proc
+
+
+def wait_ready(cfg: AnnotateConfig, token: str, proc: subprocess.Popen | None = None, timeout_s: float = 180) -> None:
+    """Poll whoami with the token until the server answers (a fresh data folder migrates for about 40 s)."""
+    url = f"http://{cfg.host}:{cfg.port}/api/current-user/whoami"
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    first_401: float | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(
+                f"Label Studio exited with code {proc.returncode}; see {Path(cfg.data_dir) / 'server.log'}"
+            )
+        try:
+            req = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code == 401:  # up, but the token is not the admin's (a data folder made with another token?)
+                first_401 = first_401 or time.monotonic()
+                if time.monotonic() - first_401 > 15:
+                    raise ServerError(
+                        f"Label Studio at {cfg.host}:{cfg.port} rejects the token in {cfg.token_env} (HTTP 401)"
+                    ) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = type(exc).__name__
+        time.sleep(0.25)
+    raise ServerError(f"Label Studio at {cfg.host}:{cfg.port} not ready after {timeout_s:.0f} s ({last})")
+
+
+def stop(pid: int, timeout_s: float = 20) -> None:
+    """Stop the server's process group by pid: SIGTERM, then SIGKILL."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
+
+
+def serve(cfg: AnnotateConfig) -> int:
+    """Run the server in the foreground (``sdg annotate serve``) until interrupted."""
+    token = token_from_env(cfg)
+    admin_from_env()
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    env = server_env(cfg, token)
+    proc = subprocess.Popen(command(cfg), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()

@@ -1,0 +1,405 @@
+"""sdg annotate against a real Label Studio server (started here, stopped by pid), plus the export conversion,
+consolidation and agreement on hand-made fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from annotation.agreement import agreement
+from annotation.config import AnnotateConfig
+from annotation.pull import consolidate, convert_export
+from annotation.server import LABEL_STUDIO_VERSION, ServerError, server_env
+from annotation.uiform import ui_region
+from sdg_data.records import ImageRecord
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LS_BIN = Path(os.environ.get("SDG_LABEL_STUDIO_BIN", ROOT / ".venv-ls" / "bin" / "label-studio"))
+TOKEN = "sdg-test-token-0123456789abcdef0123456789"
+ADMIN = {"LABEL_STUDIO_USERNAME": "admin@sdg.test", "LABEL_STUDIO_PASSWORD": "not-a-real-password-1"}
+
+needs_server = pytest.mark.skipif(
+    not LS_BIN.exists(), reason=f"no Label Studio at {LS_BIN} (make install creates .venv-ls)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cfg(**kw) -> AnnotateConfig:
+    return AnnotateConfig(label_studio_bin=str(LS_BIN), max_retries=2, backoff_base_s=0.05, **kw)
+
+
+@pytest.fixture(scope="session")
+def ls_server(tmp_path_factory):
+    """A real server on a free port with a copy of a cached, migrated data folder (first build ~40 s)."""
+    from annotation import server
+
+    cache = Path(os.environ.get("SDG_CACHE", Path.home() / ".cache" / "sdg")) / f"label-studio-{LABEL_STUDIO_VERSION}"
+    base = tmp_path_factory.mktemp("ls")
+    images = base / "images"
+    images.mkdir()
+    env = {**os.environ, **ADMIN}
+    if not (cache / "label_studio.sqlite3").exists():
+        building = cache.with_name(cache.name + f".building-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        cfg = _cfg(data_dir=str(building), image_root=str(images), port=_free_port())
+        proc = server.start(cfg, TOKEN, env=env)
+        server.stop(proc.pid)
+        (building / "server.log").unlink(missing_ok=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        building.rename(cache)
+    data = base / "data"
+    shutil.copytree(cache, data)
+    cfg = _cfg(data_dir=str(data), image_root=str(images), port=_free_port())
+    cfg.url = f"http://127.0.0.1:{cfg.port}"
+    t0 = time.monotonic()
+    proc = server.start(cfg, TOKEN, env=env)
+    started = time.monotonic() - t0
+    yield {"cfg": cfg, "images": images, "proc": proc, "start_s": started}
+    server.stop(proc.pid)
+    assert proc.wait(timeout=30) is not None
+
+
+@pytest.fixture()
+def conn(ls_server, monkeypatch, request):
+    """A connection to a fresh project (its own title) per test."""
+    from annotation.client import Connection, ensure_project
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    cfg = AnnotateConfig(**{**ls_server["cfg"].__dict__, "project_title": f"sdg-{request.node.name}"[:50]})
+    c = Connection(cfg)
+    ensure_project(c)
+    return c
+
+
+def _samples(images: Path, n: int, tag: str, size=(120, 80)) -> tuple[Path, list[dict]]:
+    from PIL import Image
+
+    folder = images / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        Image.new("RGB", size, (20 * i % 255, 80, 120)).save(folder / f"{i}.png")
+        lines.append({"image_id": f"{tag}-{i}", "image_path": f"{tag}/{i}.png", "caption": f"caption {i}",
+                      "generator": "Z-Image-Turbo", "seed": i, "split": "train", "defects": []})  # fmt: skip
+    path = images / f"{tag}.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path, lines
+
+
+# ------------------------------------------------------------------ server and project
+@needs_server
+def test_server_starts_locked_down_from_a_cached_data_folder(ls_server):
+    cfg = ls_server["cfg"]
+    assert ls_server["start_s"] < 60
+    env = server_env(cfg, TOKEN, base={})
+    assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true" and env["SENTRY_DSN"] == ""
+    assert env["LATEST_VERSION_CHECK"] == "false" and env["COLLECT_ANALYTICS"] == "false"
+    assert env["LOCAL_FILES_DOCUMENT_ROOT"] == str(Path(cfg.image_root).resolve().parent)
+    # sign-up without the invite link is refused (a well-formed form post with its CSRF token)
+    import http.cookiejar
+    import re
+    import urllib.parse
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{cfg.url}/user/signup/", timeout=10).read().decode()
+    csrf = re.search(r'csrfmiddlewaretoken" value="([^"]+)', page).group(1)
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, "email": "intruder@sdg.test",
+                                   "password": "LongEnoughPassword1", "how_find_us": "x"}).encode()  # fmt: skip
+    req = urllib.request.Request(f"{cfg.url}/user/signup/", data=form, headers={"Referer": f"{cfg.url}/user/signup/"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        opener.open(req, timeout=10)
+    assert err.value.code == 403
+    from label_studio_sdk import LabelStudio
+
+    emails = [u.email for u in LabelStudio(base_url=cfg.url, api_key=TOKEN).users.list()]
+    assert "intruder@sdg.test" not in emails and ADMIN["LABEL_STUDIO_USERNAME"] in emails
+    with pytest.raises(ServerError, match="POSTGRE_HOST"):
+        server_env(AnnotateConfig(database="postgresql"), TOKEN, base={})
+
+
+@needs_server
+def test_init_is_idempotent_and_applies_the_config(conn):
+    from annotation.client import ensure_project, find_project
+    from annotation.labeling import LABEL_CONFIG
+
+    conn.cfg.overlap = 2
+    p1, created1 = ensure_project(conn)
+    p2, created2 = ensure_project(conn)
+    assert not created1 and not created2 and p1.id == p2.id == find_project(conn).id
+    p = conn.client.projects.get(id=p1.id)
+    assert p.maximum_annotations == 2 and p.label_config.strip() == LABEL_CONFIG.strip()
+    assert "misalignment" in p.expert_instruction and "Shift+Enter" in p.expert_instruction
+    storages = conn.client.import_storage.local.list(project=p1.id)
+    assert len(storages) == 1 and Path(storages[0].path) == Path(conn.cfg.image_root).resolve()
+
+
+@needs_server
+def test_push_twice_creates_once_and_rejects_bad_paths(conn, ls_server, tmp_path):
+    from annotation.push import push, server_tasks
+
+    images = ls_server["images"]
+    path, lines = _samples(images, 4, "push")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((images / "push" / "0.png").read_bytes())
+    extra = [
+        {"image_id": "push-0", "image_path": "push/1.png", "caption": "dup", "defects": []},
+        {"image_id": "trav", "image_path": "../../etc/passwd", "caption": "x", "defects": []},
+        {"image_id": "abs", "image_path": str(outside), "caption": "x", "defects": []},
+        {"image_id": "gone", "image_path": "push/none.png", "caption": "x", "defects": []},
+    ]
+    with path.open("a") as f:
+        f.write("".join(json.dumps(x) + "\n" for x in extra))
+    first = push(path, conn, tmp_path)
+    second = push(path, conn, tmp_path)
+    assert (first["created"], first["rejected"], first["tasks_on_server"]) == (4, 4, 4)
+    assert (second["created"], second["already_on_server"], second["tasks_on_server"]) == (0, 4, 4)
+    rejects = [json.loads(x) for x in (tmp_path / "push.push_rejects.jsonl").read_text().splitlines()]
+    reasons = {r["image_id"]: r["reason"] for r in rejects}
+    assert "duplicate" in reasons["push-0"] and "outside the image root" in reasons["trav"]
+    assert "outside the image root" in reasons["abs"] and "does not exist" in reasons["gone"]
+    # the image is served to a logged-in client through the storage
+    tasks = server_tasks(conn, _pid(conn))
+    data = conn.client.tasks.get(id=tasks["push-0"]).data
+    assert data["caption"] == "caption 0" and data["generator"] == "Z-Image-Turbo" and data["image_id"] == "push-0"
+    req = urllib.request.Request(conn.cfg.url + data["image"], headers={"Authorization": f"Token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.read() == (images / "push" / "0.png").read_bytes()
+
+
+def _pid(conn) -> int:
+    from annotation.client import require_project
+
+    return require_project(conn).id
+
+
+@needs_server
+def test_ui_annotations_pull_to_the_expected_records(conn, ls_server, tmp_path):
+    from annotation.pull import pull
+    from annotation.push import push, server_tasks
+
+    path, _ = _samples(ls_server["images"], 4, "pull", size=(200, 100))
+    push(path, conn, tmp_path)
+    tasks = server_tasks(conn, _pid(conn))
+    c = conn.client
+    res = ui_region("r1", "artifact", 10, 20, 30, 40, "six fingers on the left hand", 72, 200, 100) + ui_region(
+        "r2", "misalignment", 50, 0, 50, 100, "the dog the prompt asks for is missing", 55, 200, 100
+    )
+    c.annotations.create(id=tasks["pull-0"], result=res, lead_time=31.5)
+    c.annotations.create(id=tasks["pull-1"], result=[], lead_time=4.0)  # clean
+    c.annotations.create(id=tasks["pull-2"], result=[], was_cancelled=True)  # skipped
+    bad = ui_region("b1", "artifact", 10, 10, 10, 10, "fine", 150, 200, 100)  # importance out of range
+    c.annotations.create(id=tasks["pull-3"], result=bad)
+    s = pull(conn, tmp_path / "ann.jsonl")
+    assert (s["annotations"], s["valid"], s["rejected"], s["cancelled"]) == (4, 2, 1, 1)
+    recs = {r.image_id: r for r in map(ImageRecord.from_json, map(json.loads, (tmp_path / "ann.jsonl").open()))}
+    assert set(recs) == {"pull-0", "pull-1"} and recs["pull-1"].defects == []
+    d1, d2 = recs["pull-0"].defects
+    assert (d1.label, d1.box.to_grid(), d1.description, d1.importance) == (
+        "artifact", [100, 200, 400, 600], "six fingers on the left hand", 72)  # fmt: skip
+    assert d1.box.to_pixels(200, 100) == [20.0, 20.0, 80.0, 60.0]
+    assert (d2.box.to_grid(), d2.importance, d2.provenance["origin"]) == ([500, 0, 1000, 1000], 55, "manual")
+    prov = recs["pull-0"].provenance
+    assert prov["annotator"] == ADMIN["LABEL_STUDIO_USERNAME"] and prov["lead_time_s"] == 31.5
+    assert prov["task_id"] == tasks["pull-0"] and prov["annotation_id"] and prov["updated_at"]
+    assert (recs["pull-0"].width, recs["pull-0"].height) == (200, 100)
+    line = json.loads((tmp_path / "ann.jsonl").read_text().splitlines()[0])
+    assert line["defects"][0]["box_px"] == [20.0, 20.0, 80.0, 60.0]
+    rej = json.loads((tmp_path / "ann.rejects.jsonl").read_text())
+    assert rej["image_id"] == "pull-3" and "importance 150 is outside 1-100" in rej["reason"]
+    for f in tmp_path.iterdir():  # the token is never written
+        assert TOKEN not in f.read_text()
+
+
+@needs_server
+def test_predictions_prefill_and_origins_come_back(conn, ls_server, tmp_path):
+    from annotation.predict import predict
+    from annotation.pull import pull
+    from annotation.push import push, server_tasks
+
+    path, _ = _samples(ls_server["images"], 3, "pred", size=(100, 100))
+    push(path, conn, tmp_path)
+    preds = [
+        {"image_id": "pred-0", "response": "<think>two problems</think><answer>["
+         '{"box_2d": [100, 100, 300, 300], "label": "artifact", "description": "melted ear", "importance": 60},'
+         '{"box_2d": [500, 500, 900, 900], "label": "misalignment", "description": "red not blue", "importance": 40},'
+         '{"box_2d": [0, 800, 200, 1000], "label": "artifact", "description": "noise", "importance": 10}]</answer>'},
+        {"image_id": "pred-1", "defects": [{"box_2d": [0, 0, 100, 100], "label": "scratch", "description": "x"}]},
+        {"image_id": "pred-2", "defects": [{"box_2d": [0, 0, 100, 100], "label": "artifact", "description": "x",
+                                            "importance": 101}]},
+        {"image_id": "pred-x", "defects": []},
+        {"image_id": "pred-0b", "response": "no tags at all"},
+    ]  # fmt: skip
+    pfile = tmp_path / "preds.jsonl"
+    pfile.write_text("".join(json.dumps(p) + "\n" for p in preds))
+    s = predict(pfile, conn, "detector-v1", tmp_path)
+    assert (s["created"], s["rejected"]) == (1, 4)
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict_rejects.jsonl").read_text().splitlines()]
+    assert any("scratch" in r for r in reasons) and any("101" in r for r in reasons)
+    assert any("no task" in r for r in reasons) and any("format check" in r for r in reasons)
+    project = conn.client.projects.get(id=_pid(conn))
+    assert project.model_version == "detector-v1" and project.show_collab_predictions
+    # the annotator keeps box 0, moves box 1, deletes box 2: what the editor saves
+    tasks = server_tasks(conn, project.id)
+    prediction = conn.client.predictions.list(task=tasks["pred-0"])[0]
+    by_id: dict[str, list] = {}
+    for r in prediction.result:
+        by_id.setdefault(r["id"], []).append(dict(r))
+    kept = [{**r, "original_width": 100, "original_height": 100, "origin": "prediction"} for r in by_id["pred-0"]]
+    moved = ui_region("pred-1", "misalignment", 45, 50, 45, 40, "the shirt is red, the prompt says blue", 45, 100,
+                      100, origin="prediction-changed")  # fmt: skip
+    conn.client.annotations.create(id=tasks["pred-0"], result=kept + moved, parent_prediction=prediction.id)
+    pull(conn, tmp_path / "ann.jsonl")
+    rec = ImageRecord.from_json(json.loads((tmp_path / "ann.jsonl").read_text().splitlines()[0]))
+    got = {d.provenance["region_id"]: (d.provenance["origin"], d.box.to_grid(), d.importance) for d in rec.defects}
+    assert got == {"pred-0": ("prediction", [100, 100, 300, 300], 60),
+                   "pred-1": ("prediction-changed", [450, 500, 900, 900], 45)}  # fmt: skip
+
+
+@needs_server
+def test_pull_since_and_from_export_agree(conn, ls_server, tmp_path):
+    from annotation.pull import pull, pull_from_export
+    from annotation.push import push, server_tasks
+
+    path, _ = _samples(ls_server["images"], 3, "since")
+    push(path, conn, tmp_path)
+    tasks = server_tasks(conn, _pid(conn))
+    for k in ("since-0", "since-1"):
+        conn.client.annotations.create(id=tasks[k], result=ui_region("a", "artifact", 1, 1, 5, 5, "blur", 20, 120, 80))
+    time.sleep(1.1)
+    mark = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    time.sleep(1.1)
+    conn.client.annotations.create(id=tasks["since-2"], result=[])
+    s = pull(conn, tmp_path / "new.jsonl", since=mark)
+    assert s["tasks"] == 1 and [json.loads(x)["image_id"] for x in (tmp_path / "new.jsonl").open()] == ["since-2"]
+    # a JSON export downloaded from the UI gives the same records as pulling from the server
+    full = pull(conn, tmp_path / "server.jsonl")
+    raw = b"".join(conn.client.projects.exports.download_sync(id=_pid(conn), export_type="JSON"))
+    (tmp_path / "export.json").write_bytes(raw)
+    pull_from_export(tmp_path / "export.json", tmp_path / "file.jsonl", conn.cfg)
+    a = [json.loads(x) for x in (tmp_path / "server.jsonl").open()]
+    b = [json.loads(x) for x in (tmp_path / "file.jsonl").open()]
+    for r in a + b:  # the plain export names annotators by id; the snapshot by email
+        r["provenance"].pop("annotator")
+        r["provenance"].pop("consolidation")
+    assert full["images"] == 3 and sorted(a, key=lambda r: r["image_id"]) == sorted(b, key=lambda r: r["image_id"])
+
+
+@needs_server
+def test_wrong_token_and_server_down_are_one_line_errors(ls_server, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from sdg_data.cli import app
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "definitely-wrong-token")
+    r = CliRunner().invoke(app, ["annotate", "status", "--url", ls_server["cfg"].url])
+    assert r.exit_code == 2 and "rejects the token in LABEL_STUDIO_API_KEY" in r.output
+    assert "definitely-wrong-token" not in r.output
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"url: http://127.0.0.1:{_free_port()}\nmax_retries: 1\nbackoff_base_s: 0.01\n")
+    r = CliRunner().invoke(app, ["annotate", "status", "--config", str(cfg)])
+    assert r.exit_code == 2 and "is not answering" in r.output and "after 2 tries" in r.output
+
+
+# ------------------------------------------------------------------ conversion without a server
+def _task(tid, iid, anns):
+    return {"id": tid, "data": {"image_id": iid, "caption": "c", "generator": "g", "seed": 1}, "annotations": anns}
+
+
+def _ann(aid, result, who=1, **kw):
+    return {"id": aid, "result": result, "completed_by": who, "created_at": f"2026-11-0{aid}T00:00:00Z",
+            "updated_at": f"2026-11-0{aid}T00:00:00Z", "lead_time": 1.0, **kw}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "result, reason",
+    [
+        (ui_region("r", "scratch", 1, 1, 5, 5, "x", 10, 100, 100), "is not exactly one of"),
+        (ui_region("r", "artifact", 1, 1, 5, 5, "x", 0, 100, 100), "outside 1-100"),
+        (ui_region("r", "artifact", 1, 1, 5, 5, "x", None, 100, 100), "without an importance"),
+        (ui_region("r", "artifact", 90, 1, 20, 5, "x", 5, 100, 100), "outside the image"),
+        (ui_region("r", "artifact", 1, 1, 0, 5, "x", 5, 100, 100), "zero area"),
+        (ui_region("r", "artifact", 1, 1, 5, 5, "  ", 5, 100, 100), "empty description"),
+        (ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100)[1:], "a description without a box"),
+        ([{**x, "value": {**x["value"], "rotation": 15}} for x in ui_region("r", "artifact", 1, 1, 5, 5, "x", 5,
+                                                                             100, 100)], "rotated"),  # fmt: skip
+        ([{**x, "value": {**x["value"], "number": "50"}} if x["type"] == "number" else x
+          for x in ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100)], "not a whole number"),  # fmt: skip
+    ],
+)
+def test_invalid_regions_are_rejected_with_their_reason(result, reason):
+    out = convert_export([_task(1, "a", [_ann(1, result)])], AnnotateConfig())
+    assert out["counts"]["rejected"] == 1 and not out["records"]
+    assert reason in out["rejects"][0]["reason"]
+
+
+def test_original_size_is_checked_against_the_file(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.new("RGB", (64, 48)).save(root / "a.png")
+    task = _task(1, "a", [_ann(1, ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100))])
+    task["data"]["image"] = "/data/local-files/?d=imgs/a.png"
+    out = convert_export([task], AnnotateConfig(), doc_root=tmp_path)
+    assert "drawn on a 100x100 image but the file is 64x48" in out["rejects"][0]["reason"]
+
+
+def test_consolidation_policies():
+    r = lambda aid, who, created, n: ImageRecord.from_json(  # noqa: E731
+        {"image_id": "x", "defects": [{"box_2d": [0, 0, 10 * (k + 1), 10], "label": "artifact"} for k in range(n)],
+         "provenance": {"annotator": who, "annotation_id": aid, "created_at": created, "updated_at": created}})  # fmt: skip
+    recs = [r(1, "ann@a", "2026-01-02", 1), r(2, "lead@a", "2026-01-03", 2), r(3, "first@a", "2026-01-01", 3)]
+    assert len(consolidate(recs, AnnotateConfig()).defects) == 3  # earliest
+    chosen = consolidate(recs, AnnotateConfig(primary_annotators=["ann@a"]))
+    assert len(chosen.defects) == 1 and chosen.provenance["consolidation"]["rule"] == "primary annotator ann@a"
+    chosen = consolidate(recs, AnnotateConfig(consolidation="review", reviewers=["lead@a"]))
+    assert len(chosen.defects) == 2 and chosen.provenance["consolidation"]["annotations"] == [1, 2, 3]
+
+
+def test_agreement_on_a_two_annotator_fixture():
+    """Hand-checked: A and B on three images.
+    img1: A artifact [0,0,100,100] imp 80; B artifact [0,0,100,120] imp 60 (IoU 0.833 -> match, |diff| 20).
+    img2: A artifact [0,0,100,100]; B artifact [500,500,600,600] (IoU 0: no match). A misalignment [0,0,500,500]
+          imp 50; B misalignment [0,0,500,500] imp 40 (match, |diff| 10).
+    img3: A clean; B artifact [0,0,50,50] imp 30.
+    artifact boxes: TP 1, A-only 1, B-only 2 (one on img2, one on A-clean img3, which the paper's GT>0 columns do
+    not count) -> precision 1/2, recall 1/2, BoxF1 0.5. DetTypeF1 artifact: img1 TP, img2 TP, img3 FP -> 2*2/(4+1)
+    = 0.8. misalignment: BoxF1 1.0, DetTypeF1 1.0. importance MAE: artifact 20, misalignment 10."""
+
+    def rec(iid, who, defects):
+        return ImageRecord.from_json({"image_id": iid, "defects": defects, "provenance": {"annotator": who}})
+
+    def d(box, label, imp):
+        return {"box_2d": box, "label": label, "importance": imp, "description": "d"}
+
+    a = [rec("1", "A", [d([0, 0, 100, 100], "artifact", 80)]),
+         rec("2", "A", [d([0, 0, 100, 100], "artifact", 70), d([0, 0, 500, 500], "misalignment", 50)]),
+         rec("3", "A", [])]  # fmt: skip
+    b = [rec("1", "B", [d([0, 0, 100, 120], "artifact", 60)]),
+         rec("2", "B", [d([500, 500, 600, 600], "artifact", 70), d([0, 0, 500, 500], "misalignment", 40)]),
+         rec("3", "B", [d([0, 0, 50, 50], "artifact", 30)])]  # fmt: skip
+    rep = agreement(a + b)
+    pair = rep["pairs"]["A | B"]
+    assert pair["images"] == 3
+    assert pair["artifact"]["BoxF1@0.5"] == pytest.approx(0.5)
+    assert pair["artifact"]["DetTypeF1"] == pytest.approx(0.8)
+    assert pair["artifact"]["importance_MAE"] == pytest.approx(20.0)
+    assert pair["misalignment"]["BoxF1@0.5"] == pytest.approx(1.0)
+    assert pair["misalignment"]["DetTypeF1"] == pytest.approx(1.0)
+    assert pair["misalignment"]["importance_MAE"] == pytest.approx(10.0)
+    assert rep["overall"]["artifact"]["BoxF1@0.5"] == pytest.approx(0.5)
