@@ -13,9 +13,11 @@ annotations read = valid + rejected + cancelled.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,13 @@ from sdg_data.records import Defect, ImageRecord
 
 
 _EPS = 1e-6
+log = logging.getLogger(__name__)
+# annotators by id (mapped through the user list: a lighter export); no drafts or predictions
+SNAPSHOT_OPTIONS = {
+    "annotations__completed_by": {"only_id": True},
+    "drafts": {"only_id": True},
+    "predictions": {"only_id": True},
+}
 ORIGINS = ("manual", "prediction", "prediction-changed")
 
 
@@ -51,6 +60,21 @@ def local_path(url: str, doc_root: Path | None) -> Path | None:
         return None
     d = parse_qs(urlparse(url).query).get("d")
     return doc_root / unquote(d[0]) if d else None
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file, None if it cannot be read. PNG sizes come from the header (24 bytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return None
 
 
 def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | None) -> tuple[Defect, dict]:
@@ -75,7 +99,7 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
     if abs(float(v.get("rotation") or 0.0)) > _EPS:
         raise RegionError(f"region {rid}: rotated by {v.get('rotation')} degrees (rotation is not allowed)")
     try:
-        x, y, w, h = (float(v[k]) for k in ("x", "y", "width", "height"))
+        x, y, w, h = float(v["x"]), float(v["y"]), float(v["width"]), float(v["height"])
     except (KeyError, TypeError, ValueError):
         raise RegionError(f"region {rid}: box value lacks numeric x, y, width, height") from None
     if w <= _EPS or h <= _EPS:
@@ -84,7 +108,12 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
         raise RegionError(f"region {rid}: box ({x:.3g}, {y:.3g}, {w:.3g}, {h:.3g})% is outside the image")
     if not texts:
         raise RegionError(f"region {rid}: box without a description")
-    text = " ".join(t.strip() for t in (texts[0].get("value") or {}).get("text") or [] if isinstance(t, str))
+    parts = (texts[0].get("value") or {}).get("text") or []
+    text = (
+        parts[0].strip()
+        if len(parts) == 1 and isinstance(parts[0], str)
+        else " ".join([t.strip() for t in parts if isinstance(t, str)])
+    )
     if not text.strip():
         raise RegionError(f"region {rid}: empty description")
     if not numbers:
@@ -137,11 +166,8 @@ def convert_annotation(
     iid = data.get("image_id")
     size = None
     path = local_path(str(data.get("image", "")), doc_root)
-    if check_size and path is not None and path.is_file():
-        from PIL import Image
-
-        with Image.open(path) as im:
-            size = im.size
+    if check_size and path is not None:
+        size = image_size(path)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in ann.get("result") or []:
         if not isinstance(r, Mapping) or "id" not in r:
@@ -212,14 +238,13 @@ def consolidate(records: list[ImageRecord], cfg: AnnotateConfig) -> ImageRecord:
                 break
     if chosen is None:
         chosen = min(records, key=lambda r: (_ts(r, "created_at"), r.provenance.get("annotation_id") or 0))
-    out = ImageRecord.from_json(chosen.to_json())
-    out.provenance["consolidation"] = {
+    decision = {
         "policy": cfg.consolidation,
         "rule": rule,
         "annotation_id": chosen.provenance.get("annotation_id"),
         "annotations": [r.provenance.get("annotation_id") for r in records],
     }
-    return out
+    return replace(chosen, provenance={**chosen.provenance, "consolidation": decision})
 
 
 def convert_export(
@@ -271,12 +296,26 @@ def convert_export(
     return {"records": consolidated, "all": all_records, "rejects": rejects, "counts": counts}
 
 
+def _dumps_lines(rows: Iterable[dict[str, Any]]) -> bytes:
+    try:
+        import orjson
+    except ImportError:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = None) -> dict[str, Any]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out, (r.to_json() for r in result["records"]))
     stem = out.with_suffix("")
-    write_jsonl(f"{stem}.all.jsonl", (r.to_json() for r in result["all"]))
+    _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
+    _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
     write_jsonl(f"{stem}.rejects.jsonl", result["rejects"])
     summary = {**result["counts"], **(extra or {})}
     write_json(f"{stem}.summary.json", summary)
@@ -288,7 +327,7 @@ def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -
     from annotation.server import document_root
 
     t0 = time.perf_counter()
-    tasks = json.loads(Path(export).read_text(encoding="utf-8"))
+    tasks = _loads(Path(export).read_bytes())
     if not isinstance(tasks, list):
         raise ValueError(f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)")
     result = convert_export(tasks, cfg, doc_root=document_root(cfg))
@@ -332,25 +371,37 @@ def export_tasks(conn: Connection, project_id: int, since: str | None = None) ->
         view_id = view.id
         task_filter["view"] = view_id
     try:
+        t0 = time.perf_counter()
         snap = conn.call(
             "create export",
             lambda: c.projects.exports.create(
                 id=project_id,
                 title="sdg-pull",
                 task_filter_options=task_filter,
-                serialization_options={"annotations__completed_by": {"only_id": False}},
+                serialization_options=SNAPSHOT_OPTIONS,
             ),
         )
+        t1 = time.perf_counter()
         chunks = conn.call(
             "download export",
             lambda: list(c.projects.exports.download(id=project_id, export_pk=snap.id, export_type="JSON")),
         )
+        t2 = time.perf_counter()
         conn.call("delete export", lambda: c.projects.exports.delete(id=project_id, export_pk=snap.id))
     finally:
         if view_id is not None:
             conn.call("delete view", lambda: c.views.delete(id=view_id))
-    raw = b"".join(chunks)
-    return json.loads(raw)
+    tasks = _loads(b"".join(chunks))
+    log.info("export: create %.2f s, download %.2f s, parse %.2f s", t1 - t0, t2 - t1, time.perf_counter() - t2)
+    return tasks
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(raw)
+    return orjson.loads(raw)
 
 
 def users_map(conn: Connection) -> dict[int, str]:
@@ -363,13 +414,16 @@ def pull(conn: Connection, out: str | Path, since: str | None = None) -> dict[st
     t0 = time.perf_counter()
     project = require_project(conn)
     tasks = export_tasks(conn, project.id, since)
-    t_export = time.perf_counter() - t0
+    t1 = time.perf_counter()
     result = convert_export(tasks, conn.cfg, users_map(conn), document_root(conn.cfg))
+    t2 = time.perf_counter()
     extra = {
         "source": conn.cfg.url,
         "project": project.id,
         "since": since,
-        "export_s": round(t_export, 3),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "export_s": round(t1 - t0, 3),
+        "convert_s": round(t2 - t1, 3),
     }
-    return write_outputs(result, out, extra)
+    summary = write_outputs(result, out, extra)
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    return summary

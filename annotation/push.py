@@ -7,6 +7,7 @@ seed and our image_id. Images already on the server (by image_id) are not sent a
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,21 +24,35 @@ def image_url(rel_to_doc_root: str) -> str:
     return "/data/local-files/?d=" + quote(rel_to_doc_root, safe="/")
 
 
-def resolve_inside(path: str, base: Path, root: Path) -> Path:
-    """The image file, which must exist and lie inside ``root`` (no ``..`` out of it, no absolute path elsewhere)."""
-    p = Path(path)
-    full = (p if p.is_absolute() else base / p).resolve()
-    if not full.is_relative_to(root):
+def resolve_inside(path: str, base: Path, root: Path, _dirs: dict[str, str] | None = None) -> Path:
+    """The image file, which must exist and lie inside ``root`` (no ``..`` out of it, no absolute path elsewhere,
+    no symlink leading out). Folder resolutions are cached in ``_dirs``: 30K files in a few folders cost a few
+    realpath calls, not 30K."""
+    joined = os.path.join(str(base), path)  # an absolute path stays as it is
+    folder, name = os.path.split(joined)
+    if name in ("", ".", ".."):
+        full = os.path.realpath(joined)
+    else:
+        cache = _dirs if _dirs is not None else {}
+        real_folder = cache.get(folder)
+        if real_folder is None:
+            real_folder = cache[folder] = os.path.realpath(folder)
+        full = os.path.join(real_folder, name)
+        if os.path.islink(full):
+            full = os.path.realpath(full)
+    root_s = str(root)
+    if not (full == root_s or full.startswith(root_s.rstrip(os.sep) + os.sep)):
         raise ValueError(f"{path} resolves to {full}, outside the image root {root}")
-    if not full.is_file():
+    if not os.path.isfile(full):
         raise FileNotFoundError(f"{full} does not exist")
-    return full
+    return Path(full)
 
 
 def task_for(rec: ImageRecord, full: Path, doc_root: Path) -> dict[str, Any]:
+    rel = os.path.relpath(full, doc_root).replace(os.sep, "/")
     return {
         "data": {
-            "image": image_url(full.relative_to(doc_root).as_posix()),
+            "image": image_url(rel),
             "image_id": rec.image_id,
             "caption": rec.caption or "",
             "generator": rec.generator or "",
@@ -48,9 +63,14 @@ def task_for(rec: ImageRecord, full: Path, doc_root: Path) -> dict[str, Any]:
     }
 
 
+def task_count(conn: Connection, project_id: int) -> int:
+    return int(conn.call("count tasks", lambda: conn.client.projects.get(id=project_id)).task_number or 0)
+
+
 def server_tasks(conn: Connection, project_id: int) -> dict[str, int]:
-    """image_id -> task id of every task in the project (paged by hand: the SDK pager can ask for a page past the
-    end)."""
+    """image_id -> task id of every task in the project. Only id and data are asked for (a third of the time of
+    the lightest full task form: 30K tasks in ~9 s); paged by hand, since the SDK pager can ask for a page past
+    the end."""
     http = conn.client._client_wrapper.httpx_client
     out: dict[str, int] = {}
     page, size = 1, 5000
@@ -60,7 +80,7 @@ def server_tasks(conn: Connection, project_id: int) -> dict[str, int]:
             resp = http.request(
                 "api/tasks/",
                 method="GET",
-                params={"project": project_id, "page": page, "page_size": size, "fields": "task_only"},
+                params={"project": project_id, "page": page, "page_size": size, "include": "id,data"},
             )
             if resp.status_code >= 400:
                 from label_studio_sdk.core.api_error import ApiError
@@ -85,6 +105,7 @@ def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str,
     tasks: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+    dirs: dict[str, str] = {}
     n = 0
     for lineno, obj in iter_jsonl(path):
         n += 1
@@ -96,7 +117,7 @@ def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str,
             seen[rec.image_id] = lineno
             rec.require("image_path", "caption")
             try:
-                full = resolve_inside(rec.image_path, path.parent, root)
+                full = resolve_inside(rec.image_path, path.parent, root, dirs)
             except (ValueError, FileNotFoundError) as exc:
                 raise RecordError(rec.image_id, "image_path", str(exc)) from None
         except RecordError as exc:
@@ -115,7 +136,10 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     doc_root = document_root_of(cfg)
     project = require_project(conn)
     tasks, rejects, n = read_samples(samples, root, doc_root)
-    before = server_tasks(conn, project.id)
+    n_before = task_count(conn, project.id)
+    before = server_tasks(conn, project.id) if n_before else {}  # an empty project needs no listing
+    if len(before) != n_before:
+        raise AnnotateError(f"the project has {n_before} tasks but only {len(before)} carry an image_id")
     new = [t for t in tasks if t["data"]["image_id"] not in before]
     created = 0
     for i in range(0, len(new), cfg.chunk_size):
@@ -125,15 +149,14 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
             lambda chunk=chunk: conn.client.projects.import_tasks(id=project.id, request=chunk, return_task_ids=True),
         )
         got = getattr(resp, "task_count", None)
-        if got != len(chunk):
+        ids = getattr(resp, "task_ids", None) or []
+        if got != len(chunk) or len(ids) != len(chunk):
             raise AnnotateError(f"import tasks: sent {len(chunk)}, the server created {got}")
         created += got
-    after = server_tasks(conn, project.id)
-    missing = [t["data"]["image_id"] for t in tasks if t["data"]["image_id"] not in after]
-    if missing or len(after) != len(before) + created:
+    n_after = task_count(conn, project.id)
+    if n_after != n_before + created:
         raise AnnotateError(
-            f"server task count does not add up: {len(before)} before + {created} created != {len(after)} now "
-            f"({len(missing)} pushed image ids missing)"
+            f"server task count does not add up: {n_before} before + {created} created != {n_after} now"
         )
     summary = {
         "project": project.id,
@@ -141,7 +164,7 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
         "rejected": len(rejects),
         "already_on_server": len(tasks) - len(new),
         "created": created,
-        "tasks_on_server": len(after),
+        "tasks_on_server": n_after,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if n != summary["rejected"] + summary["already_on_server"] + created:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
 import urllib.error
@@ -17,7 +16,7 @@ import pytest
 from annotation.agreement import agreement
 from annotation.config import AnnotateConfig
 from annotation.pull import consolidate, convert_export
-from annotation.server import LABEL_STUDIO_VERSION, ServerError, server_env
+from annotation.server import ServerError, server_env
 from annotation.uiform import ui_region
 from sdg_data.records import ImageRecord
 
@@ -47,26 +46,14 @@ def ls_server(tmp_path_factory):
     """A real server on a free port with a copy of a cached, migrated data folder (first build ~40 s)."""
     from annotation import server
 
-    cache = Path(os.environ.get("SDG_CACHE", Path.home() / ".cache" / "sdg")) / f"label-studio-{LABEL_STUDIO_VERSION}"
     base = tmp_path_factory.mktemp("ls")
     images = base / "images"
     images.mkdir()
     env = {**os.environ, **ADMIN}
-    if not (cache / "label_studio.sqlite3").exists():
-        building = cache.with_name(cache.name + f".building-{os.getpid()}")
-        shutil.rmtree(building, ignore_errors=True)
-        cfg = _cfg(data_dir=str(building), image_root=str(images), port=_free_port())
-        proc = server.start(cfg, TOKEN, env=env)
-        server.stop(proc.pid)
-        (building / "server.log").unlink(missing_ok=True)
-        shutil.rmtree(cache, ignore_errors=True)
-        building.rename(cache)
-    data = base / "data"
-    shutil.copytree(cache, data)
-    cfg = _cfg(data_dir=str(data), image_root=str(images), port=_free_port())
+    cfg = _cfg(data_dir=str(base / "data"), image_root=str(images), port=_free_port())
     cfg.url = f"http://127.0.0.1:{cfg.port}"
     t0 = time.monotonic()
-    proc = server.start(cfg, TOKEN, env=env)
+    proc = server.start_from_cache(cfg, TOKEN, server.default_cache(), env=env)
     started = time.monotonic() - t0
     yield {"cfg": cfg, "images": images, "proc": proc, "start_s": started}
     server.stop(proc.pid)
@@ -93,8 +80,17 @@ def _samples(images: Path, n: int, tag: str, size=(120, 80)) -> tuple[Path, list
     lines = []
     for i in range(n):
         Image.new("RGB", size, (20 * i % 255, 80, 120)).save(folder / f"{i}.png")
-        lines.append({"image_id": f"{tag}-{i}", "image_path": f"{tag}/{i}.png", "caption": f"caption {i}",
-                      "generator": "Z-Image-Turbo", "seed": i, "split": "train", "defects": []})  # fmt: skip
+        lines.append(
+            {
+                "image_id": f"{tag}-{i}",
+                "image_path": f"{tag}/{i}.png",
+                "caption": f"caption {i}",
+                "generator": "Z-Image-Turbo",
+                "seed": i,
+                "split": "train",
+                "defects": [],
+            }
+        )
     path = images / f"{tag}.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path, lines
@@ -118,8 +114,14 @@ def test_server_starts_locked_down_from_a_cached_data_folder(ls_server):
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{cfg.url}/user/signup/", timeout=10).read().decode()
     csrf = re.search(r'csrfmiddlewaretoken" value="([^"]+)', page).group(1)
-    form = urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, "email": "intruder@sdg.test",
-                                   "password": "LongEnoughPassword1", "how_find_us": "x"}).encode()  # fmt: skip
+    form = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": csrf,
+            "email": "intruder@sdg.test",
+            "password": "LongEnoughPassword1",
+            "how_find_us": "x",
+        }
+    ).encode()
     req = urllib.request.Request(f"{cfg.url}/user/signup/", data=form, headers={"Referer": f"{cfg.url}/user/signup/"})
     with pytest.raises(urllib.error.HTTPError) as err:
         opener.open(req, timeout=10)
@@ -210,7 +212,11 @@ def test_ui_annotations_pull_to_the_expected_records(conn, ls_server, tmp_path):
     assert set(recs) == {"pull-0", "pull-1"} and recs["pull-1"].defects == []
     d1, d2 = recs["pull-0"].defects
     assert (d1.label, d1.box.to_grid(), d1.description, d1.importance) == (
-        "artifact", [100, 200, 400, 600], "six fingers on the left hand", 72)  # fmt: skip
+        "artifact",
+        [100, 200, 400, 600],
+        "six fingers on the left hand",
+        72,
+    )
     assert d1.box.to_pixels(200, 100) == [20.0, 20.0, 80.0, 60.0]
     assert (d2.box.to_grid(), d2.importance, d2.provenance["origin"]) == ([500, 0, 1000, 1000], 55, "manual")
     prov = recs["pull-0"].provenance
@@ -234,16 +240,22 @@ def test_predictions_prefill_and_origins_come_back(conn, ls_server, tmp_path):
     path, _ = _samples(ls_server["images"], 3, "pred", size=(100, 100))
     push(path, conn, tmp_path)
     preds = [
-        {"image_id": "pred-0", "response": "<think>two problems</think><answer>["
-         '{"box_2d": [100, 100, 300, 300], "label": "artifact", "description": "melted ear", "importance": 60},'
-         '{"box_2d": [500, 500, 900, 900], "label": "misalignment", "description": "red not blue", "importance": 40},'
-         '{"box_2d": [0, 800, 200, 1000], "label": "artifact", "description": "noise", "importance": 10}]</answer>'},
+        {
+            "image_id": "pred-0",
+            "response": "<think>two problems</think><answer>["
+            '{"box_2d": [100, 100, 300, 300], "label": "artifact", "description": "melted ear", "importance": 60},'
+            '{"box_2d": [500, 500, 900, 900], "label": "misalignment", "description": "red not blue",'
+            ' "importance": 40},'
+            '{"box_2d": [0, 800, 200, 1000], "label": "artifact", "description": "noise", "importance": 10}]</answer>',
+        },
         {"image_id": "pred-1", "defects": [{"box_2d": [0, 0, 100, 100], "label": "scratch", "description": "x"}]},
-        {"image_id": "pred-2", "defects": [{"box_2d": [0, 0, 100, 100], "label": "artifact", "description": "x",
-                                            "importance": 101}]},
+        {
+            "image_id": "pred-2",
+            "defects": [{"box_2d": [0, 0, 100, 100], "label": "artifact", "description": "x", "importance": 101}],
+        },
         {"image_id": "pred-x", "defects": []},
         {"image_id": "pred-0b", "response": "no tags at all"},
-    ]  # fmt: skip
+    ]
     pfile = tmp_path / "preds.jsonl"
     pfile.write_text("".join(json.dumps(p) + "\n" for p in preds))
     s = predict(pfile, conn, "detector-v1", tmp_path)
@@ -260,14 +272,27 @@ def test_predictions_prefill_and_origins_come_back(conn, ls_server, tmp_path):
     for r in prediction.result:
         by_id.setdefault(r["id"], []).append(dict(r))
     kept = [{**r, "original_width": 100, "original_height": 100, "origin": "prediction"} for r in by_id["pred-0"]]
-    moved = ui_region("pred-1", "misalignment", 45, 50, 45, 40, "the shirt is red, the prompt says blue", 45, 100,
-                      100, origin="prediction-changed")  # fmt: skip
+    moved = ui_region(
+        "pred-1",
+        "misalignment",
+        45,
+        50,
+        45,
+        40,
+        "the shirt is red, the prompt says blue",
+        45,
+        100,
+        100,
+        origin="prediction-changed",
+    )
     conn.client.annotations.create(id=tasks["pred-0"], result=kept + moved, parent_prediction=prediction.id)
     pull(conn, tmp_path / "ann.jsonl")
     rec = ImageRecord.from_json(json.loads((tmp_path / "ann.jsonl").read_text().splitlines()[0]))
     got = {d.provenance["region_id"]: (d.provenance["origin"], d.box.to_grid(), d.importance) for d in rec.defects}
-    assert got == {"pred-0": ("prediction", [100, 100, 300, 300], 60),
-                   "pred-1": ("prediction-changed", [450, 500, 900, 900], 45)}  # fmt: skip
+    assert got == {
+        "pred-0": ("prediction", [100, 100, 300, 300], 60),
+        "pred-1": ("prediction-changed", [450, 500, 900, 900], 45),
+    }
 
 
 @needs_server
@@ -321,8 +346,15 @@ def _task(tid, iid, anns):
 
 
 def _ann(aid, result, who=1, **kw):
-    return {"id": aid, "result": result, "completed_by": who, "created_at": f"2026-11-0{aid}T00:00:00Z",
-            "updated_at": f"2026-11-0{aid}T00:00:00Z", "lead_time": 1.0, **kw}  # fmt: skip
+    return {
+        "id": aid,
+        "result": result,
+        "completed_by": who,
+        "created_at": f"2026-11-0{aid}T00:00:00Z",
+        "updated_at": f"2026-11-0{aid}T00:00:00Z",
+        "lead_time": 1.0,
+        **kw,
+    }
 
 
 @pytest.mark.parametrize(
@@ -335,10 +367,20 @@ def _ann(aid, result, who=1, **kw):
         (ui_region("r", "artifact", 1, 1, 0, 5, "x", 5, 100, 100), "zero area"),
         (ui_region("r", "artifact", 1, 1, 5, 5, "  ", 5, 100, 100), "empty description"),
         (ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100)[1:], "a description without a box"),
-        ([{**x, "value": {**x["value"], "rotation": 15}} for x in ui_region("r", "artifact", 1, 1, 5, 5, "x", 5,
-                                                                             100, 100)], "rotated"),  # fmt: skip
-        ([{**x, "value": {**x["value"], "number": "50"}} if x["type"] == "number" else x
-          for x in ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100)], "not a whole number"),  # fmt: skip
+        (
+            [
+                {**x, "value": {**x["value"], "rotation": 15}}
+                for x in ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100)
+            ],
+            "rotated",
+        ),
+        (
+            [
+                {**x, "value": {**x["value"], "number": "50"}} if x["type"] == "number" else x
+                for x in ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100)
+            ],
+            "not a whole number",
+        ),
     ],
 )
 def test_invalid_regions_are_rejected_with_their_reason(result, reason):
@@ -361,8 +403,12 @@ def test_original_size_is_checked_against_the_file(tmp_path):
 
 def test_consolidation_policies():
     r = lambda aid, who, created, n: ImageRecord.from_json(  # noqa: E731
-        {"image_id": "x", "defects": [{"box_2d": [0, 0, 10 * (k + 1), 10], "label": "artifact"} for k in range(n)],
-         "provenance": {"annotator": who, "annotation_id": aid, "created_at": created, "updated_at": created}})  # fmt: skip
+        {
+            "image_id": "x",
+            "defects": [{"box_2d": [0, 0, 10 * (k + 1), 10], "label": "artifact"} for k in range(n)],
+            "provenance": {"annotator": who, "annotation_id": aid, "created_at": created, "updated_at": created},
+        }
+    )
     recs = [r(1, "ann@a", "2026-01-02", 1), r(2, "lead@a", "2026-01-03", 2), r(3, "first@a", "2026-01-01", 3)]
     assert len(consolidate(recs, AnnotateConfig()).defects) == 3  # earliest
     chosen = consolidate(recs, AnnotateConfig(primary_annotators=["ann@a"]))
@@ -387,12 +433,16 @@ def test_agreement_on_a_two_annotator_fixture():
     def d(box, label, imp):
         return {"box_2d": box, "label": label, "importance": imp, "description": "d"}
 
-    a = [rec("1", "A", [d([0, 0, 100, 100], "artifact", 80)]),
-         rec("2", "A", [d([0, 0, 100, 100], "artifact", 70), d([0, 0, 500, 500], "misalignment", 50)]),
-         rec("3", "A", [])]  # fmt: skip
-    b = [rec("1", "B", [d([0, 0, 100, 120], "artifact", 60)]),
-         rec("2", "B", [d([500, 500, 600, 600], "artifact", 70), d([0, 0, 500, 500], "misalignment", 40)]),
-         rec("3", "B", [d([0, 0, 50, 50], "artifact", 30)])]  # fmt: skip
+    a = [
+        rec("1", "A", [d([0, 0, 100, 100], "artifact", 80)]),
+        rec("2", "A", [d([0, 0, 100, 100], "artifact", 70), d([0, 0, 500, 500], "misalignment", 50)]),
+        rec("3", "A", []),
+    ]
+    b = [
+        rec("1", "B", [d([0, 0, 100, 120], "artifact", 60)]),
+        rec("2", "B", [d([500, 500, 600, 600], "artifact", 70), d([0, 0, 500, 500], "misalignment", 40)]),
+        rec("3", "B", [d([0, 0, 50, 50], "artifact", 30)]),
+    ]
     rep = agreement(a + b)
     pair = rep["pairs"]["A | B"]
     assert pair["images"] == 3
