@@ -36,13 +36,20 @@ def test_bad_values(cls, over, msg):
 def test_shipped_recipes_parse():
     from pathlib import Path
 
+    from annotation.config import AnnotateConfig
     from distill.config import DistillConfig
     from sdg_data.build import BuildConfig
+    from sdg_data.generate.runner import GenerateConfig
 
     root = Path(__file__).resolve().parents[1]
     recipes = sorted((root / "sdg_data" / "recipes").glob("*.yaml"))
     assert recipes, "no shipped recipes found"
     for p in recipes:
-        load_config({"eval": EvalConfig, "reward": RewardConfig, "build": BuildConfig}[p.stem.split("_")[0]], p)
+        kinds = {"eval": EvalConfig, "reward": RewardConfig, "build": BuildConfig, "generate": GenerateConfig}
+        load_config(kinds[p.stem.split("_")[0]], p)
     for p in sorted((root / "distill" / "recipes").glob("*.yaml")):
         load_config(DistillConfig, p)
+    annotate = sorted((root / "annotation" / "recipes").glob("*.yaml"))
+    assert annotate
+    for p in annotate:
+        load_config(AnnotateConfig, p)
