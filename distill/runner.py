@@ -310,29 +310,39 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     return summary
 
 
-async def _run_api(todo, tpl, cfg, cache, stats, failures, bar) -> None:
-    teacher = ApiTeacher(cfg, stats)
-    queue: asyncio.Queue[Job] = asyncio.Queue()
-    for j in todo:
-        queue.put_nowait(j)
+async def drain(items: list, handle, concurrency: int) -> None:
+    """Run ``await handle(item)`` for every item with at most ``concurrency`` in flight (a fixed worker pool
+    pulling from one queue, so a slow item never holds a slot idle)."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for it in items:
+        queue.put_nowait(it)
 
     async def worker() -> None:
         while True:
             try:
-                job = queue.get_nowait()
+                it = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            try:
-                entry = await _ask(job, teacher, tpl, cfg, stats)
-                await asyncio.to_thread(cache.put, job.key, entry)
-            except TransportError as exc:
-                failures[job.key] = str(exc)
-            bar.update()
+            await handle(it)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+
+
+async def _run_api(todo, tpl, cfg, cache, stats, failures, bar) -> None:
+    teacher = ApiTeacher(cfg, stats)
+
+    async def handle(job: Job) -> None:
+        try:
+            entry = await _ask(job, teacher, tpl, cfg, stats)
+            await asyncio.to_thread(cache.put, job.key, entry)
+        except TransportError as exc:
+            failures[job.key] = str(exc)
+        bar.update()
 
     try:
-        await asyncio.gather(*(worker() for _ in range(min(cfg.max_in_flight, len(todo)))))
+        await drain(todo, handle, cfg.max_in_flight)
     finally:
         await teacher.close()
 
 
-__all__ = ["distill_file", "ApiTeacher", "TransportError", "InputError"]
+__all__ = ["distill_file", "drain", "ApiTeacher", "TransportError", "InputError"]

@@ -62,7 +62,8 @@ def test_template_teacher_keeps_human_boxes_and_writes_the_three_steps(tmp_path)
 
 def test_api_teacher_through_openai_client_and_cache_on_rerun(tmp_path):
     with FakeTeacherServer(FakeTeacher(latency=0.01)) as srv:
-        s = distill_file(SAMPLE, tmp_path / "api", _api(srv, usd_per_mtok_in=1.0, usd_per_mtok_out=2.0))
+        # no faults here, so a generous timeout: a loaded CI box must not turn a slow reply into a retry
+        s = distill_file(SAMPLE, tmp_path / "api", _api(srv, usd_per_mtok_in=1.0, usd_per_mtok_out=2.0, timeout_s=30))
         assert s["distilled"] == 24 and s["requests"] == 24 and sum(srv.teacher.requests.values()) == 24
         assert set(srv.teacher.requests) == {r.image_id for r in read_records(SAMPLE)}  # the image id header
         assert s["prompt_tokens"] > 0 and s["cost_usd"] > 0

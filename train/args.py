@@ -167,3 +167,15 @@ def resume_point(training_args: Any) -> str | None:
 
     out = training_args.output_dir
     return get_last_checkpoint(out) if out and os.path.isdir(out) else None
+
+
+def train_and_save(trainer: Any, training_args: Any, log: Any) -> Any:
+    """Train (resuming if a checkpoint is there), then save the model and its processor where the next stage and
+    ``sdg detect`` load them."""
+    state = trainer.accelerator.state
+    log.info("distributed: %s, %d process(es)", state.distributed_type, state.num_processes)
+    trainer.train(resume_from_checkpoint=resume_point(training_args))
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(training_args.output_dir)
+    return trainer

@@ -448,28 +448,19 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
 
 
 async def _run_api(det: ApiDetector, todo: list[Item], cfg: DetectConfig, meta, sink, failures, bar) -> None:
-    from distill.runner import TransportError
+    from distill.runner import TransportError, drain
 
-    queue: asyncio.Queue[Item] = asyncio.Queue()
-    for it in todo:
-        queue.put_nowait(it)
-
-    async def worker() -> None:
-        while True:
-            try:
-                it = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            try:
-                text = await det.one(it)
-                sink.write(_prediction(it, text, cfg, meta))
-            except TransportError as exc:
-                failures[it.image_id] = f"transport: {exc}"
-            except OSError as exc:
-                failures[it.image_id] = f"image: {type(exc).__name__}: {exc}"
-            bar.update()
+    async def handle(it: Item) -> None:
+        try:
+            text = await det.one(it)
+            sink.write(_prediction(it, text, cfg, meta))
+        except TransportError as exc:
+            failures[it.image_id] = f"transport: {exc}"
+        except OSError as exc:
+            failures[it.image_id] = f"image: {type(exc).__name__}: {exc}"
+        bar.update()
 
     try:
-        await asyncio.gather(*(worker() for _ in range(min(cfg.max_in_flight, len(todo)))))
+        await drain(todo, handle, cfg.max_in_flight)
     finally:
         await det.client.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.args import SDGGRPOScriptArguments, check_batch, format_batch, parse, resume_point  # noqa: E402
+from train.args import SDGGRPOScriptArguments, check_batch, format_batch, parse, train_and_save  # noqa: E402
 
 
 logger = logging.getLogger("sdg.train.grpo")
@@ -90,13 +90,7 @@ def main(argv: list[str] | None = None):
     info = check_batch(training_args, num_generations=training_args.num_generations)
     logger.info(format_batch(info))
     trainer = build_trainer(script_args, training_args, model_args)
-    state = trainer.accelerator.state
-    logger.info("distributed: %s, %d process(es)", state.distributed_type, state.num_processes)
-    trainer.train(resume_from_checkpoint=resume_point(training_args))
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(training_args.output_dir)
-    return trainer
+    return train_and_save(trainer, training_args, logger)
 
 
 if __name__ == "__main__":

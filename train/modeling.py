@@ -10,10 +10,11 @@ Two things differ from a plain ``AutoProcessor.from_pretrained``:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
+
+from sdg_data.vision_compat import has_torchvision, image_only
 
 
 logger = logging.getLogger(__name__)
@@ -21,48 +22,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
 
 
-def has_torchvision() -> bool:
-    if importlib.util.find_spec("torchvision") is None:
-        return False
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # a torchvision built for another torch fails at import (operator torchvision::nms ...)
-        return False
-    return True
-
-
-def _image_only_processor_class():
+def image_only_processor_class():
+    """Qwen3-VL's processor without the video half (whose processor needs torchvision)."""
     from transformers import Qwen3VLProcessor
 
-    class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
-        """Qwen3-VL's processor without the video half (whose processor needs torchvision)."""
-
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(
-                image_processor=image_processor,
-                tokenizer=tokenizer,
-                video_processor=None,
-                chat_template=chat_template,
-                **kwargs,
-            )
-
-        def to_dict(self, *args, **kwargs):
-            # saved under the stock class name, so a checkpoint written here loads with AutoProcessor elsewhere
-            out = super().to_dict(*args, **kwargs)
-            out["processor_class"] = "Qwen3VLProcessor"
-            return out
-
-    return Qwen3VLImageOnlyProcessor
-
-
-_IMAGE_ONLY = None
-
-
-def image_only_processor_class():
-    global _IMAGE_ONLY
-    if _IMAGE_ONLY is None:
-        _IMAGE_ONLY = _image_only_processor_class()
-    return _IMAGE_ONLY
+    return image_only(Qwen3VLProcessor)
 
 
 def set_pixel_bounds(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:

@@ -172,7 +172,7 @@ def load_pipeline(spec: GeneratorSpec, cfg: GenerateConfig, device: str):
     """The diffusers pipeline of ``spec`` on ``device`` with the memory options of the config."""
     import diffusers
 
-    from train.modeling import has_torchvision
+    from sdg_data.vision_compat import has_torchvision, image_only
 
     dtype = _dtype(spec, cfg, device)
     cls = getattr(diffusers, spec.pipeline_class) if spec.pipeline_class else diffusers.DiffusionPipeline
@@ -184,9 +184,7 @@ def load_pipeline(spec: GeneratorSpec, cfg: GenerateConfig, device: str):
         # LongCat's prompt rewriter: its Qwen2-VL processor insists on a torchvision video processor
         from transformers import Qwen2VLProcessor
 
-        from sdg_data.generate.tiny import _image_only
-
-        kwargs["text_processor"] = _image_only(Qwen2VLProcessor).from_pretrained(root / "text_processor")
+        kwargs["text_processor"] = image_only(Qwen2VLProcessor).from_pretrained(root / "text_processor")
     pipe = cls.from_pretrained(spec.model_id, **kwargs)
     if cfg.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload(device=device)

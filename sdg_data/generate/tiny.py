@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdg_data.vision_compat import image_only
+
 
 _QWEN_SPECIAL = [
     "<|endoftext|>",
@@ -192,22 +194,6 @@ def tiny_sana():
     return SanaPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=transformer, scheduler=scheduler)
 
 
-def _image_only(processor_cls):
-    class ImageOnly(processor_cls):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(
-                image_processor=image_processor,
-                tokenizer=tokenizer,
-                video_processor=None,
-                chat_template=chat_template,
-                **kwargs,
-            )
-
-    ImageOnly.__name__ = ImageOnly.__qualname__ = processor_cls.__name__
-    ImageOnly.__module__ = "transformers"  # saved as the stock class, so the folder loads anywhere
-    return ImageOnly
-
-
 def tiny_longcat():
     """LongCatImagePipeline: a Qwen2.5-VL text encoder (and its processor for prompt rewriting), the LongCat
     MM-DiT, a KL VAE."""
@@ -268,7 +254,7 @@ def tiny_longcat():
         axes_dims_rope=[4, 6, 6],
     )
     ip = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56})
-    processor = _image_only(Qwen2VLProcessor)(image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    processor = image_only(Qwen2VLProcessor)(image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
     return LongCatImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=_tiny_vae_kl(16, scaling=0.3611, shift=0.1159),
