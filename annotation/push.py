@@ -6,7 +6,6 @@ seed and our image_id. Images already on the server (by image_id) are not sent a
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -100,59 +99,97 @@ def server_tasks(conn: Connection, project_id: int) -> dict[str, int]:
         page += 1
 
 
+class _Reader:
+    """Reads and checks the samples lazily (so checking overlaps the server's work on the previous chunk), keeping
+    the rejects and the number of lines read."""
+
+    def __init__(self, path: Path, root: Path, doc_root: Path):
+        self.path, self.root, self.doc_root = path, root, doc_root
+        self.rejects: list[dict[str, Any]] = []
+        self.read = 0
+
+    def __iter__(self):
+        seen: dict[str, int] = {}
+        dirs: dict[str, str] = {}
+        for lineno, obj in iter_jsonl(self.path):
+            self.read += 1
+            iid = obj.get("image_id") if isinstance(obj, dict) else None
+            try:
+                rec = ImageRecord.from_json(obj)
+                if rec.image_id in seen:
+                    raise RecordError(rec.image_id, "image_id", f"duplicate of line {seen[rec.image_id]} in this push")
+                seen[rec.image_id] = lineno
+                rec.require("image_path", "caption")
+                try:
+                    full = resolve_inside(rec.image_path, self.path.parent, self.root, dirs)
+                except (ValueError, FileNotFoundError) as exc:
+                    raise RecordError(rec.image_id, "image_path", str(exc)) from None
+            except RecordError as exc:
+                self.rejects.append({"line": lineno, "image_id": iid, "stage": "push", "reason": str(exc)})
+                continue
+            yield task_for(rec, full, self.doc_root)
+
+
 def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Tasks for the usable lines; rejects (line, image_id, field, reason) for the rest; lines read."""
-    tasks: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    dirs: dict[str, str] = {}
-    n = 0
-    for lineno, obj in iter_jsonl(path):
-        n += 1
-        iid = obj.get("image_id") if isinstance(obj, dict) else None
-        try:
-            rec = ImageRecord.from_json(obj)
-            if rec.image_id in seen:
-                raise RecordError(rec.image_id, "image_id", f"duplicate of line {seen[rec.image_id]} in this push")
-            seen[rec.image_id] = lineno
-            rec.require("image_path", "caption")
-            try:
-                full = resolve_inside(rec.image_path, path.parent, root, dirs)
-            except (ValueError, FileNotFoundError) as exc:
-                raise RecordError(rec.image_id, "image_path", str(exc)) from None
-        except RecordError as exc:
-            rejects.append({"line": lineno, "image_id": iid, "stage": "push", "reason": str(exc)})
+    reader = _Reader(path, root, doc_root)
+    tasks = list(reader)
+    return tasks, reader.rejects, reader.read
+
+
+def _chunks(tasks, skip: dict[str, int], size: int, counts: dict[str, int]):
+    chunk: list[dict[str, Any]] = []
+    for t in tasks:
+        if t["data"]["image_id"] in skip:
+            counts["already"] += 1
             continue
-        tasks.append(task_for(rec, full, doc_root))
-    return tasks, rejects, n
+        chunk.append(t)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Import the samples as tasks in chunks; already-present image_ids are skipped; counts are checked."""
+    """Import the samples as tasks in chunks; already-present image_ids are skipped; counts are checked.
+
+    While the server stores one chunk, the next one is read and checked here (one request in flight)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     t0 = time.perf_counter()
     cfg = conn.cfg
     samples = Path(samples)
     root = Path(cfg.image_root).resolve()
     doc_root = document_root_of(cfg)
     project = require_project(conn)
-    tasks, rejects, n = read_samples(samples, root, doc_root)
     n_before = task_count(conn, project.id)
     before = server_tasks(conn, project.id) if n_before else {}  # an empty project needs no listing
     if len(before) != n_before:
         raise AnnotateError(f"the project has {n_before} tasks but only {len(before)} carry an image_id")
-    new = [t for t in tasks if t["data"]["image_id"] not in before]
-    created = 0
-    for i in range(0, len(new), cfg.chunk_size):
-        chunk = new[i : i + cfg.chunk_size]
+    reader = _Reader(samples, root, doc_root)
+    counts = {"already": 0}
+
+    def send(chunk: list[dict[str, Any]]) -> int:
         resp = conn.call(
             "import tasks",
-            lambda chunk=chunk: conn.client.projects.import_tasks(id=project.id, request=chunk, return_task_ids=True),
+            lambda: conn.client.projects.import_tasks(id=project.id, request=chunk, return_task_ids=True),
         )
         got = getattr(resp, "task_count", None)
         ids = getattr(resp, "task_ids", None) or []
         if got != len(chunk) or len(ids) != len(chunk):
             raise AnnotateError(f"import tasks: sent {len(chunk)}, the server created {got}")
-        created += got
+        return got
+
+    created = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for chunk in _chunks(reader, before, cfg.chunk_size, counts):
+            if pending is not None:
+                created += pending.result()
+            pending = pool.submit(send, chunk)
+        if pending is not None:
+            created += pending.result()
     n_after = task_count(conn, project.id)
     if n_after != n_before + created:
         raise AnnotateError(
@@ -160,17 +197,17 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
         )
     summary = {
         "project": project.id,
-        "read": n,
-        "rejected": len(rejects),
-        "already_on_server": len(tasks) - len(new),
+        "read": reader.read,
+        "rejected": len(reader.rejects),
+        "already_on_server": counts["already"],
         "created": created,
         "tasks_on_server": n_after,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if n != summary["rejected"] + summary["already_on_server"] + created:
+    if reader.read != summary["rejected"] + summary["already_on_server"] + created:
         raise AssertionError(f"counts do not reconcile: {summary}")
     out = Path(out_dir) if out_dir else samples.parent
-    write_jsonl(out / f"{samples.stem}.push_rejects.jsonl", rejects)
+    write_jsonl(out / f"{samples.stem}.push_rejects.jsonl", reader.rejects)
     write_json(out / f"{samples.stem}.push_summary.json", summary)
     return summary
 
@@ -182,4 +219,4 @@ def document_root_of(cfg) -> Path:
         raise AnnotateError(str(exc)) from None
 
 
-__all__ = ["push", "server_tasks", "read_samples", "json"]
+__all__ = ["push", "server_tasks", "read_samples"]
