@@ -510,10 +510,46 @@ def test_built_sft_config_feeds_sft_trainer_as_is(tiny_vl, dataset, tmp_path):
     from train.modeling import load_model, load_processor
 
     rows = load_dataset(str(dataset), "sft", split="train").select_columns(["messages", "images"]).select(range(4))
-    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False,
-                     max_length=None, report_to="none", save_strategy="no", disable_tqdm=True)  # fmt: skip
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        bf16=False,
+        max_length=None,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     proc = load_processor(str(tiny_vl))
-    trainer = SFTTrainer(model=load_model(str(tiny_vl), dtype="float32"), args=args, train_dataset=rows,
-                         processing_class=proc)  # fmt: skip
+    trainer = SFTTrainer(
+        model=load_model(str(tiny_vl), dtype="float32"), args=args, train_dataset=rows, processing_class=proc
+    )
     trainer.train()
     assert trainer.state.global_step == 1
+
+
+def test_detect_unreadable_image_is_rejected_not_the_batch(sft_run, tmp_path):
+    from PIL import Image
+
+    sft_dir, _ = sft_run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (48, 48), "blue").save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text("a blue square")
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    cfg = DetectConfig(
+        model=str(sft_dir),
+        device="cpu",
+        dtype="float32",
+        max_new_tokens=4,
+        batch_size=3,
+        min_pixels=1024,
+        max_pixels=4096,
+        progress=False,
+    )
+    s = detect(folder, tmp_path / "out", cfg)
+    assert (s["read"], s["predicted"], s["rejected"]) == (3, 2, 1)
+    rej = json.loads((tmp_path / "out" / "detect_rejects.jsonl").read_text())
+    assert rej["image_id"] == "b" and rej["reason"].startswith("image:")
