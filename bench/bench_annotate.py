@@ -193,14 +193,16 @@ def main() -> None:
         f"{args.tasks} tasks, {args.annotated} annotated (3 boxes each); Label Studio {server.LABEL_STUDIO_VERSION}, "
         "SQLite, this machine"
     )
+    print(f"push runs (s): sdg {[round(x, 2) for x in push_ours]}, bare {[round(x, 2) for x in push_bare]}")
+    print(f"pull runs (s): sdg {[round(x, 2) for x in ours_runs]}, bare {[round(x, 2) for x in bare_runs]}")
     print(
         f"push:    sdg {ours_push_s:7.2f} s   bare SDK import {bare_push_s:7.2f} s   "
-        f"ratio {ours_push_s / bare_push_s:.2f}x "
+        f"ratio {ours_push_s / bare_push_s:.3f}x "
         f"(target <= 1.2x); second push (nothing new) {second_push:.2f} s"
     )
     print(
         f"pull:    sdg {ours_pull:7.2f} s   bare SDK snapshot+download {bare_pull:7.2f} s   "
-        f"ratio {ours_pull / bare_pull:.2f}x (target <= 1.2x); export {sizes[0] / 1e6:.1f} MB"
+        f"ratio {ours_pull / bare_pull:.3f}x (target <= 1.2x); export {sizes[0] / 1e6:.1f} MB"
     )
     print(f"convert: {convert_s:.2f} s for a {len(full) / 1e6:.1f} MB export of {args.tasks} tasks (target < 10 s)")
     print(f"(seeding the annotated project took {seed_s:.1f} s)")

@@ -361,6 +361,12 @@ def _ann(aid, result, who=1, **kw):
     "result, reason",
     [
         (ui_region("r", "scratch", 1, 1, 5, 5, "x", 10, 100, 100), "is not exactly one of"),
+        (
+            ui_region("r", "artifact", 1, 1, 5, 5, "x", 10, 100, 100)
+            + [{"id": "r", "from_name": "rating", "type": "rating", "value": {"rating": 3}}],
+            "unknown control(s) ['rating']",
+        ),
+        (ui_region("r", "artifact", 1, 1, 5, 5, "x", 10, 100, 100) * 2, "2 boxes, 2 descriptions, 2 importances"),
         (ui_region("r", "artifact", 1, 1, 5, 5, "x", 0, 100, 100), "outside 1-100"),
         (ui_region("r", "artifact", 1, 1, 5, 5, "x", None, 100, 100), "without an importance"),
         (ui_region("r", "artifact", 90, 1, 20, 5, "x", 5, 100, 100), "outside the image"),
