@@ -78,7 +78,15 @@ class Connection:
 
 def find_project(conn: Connection) -> Any | None:
     """The SDG project: the one whose description carries our tag and whose title is the configured one."""
-    projects = conn.call("list projects", lambda: list(conn.client.projects.list()))
+    # filtered by title and only the fields we read: the full list computes task counts for every project
+    projects = conn.call(
+        "list projects",
+        lambda: list(
+            conn.client.projects.list(
+                title=conn.cfg.project_title, include="id,title,description,maximum_annotations,model_version"
+            )
+        ),
+    )
     mine = [p for p in projects if p.title == conn.cfg.project_title and PROJECT_TAG in (p.description or "")]
     if len(mine) > 1:
         ids = ", ".join(str(p.id) for p in mine)
