@@ -45,25 +45,9 @@ def build_trainer(script_args, training_args, model_args):
     from trl import GRPOTrainer, get_peft_config
 
     from train.data import grpo_dataset
-    from train.modeling import count_parameters, freeze_vision, load_model, load_processor
+    from train.modeling import load_for_training
 
-    processor = load_processor(
-        model_args.model_name_or_path,
-        min_pixels=script_args.min_pixels,
-        max_pixels=script_args.max_pixels,
-        revision=model_args.model_revision,
-        padding_side="left",
-    )
-    model = load_model(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype,
-        revision=model_args.model_revision,
-        attn_implementation=model_args.attn_implementation,
-    )
-    if script_args.freeze_vision:
-        freeze_vision(model)
-    total, trainable = count_parameters(model)
-    logger.info("parameters: %s total, %s trainable", f"{total:,}", f"{trainable:,}")
+    model, processor = load_for_training(script_args, model_args, padding_side="left")
     train = grpo_dataset(
         script_args.dataset_name,
         script_args.dataset_config or "grpo",

@@ -133,6 +133,29 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
+def load_for_training(script_args: Any, model_args: Any, padding_side: str | None = None) -> tuple[Any, Any]:
+    """(model, processor) as SFT and GRPO both start: the recipe's pixel bounds, dtype and attention, the vision
+    encoder frozen if asked; the parameter counts are logged."""
+    processor = load_processor(
+        model_args.model_name_or_path,
+        min_pixels=script_args.min_pixels,
+        max_pixels=script_args.max_pixels,
+        revision=model_args.model_revision,
+        padding_side=padding_side,
+    )
+    model = load_model(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype,
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+    )
+    if script_args.freeze_vision:
+        logger.info("froze the vision encoder: %s parameters", f"{freeze_vision(model):,}")
+    total, trainable = count_parameters(model)
+    logger.info("parameters: %s total, %s trainable", f"{total:,}", f"{trainable:,}")
+    return model, processor
+
+
 # ------------------------------------------------------------------ tiny random detector (tests, smoke runs)
 _SPECIAL = [
     "<|endoftext|>",
