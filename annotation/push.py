@@ -157,6 +157,8 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     While the server stores one chunk, the next one is read and checked here (one request in flight)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from annotation.pull import gc_paused
+
     t0 = time.perf_counter()
     cfg = conn.cfg
     samples = Path(samples)
@@ -182,7 +184,7 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
         return got
 
     created = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for chunk in _chunks(reader, before, cfg.chunk_size, counts):
             if pending is not None:

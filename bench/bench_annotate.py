@@ -8,8 +8,8 @@
 2. pull: a project with 30K tasks of which 15K carry an annotation in the editor's structure (3 boxes each):
    `annotation.pull.pull` (snapshot export + download + conversion + outputs) vs the bare snapshot
    `exports.create` + `exports.download` with the same options.
-3. convert: the conversion alone (json.loads + `convert_export`) of a 30K-task JSON export (15K annotated), the
-   form a user downloads from the UI.
+3. convert: `sdg annotate pull --from-export` alone (read, parse, convert, write) on a 30K-task JSON export
+   (15K annotated), the form a user downloads from the UI.
 Needs .venv-ls (make install). Starts its own server on a copy of the cached data folder.
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from annotation import server  # noqa: E402
 from annotation.client import Connection, ensure_project  # noqa: E402
 from annotation.config import AnnotateConfig  # noqa: E402
-from annotation.pull import SNAPSHOT_OPTIONS, convert_export, pull  # noqa: E402
+from annotation.pull import SNAPSHOT_OPTIONS, pull, pull_from_export  # noqa: E402
 from annotation.push import push, read_samples  # noqa: E402
 from annotation.uiform import ui_region  # noqa: E402
 
@@ -182,10 +182,9 @@ def main() -> None:
         full = b"".join(c.projects.exports.download_sync(id=project.id, export_type="JSON", download_all_tasks=True))
         (root / "export.json").write_bytes(full)
         t0 = time.perf_counter()
-        exported = json.loads((root / "export.json").read_text())
-        conv = convert_export(exported, cfg_pull, doc_root=images.resolve().parent)
+        conv = pull_from_export(root / "export.json", root / "from_export.jsonl", cfg_pull)  # what a UI user runs
         convert_s = time.perf_counter() - t0
-        assert conv["counts"]["tasks"] == args.tasks and conv["counts"]["valid"] == args.annotated
+        assert conv["tasks"] == args.tasks and conv["valid"] == args.annotated, conv
     finally:
         server.stop(proc.pid)
 
