@@ -157,7 +157,7 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     While the server stores one chunk, the next one is read and checked here (one request in flight)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from annotation.pull import gc_paused
+    from sdg_data.gc_pause import gc_paused
 
     t0 = time.perf_counter()
     cfg = conn.cfg

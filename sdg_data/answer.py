@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sdg_data.boxes import GRID, Box, BoxOrder
 from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, Defect
 
@@ -24,6 +26,7 @@ _LABEL_SET = frozenset(LABELS)
 _NUM = (int, float)
 _NUM_TYPES = frozenset(_NUM)
 _DECODER = json.JSONDecoder()
+_new_box = tuple.__new__  # Box(...) without the named tuple's Python-level __new__: 0.1 us, not 0.25
 
 
 @dataclass(slots=True)
@@ -104,12 +107,29 @@ def _salvage_items(body: str) -> list[Any]:
     return out
 
 
+_BROKEN = object()  # "not parsed yet"; None is a valid JSON value
+
+
+def _loads(body: str) -> Any:
+    """orjson (about 3x the stdlib on answer-sized lists: this is the reward's hot path); what it rejects goes to
+    the stdlib, which also takes NaN, Infinity and lone surrogates and words the error the user sees."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
 def _loose_list(body: str) -> Any:
-    """Python-literal fallback (single quotes, True/None) for otherwise unparseable answers."""
-    if len(body) > 200_000:
+    """Python-literal fallback (single quotes, True/None) for otherwise unparseable answers.
+
+    Only a body that can hold a whole list literal is tried: one that ends in ``]`` or ``)``, or has a comment.
+    A truncated generation (the usual broken answer) cannot, and compiling it just to fail costs about 70 us.
+    """
+    body = body.strip()
+    if len(body) > 200_000 or not body or (body[-1] not in "])" and "#" not in body):
         return None
     try:
-        return ast.literal_eval(body.strip())
+        return ast.literal_eval(body)
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         return None
 
@@ -195,7 +215,7 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
         imp = item.get("importance")
         if imp is not None and (type(imp) is not int or imp < IMPORTANCE_MIN or imp > IMPORTANCE_MAX):
             imp = _importance(imp, i, issues)
-        defects.append(Defect(Box(float(x0), float(y0), float(x1), float(y1)), label, desc, imp))
+        defects.append(Defect(_new_box(Box, (float(x0), float(y0), float(x1), float(y1))), label, desc, imp))
     if failures:
         issues.extend(failures)
         return defects, failures[0]
@@ -203,24 +223,23 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
 
 
 def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
-    """Parse a model response. ``order`` is the coordinate order of ``box_2d`` in the text (xyxy per the paper)."""
+    """Parse a model response. ``order`` is the coordinate order of ``box_2d`` in the text (xyxy per the paper).
+
+    This runs once per GRPO completion, so the common case (tags present, the answer plain JSON) takes a short
+    path; everything else falls through to the repairs below it.
+    """
     if not isinstance(text, str):
         text = completion_text(text)
-    issues: list[str] = []
-    reason: str | None = None
-
-    def fail(why: str) -> None:
-        nonlocal reason
-        issues.append(why)
-        if reason is None:
-            reason = why
+    issues: list[str] = []  # every fix, drop and failure, in order
+    reason: str | None = None  # the first format failure
 
     # -- think block
     think: str | None = None
     after_think = 0
     t_open = text.find("<think>")
     if t_open < 0:
-        fail("no <think> block")
+        issues.append("no <think> block")
+        reason = reason or issues[-1]
     else:
         t_close = text.find("</think>", t_open)
         if t_close >= 0:
@@ -235,49 +254,60 @@ def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
     a_open = text.find("<answer>", after_think)
     if a_open < 0:
         a_open = text.find("<answer>")
+    data: Any = _BROKEN
     if a_open >= 0:
         a_close = text.find("</answer>", a_open)
         if a_close < 0:
-            fail("<answer> is not closed (truncated output?)")
+            issues.append("<answer> is not closed (truncated output?)")
+            reason = reason or issues[-1]
             body = text[a_open + 8 :]
         else:
             body = text[a_open + 8 : a_close]
+            try:  # the common case: plain JSON (orjson allows the whitespace around it)
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
     else:
-        fail("no <answer> block")
+        issues.append("no <answer> block")
+        reason = reason or issues[-1]
         body = text[after_think:]
         if "```" not in body:
             lb, rb = body.find("["), body.rfind("]")
             body = body[lb : rb + 1] if 0 <= lb < rb else ""
-    if "```" in body:
-        body = _strip_fence(body)
-    body = body.strip()
 
-    # -- JSON
-    data: Any
-    if not body:
-        if a_open >= 0:
-            fail("<answer> is empty")
-        data = []
-    else:
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as exc:
-            fail(f"answer is not valid JSON ({exc.msg} at char {exc.pos})")
-            data = _loose_list(body)
-            if not isinstance(data, list):
-                data = _salvage_items(body)
-                if data:
-                    issues.append(f"recovered {len(data)} complete item(s) from the broken list")
-    if isinstance(data, dict):
-        fail("answer JSON is an object, not a list")
-        data = [data]
-    elif not isinstance(data, list):
-        fail(f"answer JSON is a {type(data).__name__}, not a list")
-        data = []
+    # -- JSON, with repairs: a code fence, the stdlib's extras, Python literals, the complete items of a broken list
+    if data is _BROKEN:
+        if "```" in body:
+            body = _strip_fence(body)
+        body = body.strip()
+        if not body:
+            if a_open >= 0:
+                issues.append("<answer> is empty")
+                reason = reason or issues[-1]
+            data = []
+        else:
+            try:
+                data = _loads(body)
+            except json.JSONDecodeError as exc:
+                issues.append(f"answer is not valid JSON ({exc.msg} at char {exc.pos})")
+                reason = reason or issues[-1]
+                data = _loose_list(body)
+                if not isinstance(data, list):
+                    data = _salvage_items(body)
+                    if data:
+                        issues.append(f"recovered {len(data)} complete item(s) from the broken list")
+    if type(data) is not list:
+        if isinstance(data, dict):
+            issues.append("answer JSON is an object, not a list")
+            reason = reason or issues[-1]
+            data = [data]
+        elif not isinstance(data, list):
+            issues.append(f"answer JSON is a {type(data).__name__}, not a list")
+            reason = reason or issues[-1]
+            data = []
 
     defects, item_reason = _parse_items(data, order, issues)
-    if reason is None:
-        reason = item_reason
+    reason = reason or item_reason
     return ParseResult(defects=defects, format_ok=reason is None, reason=reason, think=think, issues=issues)
 
 

@@ -220,5 +220,51 @@ def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once."""
-    return _diou(a, b)
+    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once.
+
+    The same arithmetic as :func:`diou_matrix`, in the same order (so the same bits), on contiguous coordinate
+    columns and in place: the reward calls this once per batch on ~1,000 pairs, where the cost is the number of
+    numpy calls, not the flops.
+    """
+    ax0, ay0, ax1, ay1 = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
+    bx0, by0, bx1, by1 = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
+    inter = np.minimum(ax1, bx1)
+    inter -= np.maximum(ax0, bx0)
+    np.maximum(inter, 0.0, out=inter)
+    ih = np.minimum(ay1, by1)
+    ih -= np.maximum(ay0, by0)
+    np.maximum(ih, 0.0, out=ih)
+    inter *= ih
+    union = ax1 - ax0
+    np.maximum(union, 0.0, out=union)
+    h = ay1 - ay0
+    np.maximum(h, 0.0, out=h)
+    union *= h  # area of a
+    area_b = bx1 - bx0
+    np.maximum(area_b, 0.0, out=area_b)
+    h = by1 - by0
+    np.maximum(h, 0.0, out=h)
+    area_b *= h
+    union += area_b
+    union -= inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    dcx = ax0 + ax1
+    dcx -= bx0
+    dcx -= bx1
+    dcx *= 0.5
+    dcx *= dcx
+    dcy = ay0 + ay1
+    dcy -= by0
+    dcy -= by1
+    dcy *= 0.5
+    dcy *= dcy
+    dcx += dcy
+    ew = np.maximum(ax1, bx1)
+    ew -= np.minimum(ax0, bx0)
+    ew *= ew
+    eh = np.maximum(ay1, by1)
+    eh -= np.minimum(ay0, by0)
+    eh *= eh
+    ew += eh
+    iou -= np.divide(dcx, ew, out=np.zeros_like(ew), where=ew > 0)
+    return iou

@@ -10,6 +10,7 @@ comparable with the paper's and reports say so.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -63,6 +64,29 @@ class TransformersEmbedder:
         self.model = AutoModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
         self._backend = self._rust_backend()
         self._pad_id = self.tokenizer.pad_token_id or 0
+        params = inspect.signature(self.model.forward).parameters
+        self._extra = {"use_cache": False} if "use_cache" in params else {}  # an embedder never decodes
+        self.causal = self._probe_causal()
+
+    def _probe_causal(self) -> bool:
+        """Whether padding on the right leaves the real tokens' states alone, so batches can run without a
+        padding mask: true of causal decoders such as Qwen3-Embedding, whose tokens never attend forward; false of
+        bidirectional encoders. Without a mask, attention takes its causal fast path (no per-batch mask tensors;
+        flash kernels on GPU). Measured on the loaded model rather than assumed from its name."""
+        torch = self._torch
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        if vocab < 8:
+            return False
+        ids = [1, 2, 3, 4, 5]
+        with torch.inference_mode():
+            alone = self.model(input_ids=torch.tensor([ids], device=self.device), **self._extra)
+            padded = self.model(
+                input_ids=torch.tensor([ids + [self._pad_id] * 3, [6] * 8], device=self.device), **self._extra
+            )
+            a = alone.last_hidden_state[0].float()
+            b = padded.last_hidden_state[0, : len(ids)].float()
+        scale = float(a.abs().max()) or 1.0
+        return bool(torch.allclose(a, b, rtol=0.0, atol=1e-3 * scale))
 
     def _rust_backend(self):
         """The fast tokenizer's Rust core with our truncation and no padding (we pad per length-sorted batch):
@@ -104,7 +128,10 @@ class TransformersEmbedder:
                     mask[r, : lengths[i]] = 1
                 input_ids = torch.from_numpy(batch).to(self.device)
                 attn = torch.from_numpy(mask).to(self.device)
-                hidden = self.model(input_ids=input_ids, attention_mask=attn)
+                if self.causal:  # right padding: the real tokens' states do not depend on it
+                    hidden = self.model(input_ids=input_ids, **self._extra)
+                else:
+                    hidden = self.model(input_ids=input_ids, attention_mask=attn, **self._extra)
                 hidden = hidden.last_hidden_state.float()
                 m = attn.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from scipy.optimize import linear_sum_assignment
 from sdg_data.answer import ParseResult, parse_response
 from sdg_data.boxes import BoxOrder, diou_rows
 from sdg_data.embedding import CachedEmbedder, load_embedder
+from sdg_data.gc_pause import gc_paused
 from sdg_data.records import Defect, RecordError
 
 
@@ -82,51 +85,47 @@ def score(
     if len(parsed) != len(gts):
         raise ValueError(f"{len(parsed)} completions but {len(gts)} ground-truth rows")
     out: list[RewardBreakdown] = []
-    # -- cases, and the completions that need matching
+    # -- cases, and the completions that need matching (positional arguments: fields in declaration order)
     todo: list[int] = []
+    both_empty, missed, false_alarm = cfg.w_box * cfg.both_empty, cfg.w_box * cfg.missed, cfg.w_box * cfg.false_alarm
+    add = out.append
     for i, (res, g) in enumerate(zip(parsed, gts)):
         ng, npred = len(g), len(res.defects)
         if not res.format_ok:
-            out.append(RewardBreakdown(cfg.format_fail, False, "format_fail", r_box=0.0, n_gt=ng, reason=res.reason))
-        elif ng == 0 and npred == 0:
-            out.append(RewardBreakdown(cfg.w_box * cfg.both_empty, True, "both_empty", r_box=cfg.both_empty))
-        elif npred == 0:
-            out.append(RewardBreakdown(cfg.w_box * cfg.missed, True, "missed", r_box=cfg.missed, n_gt=ng))
-        elif ng == 0:
-            fa = cfg.w_box * cfg.false_alarm
-            out.append(RewardBreakdown(fa, True, "false_alarm", r_box=cfg.false_alarm, n_pred=npred))
-        else:
-            out.append(RewardBreakdown(0.0, True, "matched", n_gt=ng, n_pred=npred))
+            add(RewardBreakdown(cfg.format_fail, False, "format_fail", 0.0, 0.0, 0.0, ng, 0, 0, res.reason))
+        elif ng and npred:
+            add(RewardBreakdown(0.0, True, "matched", 0.0, 0.0, 0.0, ng, npred))
             todo.append(i)
+        elif ng:
+            add(RewardBreakdown(missed, True, "missed", cfg.missed, 0.0, 0.0, ng))
+        elif npred:
+            add(RewardBreakdown(false_alarm, True, "false_alarm", cfg.false_alarm, 0.0, 0.0, 0, npred))
+        else:
+            add(RewardBreakdown(both_empty, True, "both_empty", cfg.both_empty))
     if not todo:
         return out
 
-    # -- every (gt, pred) pair of every completion that needs matching, in one DIoU pass
-    g_box: list[tuple[float, float, float, float]] = []
-    p_box: list[tuple[float, float, float, float]] = []
-    g_lab: list[int] = []
-    p_lab: list[int] = []
-    g_desc: list[str] = []
-    p_desc: list[str] = []
-    g_imp: list[float] = []
-    p_imp: list[float] = []
-    missing_gt = float(cfg.missing_gt_importance)
+    # -- boxes, labels and importances as arrays. A prompt's generations share one ground-truth list, so each
+    # distinct list (by identity: SDGReward hands equal cells over as one object) is laid out once.
+    g_objs: list[Defect] = []
+    p_objs: list[Defect] = []
+    seen: dict[int, int] = {}
+    g_first: list[int] = []
     for i in todo:
-        for d in gts[i]:
-            b = d.box
-            g_box.append((b.x0, b.y0, b.x1, b.y1))
-            g_lab.append(_LABEL_CODE[d.label])
-            g_desc.append(d.description)
-            g_imp.append(missing_gt if d.importance is None else d.importance)
-        for d in parsed[i].defects:
-            b = d.box
-            p_box.append((b.x0, b.y0, b.x1, b.y1))
-            p_lab.append(_LABEL_CODE[d.label])
-            p_desc.append(d.description)
-            p_imp.append(np.nan if d.importance is None else d.importance)
+        g = gts[i]
+        at = seen.get(id(g))
+        if at is None:
+            at = seen[id(g)] = len(g_objs)
+            g_objs.extend(g)
+        g_first.append(at)
+        p_objs.extend(parsed[i].defects)
     ng_ = np.fromiter((len(gts[i]) for i in todo), dtype=np.intp, count=len(todo))
     np_ = np.fromiter((len(parsed[i].defects) for i in todo), dtype=np.intp, count=len(todo))
-    g_start = np.concatenate(([0], np.cumsum(ng_)[:-1]))
+    G, g_lab, g_imp = _columns(g_objs, float(cfg.missing_gt_importance))
+    P, p_lab, p_imp = _columns(p_objs, np.nan)
+
+    # -- every (gt, pred) pair of every completion that needs matching, in one DIoU pass
+    g_start = np.asarray(g_first, dtype=np.intp)
     p_start = np.concatenate(([0], np.cumsum(np_)[:-1]))
     n_pairs = ng_ * np_
     pair_start = np.concatenate(([0], np.cumsum(n_pairs)))
@@ -134,31 +133,34 @@ def score(
     local = np.arange(pair_start[-1]) - pair_start[comp]
     gi = g_start[comp] + local // np_[comp]
     pi = p_start[comp] + local % np_[comp]
-    G, P = np.asarray(g_box), np.asarray(p_box)
     diou = diou_rows(G[gi], P[pi])
     big = 4.0 * (int(max(ng_.max(), np_.max())) + 1)  # any compatible pair beats every incompatible one
-    masked = np.where(np.asarray(g_lab)[gi] == np.asarray(p_lab)[pi], diou, -big)
+    masked = np.where(g_lab[gi] == p_lab[pi], diou, -big)
 
     # -- per-completion Hungarian on its block; 1 x m and n x 1 blocks are an argmax
     flat: list[int] = []
+    scores = masked.tolist()  # plain floats: a list slice and max() beat numpy calls on these tiny blocks
     for a, b, s in zip(ng_.tolist(), np_.tolist(), pair_start[:-1].tolist()):
         if a == 1 or b == 1:
-            flat.append(s + int(masked[s : s + a * b].argmax()))
+            block = scores[s : s + a * b]
+            flat.append(s + block.index(max(block)))  # the first maximum, as argmax
         else:
             rows, cols = linear_sum_assignment(masked[s : s + a * b].reshape(a, b), maximize=True)
-            flat.extend((s + rows * b + cols).tolist())
+            flat.extend([s + r * b + c for r, c in zip(rows.tolist(), cols.tolist())])
     sel = np.asarray(flat, dtype=np.intp)
     sel = sel[masked[sel] > -big]
     mc, mg, mp = comp[sel], gi[sel], pi[sel]
 
     # -- description and importance terms of every matched pair, batched
     if embedder is not None and sel.size:
-        cos = embedder.pair_cosines([g_desc[j] for j in mg.tolist()], [p_desc[j] for j in mp.tolist()])
-        desc_term = np.clip((cos - cfg.desc_floor) / cfg.desc_span, 0.0, 1.0)
+        cos = embedder.pair_cosines(
+            [g_objs[j].description for j in mg.tolist()], [p_objs[j].description for j in mp.tolist()]
+        )
+        desc_term = np.minimum(np.maximum((cos - cfg.desc_floor) / cfg.desc_span, 0.0), 1.0)
     else:
         desc_term = np.zeros(sel.size)
-    imp_term = np.clip(1.0 - np.abs(np.asarray(p_imp)[mp] - np.asarray(g_imp)[mg]) / cfg.imp_span, 0.0, 1.0)
-    imp_term = np.nan_to_num(imp_term, nan=0.0)  # no predicted importance earns nothing
+    imp_term = 1.0 - np.abs(p_imp[mp] - g_imp[mg]) / cfg.imp_span
+    imp_term = np.where(imp_term > 0.0, np.minimum(imp_term, 1.0), 0.0)  # NaN (no predicted importance) -> 0
 
     n = len(todo)
     sum_diou = np.bincount(mc, weights=masked[sel], minlength=n)
@@ -171,12 +173,48 @@ def score(
     r_desc = sum_desc / norm
     r_imp = sum_imp / norm
     total = cfg.w_box * r_box + cfg.w_desc * r_desc + cfg.w_imp * r_imp
-    for k, i in enumerate(todo):
+    for i, t, rb, rd, ri, nm in zip(
+        todo, total.tolist(), r_box.tolist(), r_desc.tolist(), r_imp.tolist(), n_match.tolist()
+    ):
         o = out[i]
-        o.reward = float(total[k])
-        o.r_box, o.r_desc, o.r_imp = float(r_box[k]), float(r_desc[k]), float(r_imp[k])
-        o.n_matched = int(n_match[k])
+        o.reward, o.r_box, o.r_desc, o.r_imp, o.n_matched = t, rb, rd, ri, nm
     return out
+
+
+def reward_batch(
+    completions: Sequence[Any],
+    gts: Sequence[Sequence[Defect]],
+    embedder: CachedEmbedder | None,
+    cfg: RewardConfig | None = None,
+) -> list[RewardBreakdown]:
+    """Parse and score one batch of completions: the reward's whole path, as :class:`SDGReward` runs it.
+
+    The batch makes thousands of small dicts, lists and records that die within the call, so the cyclic
+    collector is paused for it (see :func:`~sdg_data.gc_pause.gc_paused`).
+    """
+    cfg = cfg or RewardConfig()
+    with gc_paused():
+        parsed = [parse_response(c, order=cfg.box_order) for c in completions]
+        return score(parsed, gts, embedder, cfg)
+
+
+_box_of, _label_of, _importance_of = attrgetter("box"), attrgetter("label"), attrgetter("importance")
+
+
+def _columns(defects: list[Defect], no_importance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (n, 4), label codes (n,) and importances (n,; ``no_importance`` where missing) of the defects.
+
+    Built with iterator pipelines that numpy consumes directly: about 3x faster than arrays of per-defect tuples.
+    """
+    n = len(defects)
+    boxes = np.fromiter(chain.from_iterable(map(_box_of, defects)), dtype=np.float64, count=4 * n).reshape(n, 4)
+    labels = np.fromiter(map(_LABEL_CODE.__getitem__, map(_label_of, defects)), dtype=np.int8, count=n)
+    imps = np.array([no_importance if v is None else v for v in map(_importance_of, defects)], dtype=np.float64)
+    return boxes, labels, imps.reshape(n)
+
+
+def _same_cell(a: Any, b: Any) -> bool:
+    return a is b or (type(a) is type(b) and isinstance(a, (str, list)) and a == b)
 
 
 def gt_defects(value: Any, row: int = 0) -> list[Defect]:
@@ -231,9 +269,17 @@ class SDGReward:
     ) -> list[float]:
         if self.gt_column not in kwargs:
             raise KeyError(f"reward needs the dataset column {self.gt_column!r}; got columns {sorted(kwargs)}")
-        gts = [gt_defects(v, i) for i, v in enumerate(kwargs[self.gt_column])]
-        parsed = [parse_response(c, order=self.config.box_order) for c in completions]
-        self.last = score(parsed, gts, self.embedder, self.config)
+        gts: list[list[Defect]] = []
+        prev: Any = None
+        for i, v in enumerate(kwargs[self.gt_column]):
+            # trl repeats each prompt's row once per generation, one after another: parse the cell once and hand
+            # the same list to score(), which then lays it out once
+            if i and _same_cell(v, prev):
+                gts.append(gts[-1])
+            else:
+                gts.append(gt_defects(v, i))
+            prev = v
+        self.last = reward_batch(completions, gts, self.embedder, self.config)
         if log_metric is not None:
             for key, value in summarize(self.last).items():
                 log_metric(f"sdg/{key}", value)

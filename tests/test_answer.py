@@ -148,3 +148,35 @@ def test_any_text_never_raises(text):
 def test_tag_soup_never_raises(text):
     parse_response("<think>" + text)
     parse_response("<think></think><answer>" + text)
+
+
+def test_truncated_answer_is_not_compiled_as_python(monkeypatch):
+    """The Python-literal repair is only tried on a body that can hold a whole list; a cut-off one goes straight
+    to salvaging complete items (compiling it would cost more than parsing the rest of the batch)."""
+    import ast
+
+    def boom(_):
+        raise AssertionError("literal_eval called on a truncated answer")
+
+    monkeypatch.setattr(ast, "literal_eval", boom)
+    text = "<think>t</think><answer>[" + json.dumps(ITEM) + ", {'box_2d': [5, 5, 9"
+    res = parse_response(text)
+    assert not res.format_ok and len(res.defects) == 1
+    assert res.issues[0].startswith("<answer> is not closed") and "answer is not valid JSON" in res.issues[1]
+    assert res.issues[2] == "recovered 1 complete item(s) from the broken list"
+
+
+@pytest.mark.parametrize(
+    ("body", "n", "reason"),
+    [
+        ('[{"box_2d": [1, 2, 30, 40], "label": "artifact", "description": "x", "importance": NaN}]', 1, None),
+        ('[{"box_2d": [1, 2, 30, 40], "label": "artifact", "description": "fence ``` inside"}]', 1, None),
+        ('[{"box_2d": [1, 2, 30, 40], "label": "artifact", "description": "x"},]', 1, "not valid JSON"),
+    ],
+)
+def test_json_beyond_the_fast_parser(body, n, reason):
+    """What orjson rejects still gets the stdlib's reading (NaN) and wording (errors); a fence inside a string
+    is text, not a fence."""
+    res = parse_response(wrap(body))
+    assert len(res.defects) == n
+    assert (res.reason is None) if reason is None else (reason in res.reason)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdg_data.boxes import Box, BoxError, boxes_array, diou_matrix, iou_matrix
+from sdg_data.boxes import Box, BoxError, boxes_array, diou_matrix, diou_rows, iou_matrix
 
 
 coord = st.integers(min_value=0, max_value=1000)
@@ -101,3 +101,14 @@ def test_matrices_are_bounded_and_symmetric(a, b):
     assert np.all((iou >= 0) & (iou <= 1 + 1e-12))
     assert np.all((diou > -1) & (diou <= iou + 1e-12))
     np.testing.assert_allclose(iou_matrix(B, A), iou.T)
+
+
+@given(st.lists(st.tuples(grid_boxes(), grid_boxes()), min_size=0, max_size=12))
+def test_diou_rows_is_the_matrix_diagonal_bit_for_bit(pairs):
+    """The reward's in-place row kernel does the matrix's arithmetic in the same order: identical floats."""
+    A = boxes_array([Box.from_grid(a) for a, _ in pairs])
+    B = boxes_array([Box.from_grid(b) for _, b in pairs])
+    rows = diou_rows(A, B)
+    assert rows.shape == (len(pairs),)
+    if pairs:
+        assert np.array_equal(rows, np.diagonal(diou_matrix(A, B)))

@@ -75,3 +75,37 @@ def test_fast_path_matches_the_reference_recipe(tiny_qwen3_embedder_dir):
     m = enc.attention_mask.unsqueeze(-1).float()
     ref = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).numpy()
     np.testing.assert_allclose(emb.encode(texts), ref, atol=1e-5)
+
+
+def test_causal_model_runs_without_padding_mask(tiny_qwen3_embedder_dir):
+    """A causal decoder's real-token states do not depend on right padding, so batches skip the mask; the probe
+    finds that on the model, and the vectors are those of the masked path."""
+    emb = TransformersEmbedder(str(tiny_qwen3_embedder_dir), batch_size=2)
+    assert emb.causal
+    texts = ["x", "red scarf on the dog", "a long description " * 6, "two", "hands with six fingers"]
+    fast = emb.encode(texts)
+    emb.causal = False
+    np.testing.assert_allclose(fast, emb.encode(texts), atol=1e-6)
+
+
+def test_bidirectional_model_keeps_the_padding_mask(tmp_path):
+    """A BERT-style encoder attends both ways: right padding would change its states, so the probe says no."""
+    from transformers import BertConfig, BertModel
+
+    from sdg_data.tiny_models import byte_level_qwen_tokenizer
+
+    tok = byte_level_qwen_tokenizer()
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        pad_token_id=tok.pad_token_id,
+    )
+    BertModel(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    emb = TransformersEmbedder(str(tmp_path), batch_size=4)
+    assert not emb.causal
+    texts = ["a", "a much longer text than the first"]
+    np.testing.assert_allclose(emb.encode(texts)[0], emb.encode(texts[:1])[0], atol=1e-5)

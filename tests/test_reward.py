@@ -163,3 +163,24 @@ def test_reward_files(tmp_path):
     line = json.loads((tmp_path / "out.jsonl").read_text())
     assert line["image_id"] == "a" and line["reward"] == pytest.approx(0.18) and line["format_ok"] is True
     assert {"r_box", "r_desc", "r_imp", "case"} <= set(line)
+
+
+def test_group_rows_share_one_parsed_ground_truth():
+    """trl hands a prompt's row over once per generation: equal consecutive cells are parsed once and laid out
+    once, with the same rewards as separate copies."""
+    cell = [{"box_2d": FULL, "label": "artifact", "description": "g", "importance": 60}]
+    other = [{"box_2d": [0, 0, 50, 50], "label": "misalignment", "description": "g2"}]
+    cells = [cell, json.loads(json.dumps(cell)), other, other]
+    completions = [
+        render_response("t", [defect(FULL, "artifact", "same", 60)]),
+        render_response("t", [defect([0, 0, 90, 100], "artifact", "close", 40)]),
+        render_response("t", [defect([0, 0, 50, 40], "misalignment", "far")]),
+        "no tags",
+    ]
+    fn = SDGReward(embedder=emb())
+    shared = fn(completions=completions, gt_defects=cells)
+    separate = [SDGReward(embedder=emb())(completions=[c], gt_defects=[g])[0] for c, g in zip(completions, cells)]
+    assert shared == pytest.approx(separate)
+    parsed = [parse_response(c) for c in completions]
+    one = gt_defects(cell)
+    assert [r.reward for r in score(parsed[:2], [one, one], emb())] == pytest.approx(separate[:2])
