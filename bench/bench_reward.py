@@ -26,7 +26,7 @@ from synth import defects, jittered, response  # noqa: E402
 
 from sdg_data.answer import parse_response  # noqa: E402
 from sdg_data.embedding import CachedEmbedder, TransformersEmbedder  # noqa: E402
-from sdg_data.reward import RewardConfig, reward_batch, score  # noqa: E402
+from sdg_data.reward import RewardConfig, reward_batch  # noqa: E402
 
 
 def tiny_embedder_dir() -> str:
@@ -129,6 +129,18 @@ def ours_fresh(texts, gts, embedder, cfg):
     return reward_batch(texts, gts, CachedEmbedder(embedder), cfg)
 
 
+def best_warm(k: int, texts, gts, embedder, cfg) -> float:
+    """Best of ``k`` runs of the reward with the ground-truth vectors already cached (filled outside the timing)."""
+    best = math.inf
+    for _ in range(k):
+        cache = CachedEmbedder(embedder)
+        cache.encode([d.description for g in gts for d in g])
+        t0 = time.perf_counter()
+        reward_batch(texts, gts, cache, cfg)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=5)
@@ -157,16 +169,8 @@ def main() -> None:
         t_ours.append(best_of(k, ours_fresh, texts, gts, inner, cfg))
         t_base.append(best_of(k, baseline_batch, texts, gts, inner, cfg))
         # second epoch over the same prompts: ground-truth vectors already cached, new completions
-        warm = CachedEmbedder(inner)
-        warm.encode([d.description for g in gts for d in g])
-        fresh_texts = [t.replace("</think>", " again</think>") for t in texts]
-        fresh = [parse_response(t) for t in fresh_texts]
-        for res in fresh:
-            for d in res.defects:
-                d.description = d.description + " (epoch 2)"
-        t0 = time.perf_counter()
-        score(fresh, gts, warm, cfg)
-        t_warm.append(time.perf_counter() - t0)
+        epoch2 = [t.replace('"description": "', '"description": "Again, ') for t in texts]
+        t_warm.append(best_warm(k, epoch2, gts, inner, cfg))
         t_code_ours.append(best_of(k, ours_fresh, texts, gts, const, cfg))
         t_code_base.append(best_of(k, baseline_batch, texts, gts, const, cfg))
         t_core.append(best_of(20, reward_batch, texts, gts, None, cfg))
@@ -180,7 +184,7 @@ def main() -> None:
     print(f"speed-up                    : {med(t_base) / med(t_ours):8.1f}x  (target >= 10x)")
     print(
         f"  warm ground-truth cache    : {med(t_warm) * 1e3:8.2f} ms / batch = {med(t_base) / med(t_warm):.1f}x "
-        "(2nd epoch: same prompts, new completions; one run)"
+        "(2nd epoch: same prompts, new completions)"
     )
     print(
         f"reward code only (no model)  : {med(t_code_ours) * 1e3:8.2f} ms vs {med(t_code_base) * 1e3:.2f} ms "
