@@ -159,7 +159,9 @@ def main() -> None:
     ours = [r.reward for r in reward_batch(texts, gts, CachedEmbedder(inner), cfg)]
     base = baseline_batch(texts, gts, inner, cfg)
     worst = max(abs(a - b) for a, b in zip(ours, base))
-    assert worst < 1e-4, f"implementations disagree by {worst}"
+    # float32 (CPU) agrees to rounding; half precision (GPU) varies with the batch a text is padded into
+    tol = 1e-4 if inner.model.dtype == torch.float32 else 5e-3
+    assert worst < tol, f"implementations disagree by {worst}"
 
     k = args.repeat
     t_ours, t_base, t_core, t_code_ours, t_code_base, t_warm = [], [], [], [], [], []
