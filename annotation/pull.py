@@ -12,7 +12,6 @@ annotations read = valid + rejected + cancelled.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -22,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+import orjson
 
 from annotation.client import Connection, require_project
 from annotation.config import AnnotateConfig
@@ -311,10 +312,6 @@ def convert_export(
 
 
 def _dumps_lines(rows: Iterable[dict[str, Any]]) -> bytes:
-    try:
-        import orjson
-    except ImportError:
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     return b"".join(orjson.dumps(r) + b"\n" for r in rows)
 
 
@@ -342,7 +339,7 @@ def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -
 
     t0 = time.perf_counter()
     with gc_paused():
-        tasks = _loads(Path(export).read_bytes())
+        tasks = orjson.loads(Path(export).read_bytes())
         if not isinstance(tasks, list):
             raise ValueError(
                 f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)"
@@ -408,17 +405,9 @@ def export_tasks(conn: Connection, project_id: int, since: str | None = None) ->
     finally:
         if view_id is not None:
             conn.call("delete view", lambda: c.views.delete(id=view_id))
-    tasks = _loads(b"".join(chunks))
+    tasks = orjson.loads(b"".join(chunks))
     log.info("export: create %.2f s, download %.2f s, parse %.2f s", t1 - t0, t2 - t1, time.perf_counter() - t2)
     return tasks
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        import orjson
-    except ImportError:
-        return json.loads(raw)
-    return orjson.loads(raw)
 
 
 def users_map(conn: Connection) -> dict[int, str]:

@@ -183,51 +183,19 @@ def boxes_array(boxes: Sequence[Box]) -> np.ndarray:
     return np.array([(b.x0, b.y0, b.x1, b.y1) for b in boxes], dtype=np.float64)
 
 
-def _pair_terms(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intersection and union of every pair; arrays broadcast (n,1,4) against (1,m,4) or row against row."""
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
-    inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0.0, None) * np.clip(a[..., 3] - a[..., 1], 0.0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0.0, None) * np.clip(b[..., 3] - b[..., 1], 0.0, None)
-    return inter, area_a + area_b - inter
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter, union = _pair_terms(a, b)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+def _columns(boxes: np.ndarray) -> Columns:
+    """x0, y0, x1, y1 of (..., 4) boxes: views, which broadcast as the boxes do."""
+    return boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
 
 
-def _diou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    iou = _iou(a, b)
-    dcx = (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]) * 0.5
-    dcy = (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]) * 0.5
-    ew = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
-    eh = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
-    c2 = ew * ew + eh * eh
-    penalty = np.divide(dcx * dcx + dcy * dcy, c2, out=np.zeros_like(c2), where=c2 > 0)
-    return iou - penalty
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every row of ``a`` (n,4) with every row of ``b`` (m,4): an (n, m) array."""
-    return _iou(a[:, None, :], b[None, :, :])
-
-
-def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance-IoU (IoU minus squared centre distance over squared enclosing diagonal), (n, m), in (-1, 1]."""
-    return _diou(a[:, None, :], b[None, :, :])
-
-
-def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once.
-
-    The same arithmetic as :func:`diou_matrix`, in the same order (so the same bits), on contiguous coordinate
-    columns and in place: the reward calls this once per batch on ~1,000 pairs, where the cost is the number of
-    numpy calls, not the flops.
-    """
-    ax0, ay0, ax1, ay1 = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
-    bx0, by0, bx1, by1 = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
+def _pair_terms(a: Columns, b: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection and union of every pair. The first operation on both sides allocates the broadcast result;
+    the rest works in place in it (the reward calls this on ~1,000 pairs, where numpy calls cost, not flops)."""
+    ax0, ay0, ax1, ay1 = a
+    bx0, by0, bx1, by1 = b
     inter = np.minimum(ax1, bx1)
     inter -= np.maximum(ax0, bx0)
     np.maximum(inter, 0.0, out=inter)
@@ -235,26 +203,29 @@ def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ih -= np.maximum(ay0, by0)
     np.maximum(ih, 0.0, out=ih)
     inter *= ih
-    union = ax1 - ax0
-    np.maximum(union, 0.0, out=union)
-    h = ay1 - ay0
-    np.maximum(h, 0.0, out=h)
-    union *= h  # area of a
-    area_b = bx1 - bx0
-    np.maximum(area_b, 0.0, out=area_b)
-    h = by1 - by0
-    np.maximum(h, 0.0, out=h)
-    area_b *= h
-    union += area_b
+    area_a = np.maximum(ax1 - ax0, 0.0)
+    area_a *= np.maximum(ay1 - ay0, 0.0)
+    area_b = np.maximum(bx1 - bx0, 0.0)
+    area_b *= np.maximum(by1 - by0, 0.0)
+    union = area_a + area_b
     union -= inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    dcx = ax0 + ax1
-    dcx -= bx0
+    return inter, union
+
+
+def _iou(a: Columns, b: Columns) -> np.ndarray:
+    inter, union = _pair_terms(a, b)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _diou(a: Columns, b: Columns) -> np.ndarray:
+    ax0, ay0, ax1, ay1 = a
+    bx0, by0, bx1, by1 = b
+    iou = _iou(a, b)
+    dcx = (ax0 + ax1) - bx0
     dcx -= bx1
     dcx *= 0.5
     dcx *= dcx
-    dcy = ay0 + ay1
-    dcy -= by0
+    dcy = (ay0 + ay1) - by0
     dcy -= by1
     dcy *= 0.5
     dcy *= dcy
@@ -268,3 +239,23 @@ def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ew += eh
     iou -= np.divide(dcx, ew, out=np.zeros_like(ew), where=ew > 0)
     return iou
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every row of ``a`` (n,4) with every row of ``b`` (m,4): an (n, m) array."""
+    return _iou(_columns(a[:, None, :]), _columns(b[None, :, :]))
+
+
+def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance-IoU (IoU minus squared centre distance over squared enclosing diagonal), (n, m), in (-1, 1]."""
+    return _diou(_columns(a[:, None, :]), _columns(b[None, :, :]))
+
+
+def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """DIoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: one pass over many images' pairs at once.
+
+    The matrix's arithmetic on contiguous coordinate columns (one transposing copy each side).
+    """
+    ca = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
+    cb = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
+    return _diou(tuple(ca), tuple(cb))
