@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export DS_BUILD_OPS := 0
 
-.PHONY: install demo test train-smoke lint style bench clean
+.PHONY: install demo test train-smoke lint style bench bench-annotate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_memory.py
+
+bench-annotate: $(STAMP) $(LS_STAMP)
+	$(BIN)/python bench/bench_annotate.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

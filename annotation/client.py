@@ -76,14 +76,28 @@ class Connection:
         return self.call("whoami", lambda: self.client.users.whoami())
 
 
+def all_pages(pager: Any) -> list[Any]:
+    """Every item of an SDK pager, following the server's ``next`` link. The SDK's own iteration asks for the
+    page after the last one and leaves an "Invalid page" traceback in the server's log each time."""
+    items = list(pager.items or [])
+    while getattr(getattr(pager, "response", None), "next", None) and pager.get_next is not None:
+        pager = pager.get_next()
+        if pager is None:
+            break
+        items.extend(pager.items or [])
+    return items
+
+
 def find_project(conn: Connection) -> Any | None:
     """The SDG project: the one whose description carries our tag and whose title is the configured one."""
     # filtered by title and only the fields we read: the full list computes task counts for every project
     projects = conn.call(
         "list projects",
-        lambda: list(
+        lambda: all_pages(
             conn.client.projects.list(
-                title=conn.cfg.project_title, include="id,title,description,maximum_annotations,model_version"
+                title=conn.cfg.project_title,
+                include="id,title,description,maximum_annotations,model_version",
+                page_size=100,
             )
         ),
     )

@@ -31,10 +31,37 @@ class AnnotateConfig:
     port: int = 8089
     data_dir: str = "outputs/label-studio"  # LABEL_STUDIO_BASE_DATA_DIR: the SQLite database and media
     database: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD
-    label_studio_bin: str = ".venv-ls/bin/label-studio"  # the server lives in its own environment
+    label_studio_bin: str = (
+        ".venv-ls/bin/label-studio"  # the server lives in its own environment; or $SDG_LABEL_STUDIO_BIN
+    )
 
     def __post_init__(self) -> None:
         if self.overlap < 1 or self.chunk_size < 1 or self.max_retries < 0:
             raise ValueError("AnnotateConfig: overlap and chunk_size must be >= 1, max_retries >= 0")
         if self.consolidation == "review" and not self.reviewers:
             raise ValueError("AnnotateConfig: consolidation 'review' needs the reviewers' emails in 'reviewers'")
+
+
+URL_ENV = "SDG_LABEL_STUDIO_URL"
+BIN_ENV = "SDG_LABEL_STUDIO_BIN"
+
+
+def resolve_server(cfg: AnnotateConfig, url_given: bool) -> AnnotateConfig:
+    """One answer to "which server?" for every annotate command, in this order: ``--url`` or the recipe's ``url``;
+    ``$SDG_LABEL_STUDIO_URL``; the state file ``sdg annotate serve`` writes in its data folder (so ``serve --port
+    9000`` is found without repeating the port); the default. The binary: ``$SDG_LABEL_STUDIO_BIN`` unless the
+    recipe or flag names one."""
+    import os
+
+    from annotation.server import read_state
+
+    if not url_given and cfg.url == AnnotateConfig.url:
+        env_url = os.environ.get(URL_ENV)
+        state = None if env_url else read_state(cfg)
+        if env_url:
+            cfg.url = env_url.rstrip("/")
+        elif state and state.get("url"):
+            cfg.url = str(state["url"])
+    if cfg.label_studio_bin == AnnotateConfig.label_studio_bin and os.environ.get(BIN_ENV):
+        cfg.label_studio_bin = os.environ[BIN_ENV]
+    return cfg

@@ -16,7 +16,7 @@ from annotation.client import AnnotateError, Connection, ensure_project, require
 from annotation.labeling import BOX, IMAGE, IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, NUMBER, TEXT
 from annotation.push import server_tasks
 from sdg_data.answer import parse_response
-from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.jsonl import LineError, iter_lines, write_json, write_jsonl
 from sdg_data.records import Defect, RecordError
 
 
@@ -59,8 +59,11 @@ def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
     n = 0
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_lines(path):
         n += 1
+        if isinstance(obj, LineError):
+            rejects.append({"line": lineno, "image_id": None, "stage": "predict", "reason": str(obj)})
+            continue
         iid = obj.get("image_id") if isinstance(obj, dict) else None
         try:
             if not isinstance(iid, str) or not iid:
@@ -74,6 +77,8 @@ def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str
                     raise ValueError(f"response: fails the format check ({res.reason})")
                 defects = res.defects
             elif "defects" in obj:
+                if not isinstance(obj["defects"], list):
+                    raise ValueError("defects: must be a list")
                 defects = [Defect.from_json(d, iid, f"defects[{j}]", box_order) for j, d in enumerate(obj["defects"])]
             else:
                 raise ValueError("needs 'response' (model text) or 'defects'")
@@ -116,7 +121,8 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
         if got != len(chunk):
             raise AnnotateError(f"import predictions: sent {len(chunk)}, the server created {got}")
         created += got
-    ensure_project(conn, model_version=model_version)  # annotators see this model's boxes prefilled
+    if created:  # only once the server holds this model's predictions can the project show them
+        ensure_project(conn, model_version=model_version)  # annotators see this model's boxes prefilled
     summary = {
         "project": project.id,
         "read": n,
@@ -127,6 +133,8 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
     }
     if n != created + len(rejects):
         raise AssertionError(f"counts do not reconcile: {summary}")
+    if not created:
+        summary["note"] = "no usable prediction: nothing imported, the project's model version is unchanged"
     out = Path(out_dir) if out_dir else path.parent
     write_jsonl(out / f"{path.stem}.predict_rejects.jsonl", rejects)
     write_json(out / f"{path.stem}.predict_summary.json", summary)

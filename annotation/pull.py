@@ -31,6 +31,7 @@ from sdg_data.boxes import Box, BoxError
 from sdg_data.gc_pause import gc_paused
 from sdg_data.jsonl import write_json, write_jsonl
 from sdg_data.records import Defect, ImageRecord
+from sdg_data.secrets import secret_values
 
 
 _EPS = 1e-6
@@ -120,6 +121,10 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
     if not texts:
         raise RegionError(f"region {rid}: box without a description")
     parts = (texts[0].get("value") or {}).get("text") or []
+    if isinstance(parts, str):  # a single text given as a string: one text, not a list of letters
+        parts = [parts]
+    elif not isinstance(parts, list):
+        raise RegionError(f"region {rid}: description value must be a list of texts")
     text = (
         parts[0].strip()
         if len(parts) == 1 and isinstance(parts[0], str)
@@ -169,22 +174,48 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
     return Defect(b, labels[0], text.strip(), int(num), prov), prov
 
 
+def _task_id(task: Any) -> Any:
+    tid = task.get("id") if isinstance(task, Mapping) else None
+    return tid if isinstance(tid, (int, str)) else None
+
+
+def _task_shape(task: Any) -> str | None:
+    """Why a task of an export cannot be read at all, or None."""
+    if not isinstance(task, Mapping):
+        return f"task must be an object, got {type(task).__name__}"
+    if not isinstance(task.get("data") or {}, Mapping):
+        return f"task 'data' must be an object, got {type(task.get('data')).__name__}"
+    if not isinstance(task.get("annotations") or [], list):
+        return f"task 'annotations' must be a list, got {type(task.get('annotations')).__name__}"
+    return None
+
+
 def convert_annotation(
     task: Mapping[str, Any],
     ann: Mapping[str, Any],
     users: Mapping[int, str],
     doc_root: Path | None,
     check_size: bool = True,
+    image_root: Path | None = None,
 ) -> ImageRecord:
     """One annotation -> one record; ValueError naming every invalid region otherwise."""
     data = task.get("data") or {}
     iid = data.get("image_id")
     size = None
+    if "result" not in ann or not isinstance(ann.get("result"), list):
+        raise ValueError("annotation has no 'result' list (a clean image is an empty list, not a missing one)")
     path = local_path(str(data.get("image", "")), doc_root)
+    if path is not None and doc_root is not None:
+        from sdg_data.paths import PathError, Resolver
+
+        try:
+            path = Resolver(doc_root, [image_root or doc_root]).resolve(str(path), must_exist=False)
+        except PathError as exc:
+            raise ValueError(f"image: {exc}") from None
     if check_size and path is not None:
         size = image_size(path)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in ann.get("result") or []:
+    for r in ann["result"]:
         if not isinstance(r, Mapping) or "id" not in r:
             raise ValueError("a result without a region id")
         groups[str(r["id"])].append(dict(r))
@@ -205,7 +236,7 @@ def convert_annotation(
     if path is not None:
         image_path = str(path)
     origins = sorted({d.provenance["origin"] for d in defects})
-    return ImageRecord(
+    rec = ImageRecord(
         image_id=iid,
         defects=defects,
         image_path=image_path,
@@ -231,6 +262,8 @@ def convert_annotation(
             else None,
         },
     )
+    rec.validate()  # the core contract: what pull writes, every later stage (and sdg validate) accepts
+    return rec
 
 
 def _ts(rec: ImageRecord, key: str) -> str:
@@ -272,10 +305,23 @@ def convert_export(
     users = users or {}
     all_records: list[ImageRecord] = []
     rejects: list[dict[str, Any]] = []
-    counts = {"tasks": 0, "tasks_unannotated": 0, "annotations": 0, "valid": 0, "rejected": 0, "cancelled": 0}
+    counts = {
+        "tasks": 0,
+        "tasks_unannotated": 0,
+        "malformed_tasks": 0,
+        "annotations": 0,
+        "valid": 0,
+        "rejected": 0,
+        "cancelled": 0,
+    }
     cancelled_by: dict[str, int] = defaultdict(int)
     for task in tasks:
         counts["tasks"] += 1
+        problem = _task_shape(task)
+        if problem:  # a task of the wrong JSON type: its annotations cannot be read, so the task is the reject
+            rejects.append({"task_id": _task_id(task), "annotation_id": None, "image_id": None, "reason": problem})
+            counts["malformed_tasks"] += 1
+            continue
         data = task.get("data") or {}
         iid = data.get("image_id")
         anns = task.get("annotations") or []
@@ -283,6 +329,13 @@ def convert_export(
             counts["tasks_unannotated"] += 1
         for ann in anns:
             counts["annotations"] += 1
+            if not isinstance(ann, Mapping):
+                rejects.append(
+                    {"task_id": task.get("id"), "annotation_id": None, "image_id": iid, "annotator": None,
+                     "reason": f"annotation must be an object, got {type(ann).__name__}"}
+                )  # fmt: skip
+                counts["rejected"] += 1
+                continue
             who = _user(ann.get("completed_by"), users)
             if ann.get("was_cancelled"):
                 counts["cancelled"] += 1
@@ -294,10 +347,15 @@ def convert_export(
                 counts["rejected"] += 1
                 continue
             try:
-                all_records.append(convert_annotation(task, ann, users, doc_root, cfg.check_image_size))
+                all_records.append(
+                    convert_annotation(task, ann, users, doc_root, cfg.check_image_size, Path(cfg.image_root))
+                )
                 counts["valid"] += 1
-            except ValueError as exc:
+            except ValueError as exc:  # RecordError and RegionError included
                 rejects.append({**base, "reason": str(exc)})
+                counts["rejected"] += 1
+            except (TypeError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type deeper in
+                rejects.append({**base, "reason": f"malformed annotation ({type(exc).__name__}: {str(exc)[:160]})"})
                 counts["rejected"] += 1
     if counts["annotations"] != counts["valid"] + counts["rejected"] + counts["cancelled"]:
         raise AssertionError(f"counts do not reconcile: {counts}")
@@ -316,9 +374,10 @@ def _dumps_lines(rows: Iterable[dict[str, Any]]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    from sdg_data.jsonl import write_bytes
+    from sdg_data.secrets import redact
+
+    write_bytes(path, redact(data.decode("utf-8")).encode("utf-8") if secret_values() else data)
 
 
 def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = None) -> dict[str, Any]:
@@ -339,7 +398,10 @@ def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -
 
     t0 = time.perf_counter()
     with gc_paused():
-        tasks = orjson.loads(Path(export).read_bytes())
+        try:
+            tasks = orjson.loads(Path(export).read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{export}: not a Label Studio JSON export ({exc})") from None
         if not isinstance(tasks, list):
             raise ValueError(
                 f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)"

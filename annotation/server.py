@@ -165,18 +165,93 @@ def stop(pid: int, timeout_s: float = 20) -> None:
     os.killpg(pgid, signal.SIGKILL)
 
 
+STATE_FILE = "server.json"
+
+
+def state_path(cfg: AnnotateConfig) -> Path:
+    """Where ``sdg annotate serve`` records the running server (pid, URL) in its data folder."""
+    return Path(cfg.data_dir) / STATE_FILE
+
+
+def read_state(cfg: AnnotateConfig) -> dict | None:
+    """The running server's state, or None when there is none (or its process is gone)."""
+    import json
+
+    try:
+        state = json.loads(state_path(cfg).read_text(encoding="utf-8"))
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def _is_label_studio(pid: int) -> bool:
+    """Guard against a recycled pid: only a Label Studio process is ever stopped by ``sdg annotate stop``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the state file, which serve wrote for this pid
+    return b"label-studio" in cmdline or b"label_studio" in cmdline
+
+
 def serve(cfg: AnnotateConfig) -> int:
-    """Run the server in the foreground (``sdg annotate serve``) until interrupted."""
+    """Run the server in the foreground (``sdg annotate serve``) until interrupted.
+
+    The server runs in its own process group; SIGINT, SIGTERM and SIGHUP stop that whole group (Label Studio
+    starts workers), so no server is left behind. While it runs, ``DATA_DIR/server.json`` holds its pid and URL:
+    ``sdg annotate stop`` and the other annotate commands read it."""
+    import json
+
     token = token_from_env(cfg)
     admin_from_env()
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    running = read_state(cfg)
+    if running:
+        raise ServerError(
+            f"a server for {cfg.data_dir} already runs at {running.get('url')} (pid {running.get('pid')}); "
+            "sdg annotate stop ends it"
+        )
     env = server_env(cfg, token)
-    proc = subprocess.Popen(command(cfg), env=env)
+    proc = subprocess.Popen(command(cfg), env=env, start_new_session=True)
+    state = state_path(cfg)
+
+    def _stop(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        from sdg_data.jsonl import write_text
+
+        write_text(
+            state,
+            json.dumps({"pid": proc.pid, "url": f"http://{cfg.host}:{cfg.port}", "data_dir": cfg.data_dir}) + "\n",
+        )
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
+        stop(proc.pid)
         return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            stop(proc.pid)
+        state.unlink(missing_ok=True)
+
+
+def stop_server(cfg: AnnotateConfig) -> dict | None:
+    """``sdg annotate stop``: stop the server that ``serve`` started for this data folder; None if none runs."""
+    state = read_state(cfg)
+    if state is None:
+        state_path(cfg).unlink(missing_ok=True)
+        return None
+    pid = int(state["pid"])
+    if not _is_label_studio(pid):
+        state_path(cfg).unlink(missing_ok=True)
+        raise ServerError(f"pid {pid} in {state_path(cfg)} is not a Label Studio process; removed the stale file")
+    stop(pid)
+    state_path(cfg).unlink(missing_ok=True)
+    return state
 
 
 def start_from_cache(cfg: AnnotateConfig, token: str, cache: str | Path, env: dict | None = None):

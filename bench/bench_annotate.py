@@ -86,7 +86,13 @@ def main() -> None:
         image_root=str(images),
         project_title="bench-push",
     )
+    cold = not (server.default_cache() / "label_studio.sqlite3").exists()
+    t_start = time.perf_counter()
     proc = server.start_from_cache(cfg, TOKEN, server.default_cache(), env=env)
+    print(
+        f"server start: {time.perf_counter() - t_start:.1f} s "
+        f"({'cold: built the migrated data folder first' if cold else 'from the cached data folder'})"
+    )
     try:
         conn = Connection(cfg)
         c = conn.client

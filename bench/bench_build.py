@@ -45,7 +45,7 @@ def main() -> None:
         buf = io.BytesIO()
         Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3)).save(buf, format="PNG", compress_level=1)
         (root / "img" / f"{i}.png").write_bytes(buf.getvalue())
-        r.image_path, r.width, r.height = f"img/{i}.png", 1024, 1024
+        r.image_path, r.width, r.height = f"img/{i}.png", side, side
         r.caption = f"synthetic prompt {i // 4}"  # four images a prompt, like four generators
         r.split = None  # build assigns the prompt-disjoint split (paper proportion)
         r.think = think_text(r.caption, facts(r))

@@ -13,6 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sdg_data.secrets import redact
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def cache_key(image_id: str, annotation_hash: str, teacher: str, prompt_version: str) -> str:
     blob = json.dumps([image_id, annotation_hash, teacher, prompt_version], ensure_ascii=False)
@@ -41,9 +49,47 @@ class DiskCache:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f, ensure_ascii=False)
+                f.write(redact(json.dumps(entry, ensure_ascii=False)))
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class UsageLedger:
+    """Every request, appended to ``usage.jsonl`` in the cache folder as ``[requests, prompt tokens, completion
+    tokens]`` lines: ``[1, 0, 0]`` when a request is sent, ``[0, in, out]`` when its usage comes back. A killed
+    run's requests (those in flight too) are on disk, so a resumed run's summary accounts for every run's
+    requests, tokens and cost. A torn last line (killed mid-write) is skipped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = None
+
+    def add(self, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+        if self._f is None:
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
+        self._f.write(f"[{requests},{prompt_tokens},{completion_tokens}]\n")
+        self._f.flush()  # in the OS's hands: survives the process being killed
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def totals(self) -> dict[str, int]:
+        req = pt = ct = 0
+        try:
+            lines = self.path.read_text(encoding="utf-8").split("\n")
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            try:
+                r, p, c = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            req, pt, ct = req + int(r), pt + int(p), ct + int(c)
+        return {"requests": req, "prompt_tokens": pt, "completion_tokens": ct}

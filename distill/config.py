@@ -35,6 +35,9 @@ class DistillConfig:
     usd_per_mtok_out: float = 0.0
     # where finished work is kept so a rerun after a crash sends only what is missing
     cache_dir: str | None = None  # default: <out>/cache
+    # images are untrusted: they must lie inside these folders (default: the records file's folder) and decode
+    image_roots: list[str] | None = None
+    max_pixels: int = 64 * 1024 * 1024
     progress: bool = True
 
     def __post_init__(self) -> None:

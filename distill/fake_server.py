@@ -20,12 +20,16 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from distill import template_teacher
 from distill.prompting import read_facts
 
 
 FAULTS = ("500", "429", "timeout", "malformed", "moved", "dropped")
+# on request only (never drawn at random): every request refused (401), or a 500 whose body echoes the request's
+# Authorization header, as some proxies do (so tests can prove the key never reaches what we write)
+EXTRA_FAULTS = ("401", "echo")
 
 
 class FakeTeacher:
@@ -40,7 +44,7 @@ class FakeTeacher:
         retry_after: str = "retry-after-ms:50",
         responder: Callable[[dict[str, Any], str], str] | None = None,
     ):
-        unknown = set(faults) - set(FAULTS)
+        unknown = set(faults) - set(FAULTS) - set(EXTRA_FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
         self.latency, self.fault_rate, self.faults = latency, fault_rate, faults
@@ -103,9 +107,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if not self.path.rstrip("/").endswith("/chat/completions"):
             return self._send(404, b'{"error": {"message": "not found"}}')
-        image_id = self.headers.get("X-SDG-Image-Id", "?")
+        image_id = unquote(self.headers.get("X-SDG-Image-Id", "?"))  # the client percent-encodes it
         fault = teacher.pick_fault(image_id)
         time.sleep(teacher.latency)
+        if fault == "401":
+            return self._send(401, b'{"error": {"message": "invalid api key", "type": "invalid_request_error"}}')
+        if fault == "echo":
+            auth = self.headers.get("Authorization", "")
+            msg = json.dumps({"error": {"message": f"upstream failed for request with Authorization: {auth}"}})
+            return self._send(500, msg.encode())
         if fault == "500":
             return self._send(500, b'{"error": {"message": "injected server error", "type": "server_error"}}')
         if fault == "429":
@@ -135,12 +145,16 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many clients connect at once; the default backlog of 5 refuses some
+
+
 class FakeTeacherServer:
     """``with FakeTeacherServer(FakeTeacher(...)) as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
 
     def __init__(self, teacher: FakeTeacher | None = None, port: int = 0):
         self.teacher = teacher or FakeTeacher()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self.httpd = _Server(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.teacher = self.teacher  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -20,7 +20,8 @@ echo "== distill with the offline template teacher (use --teacher openai --base-
 "$SDG" distill "$DEMO/sample/records.jsonl" --out "$OUT/distill"
 
 echo "== build the dataset (annotations, sft, grpo, test)"
-"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml
+"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml \
+    --image-root "$DEMO/sample"
 
 echo "== dataset statistics and report"
 "$SDG" stats "$OUT/dataset" --report "$OUT/report.html"

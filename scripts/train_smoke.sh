@@ -12,7 +12,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 
 echo "== dataset: distill + build the bundled demo sample"
 "$BIN/sdg" distill sdg_data/demo/sample/records.jsonl --out "$OUT/distill" >/dev/null
-"$BIN/sdg" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml
+"$BIN/sdg" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml \
+    --image-root sdg_data/demo/sample >/dev/null
 
 echo "== tiny random Qwen3-VL (same classes as Qwen3-VL-4B)"
 "$BIN/python" -m train.modeling "$OUT/tiny-qwen3-vl"

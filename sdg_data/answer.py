@@ -26,6 +26,7 @@ _LABEL_SET = frozenset(LABELS)
 _NUM = (int, float)
 _NUM_TYPES = frozenset(_NUM)
 _DECODER = json.JSONDecoder()
+_BIG = 1e15  # beyond this a number is no coordinate or importance (and some would not fit a float)
 _new_box = tuple.__new__  # Box(...) without the named tuple's Python-level __new__: 0.1 us, not 0.25
 
 
@@ -101,7 +102,7 @@ def _salvage_items(body: str) -> list[Any]:
             break
         try:
             value, i = _DECODER.raw_decode(body, i)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError, ValueError, MemoryError):
             break
         out.append(value)
     return out
@@ -110,13 +111,53 @@ def _salvage_items(body: str) -> list[Any]:
 _BROKEN = object()  # "not parsed yet"; None is a valid JSON value
 
 
+class _Unparseable(ValueError):
+    """JSON the stdlib cannot turn into a value at all: nesting past the recursion limit, a number of thousands
+    of digits. Carries a reason worded like a JSONDecodeError's ``msg``."""
+
+    def __init__(self, msg: str):
+        super().__init__(msg)
+        self.msg, self.pos = msg, 0
+
+
 def _loads(body: str) -> Any:
     """orjson (about 3x the stdlib on answer-sized lists: this is the reward's hot path); what it rejects goes to
-    the stdlib, which also takes NaN, Infinity and lone surrogates and words the error the user sees."""
+    the stdlib, which also takes NaN, Infinity and lone surrogates and words the error the user sees.
+
+    Hostile text must not raise anything but a decode error: nesting deeper than the stack (RecursionError) and
+    integers past Python's digit limit (ValueError) become :class:`_Unparseable`."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise _Unparseable("nested too deeply") from None
+    except (ValueError, MemoryError) as exc:
+        raise _Unparseable(f"unreadable value ({_short(exc)})") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``str(value)`` cut to ``limit`` characters, for messages; never raises (deep nesting, 5000-digit ints)."""
+    try:
+        text = str(value)
+    except (ValueError, RecursionError, MemoryError):
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _clean_text(text: str) -> str:
+    """Text safe to embed, tokenize and write as UTF-8: lone surrogates become U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
 
 
 def _loose_list(body: str) -> Any:
@@ -141,11 +182,15 @@ def _importance(value: Any, i: int, issues: list[str]) -> int | None:
         try:
             value = float(value.strip())
         except ValueError:
-            issues.append(f"item {i}: importance {value!r} is not a number, dropped")
+            issues.append(f"item {i}: importance {_short(value)!r} is not a number, dropped")
             return None
     if type(value) not in _NUM or value != value:
-        issues.append(f"item {i}: importance {value!r} is not a number, dropped")
+        issues.append(f"item {i}: importance {_short(value)} is not a number, dropped")
         return None
+    if not -_BIG < value < _BIG:  # inf, 1e999, 400-digit integers: clamp without converting
+        c = IMPORTANCE_MAX if value > 0 else IMPORTANCE_MIN
+        issues.append(f"item {i}: importance {_short(value)} clamped to {c}")
+        return c
     v = int(value + 0.5) if value >= 0 else int(value - 0.5)
     if v < IMPORTANCE_MIN or v > IMPORTANCE_MAX:
         c = min(IMPORTANCE_MAX, max(IMPORTANCE_MIN, v))
@@ -174,11 +219,14 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
                 continue
             failures.append(f"item {i}: key 'bbox_2d' instead of 'box_2d'")
         if type(raw) is not list or len(raw) != 4:
-            failures.append(f"item {i}: box_2d must be 4 numbers, got {str(raw)[:60]}")
+            failures.append(f"item {i}: box_2d must be 4 numbers, got {_short(raw)}")
             continue
         a, b, c, e = raw
         if type(a) not in num or type(b) not in num or type(c) not in num or type(e) not in num:
-            failures.append(f"item {i}: box_2d must be 4 numbers, got {str(raw)[:60]}")
+            failures.append(f"item {i}: box_2d must be 4 numbers, got {_short(raw)}")
+            continue
+        if not (-_BIG < a < _BIG and -_BIG < b < _BIG and -_BIG < c < _BIG and -_BIG < e < _BIG):
+            failures.append(f"item {i}: box_2d holds a non-finite or out-of-range number: {_short(raw)}")
             continue
         if order == "xyxy":
             x0, y0, x1, y1 = a, b, c, e
@@ -195,13 +243,13 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
                 continue
             issues.append(f"item {i}: box_2d {raw} clamped to 0-{GRID}")
         label = item.get("label")
+        if type(label) is not str:  # before the set lookup: a list or dict label is unhashable
+            failures.append(f"item {i}: no label")
+            continue
         if label not in _LABEL_SET:
-            if type(label) is not str:
-                failures.append(f"item {i}: no label")
-                continue
             norm = label.strip().lower()
             if norm not in _LABEL_SET:
-                failures.append(f"item {i}: unknown label {label!r}")
+                failures.append(f"item {i}: unknown label {_short(label)!r}")
                 continue
             label = norm
         desc = item.get("description")
@@ -211,7 +259,9 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
                 failures.append(f"item {i}: no description")
                 desc = ""
         if type(desc) is not str:
-            desc = str(desc)
+            desc = _short(desc, 1 << 30)
+        if not desc.isascii():
+            desc = _clean_text(desc)
         imp = item.get("importance")
         if imp is not None and (type(imp) is not int or imp < IMPORTANCE_MIN or imp > IMPORTANCE_MAX):
             imp = _importance(imp, i, issues)
@@ -288,7 +338,7 @@ def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
         else:
             try:
                 data = _loads(body)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, _Unparseable) as exc:
                 issues.append(f"answer is not valid JSON ({exc.msg} at char {exc.pos})")
                 reason = reason or issues[-1]
                 data = _loose_list(body)
@@ -309,6 +359,20 @@ def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
     defects, item_reason = _parse_items(data, order, issues)
     reason = reason or item_reason
     return ParseResult(defects=defects, format_ok=reason is None, reason=reason, think=think, issues=issues)
+
+
+def normalized_box_issue(result: ParseResult) -> str | None:
+    """``defects[i].box_2d: why`` for the first parsed box that looks normalised to 0-1, or None.
+
+    Prediction *files* stop on it with this message (a whole file written in the wrong unit would otherwise
+    score as specks in a corner); the GRPO reward keeps the paper's definition and scores such boxes as boxes."""
+    from sdg_data.boxes import normalized_problem
+
+    for i, d in enumerate(result.defects):
+        why = normalized_problem(d.box)
+        if why:
+            return f"defects[{i}].box_2d: {why}"
+    return None
 
 
 def parse_defect_list(items: Any, order: BoxOrder = "xyxy") -> ParseResult:

@@ -103,11 +103,32 @@ def hf_features():
 _RECORD_COLUMNS = tuple(f.name for f in arrow_schema())
 
 
+def dataset_shards(folder: str | Path, config: str, split: str | None = None) -> list[Path]:
+    """The shards of one config of a dataset folder written by ``sdg build``: the files its last completed build
+    lists in ``meta/build.json`` (never a crashed or earlier build's leftovers); a plain glob for older folders."""
+    import json
+
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / "meta" / "build.json").read_text(encoding="utf-8"))["files"][config]
+        paths = [folder / f for f in files]
+    except (OSError, ValueError, KeyError, TypeError):
+        paths = sorted((folder / "data" / config).glob("*.parquet"))
+    if split is not None:
+        paths = [p for p in paths if p.name.startswith(f"{split}-")]
+    return [p for p in paths if p.is_file()]
+
+
 def parquet_files(path: str | Path) -> list[Path]:
     """A parquet file, or the shards of a dataset folder: its ``test`` config if it has one, else every shard."""
     p = Path(path)
     if p.is_file():
         return [p]
+    if (p / "meta" / "build.json").is_file():
+        for config in ("test", "annotations"):
+            files = dataset_shards(p, config)
+            if files:
+                return files
     for sub in (p / "data" / "test", p / "data", p):
         files = sorted(sub.rglob("*.parquet")) if sub.is_dir() else []
         if files:

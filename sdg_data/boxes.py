@@ -49,11 +49,28 @@ def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, flo
     for v in coords:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise BoxError(f"{what} must hold numbers, got {v!r}")
-        f = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # an integer of hundreds of digits
+            raise BoxError(f"{what} holds a number too large to be a coordinate") from None
         if not math.isfinite(f):
             raise BoxError(f"{what} holds a non-finite value {v!r}")
         out.append(f)
     return out[0], out[1], out[2], out[3]
+
+
+def normalized_problem(coords: Sequence[float]) -> str | None:
+    """Why four grid coordinates look like a 0-1 normalised box, or None.
+
+    A box whose every coordinate is within 0-1 with a fraction among them is almost surely normalised (on the
+    0-1000 grid it would be under a thousandth of the image); reading it as grid units would silently turn it
+    into a speck at the corner, so it is an error that says so instead."""
+    if all(0.0 <= v <= 1.0 for v in coords) and any(v != int(v) for v in coords):
+        return (
+            f"{list(coords)} looks normalised to 0-1; box_2d is on the 0-{GRID} grid "
+            f"(multiply by {GRID}, or convert pixels with the image size)"
+        )
+    return None
 
 
 def _ordered(a: int, b: int) -> tuple[int, int]:
@@ -83,6 +100,9 @@ class Box(NamedTuple):
         """From a ``box_2d`` on the 0-1000 grid in ``order`` (SDG answers: xyxy; Gemini and the SFT card: yxyx)."""
         _check_order(order)
         a, b, c, d = _four_numbers(coords, "box_2d")
+        why = normalized_problem((a, b, c, d))
+        if why:
+            raise BoxError(f"box_2d {why}")
         return cls(a, b, c, d) if order == "xyxy" else cls(b, a, d, c)
 
     @classmethod

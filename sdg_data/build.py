@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -27,8 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
+from sdg_data.images import MAX_PIXELS, ImageError, check_bytes
 from sdg_data.jitter import JitterConfig, pair_responses
-from sdg_data.jsonl import screen_records, write_json, write_jsonl
+from sdg_data.jsonl import screen_records, write_json, write_jsonl, write_text
 from sdg_data.records import ImageRecord
 
 
@@ -42,7 +42,9 @@ class BuildConfig:
     test_fraction: float = PAPER_TEST_FRACTION  # share of images held out, by whole prompts (prompt-disjoint)
     test_images: int | None = None  # or an exact target count of test images (whole prompts, so >= this)
     split_salt: str = "sdg"  # changes which prompts go to test
-    keep_existing_split: bool = True  # records that already carry a split (set at generation) keep it
+    split_from: str = "records"  # records: a split a record carries (set by generate) wins; fraction: re-split all
+    image_roots: list[str] | None = None  # folders image_path may point into; default the records file's folder
+    max_pixels: int = MAX_PIXELS  # images whose header declares more are rejected (no decompression bombs)
     epochs: int = 3
     jitter: int = 10
     jitter_seed: int = 42
@@ -56,6 +58,8 @@ class BuildConfig:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"BuildConfig.test_fraction must be in [0, 1), got {self.test_fraction}")
         JitterConfig(self.epochs, self.jitter, self.jitter_seed)  # validates
+        if self.split_from not in ("records", "fraction"):
+            raise ValueError(f"BuildConfig.split_from must be 'records' or 'fraction', got {self.split_from!r}")
 
 
 # ------------------------------------------------------------------ features (datasets schema, with HF metadata)
@@ -122,7 +126,7 @@ def assign_splits(records: list[ImageRecord], cfg: BuildConfig) -> dict[str, int
         by_prompt[_prompt_key(r.caption or "")].append(r)
     fixed: dict[str, str] = {}
     conflicts = 0
-    if cfg.keep_existing_split:
+    if cfg.split_from == "records":
         for key, group in by_prompt.items():
             given = Counter(r.split for r in group if r.split)
             if given:
@@ -151,7 +155,8 @@ def assign_splits(records: list[ImageRecord], cfg: BuildConfig) -> dict[str, int
 
 # ------------------------------------------------------------------ shard writing
 class _ShardWriter:
-    """Parquet shards of at most ``max_bytes`` (by input size), named ``{split}-0000i-of-0000n.parquet``."""
+    """Parquet shards of at most ``max_bytes`` (by input size), written under temporary names. The build names them
+    ``{split}-{fingerprint}-0000i-of-0000n.parquet`` once every shard is written (see :func:`_publish`)."""
 
     def __init__(self, folder: Path, split: str, schema: pa.Schema, max_bytes: int, dictionary_images: bool):
         self.folder, self.split, self.schema, self.max_bytes = folder, split, schema, max_bytes
@@ -163,7 +168,7 @@ class _ShardWriter:
         folder.mkdir(parents=True, exist_ok=True)
 
     def _open(self) -> None:
-        path = self.folder / f".{self.split}-{len(self.paths):05d}.parquet.tmp"
+        path = self.folder / f".{self.split}-{len(self.paths):05d}.{os.getpid()}.parquet.tmp"
         self.paths.append(path)
         self.writer = pq.ParquetWriter(
             path,
@@ -191,30 +196,72 @@ class _ShardWriter:
             self.writer = None
 
     def finish(self) -> list[Path]:
+        """The temporary shard files, closed; none for a split without rows (the card leaves it out)."""
         self.close_current()
-        if not self.paths:  # an empty split still gets one (empty) shard so the config loads
-            self._open()  # schema only, no row group: readers see zero rows
-            self.close_current()
-        n = len(self.paths)
-        final = []
-        for i, p in enumerate(self.paths):
-            dst = self.folder / f"{self.split}-{i:05d}-of-{n:05d}.parquet"
+        return list(self.paths)
+
+    def discard(self) -> None:
+        self.close_current()
+        for p in self.paths:
+            p.unlink(missing_ok=True)
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """A short content hash of the shards: part of every shard name and card pattern, so ``datasets`` (which keys
+    its cache by the folder name and the card's patterns) never serves one build's cached rows for another."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in paths:
+        h.update(p.name.split(".", 2)[1].encode())
+        with p.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _publish(out: Path, temps: dict[tuple[str, str], list[Path]], fp: str) -> dict[str, list[str]]:
+    """Rename the temporary shards to their final names (beside the previous build's, which stay readable)."""
+    files: dict[str, list[str]] = defaultdict(list)
+    for (config, split), paths in temps.items():
+        n = len(paths)
+        for i, p in enumerate(paths):
+            dst = p.parent / f"{split}-{fp}-{i:05d}-of-{n:05d}.parquet"
             os.replace(p, dst)
-            final.append(dst)
-        return final
+            files[config].append(str(dst.relative_to(out)))
+    return files
+
+
+def _remove_stale(out: Path, keep: dict[str, list[str]]) -> int:
+    """After the new card is in place: delete shards no card points at any more (earlier builds, crashed temps)."""
+    kept = {out / f for fs in keep.values() for f in fs}
+    removed = 0
+    data = out / "data"
+    if not data.is_dir():
+        return 0
+    for p in data.glob("*/*"):
+        if p.is_file() and p not in kept and (p.suffix == ".parquet" or p.name.endswith(".parquet.tmp")):
+            p.unlink(missing_ok=True)
+            removed += 1
+    for d in data.iterdir():
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    return removed
 
 
 # ------------------------------------------------------------------ build
-def _image_cell(rec: ImageRecord, base: Path) -> tuple[dict[str, Any], int]:
-    p = Path(rec.image_path)
-    p = p if p.is_absolute() else base / p
-    data = p.read_bytes()
-    return {"bytes": data, "path": p.name}, len(data)
+def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> tuple[dict[str, Any], int]:
+    """The image column's cell: exactly the bytes that were verified as an image of the record's size."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    checked = check_bytes(data, (rec.width, rec.height), max_pixels, path)
+    return {"bytes": checked.data, "path": path.name}, len(data)
 
 
-def load_distilled(path: Path) -> tuple[list[tuple[int, ImageRecord]], list[dict[str, Any]], int]:
-    ok, rejects, n = screen_records(path, ("caption", "think"), "build")
-    return [(line, rec) for line, rec, _ in ok], rejects, n
+def load_distilled(
+    path: Path, image_roots: list[str] | None = None
+) -> tuple[list[tuple[int, ImageRecord, Path]], list[dict[str, Any]], int]:
+    return screen_records(path, ("caption", "think"), "build", image_roots or ())
 
 
 def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:
@@ -224,14 +271,21 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
     t0 = time.perf_counter()
     records_path, out = Path(records_path), Path(out_dir)
     base = records_path.parent
-    loaded, rejects, n_read = load_distilled(records_path)
-    records = [r for _, r in loaded]
+    loaded, rejects, n_read = load_distilled(records_path, cfg.image_roots)
+    if n_read == 0:
+        raise ValueError(f"{records_path}: no records (an empty file); nothing to build")
+    records = [r for _, r, _ in loaded]
+    warnings: list[str] = []
+    given = sum(r.split is not None for r in records)
+    if cfg.split_from == "records" and records and given == len(records) and cfg.test_fraction != PAPER_TEST_FRACTION:
+        warnings.append(
+            f"every record already carries a split (from generate), so test_fraction {cfg.test_fraction} changes "
+            "nothing; pass --split-from fraction to re-split by it"
+        )
     split_info = assign_splits(records, cfg)
     jitter = JitterConfig(cfg.epochs, cfg.jitter, cfg.jitter_seed)
     tpl = cfg.prompt_template
     tpl_id = template_id(tpl)
-    for name in CONFIGS:
-        shutil.rmtree(out / "data" / name, ignore_errors=True)
     max_bytes = cfg.max_shard_mb << 20
     schemas = {name: _features(name).arrow_schema for name in CONFIGS}
     writers = {
@@ -258,12 +312,9 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
             buffers[key] = []
             sizes[key] = 0
 
-    for rec in tqdm(records, desc="build", unit="img", disable=not progress):
-        try:
-            image, nbytes = _image_cell(rec, base)
-        except OSError as exc:
-            rejects.append({"image_id": rec.image_id, "stage": "build", "reason": f"image unreadable: {exc}"})
-            continue
+    def _add_rows(rec: ImageRecord, image: dict[str, Any], nbytes: int) -> None:
+        """Every config's rows for one verified image."""
+        nonlocal unique_image_bytes, train_image_bytes, sft_text_bytes
         kept.append(rec)
         unique_image_bytes += nbytes
         train_image_bytes += nbytes if rec.split == "train" else 0
@@ -289,7 +340,7 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
             buffers[("test", "test")].append({**common, "image": image, "defects": _defect_rows(rec)})
             sizes[("test", "test")] += nbytes
             flush(("test", "test"))
-            continue
+            return
         gt = _defect_rows(rec)
         buffers[("grpo", "train")].append(
             {**common, "images": [image], "prompt": prompt_messages(rec.caption, tpl), "gt_defects": gt}
@@ -317,17 +368,54 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
         sizes[("sft", "train")] += nbytes  # the image once: the pairs share it in one row group
         if len(buffers[("sft", "train")]) >= cfg.rows_per_group * cfg.epochs:
             flush(("sft", "train"), force=True)
-    files: dict[str, list[str]] = defaultdict(list)
-    for key in writers:
-        flush(key, force=True)
-        for p in writers[key].finish():
-            files[key[0]].append(str(p.relative_to(out)))
+
+    try:
+        for line, rec, img_path in tqdm(loaded, desc="build", unit="img", disable=not progress):
+            try:
+                image, nbytes = _image_cell(rec, img_path, cfg.max_pixels)
+            except ImageError as exc:
+                rejects.append(
+                    {
+                        "image_id": rec.image_id,
+                        "line": line,
+                        "stage": "build",
+                        "reason": f"record {rec.image_id!r} field 'image_path': {exc}",
+                        "record": rec.to_json(),
+                    }
+                )
+                continue
+            _add_rows(rec, image, nbytes)
+        temps: dict[tuple[str, str], list[Path]] = {}
+        for key in writers:
+            flush(key, force=True)
+            paths = writers[key].finish()
+            if paths:
+                temps[key] = paths
+    except BaseException:
+        for w in writers.values():
+            w.discard()
+        raise
+    if not kept:
+        for paths in temps.values():
+            for p in paths:
+                p.unlink(missing_ok=True)
+        write_jsonl(out / "meta" / "build_rejects.jsonl", rejects)
+        first = "; ".join(sorted({r["reason"] for r in rejects})[:3])
+        raise ValueError(
+            f"{records_path}: built 0 of {n_read} records ({len(rejects)} rejected, see "
+            f"{out / 'meta' / 'build_rejects.jsonl'}); first reasons: {first}"
+        )
+    fp = _fingerprint([p for key in sorted(temps) for p in temps[key]])
+    files = _publish(out, temps, fp)
     counts = {f"{c}/{s}": w.rows for (c, s), w in writers.items()}
+    for key, w in writers.items():
+        if not w.rows:
+            warnings.append(f"config {key[0]!r} has no {key[1]!r} rows; the card leaves that split out")
     write_jsonl(out / "meta" / "build_rejects.jsonl", rejects)
     for name in ("rejects.jsonl", "summary.json"):  # the distill stage's records travel with the dataset
         src = base / name
         if src.exists():
-            shutil.copyfile(src, out / "meta" / f"distill_{name}")
+            write_text(out / "meta" / f"distill_{name}", src.read_text(encoding="utf-8", errors="replace"))
     size = {c: sum((out / f).stat().st_size for f in fs) for c, fs in files.items()}
     summary = {
         "read": n_read,
@@ -345,15 +433,35 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
             "ratio": round(size.get("sft", 0) / max(1, train_image_bytes + sft_text_bytes), 4),
         },
         "total_bytes": sum(size.values()),
+        "fingerprint": fp,
+        "files": dict(files),
         "prompt_template": tpl_id,
         "config": asdict(cfg),
+        "warnings": warnings,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if summary["read"] != summary["built"] + summary["rejected"]:
         raise AssertionError(f"counts do not reconcile: {summary}")
     write_json(out / "meta" / "build.json", summary)
-    (out / "README.md").write_text(dataset_card(summary, kept, cfg), encoding="utf-8")
+    write_text(out / "README.md", dataset_card(summary, kept, cfg))  # the swap: readers now see this build
+    summary["stale_files_removed"] = _remove_stale(out, files)
     return summary
+
+
+def card_configs(rows: dict[str, int], fp: str) -> list[dict[str, Any]]:
+    """The card's ``configs``: one entry per config with rows, each split's pattern naming this build's shards
+    (so a rebuild changes the patterns, and with them the ``datasets`` cache key). Splits without rows are left
+    out: ``datasets`` refuses a declared split that matches no data."""
+    out = []
+    for config in CONFIGS:
+        files = [
+            {"split": split, "path": f"data/{config}/{split}-{fp}-*.parquet"}
+            for split in ("train", "test")
+            if rows.get(f"{config}/{split}", 0) > 0
+        ]
+        if files:
+            out.append({"config_name": config, "data_files": files})
+    return out
 
 
 def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: BuildConfig) -> str:
@@ -363,18 +471,7 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
         "pretty_name": cfg.pretty_name,
         "task_categories": ["object-detection", "image-text-to-text"],
         "tags": ["text-to-image", "defect-detection", "grounding", "sdg"],
-        "configs": [
-            {
-                "config_name": "annotations",
-                "data_files": [
-                    {"split": "train", "path": "data/annotations/train-*.parquet"},
-                    {"split": "test", "path": "data/annotations/test-*.parquet"},
-                ],
-            },
-            {"config_name": "sft", "data_files": [{"split": "train", "path": "data/sft/train-*.parquet"}]},
-            {"config_name": "grpo", "data_files": [{"split": "train", "path": "data/grpo/train-*.parquet"}]},
-            {"config_name": "test", "data_files": [{"split": "test", "path": "data/test/test-*.parquet"}]},
-        ],
+        "configs": card_configs(summary["rows"], summary["fingerprint"]),
     }
     import yaml
 

@@ -44,9 +44,28 @@ BoxOrderOpt = Annotated[
 ]
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one redacted line (keys masked, newlines folded, long server bodies cut)."""
+    from sdg_data.secrets import redact
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = redact(text)
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {_one_line(exc)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
+
+
+ImageRootOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--image-root",
+        help="Folder that image_path may point into (repeatable). Default: the records file's folder. Paths that "
+        "leave the allowed folders (.., absolute paths, symlinks) are rejected.",
+    ),
+]
 
 
 @app.command("eval")
@@ -138,17 +157,32 @@ def reward_cmd(
 def validate_cmd(
     records: Annotated[Path, typer.Argument(help="A records JSONL file to check against the data contract.")],
     box_order: BoxOrderOpt = None,
+    per_annotation: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--per-annotation/--per-image",
+            help="Several records per image are allowed (one per annotator, as in sdg annotate pull's "
+            ".all.jsonl; the default for files named *.all.jsonl) or not (one record per image).",
+        ),
+    ] = None,
 ) -> None:
     """Check every line of a records file; print counts, or the first error with its line, record and field."""
     from sdg_data.jsonl import InputError, read_records
 
+    many = records.name.endswith(".all.jsonl") if per_annotation is None else per_annotation
     try:
-        recs = read_records(records, order=box_order or "xyxy")
+        recs = read_records(records, order=box_order or "xyxy", unique=not many)
+        if not recs:
+            raise InputError(f"{records}: no records (an empty file)")
     except InputError as exc:
         _fail(exc)
     n_def = sum(len(r.defects) for r in recs)
     clean = sum(not r.defects for r in recs)
-    typer.echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
+    if many:
+        n_img = len({r.image_id for r in recs})
+        typer.echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: valid")
+    else:
+        typer.echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
 
 
 @app.command("import-sdg30k")
@@ -217,6 +251,7 @@ def distill_cmd(
     template: Annotated[
         Optional[str], typer.Option("--template", help="Teacher prompt: a name under distill/prompts/ or DIR/NAME.")
     ] = None,
+    image_root: ImageRootOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Turn each annotated image into the detector's target: a three-step think, English descriptions and
@@ -229,7 +264,7 @@ def distill_cmd(
     Finished records are cached under OUT/cache: rerunning after a crash sends only what is missing.
     """
     from distill.config import DistillConfig
-    from distill.runner import distill_file
+    from distill.runner import TransportError, distill_file
     from sdg_data.config import ConfigError, load_config
     from sdg_data.jsonl import InputError
 
@@ -237,15 +272,23 @@ def distill_cmd(
         cfg = load_config(
             DistillConfig,
             config,
-            dict(teacher=teacher, base_url=base_url, model=model, max_in_flight=max_in_flight, template=template),
+            dict(
+                teacher=teacher,
+                base_url=base_url,
+                model=model,
+                max_in_flight=max_in_flight,
+                template=template,
+                image_roots=[str(p) for p in image_root] if image_root else None,
+            ),
         )
         s = distill_file(records, out, cfg)
-    except (ConfigError, InputError, ValueError, OSError) as exc:
+    except (ConfigError, InputError, ValueError, OSError, TransportError) as exc:
         _fail(exc)
     typer.echo(
         f"read {s['read']}: distilled {s['distilled']}, rejected {s['rejected']} {s['rejected_by_stage']}; "
-        f"{s['from_cache']} from cache, {s['requests']} requests, {s['transient_retries']} transient retries, "
-        f"{s['rule_retries']} rule retries, tokens {s['prompt_tokens']} in / {s['completion_tokens']} out, "
+        f"{s['from_cache']} from cache, {s['this_run']['requests']} requests this run, "
+        f"{s['transient_retries']} transient retries, {s['rule_retries']} rule retries; all runs into {out}: "
+        f"{s['requests']} requests, tokens {s['prompt_tokens']} in / {s['completion_tokens']} out, "
         f"cost ${s['cost_usd']}"
     )
     typer.echo(f"output: {out}/distilled.jsonl, {out}/rejects.jsonl, {out}/summary.json")
@@ -268,6 +311,15 @@ def build_cmd(
         typer.Option("--push-to-hub", help="Upload the folder to this Hub dataset repo (needs HF_TOKEN)."),
     ] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
+    split_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--split-from",
+            help="Which split wins: 'records' (a split a record carries, e.g. from sdg generate, is kept; "
+            "--test-fraction splits the rest) or 'fraction' (re-split every record by --test-fraction).",
+        ),
+    ] = None,
+    image_root: ImageRootOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write the SDG dataset: configs annotations, sft (jittered pairs), grpo and test, as parquet shards and a
@@ -283,22 +335,32 @@ def build_cmd(
         cfg = load_config(
             BuildConfig,
             config,
-            dict(test_fraction=test_fraction, epochs=epochs, jitter=jitter, prompt_template=prompt_template),
+            dict(
+                test_fraction=test_fraction,
+                epochs=epochs,
+                jitter=jitter,
+                prompt_template=prompt_template,
+                split_from=split_from,
+                image_roots=[str(p) for p in image_root] if image_root else None,
+            ),
         )
         s = build_dataset(records, out, cfg)
     except (ConfigError, InputError, ValueError, OSError) as exc:
         _fail(exc)
+    for w in s.get("warnings", []):
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
     typer.echo(
         f"size {s['total_bytes'] / 1e6:.2f} MB; unique image bytes {s['unique_image_bytes'] / 1e6:.2f} MB; "
         f"sft {s['sft']['bytes'] / 1e6:.2f} MB = {s['sft']['ratio']:.3f} x (train image bytes + text)"
     )
     if push_to_hub:
-        from huggingface_hub import HfApi
+        from sdg_data.hub import push_dataset
 
-        api = HfApi()
-        api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(out), repo_id=push_to_hub, repo_type="dataset")
+        try:
+            push_dataset(out, push_to_hub, private)
+        except RuntimeError as exc:
+            _fail(exc)
         typer.echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
     typer.echo(f"dataset: {out}")
 
@@ -329,16 +391,19 @@ def viz_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for the annotated PNGs.")],
     limit: Annotated[Optional[int], typer.Option("--limit", help="Draw at most this many images.")] = None,
     ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated image ids to draw.")] = None,
+    image_root: ImageRootOpt = None,
 ) -> None:
-    """Draw boxes, labels and importance on the images, one PNG each, for checks by eye."""
+    """Draw boxes, labels and importance on the images, one PNG each, for checks by eye. Files are named from
+    the image ids made safe for paths; records whose image fails its checks go to OUT/viz_rejects.jsonl."""
     from sdg_data.jsonl import InputError
     from sdg_data.viz import visualize
 
     try:
-        n = visualize(source, out, limit, set(ids.split(",")) if ids else None)
+        n, rejects = visualize(source, out, limit, set(ids.split(",")) if ids else None, image_root)
     except (InputError, ValueError, OSError) as exc:
         _fail(exc)
-    typer.echo(f"drew {n} images into {out}")
+    extra = f"; {len(rejects)} rejected (see {out / 'viz_rejects.jsonl'})" if rejects else ""
+    typer.echo(f"drew {n} images into {out}{extra}")
 
 
 @app.command("generate")
@@ -494,7 +559,7 @@ def detect_cmd(
         s = detect(source, out, cfg)
     except ImportError as exc:
         _fail(ImportError(f"{exc}; install the train extra: pip install 'sdg[train]'"))
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: the server refused the key
         _fail(exc)
     typer.echo(
         f"read {s['read']}: predicted {s['predicted']} ({s['format_ok']} pass the format check, "
@@ -520,10 +585,11 @@ RootOpt = Annotated[
 
 
 def _ann_cfg(config, **overrides):
-    from annotation.config import AnnotateConfig
+    from annotation.config import AnnotateConfig, resolve_server
     from sdg_data.config import load_config
 
-    return load_config(AnnotateConfig, config, overrides)
+    cfg = load_config(AnnotateConfig, config, overrides)
+    return resolve_server(cfg, url_given=overrides.get("url") is not None)
 
 
 def _ann_run(fn):
@@ -546,15 +612,46 @@ def annotate_serve(
     host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Database and media folder.")] = None,
     image_root: RootOpt = None,
+    label_studio_bin: Annotated[
+        Optional[str],
+        typer.Option(
+            "--label-studio-bin",
+            help="The label-studio executable (default .venv-ls/bin/label-studio, or $SDG_LABEL_STUDIO_BIN).",
+        ),
+    ] = None,
     config: AnnConfigOpt = None,
 ) -> None:
     """Run Label Studio (pinned, in .venv-ls) for the SDG project, locked down: local bind, invite-only
     sign-up, local files only from the image root, no telemetry. Needs LABEL_STUDIO_USERNAME,
-    LABEL_STUDIO_PASSWORD (the admin) and LABEL_STUDIO_API_KEY (the admin's token) in the environment."""
+    LABEL_STUDIO_PASSWORD (the admin) and LABEL_STUDIO_API_KEY (the admin's token) in the environment.
+
+    The first start of a new data folder builds its database (a minute or two). Ctrl+C, SIGTERM or
+    'sdg annotate stop' (from another shell) stop the server and its workers. While it runs, the other annotate
+    commands find its URL in DATA_DIR/server.json, so a --port given here need not be repeated."""
     from annotation.server import serve
 
-    cfg = _ann_run(lambda: _ann_cfg(config, port=port, host=host, data_dir=data_dir, image_root=image_root))
+    cfg = _ann_run(
+        lambda: _ann_cfg(
+            config, port=port, host=host, data_dir=data_dir, image_root=image_root, label_studio_bin=label_studio_bin
+        )
+    )
     raise typer.Exit(code=_ann_run(lambda: serve(cfg)) or 0)
+
+
+@annotate_app.command("stop")
+def annotate_stop(
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="The data folder serve was given.")] = None,
+    config: AnnConfigOpt = None,
+) -> None:
+    """Stop the server that 'sdg annotate serve' started for this data folder (and its workers)."""
+    from annotation.server import stop_server
+
+    cfg = _ann_run(lambda: _ann_cfg(config, data_dir=data_dir))
+    state = _ann_run(lambda: stop_server(cfg))
+    if state is None:
+        typer.echo(f"no server running for {cfg.data_dir}")
+    else:
+        typer.echo(f"stopped Label Studio at {state.get('url')} (pid {state.get('pid')})")
 
 
 @annotate_app.command("init")
@@ -634,9 +731,10 @@ def annotate_pull(
         return pull(Connection(cfg), out, since)
 
     s = _ann_run(run)
+    bad_tasks = f", {s['malformed_tasks']} malformed tasks rejected" if s.get("malformed_tasks") else ""
     typer.echo(
         f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
-        f"{s['cancelled']} skipped; {s['images']} images ({s['clean_images']} clean) -> {out}"
+        f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean) -> {out}"
     )
 
 
@@ -697,7 +795,28 @@ def train_grpo_cmd(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    app()
+    """The ``sdg`` entry point: any error a command did not turn into its own line still ends as one red line
+    (with SDG_DEBUG=1 it raises, for the traceback)."""
+    import os
+    import sys
+
+    from sdg_data.secrets import install_log_filter
+
+    install_log_filter()
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001  the last boundary: never a traceback for a user
+        if os.environ.get("SDG_DEBUG"):
+            raise
+        typer.secho(
+            f"error: {_one_line(exc)} ({type(exc).__name__}; set SDG_DEBUG=1 for the traceback)",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -172,10 +172,11 @@ class CachedEmbedder:
     prompt group) and bounded: past ``max_entries`` the least recently used vectors are dropped.
     """
 
-    def __init__(self, inner: Embedder, max_entries: int = 200_000):
+    def __init__(self, inner: Embedder, max_entries: int = 200_000, max_bytes: int = 128 << 20):
         self.inner = inner
         self.name = inner.name
         self.max_entries = max_entries
+        self.max_bytes = max_bytes  # the cache's vectors, at most (1024-dim float32: 32K texts in 128 MB)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.calls = 0
 
@@ -192,17 +193,24 @@ class CachedEmbedder:
         out = np.stack([cache[t] for t in texts])
         for t in texts:
             cache.move_to_end(t)
-        while len(cache) > self.max_entries:
+        limit = min(self.max_entries, max(1, self.max_bytes // max(1, out[0].nbytes)))
+        while len(cache) > limit:
             cache.popitem(last=False)
         return out
 
-    def pair_cosines(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        """Cosine of ``a[i]`` with ``b[i]`` for every i, with one encode call for both sides."""
-        if not a:
-            return np.zeros(0, dtype=np.float64)
-        vecs = self.encode(list(a) + list(b))
+    def pair_cosines(self, a: Sequence[str], b: Sequence[str], chunk: int = 4096) -> np.ndarray:
+        """Cosine of ``a[i]`` with ``b[i]`` for every i: one encode call for both sides of each ``chunk`` pairs,
+        so memory stays bounded (100K images' pairs are never all held as vectors at once)."""
         n = len(a)
-        return np.einsum("ij,ij->i", vecs[:n].astype(np.float64), vecs[n:].astype(np.float64))
+        if len(b) != n:
+            raise ValueError(f"pair_cosines needs aligned lists, got {n} and {len(b)} texts")
+        out = np.empty(n, dtype=np.float64)
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            vecs = self.encode(list(a[lo:hi]) + list(b[lo:hi]))
+            k = hi - lo
+            out[lo:hi] = np.einsum("ij,ij->i", vecs[:k].astype(np.float64), vecs[k:].astype(np.float64))
+        return out
 
 
 def load_embedder(spec: str | None, **kwargs) -> CachedEmbedder | None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sdg_data.answer import ParseResult, parse_defect_list, parse_response
+from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
 from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
 from sdg_data.embedding import CachedEmbedder
 from sdg_data.matching import MatchMethod, match
@@ -232,6 +232,10 @@ def index_predictions(
         if "response" not in row and "defects" not in row:
             raise ValueError(f"{source}:{lineno}: record {iid!r} field 'defects': need 'defects' or 'response'")
         res = prediction_defects(row, cfg)
+        norm = normalized_box_issue(res)
+        if norm:
+            field, why = norm.split(": ", 1)
+            raise ValueError(f"{source}:{lineno}: record {iid!r} field {field!r}: {why}")
         stats["lines"] += 1
         stats["issues"] += len(res.issues)
         if not res.format_ok:
@@ -252,6 +256,8 @@ def evaluate_files(
     from sdg_data.jsonl import iter_jsonl, load_records, write_json
 
     gt = load_records(gt_path)
+    if not gt:
+        raise ValueError(f"{gt_path}: no ground-truth records; nothing to score")
     pp = Path(pred_path)
     rows = (
         enumerate((r.to_json() for r in load_records(pp)), 1)
@@ -262,6 +268,12 @@ def evaluate_files(
     gt_ids = {r.image_id for r in gt}
     stats["missing_predictions"] = sum(1 for r in gt if r.image_id not in preds)
     stats["unknown_image_ids"] = sum(1 for iid in preds if iid not in gt_ids)
+    if stats["missing_predictions"] == len(gt):
+        raise ValueError(
+            f"{pred_path}: no prediction for any of the {len(gt)} ground-truth images "
+            f"({stats['lines']} prediction lines, {stats['unknown_image_ids']} with unknown image ids); "
+            "are --gt and --pred from the same set?"
+        )
     embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
     report = evaluate(gt, preds, cfg, embedder)
     report["predictions"] = stats

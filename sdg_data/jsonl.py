@@ -5,31 +5,116 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import orjson
 
 from sdg_data.boxes import BoxOrder
 from sdg_data.records import ImageRecord, RecordError
+from sdg_data.secrets import redact, secret_values
 
 
 class InputError(ValueError):
     """Bad input file content; the message starts with ``FILE:LINE:``."""
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` for each non-blank line; a line that is not JSON raises InputError."""
+class LineError(ValueError):
+    """One line that is not usable JSON; the message is the reason (without file and line)."""
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _surrogate_path(obj: Any) -> str | None:
+    """The field path of the first string (or key) holding a lone surrogate, or None. Iterative: the object may
+    be deep. Keys in the path are escaped, so the path itself prints anywhere."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if _has_surrogate(v):
+                return where or "<line>"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                key = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
+                sub = f"{where}.{key}" if where else key
+                if isinstance(k, str) and _has_surrogate(k):
+                    return sub
+                stack.append((sub, x))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
+    return None
+
+
+def parse_line(raw: bytes) -> Any:
+    """One JSONL line -> a value; LineError with the reason otherwise. Never raises anything else.
+
+    orjson takes the common case (and refuses invalid UTF-8, lone surrogates, NaN and nesting past 1,024). What it
+    refuses goes to the stdlib so that the reason is precise and a record with a NaN or a huge number in a field
+    reaches the record checks, which name the field."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LineError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise LineError("not usable JSON: nested too deeply") from None
+    except (ValueError, MemoryError) as exc:  # e.g. an integer past Python's 4,300-digit limit
+        raise LineError(f"not usable JSON: {str(exc).split(';')[0]}") from None
+    where = _surrogate_path(obj)
+    if where is not None:
+        rid = obj.get("image_id") if isinstance(obj, dict) else None
+        rid = rid if isinstance(rid, str) and not _has_surrogate(rid) else None
+        raise LineError(f"record {rid or '?'!r} field {where!r}: holds a lone surrogate (text must be valid Unicode)")
+    return obj
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, value)`` for each non-blank line, the value being a :class:`LineError` for a line
+    that is not usable JSON. Lines end at ``\\n`` only (U+2028 inside a JSON string is not a line break)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a JSONL file")
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                yield lineno, parse_line(raw)
+            except LineError as exc:
+                yield lineno, exc
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for each non-blank line; a line that is not JSON raises InputError."""
+    for lineno, obj in iter_lines(path):
+        if isinstance(obj, LineError):
+            raise InputError(f"{path}:{lineno}: {obj}")
+        yield lineno, obj
 
 
 def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True) -> list[ImageRecord]:
@@ -51,20 +136,28 @@ def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
 
 
 def screen_records(
-    path: str | Path, require: tuple[str, ...], stage: str
+    path: str | Path, require: tuple[str, ...], stage: str, image_roots: Sequence[str | Path] = ()
 ) -> tuple[list[tuple[int, ImageRecord, Path]], list[dict[str, Any]], int]:
     """Read a stage's input without stopping at bad lines: ``(lineno, record, image file)`` for usable lines,
     reject dicts (image id, line, stage, reason, the line itself) for the rest, and the number of lines read.
 
-    A line is unusable if it breaks the contract, repeats an image id, lacks a ``require``d field, or names an
-    image file that does not exist (paths are relative to the file's folder)."""
+    A line is unusable if it is not JSON, breaks the contract, repeats an image id, lacks a ``require``d field, or
+    names an image file that does not exist or lies outside the allowed roots (``image_roots``; by default the
+    records file's folder, which relative paths are resolved against). The image's content is checked where it is
+    used (:func:`sdg_data.images.check_bytes`)."""
+    from sdg_data.paths import PathError, Resolver
+
     path = Path(path)
+    resolver = Resolver(path.parent, image_roots)
     ok: list[tuple[int, ImageRecord, Path]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
     n = 0
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_lines(path):
         n += 1
+        if isinstance(obj, LineError):
+            rejects.append({"image_id": None, "line": lineno, "stage": stage, "reason": str(obj), "record": None})
+            continue
         rid = obj.get("image_id") if isinstance(obj, dict) else None
         try:
             rec = ImageRecord.from_json(obj)
@@ -72,10 +165,10 @@ def screen_records(
                 raise RecordError(rec.image_id, "image_id", "duplicate of an earlier line")
             seen.add(rec.image_id)
             rec.require("image_path", *require)
-            img = Path(rec.image_path)
-            img = img if img.is_absolute() else path.parent / img
-            if not img.is_file():
-                raise RecordError(rec.image_id, "image_path", f"{img} does not exist")
+            try:
+                img = resolver.resolve(rec.image_path)
+            except PathError as exc:
+                raise RecordError(rec.image_id, "image_path", str(exc)) from None
         except RecordError as exc:
             rejects.append({"image_id": rid, "line": lineno, "stage": stage, "reason": str(exc), "record": obj})
             continue
@@ -96,21 +189,50 @@ def load_records(path: str | Path, order: BoxOrder = "xyxy") -> list[ImageRecord
     return read_records(p, order)
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows atomically (temp file + rename), so a crash never leaves a half-written file; returns the count."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; on a clean exit it replaces ``path`` (a crash never leaves a half-written
+    file). The file gets the mode a plain ``open`` would give (0666 less the umask), like every file we write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically, with configured keys masked."""
+    with atomic_file(path) as f:
+        f.write(redact(text))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows atomically, one JSON object a line, with configured keys masked; returns the count."""
+    secrets = secret_values()
+    n = 0
+    with atomic_file(path) as f:
+        for row in rows:
+            line = json.dumps(row, ensure_ascii=False)
+            f.write((redact(line, secrets) if secrets else line) + "\n")
+            n += 1
     return n
 
 
@@ -119,15 +241,5 @@ def write_records(path: str | Path, records: Iterable[ImageRecord]) -> int:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write one JSON document atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write one JSON document atomically, with configured keys masked."""
+    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")

@@ -49,6 +49,19 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+MAX_SIDE = 1 << 16  # pixels; larger sizes are a data error, not an image
+_I64 = -(1 << 63)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """``repr`` for an error message, cut short (a 400-digit integer or a long list stays readable)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class RecordError(ValueError):
     """Invalid record content. ``str()`` reads: record 'ID' field 'F': reason."""
 
@@ -57,7 +70,7 @@ class RecordError(ValueError):
         self.field = field_name
         self.reason = reason
         rid = "?" if record_id is None else record_id
-        super().__init__(f"record {rid!r} field {field_name!r}: {reason}")
+        super().__init__(f"record {_show(rid, 200)} field {field_name!r}: {reason}")
 
 
 def check_importance(value: Any) -> int | None:
@@ -65,12 +78,12 @@ def check_importance(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"must be an integer 1-100 or null, got {value!r}")
+        raise ValueError(f"must be an integer 1-100 or null, got {_show(value)}")
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
-        raise ValueError(f"must be an integer 1-100 or null, got {value!r}")
+        raise ValueError(f"must be an integer 1-100 or null, got {_show(value)}")
     v = int(value)
     if not IMPORTANCE_MIN <= v <= IMPORTANCE_MAX:
-        raise ValueError(f"must be within {IMPORTANCE_MIN}-{IMPORTANCE_MAX}, got {v}")
+        raise ValueError(f"must be within {IMPORTANCE_MIN}-{IMPORTANCE_MAX}, got {_show(v)}")
     return v
 
 
@@ -92,6 +105,8 @@ class Defect:
             raise RecordError(record_id, f"{where}.box_2d", problem)
         if not isinstance(self.description, str):
             raise RecordError(record_id, f"{where}.description", "must be a string")
+        if not self.description.strip():
+            raise RecordError(record_id, f"{where}.description", "is empty (every box needs a description)")
         try:
             check_importance(self.importance)
         except ValueError as exc:
@@ -172,13 +187,14 @@ class ImageRecord:
     def validate(self) -> None:
         rid = self.image_id
         if not isinstance(rid, str) or not rid:
-            raise RecordError(None, "image_id", f"must be a non-empty string, got {rid!r}")
+            raise RecordError(None, "image_id", f"must be a non-empty string, got {_show(rid)}")
         for name in ("width", "height"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-                raise RecordError(rid, name, f"must be a positive integer, got {v!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise RecordError(rid, "seed", f"must be an integer, got {self.seed!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_SIDE):
+                raise RecordError(rid, name, f"must be a positive integer up to {MAX_SIDE}, got {_show(v)}")
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not _I64 <= seed < -_I64):
+            raise RecordError(rid, "seed", f"must be a 64-bit signed integer, got {_show(seed)}")
         if self.split is not None and self.split not in SPLITS:
             raise RecordError(rid, "split", f"must be one of {SPLITS}, got {self.split!r}")
         for name in ("image_path", "caption", "generator", "think"):
@@ -219,13 +235,13 @@ class ImageRecord:
             raise RecordError(None, "<line>", f"must be a JSON object, got {type(obj).__name__}")
         rid = obj.get("image_id")
         if not isinstance(rid, str) or not rid:
-            raise RecordError(None, "image_id", f"must be a non-empty string, got {rid!r}")
+            raise RecordError(None, "image_id", f"must be a non-empty string, got {_show(rid)}")
         unknown = set(obj) - _RECORD_KEYS
         if unknown:
             raise RecordError(rid, "<record>", f"unknown keys {sorted(unknown)}")
         version = obj.get("schema_version") or SCHEMA_VERSION
-        if str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise RecordError(rid, "schema_version", f"{version!r} is not compatible with {SCHEMA_VERSION}")
+        if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise RecordError(rid, "schema_version", f"{_show(version)} is not compatible with {SCHEMA_VERSION}")
         if "defects" not in obj:
             raise RecordError(rid, "defects", "missing (use [] for a clean image)")
         raw = obj["defects"]
@@ -246,7 +262,7 @@ class ImageRecord:
             seed=obj.get("seed"),
             split=obj.get("split"),
             provenance=dict(prov),
-            schema_version=str(version),
+            schema_version=version,
             think=obj.get("think"),
         )
         rec.validate()

@@ -194,8 +194,18 @@ def reward_batch(
     """
     cfg = cfg or RewardConfig()
     with gc_paused():
-        parsed = [parse_response(c, order=cfg.box_order) for c in completions]
+        parsed = [_parse_or_fail(c, cfg.box_order) for c in completions]
         return score(parsed, gts, embedder, cfg)
+
+
+def _parse_or_fail(completion: Any, order: BoxOrder) -> ParseResult:
+    """The parser's verdict; should the parser ever raise, that one completion is a format failure (reward -1)
+    instead of an exception that kills the whole GRPO step."""
+    try:
+        return parse_response(completion, order=order)
+    except Exception as exc:  # noqa: BLE001  the parser's contract is to never raise; this guards the batch
+        why = f"unparseable completion ({type(exc).__name__})"
+        return ParseResult(defects=[], format_ok=False, reason=why, issues=[why])
 
 
 _box_of, _label_of, _importance_of = attrgetter("box"), attrgetter("label"), attrgetter("importance")
@@ -220,7 +230,10 @@ def _same_cell(a: Any, b: Any) -> bool:
 def gt_defects(value: Any, row: int = 0) -> list[Defect]:
     """Ground truth from a dataset column cell: a list of interchange defects, or that list as a JSON string."""
     if isinstance(value, str):
-        value = json.loads(value) if value.strip() else []
+        try:
+            value = json.loads(value) if value.strip() else []
+        except (ValueError, RecursionError) as exc:
+            raise RecordError(f"row {row}", "gt_defects", f"not valid JSON ({str(exc)[:80]})") from None
     if value is None:
         return []
     if not isinstance(value, list):
@@ -300,10 +313,12 @@ def reward_files(
     Prediction lines hold raw model text under ``response`` (what GRPO scores, format gate included) or a
     ``defects`` list, which is checked with the same item rules (it has no think block to require).
     """
-    from sdg_data.answer import parse_defect_list
+    from sdg_data.answer import normalized_box_issue, parse_defect_list
     from sdg_data.jsonl import InputError, iter_jsonl, read_records, write_jsonl
 
     gt = {r.image_id: r.defects for r in read_records(gt_path)}
+    if not gt:
+        raise InputError(f"{gt_path}: no ground-truth records; nothing to score")
     ids: list[str] = []
     parsed: list[ParseResult] = []
     for lineno, row in iter_jsonl(pred_path):
@@ -318,7 +333,13 @@ def reward_files(
             parsed.append(parse_defect_list(row["defects"], order=cfg.box_order))
         else:
             raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'response': need 'response' or 'defects'")
+        norm = normalized_box_issue(parsed[-1])
+        if norm:
+            field, why = norm.split(": ", 1)
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field {field!r}: {why}")
         ids.append(iid)
+    if not ids:
+        raise InputError(f"{pred_path}: no predictions; nothing to score")
     emb = load_embedder(embedder) if embedder else None
     results = score(parsed, [gt[i] for i in ids], emb, cfg)
     rows = [dict(breakdown_row(i, r)) for i, r in zip(ids, results)]

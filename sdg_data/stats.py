@@ -4,7 +4,6 @@ rejects) as a terminal table and an HTML report with PNG plots."""
 from __future__ import annotations
 
 import html
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,9 @@ def _kind(r: ImageRecord) -> str:
 def _read_jsonl(p: Path) -> list[dict[str, Any]]:
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from sdg_data.jsonl import iter_lines
+
+    return [obj for _, obj in iter_lines(p) if isinstance(obj, dict)]
 
 
 def dataset_stats(folder: str | Path) -> dict[str, Any]:

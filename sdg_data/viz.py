@@ -42,40 +42,67 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
     return out
 
 
-def iter_images(source: str | Path):
-    """(record, PIL image) from a records JSONL (paths relative to it) or a dataset folder's annotations."""
+def iter_images(source: str | Path, image_roots: list[str | Path] | None = None, rejects: list[dict] | None = None):
+    """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations.
+
+    Records whose line, path or image fails its check are appended to ``rejects`` (if given) and skipped."""
+    from sdg_data.images import ImageError, check_bytes
+
+    rejects = [] if rejects is None else rejects
     source = Path(source)
     if source.is_dir():
         import pyarrow.parquet as pq
 
-        from sdg_data.arrow import read_parquet_records
+        from sdg_data.arrow import dataset_shards, read_parquet_records
 
-        shards = sorted((source / "data" / "annotations").glob("*.parquet"))
+        shards = dataset_shards(source, "annotations")
         if not shards:
             raise FileNotFoundError(f"{source}: no data/annotations/*.parquet (build the dataset first)")
         for shard in shards:
             recs = read_parquet_records(shard)
             images = pq.read_table(shard, columns=["image"]).column("image").to_pylist()
             for rec, cell in zip(recs, images):
-                yield rec, Image.open(io.BytesIO(cell["bytes"]))
+                try:
+                    yield rec, check_bytes((cell or {}).get("bytes") or b"").open()
+                except ImageError as exc:
+                    rejects.append({"image_id": rec.image_id, "stage": "viz", "reason": f"image: {exc}"})
         return
-    from sdg_data.jsonl import read_records
+    from sdg_data.jsonl import screen_records
 
-    for rec in read_records(source):
-        rec.require("image_path")
-        p = Path(rec.image_path)
-        yield rec, Image.open(p if p.is_absolute() else source.parent / p)
+    ok, bad, _ = screen_records(source, (), "viz", image_roots or ())
+    rejects.extend(bad)
+    for lineno, rec, path in ok:
+        try:
+            yield rec, check_bytes(path.read_bytes(), (rec.width, rec.height), path=path).open()
+        except (ImageError, OSError) as exc:
+            rejects.append({"image_id": rec.image_id, "line": lineno, "stage": "viz", "reason": f"image: {exc}"})
 
 
-def visualize(source: str | Path, out_dir: str | Path, limit: int | None = None, ids: set[str] | None = None) -> int:
+def visualize(
+    source: str | Path,
+    out_dir: str | Path,
+    limit: int | None = None,
+    ids: set[str] | None = None,
+    image_roots: list[str | Path] | None = None,
+) -> tuple[int, list[dict]]:
+    """Draw each record's image into ``out_dir``, named from its id made safe for paths (an id like ``../x``
+    cannot write outside it). Returns the count drawn and the rejects (also in ``viz_rejects.jsonl``)."""
+    from sdg_data.jsonl import write_bytes, write_jsonl
+    from sdg_data.paths import safe_filename
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rejects: list[dict] = []
     n = 0
-    for rec, im in iter_images(source):
+    for rec, im in iter_images(source, image_roots, rejects):
         if ids and rec.image_id not in ids:
             continue
-        draw_record(im, rec).save(out_dir / f"{rec.image_id}.png")
+        buf = io.BytesIO()
+        draw_record(im, rec).save(buf, format="PNG")
+        write_bytes(out_dir / f"{safe_filename(rec.image_id)}.png", buf.getvalue())
         n += 1
         if limit is not None and n >= limit:
             break
-    return n
+    if rejects:
+        write_jsonl(out_dir / "viz_rejects.jsonl", rejects)
+    return n, rejects

@@ -99,8 +99,7 @@ def _samples(images: Path, n: int, tag: str, size=(120, 80)) -> tuple[Path, list
 # ------------------------------------------------------------------ server and project
 @needs_server
 def test_server_starts_locked_down_from_a_cached_data_folder(ls_server):
-    cfg = ls_server["cfg"]
-    assert ls_server["start_s"] < 60
+    cfg = ls_server["cfg"]  # how long a start takes is measured by bench/bench_annotate.py, not asserted here
     env = server_env(cfg, TOKEN, base={})
     assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true" and env["SENTRY_DSN"] == ""
     assert env["LATEST_VERSION_CHECK"] == "false" and env["COLLECT_ANALYTICS"] == "false"
@@ -340,6 +339,130 @@ def test_wrong_token_and_server_down_are_one_line_errors(ls_server, monkeypatch,
     assert r.exit_code == 2 and "is not answering" in r.output and "after 2 tries" in r.output
 
 
+@needs_server
+def test_predict_with_no_usable_line_writes_its_report_and_exits_cleanly(conn, ls_server, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sdg_data.cli import app
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_bytes(b'{"image_id": "nope", "defects": []}\n{not json\n{"image_id": "x", "response": "no tags"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"url: {conn.cfg.url}\nproject_title: {conn.cfg.project_title}\nimage_root: {ls_server['images']}\n"
+    )
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    r = CliRunner().invoke(app, ["annotate", "predict", str(preds), "--model-version", "det-v0", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "read 3: created 0 predictions (det-v0), rejected 3" in r.output
+    summary = json.loads((tmp_path / "preds.predict_summary.json").read_text())
+    assert summary["created"] == 0 and "nothing imported" in summary["note"]
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict_rejects.jsonl").read_text().splitlines()]
+    assert len(reasons) == 3 and any("not valid JSON" in x for x in reasons)
+    assert any("format check" in x for x in reasons) and any("no task with this image_id" in x for x in reasons)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return any(_alive(int(p.name)) and os.getpgid(int(p.name)) == pgid for p in Path("/proc").iterdir()
+               if p.name.isdigit() and _safe_pgid(int(p.name)) == pgid)  # fmt: skip
+
+
+def _safe_pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@needs_server
+def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_server, tmp_path):
+    """sdg annotate serve --port P: init finds it without --url; SIGTERM to serve (or sdg annotate stop) ends
+    Label Studio and its workers."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from annotation import server
+
+    env = {**os.environ, **ADMIN, "LABEL_STUDIO_API_KEY": TOKEN}
+    root = Path(__file__).resolve().parents[1]
+    images = tmp_path / "images"
+    images.mkdir()
+    for how in ("sigterm", "stop"):
+        data = tmp_path / f"data-{how}"
+        shutil.copytree(server.default_cache(), data)  # the migrated folder the session fixture made
+        port = _free_port()
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "sdg_data.cli", "annotate", "serve", "--port", str(port), "--data-dir", str(data),
+             "--image-root", str(images), "--label-studio-bin", str(LS_BIN)],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            cfg = _cfg(data_dir=str(data), port=port, image_root=str(images))
+            cfg.url = f"http://127.0.0.1:{port}"
+            server.wait_ready(cfg, TOKEN, timeout_s=240)
+            state = json.loads((data / "server.json").read_text())
+            assert state["url"] == f"http://127.0.0.1:{port}"
+            ls_pid = int(state["pid"])
+            recipe = tmp_path / f"{how}.yaml"
+            recipe.write_text(f"data_dir: {data}\nimage_root: {images}\nproject_title: serve-{how}\n")
+            r = subprocess.run(
+                [sys.executable, "-m", "sdg_data.cli", "annotate", "init", "--config", str(recipe)],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert r.returncode == 0 and "created project" in r.stdout, r.stderr[-1500:]  # found the port
+            if how == "sigterm":
+                serve.send_signal(signal.SIGTERM)
+            else:
+                r = subprocess.run(
+                    [sys.executable, "-m", "sdg_data.cli", "annotate", "stop", "--data-dir", str(data)],
+                    cwd=root, env=env, capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                assert r.returncode == 0 and f"pid {ls_pid}" in r.stdout, r.stderr
+            serve.wait(timeout=60)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _group_alive(ls_pid):
+                time.sleep(0.2)
+            assert not _group_alive(ls_pid), f"Label Studio ({how}) left processes behind"
+            assert not (data / "server.json").exists()
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+            left = server.read_state(_cfg(data_dir=str(data)))
+            if left:
+                server.stop(int(left["pid"]))
+
+
+def test_the_url_comes_from_the_flag_the_env_or_the_server_state(tmp_path, monkeypatch):
+    from annotation.config import resolve_server
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "server.json").write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:9123"}))
+    monkeypatch.delenv("SDG_LABEL_STUDIO_URL", raising=False)
+    assert resolve_server(AnnotateConfig(data_dir=str(data)), url_given=False).url == "http://127.0.0.1:9123"
+    explicit = AnnotateConfig(data_dir=str(data), url="http://h:1")
+    assert resolve_server(explicit, url_given=True).url == "http://h:1"
+    monkeypatch.setenv("SDG_LABEL_STUDIO_URL", "http://127.0.0.1:7000/")
+    assert resolve_server(AnnotateConfig(data_dir=str(data)), url_given=False).url == "http://127.0.0.1:7000"
+    monkeypatch.delenv("SDG_LABEL_STUDIO_URL")
+    (data / "server.json").write_text(json.dumps({"pid": 2**22 + 12345, "url": "http://127.0.0.1:9123"}))
+    assert resolve_server(AnnotateConfig(data_dir=str(data)), url_given=False).url == AnnotateConfig.url  # dead
+
+
 # ------------------------------------------------------------------ conversion without a server
 def _task(tid, iid, anns):
     return {"id": tid, "data": {"image_id": iid, "caption": "c", "generator": "g", "seed": 1}, "annotations": anns}
@@ -403,7 +526,7 @@ def test_original_size_is_checked_against_the_file(tmp_path):
     Image.new("RGB", (64, 48)).save(root / "a.png")
     task = _task(1, "a", [_ann(1, ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100))])
     task["data"]["image"] = "/data/local-files/?d=imgs/a.png"
-    out = convert_export([task], AnnotateConfig(), doc_root=tmp_path)
+    out = convert_export([task], AnnotateConfig(image_root=str(root)), doc_root=tmp_path)
     assert "drawn on a 100x100 image but the file is 64x48" in out["rejects"][0]["reason"]
 
 
@@ -411,7 +534,9 @@ def test_consolidation_policies():
     r = lambda aid, who, created, n: ImageRecord.from_json(  # noqa: E731
         {
             "image_id": "x",
-            "defects": [{"box_2d": [0, 0, 10 * (k + 1), 10], "label": "artifact"} for k in range(n)],
+            "defects": [
+                {"box_2d": [0, 0, 10 * (k + 1), 10], "label": "artifact", "description": "d"} for k in range(n)
+            ],
             "provenance": {"annotator": who, "annotation_id": aid, "created_at": created, "updated_at": created},
         }
     )
@@ -459,3 +584,11 @@ def test_agreement_on_a_two_annotator_fixture():
     assert pair["misalignment"]["DetTypeF1"] == pytest.approx(1.0)
     assert pair["misalignment"]["importance_MAE"] == pytest.approx(10.0)
     assert rep["overall"]["artifact"]["BoxF1@0.5"] == pytest.approx(0.5)
+
+
+@needs_server
+def test_the_server_log_holds_no_traceback(ls_server):
+    """Runs last: the annotate commands above left no "Invalid page" traceback and no server error. (The
+    wrong-token test's 401 is logged with its traceback by Django REST framework, by design.)"""
+    log = (Path(ls_server["cfg"].data_dir) / "server.log").read_text(errors="replace")
+    assert "Invalid page" not in log and "Internal Server Error" not in log and '" 500 ' not in log

@@ -22,7 +22,10 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     distill_file(DEMO / "sample" / "records.jsonl", root / "distill", DistillConfig(progress=False))
     summary = build_dataset(
-        root / "distill" / "distilled.jsonl", root / "ds", BuildConfig(test_fraction=0.33), progress=False
+        root / "distill" / "distilled.jsonl",
+        root / "ds",
+        BuildConfig(test_fraction=0.33, image_roots=[str(DEMO)]),
+        progress=False,
     )
     return root, summary
 
@@ -142,7 +145,8 @@ def test_records_without_think_or_image_are_rejected_and_counted(tmp_path):
     src[1].think = None
     src[2].image_path = "nowhere.png"
     write_records(tmp_path / "d.jsonl", src)
-    s = build_dataset(tmp_path / "d.jsonl", tmp_path / "ds", BuildConfig(), progress=False)
+    roots = [str(tmp_path), str(DEMO)]
+    s = build_dataset(tmp_path / "d.jsonl", tmp_path / "ds", BuildConfig(image_roots=roots), progress=False)
     assert (s["read"], s["built"], s["rejected"]) == (3, 1, 2)
     rej = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build_rejects.jsonl").read_text().splitlines()]
     assert "'think'" in rej[0]["reason"] and "'image_path'" in rej[1]["reason"]

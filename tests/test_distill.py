@@ -68,7 +68,8 @@ def test_api_teacher_through_openai_client_and_cache_on_rerun(tmp_path):
         assert set(srv.teacher.requests) == {r.image_id for r in read_records(SAMPLE)}  # the image id header
         assert s["prompt_tokens"] > 0 and s["cost_usd"] > 0
         again = distill_file(SAMPLE, tmp_path / "api", _api(srv))
-        assert again["requests"] == 0 and again["from_cache"] == 24 and sum(srv.teacher.requests.values()) == 24
+        assert again["this_run"]["requests"] == 0 and again["from_cache"] == 24
+        assert sum(srv.teacher.requests.values()) == 24 == again["requests"]  # the summary counts every run
     distill_file(SAMPLE, tmp_path / "t", DistillConfig(progress=False))
     template = _lines(tmp_path / "t" / "distilled.jsonl")
     api = _lines(tmp_path / "api" / "distilled.jsonl")
@@ -104,13 +105,14 @@ def test_retry_after_is_honoured_and_transport_failures_are_not_cached(tmp_path)
     (tmp_path / "images").symlink_to(SAMPLE.parent / "images")
     with FakeTeacherServer(teacher) as srv:
         t0 = time.perf_counter()
-        s = distill_file(one, tmp_path / "o", _api(srv, max_retries=2))
+        s = distill_file(one, tmp_path / "o", _api(srv, max_retries=2, image_roots=[str(SAMPLE.parent)]))
         assert time.perf_counter() - t0 >= 0.6  # two waits of the server's 0.3 s, not our 10 ms backoff
         assert s["rejected"] == 1 and s["requests"] == 3
         (r,) = _lines(tmp_path / "o" / "rejects.jsonl")
         assert r["stage"] == "transport" and "429" in r["reason"]
-        s = distill_file(one, tmp_path / "o", _api(srv, max_retries=0))
-        assert s["requests"] == 1  # asked again: a transport failure is not a verdict
+        s = distill_file(one, tmp_path / "o", _api(srv, max_retries=0, image_roots=[str(SAMPLE.parent)]))
+        assert s["this_run"]["requests"] == 1  # asked again: a transport failure is not a verdict
+        assert s["requests"] == 4  # and the summary accounts for both runs
 
 
 def test_bad_input_lines_are_rejected_with_record_and_field(tmp_path):
@@ -120,7 +122,9 @@ def test_bad_input_lines_are_rejected_with_record_and_field(tmp_path):
     b["image_path"] = "images/missing.png"
     (tmp_path / "in.jsonl").write_text("\n".join([lines[0], json.dumps(a), json.dumps(b), lines[0]]) + "\n")
     (tmp_path / "images").symlink_to(SAMPLE.parent / "images")
-    s = distill_file(tmp_path / "in.jsonl", tmp_path / "o", DistillConfig(progress=False))
+    s = distill_file(
+        tmp_path / "in.jsonl", tmp_path / "o", DistillConfig(progress=False, image_roots=[str(SAMPLE.parent)])
+    )
     assert s["read"] == 4 and s["distilled"] == 1 and s["rejected"] == 3
     reasons = [r["reason"] for r in _lines(tmp_path / "o" / "rejects.jsonl")]
     assert "'caption': missing" in reasons[0] and "'image_path'" in reasons[1] and "duplicate" in reasons[2]

@@ -62,6 +62,9 @@ def _cfg(tiny_root: Path, **kw) -> GenerateConfig:
 
 
 def _manifest(out: Path) -> list[dict]:
+    from sdg_data.jsonl import read_records
+
+    read_records(out / "manifest.jsonl")  # what generate writes passes the core contract
     return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
 
 
@@ -90,6 +93,17 @@ def test_all_four_generator_classes_end_to_end(tiny_root, tmp_path):
     rejects = [json.loads(x) for x in (tmp_path / "out" / "generate_rejects.jsonl").read_text().splitlines()]
     assert sorted(r["row"] for r in rejects) == [9, 10, 11]
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_tiny_pipelines_work_at_the_sizes_tests_and_the_demo_ask_for(tiny_root, tmp_path, size):
+    src = _prompts(tmp_path, PROMPTS[:4])
+    s = generate(src, tmp_path / "out", _cfg(tiny_root, height=size, width=size, steps=1))
+    assert s["images"] == 4 and s["failed"] == 0 and s["by_generator"] == {name: 1 for name in REGISTRY}
+    from PIL import Image
+
+    for r in _manifest(tmp_path / "out"):
+        assert Image.open(tmp_path / "out" / r["image_path"]).size == (size, size)
 
 
 def test_rerun_skips_finished_images(tiny_root, tmp_path):

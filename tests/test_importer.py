@@ -89,7 +89,10 @@ def test_raw_source_uses_the_explicit_order(tmp_path):
     assert yx[0].defects[0].box.to_grid() == [100, 200, 300, 400] and yx[0].split == "train"
     assert xy[0].defects[0].box.to_grid() == [200, 100, 400, 300]
     assert yx[0].defects[0].description == "耳朵重复" and yx[0].provenance["box_order"] == "yxyx"
-    assert yx[1].defects[0].label == "misalignment"
+    # row 2's raw field holds a bare box: no description, so no SDG defect (the same rule as validate and pull)
+    assert len(yx) == 1
+    (rej,) = [json.loads(x) for x in (tmp_path / "yx.rejects.jsonl").read_text().splitlines()]
+    assert "description" in rej["reason"] and "--source translated" in rej["reason"]
 
 
 def test_cli(tmp_path):

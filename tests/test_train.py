@@ -36,7 +36,12 @@ CPU = ["--output_dir", "x", "--use_cpu", "true"]  # the paper recipes ask for bf
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train-data")
     distill_file(DEMO / "sample" / "records.jsonl", root / "distill", DistillConfig(progress=False))
-    build_dataset(root / "distill" / "distilled.jsonl", root / "ds", BuildConfig(test_fraction=0.33), progress=False)
+    build_dataset(
+        root / "distill" / "distilled.jsonl",
+        root / "ds",
+        BuildConfig(test_fraction=0.33, image_roots=[str(DEMO)]),
+        progress=False,
+    )
     return root / "ds"
 
 

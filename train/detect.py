@@ -16,7 +16,6 @@ and ``detect_summary.json`` reconciles the counts.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import os
@@ -90,12 +89,14 @@ class Item:
     source: str  # where it came from, for errors and provenance
     path: Path | None = None
     data: bytes | None = None
+    size: tuple[int | None, int | None] = (None, None)  # the record's stated width and height, checked
 
     def image(self):
-        from PIL import Image
+        """The verified image (format, pixel cap, complete decode): ImageError or OSError otherwise."""
+        from sdg_data.images import check_bytes
 
-        im = Image.open(self.path) if self.path is not None else Image.open(io.BytesIO(self.data or b""))
-        return im.convert("RGB")
+        data = self.path.read_bytes() if self.path is not None else (self.data or b"")
+        return check_bytes(data, self.size, path=self.path).open().convert("RGB")
 
 
 @dataclass
@@ -109,9 +110,17 @@ class Inputs:
 def _folder_items(root: Path, cfg: DetectConfig) -> Inputs:
     out = Inputs()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    from sdg_data.paths import PathError, Resolver
+
+    resolver = Resolver(root)
     for p in files:
         out.read += 1
         iid = p.relative_to(root).with_suffix("").as_posix()
+        try:
+            p = resolver.resolve(str(p.relative_to(root)))  # a symlink that leads out of the folder is refused
+        except PathError as exc:
+            out.rejects.append({"image_id": iid, "source": str(p), "reason": f"image: {exc}"})
+            continue
         side = p.with_suffix(".txt")
         if side.is_file():
             caption = side.read_text(encoding="utf-8").strip()
@@ -132,7 +141,16 @@ def _jsonl_items(path: Path, cfg: DetectConfig) -> Inputs:
     out = Inputs(read=n)
     out.rejects = [{k: r[k] for k in ("image_id", "line", "reason")} | {"source": str(path)} for r in rejects]
     for lineno, rec, img in ok:
-        out.items.append(Item(rec.image_id, rec.caption or "", rec.generator, f"{path}:{lineno}", path=img))
+        out.items.append(
+            Item(
+                rec.image_id,
+                rec.caption or "",
+                rec.generator,
+                f"{path}:{lineno}",
+                path=img,
+                size=(rec.width, rec.height),
+            )
+        )
     return out
 
 
@@ -142,8 +160,9 @@ def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
     if path.is_file():
         files = [path]
     else:
-        sub = path / "data" / cfg.dataset_config
-        files = sorted(sub.glob(f"{cfg.split}-*.parquet")) or sorted(sub.glob("*.parquet"))
+        from sdg_data.arrow import dataset_shards
+
+        files = dataset_shards(path, cfg.dataset_config, cfg.split) or dataset_shards(path, cfg.dataset_config)
         if not files:
             raise FileNotFoundError(f"{path}: no parquet shards under data/{cfg.dataset_config}/")
     out = Inputs()
@@ -301,10 +320,7 @@ class ApiDetector:
         from distill.prompting import image_data_url
 
         url = await asyncio.to_thread(
-            image_data_url,
-            item.path if item.path is not None else item.image(),
-            self.cfg.image_max_side,
-            self.cfg.image_format,
+            lambda: image_data_url(item.image(), self.cfg.image_max_side, self.cfg.image_format)
         )
         messages = _chat(item.caption, self.cfg, {"type": "image_url", "image_url": {"url": url}})
         messages[0]["content"] = SYSTEM_PROMPT
@@ -448,19 +464,27 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
 
 
 async def _run_api(det: ApiDetector, todo: list[Item], cfg: DetectConfig, meta, sink, failures, bar) -> None:
-    from distill.runner import TransportError, drain
+    from distill.runner import AuthError, TransportError, drain
+
+    refused: list[AuthError] = []
 
     async def handle(it: Item) -> None:
+        if refused:  # the key was refused: send nothing more
+            return
         try:
             text = await det.one(it)
             sink.write(_prediction(it, text, cfg, meta))
+        except AuthError as exc:
+            refused.append(exc)
         except TransportError as exc:
             failures[it.image_id] = f"transport: {exc}"
-        except OSError as exc:
-            failures[it.image_id] = f"image: {type(exc).__name__}: {exc}"
+        except (OSError, ValueError) as exc:  # ImageError: not an image, truncated, over the pixel cap
+            failures[it.image_id] = f"image: {exc}"
         bar.update()
 
     try:
         await drain(todo, handle, cfg.max_in_flight)
     finally:
         await det.client.close()
+    if refused:
+        raise refused[0]

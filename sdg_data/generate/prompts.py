@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,24 +28,33 @@ def prompt_key(text: str) -> str:
 def _rows(source: str) -> list[dict[str, Any]]:
     p = Path(source)
     if p.is_file():
-        if p.suffix == ".jsonl":
-            out = []
-            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{p}:{n}: not JSON ({exc.msg})") from None
-            return out
+        if p.suffix == ".jsonl":  # a line that is not JSON becomes that row's reject, not the run's end
+            from sdg_data.jsonl import iter_lines
+
+            return [obj for _, obj in iter_lines(p)]
         if p.suffix == ".csv":
-            with p.open(encoding="utf-8", newline="") as f:
-                return list(csv.DictReader(f))
+            try:
+                with p.open(encoding="utf-8", newline="") as f:
+                    return list(csv.DictReader(f))
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise ValueError(f"{p}: not a UTF-8 CSV file ({exc})") from None
         if p.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return pq.read_table(p).to_pylist()
         if p.suffix == ".txt":
-            return [{"prompt": line} for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            from sdg_data.jsonl import LineError
+
+            rows: list[Any] = []
+            for raw in p.read_bytes().split(b"\n"):  # "\n" only: U+2028 inside a prompt is not a line break
+                try:
+                    line = raw.decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError as exc:
+                    rows.append(LineError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"))
+                    continue
+                if line.strip():
+                    rows.append({"prompt": line})
+            return rows
         raise ValueError(f"{p}: prompts must be .jsonl, .csv, .parquet or .txt (or a Hugging Face dataset)")
     # a Hugging Face dataset: NAME or NAME:SPLIT (a local dataset folder works too)
     from datasets import load_dataset
@@ -63,6 +71,9 @@ def read_prompts(source: str) -> tuple[list[Prompt], list[dict[str, Any]], int]:
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
     for n, row in enumerate(rows, 1):
+        if isinstance(row, ValueError):  # a line that could not be read (jsonl.LineError)
+            rejects.append({"row": n, "reason": str(row)})
+            continue
         if not isinstance(row, dict):
             rejects.append({"row": n, "reason": f"row: must be an object, got {type(row).__name__}"})
             continue
@@ -81,7 +92,9 @@ def read_prompts(source: str) -> tuple[list[Prompt], list[dict[str, Any]], int]:
         if split is not None and split not in ("train", "test"):
             rejects.append({"row": n, "reason": f"split: must be train or test, got {split!r}", "prompt": text})
             continue
-        pid = row.get("prompt_id") or row.get("id") or hashlib.sha256(key.encode()).hexdigest()[:16]
+        pid = row.get("prompt_id") or row.get("id")
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            pid = hashlib.sha256(key.encode()).hexdigest()[:16]
         prompts.append(Prompt(text.strip(), n, str(pid), split))
     return prompts, rejects, len(rows)
 

@@ -278,6 +278,24 @@ def _record(it: Item, width: int, height: int, prov: dict[str, Any]) -> dict[str
     return rec.to_json()
 
 
+def _sweep_stale_temps(out: Path) -> int:
+    """Remove half-written PNGs (``.NAME.PID.tmp``) left by a killed run: only those whose process is gone, so a
+    rank still writing is never disturbed."""
+    removed = 0
+    for tmp in out.glob("images/**/.*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 # ------------------------------------------------------------------ the job
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
@@ -306,6 +324,7 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     _barrier(state)
+    _sweep_stale_temps(out)
     done = _finished(out)
     mine = [it for it in items if it.index % world == rank]
     todo = [it for it in mine if it.image_id not in done or not (out / it.rel_path).is_file()]

@@ -101,7 +101,7 @@ def tiny_z_image():
         rope_theta=256.0,
         t_scale=1000.0,
         axes_dims=[8, 4, 4],
-        axes_lens=[256, 32, 32],
+        axes_lens=[1024, 512, 512],  # the real model's: positions for images up to the largest size asked
     )
     with torch.no_grad():  # allocated with torch.empty upstream
         transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))

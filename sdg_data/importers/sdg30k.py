@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from sdg_data.boxes import Box, BoxError, BoxOrder, boxes_array, iou_matrix
-from sdg_data.jsonl import iter_jsonl, write_jsonl, write_records
+from sdg_data.jsonl import InputError, LineError, iter_lines, write_jsonl, write_records
 from sdg_data.matching import hungarian
 from sdg_data.records import LABELS, Defect, ImageRecord, RecordError, check_importance
 
@@ -77,6 +77,13 @@ def _defect(item: Any, label: str | None, order: BoxOrder, where: str, rid: str)
     if problem:
         raise RecordError(rid, f"{where}.box_2d", problem)
     desc = item.get("description", item.get("desc")) or ""
+    if not isinstance(desc, str) or not desc.strip():
+        raise RecordError(
+            rid,
+            f"{where}.description",
+            "is empty: every SDG defect needs one (raw per-type fields can hold bare boxes; "
+            "--source translated carries the descriptions)",
+        )
     try:
         imp = check_importance(item.get("importance"))
     except ValueError as exc:
@@ -118,11 +125,17 @@ def convert_row(
     kept = [d for d in defects if d is not None]
     path = str(Path(image_root) / filepath) if image_root else filepath
     width = height = None
-    if image_root and Path(path).exists():
-        from PIL import Image
+    if image_root:  # the file must lie inside the root; when present, it must be a whole image (its size is kept)
+        from sdg_data.images import ImageError, load_image
+        from sdg_data.paths import PathError, Resolver
 
-        with Image.open(path) as im:
-            width, height = im.size
+        resolver = Resolver(image_root)
+        try:
+            if resolver.resolve(filepath, must_exist=False).exists():
+                checked = load_image(filepath, resolver)
+                width, height = checked.width, checked.height
+        except (PathError, ImageError) as exc:
+            raise RecordError(rid, "filepath", str(exc)) from None
     prov: dict[str, Any] = {
         "source": "SDG-30K release",
         "filepath": filepath,
@@ -198,8 +211,12 @@ def import_sdg30k(
     rejected: list[dict[str, Any]] = []
     raw_rows: list[Mapping[str, Any]] = []
     seen: set[str] = set()
-    for lineno, row in iter_jsonl(src):
+    for lineno, row in iter_lines(src):
         stats.read += 1
+        if isinstance(row, LineError):
+            stats.rejected += 1
+            rejected.append({"line": lineno, "reason": str(row), "row": None})
+            continue
         if isinstance(row, Mapping) and len(raw_rows) < 2000:
             raw_rows.append(row)
         try:
@@ -212,11 +229,18 @@ def import_sdg30k(
             stats.rejected += 1
             rejected.append({"line": lineno, "reason": str(exc), "row": row})
             continue
+        except (TypeError, AttributeError, KeyError, RecursionError) as exc:  # a field of the wrong JSON type
+            stats.rejected += 1
+            reason = f"record '?' field '<row>': malformed ({type(exc).__name__}: {str(exc)[:120]})"
+            rejected.append({"line": lineno, "reason": reason, "row": row})
+            continue
         seen.add(rec.image_id)
         records.append(rec)
         stats.placeholders_dropped += dropped
         stats.clean += not rec.defects
         stats.by_source[used] = stats.by_source.get(used, 0) + 1
+    if stats.read == 0:
+        raise InputError(f"{src}: no rows (an empty file); nothing to import")
     stats.written = write_records(out, records)
     write_jsonl(rejects, rejected)
     assert stats.read == stats.written + stats.rejected

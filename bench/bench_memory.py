@@ -1,0 +1,83 @@
+"""Peak memory of ``sdg eval`` and ``sdg reward`` at SDG scale with description embeddings.
+
+    python bench/bench_memory.py [--images 100000]
+
+Each command runs in its own process on a synthetic set (the paper's composition, jittered predictions as raw
+model responses), once with ``--embedder lexical`` and once with ``--embedder none`` (the baseline: everything but
+the embeddings); the figures are the processes' peak resident memory and their ratio. Target: <= 1 GB at 100K
+images with embeddings. Also checks that chunked pair cosines equal the one-shot computation exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synth import jittered, response, test_set  # noqa: E402
+
+from sdg_data.embedding import CachedEmbedder, LexicalEmbedder  # noqa: E402
+from sdg_data.jsonl import write_jsonl, write_records  # noqa: E402
+
+
+SDG = str(Path(sys.executable).parent / "sdg")
+
+
+def peak_mb(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` alone in a child (a fresh one per measure, so the peaks do not mix); (peak MB, seconds)."""
+    probe = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stderr.write(r.stderr[-2000:] if r.returncode else ''); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); sys.exit(r.returncode)"
+    )
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr}")
+    return float(res.stdout.strip()), time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=100_000)
+    args = ap.parse_args()
+    rng = random.Random(1)
+    tmp = Path(tempfile.mkdtemp(prefix="sdg-bench-mem-"))
+    gt = test_set(args.images, seed=3)
+    write_records(tmp / "gt.jsonl", gt)
+    write_jsonl(
+        tmp / "pred.jsonl", ({"image_id": r.image_id, "response": response(rng, jittered(rng, r.defects))} for r in gt)
+    )
+    boxes = sum(len(r.defects) for r in gt)
+    print(f"set: {len(gt)} images, {boxes} ground-truth boxes")
+
+    # chunked cosines == one shot, bit for bit
+    a = [d.description for r in gt[:4000] for d in r.defects]
+    b = list(reversed(a))
+    one = CachedEmbedder(LexicalEmbedder()).pair_cosines(a, b, chunk=len(a) or 1)
+    chunked = CachedEmbedder(LexicalEmbedder(), max_bytes=1 << 20).pair_cosines(a, b, chunk=333)
+    print(f"chunked pair cosines equal the one-shot ones: {bool((one == chunked).all())} ({len(a)} pairs)")
+
+    for name, cmd in (
+        ("eval", [SDG, "eval", "--gt", str(tmp / "gt.jsonl"), "--pred", str(tmp / "pred.jsonl"),
+                  "--out", str(tmp / "report.json")]),
+        ("reward", [SDG, "reward", "--gt", str(tmp / "gt.jsonl"), "--pred", str(tmp / "pred.jsonl"),
+                    "--out", str(tmp / "rewards.jsonl")]),
+    ):  # fmt: skip
+        base, t_base = peak_mb([*cmd, "--embedder", "none"])
+        lex, t_lex = peak_mb([*cmd, "--embedder", "lexical"])
+        print(
+            f"{name:6s}: peak {lex:,.0f} MB with lexical embeddings ({t_lex:.0f} s), {base:,.0f} MB without "
+            f"({t_base:.0f} s): {lex / base:.2f}x the baseline; target <= 1,024 MB at 100K images: "
+            f"{'met' if lex <= 1024 or args.images < 100_000 else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
