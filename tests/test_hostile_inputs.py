@@ -292,8 +292,9 @@ def test_distill_and_build_reject_each_bad_line_alone(tmp_path, case):
     (rej,) = [json.loads(x) for x in (tmp_path / "d" / "rejects.jsonl").read_text().splitlines()]
     assert rej["line"] == 4 and rej["reason"]
     built = (tmp_path / "d" / "distilled.jsonl").read_bytes().splitlines()
-    (tmp_path / "b.jsonl").write_bytes(b"\n".join([*built[:2], raw, *built[2:]]) + b"\n")
-    b = build_dataset(tmp_path / "b.jsonl", tmp_path / "ds", BuildConfig(image_roots=roots), progress=False)
+    src = tmp_path / "d" / "b.jsonl"  # beside distilled.jsonl: its image paths are relative to that folder
+    src.write_bytes(b"\n".join([*built[:2], raw, *built[2:]]) + b"\n")
+    b = build_dataset(src, tmp_path / "ds", BuildConfig(image_roots=roots), progress=False)
     assert (b["read"], b["built"], b["rejected"]) == (7, 6, 1)
     (rej,) = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build_rejects.jsonl").read_text().splitlines()]
     assert rej["line"] == 3
