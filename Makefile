@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export DS_BUILD_OPS := 0
 
-.PHONY: install demo test train-smoke lint style bench bench-annotate clean
+.PHONY: install demo test train-smoke lint style bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,15 +45,13 @@ lint: $(STAMP)
 style: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(STAMP)
+bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_reward.py
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_memory.py
-
-bench-annotate: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_annotate.py
 
 clean:

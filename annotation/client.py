@@ -36,6 +36,9 @@ class Connection:
         self.cfg = cfg
         self._token = token
         self.client = LabelStudio(base_url=cfg.url, api_key=token, timeout=cfg.timeout_s)
+        # one retry layer: call() below. The SDK would retry 5xx and 429 twice more under each of our tries (a
+        # POST up to 18 times), so its own retries are off.
+        self.client._client_wrapper.httpx_client.base_max_retries = 0
 
     def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
         return f"Connection({self.cfg.url!r})"

@@ -8,32 +8,26 @@ from typing import Literal
 
 @dataclass
 class AnnotateConfig:
-    # where the server is; the token comes from the variable named here and is never logged or written
-    url: str = "http://127.0.0.1:8089"
-    token_env: str = "LABEL_STUDIO_API_KEY"
+    url: str = "http://127.0.0.1:8089"  # the server; unset: $SDG_LABEL_STUDIO_URL, else serve's state file
+    token_env: str = "LABEL_STUDIO_API_KEY"  # the variable holding the API token (never logged or written)
     timeout_s: float = 600.0  # per request; imports and exports of 30K tasks take minutes
     max_retries: int = 5  # connection failures and 5xx, with exponential backoff
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 20.0
-    # the project
-    project_title: str = "SDG defect grounding"
-    image_root: str = "."  # the folder images are served from (LOCAL_FILES_DOCUMENT_ROOT); task paths are inside it
+    backoff_base_s: float = 0.5  # first retry wait (doubles)
+    backoff_max_s: float = 20.0  # longest retry wait
+    project_title: str = "SDG defect grounding"  # the project's title (with a tag in its description)
+    image_root: str = "."  # the folder images are served from; task paths must stay inside it
     overlap: int = 1  # annotators per task (maximum_annotations)
     guidelines: str | None = None  # a markdown file; default annotation/guidelines.md
     chunk_size: int = 2000  # tasks or predictions per import request
-    # pull: one record per image for later stages
-    consolidation: Literal["primary", "review"] = "primary"
+    consolidation: Literal["primary", "review"] = "primary"  # how pull picks the one record of an image
     primary_annotators: list[str] = field(default_factory=list)  # emails in priority order; default: earliest
     reviewers: list[str] = field(default_factory=list)  # for "review": their annotation wins when there is one
     check_image_size: bool = True  # compare the exported original size with the image file when it is readable
-    # the server (sdg annotate serve)
-    host: str = "127.0.0.1"
-    port: int = 8089
-    data_dir: str = "outputs/label-studio"  # LABEL_STUDIO_BASE_DATA_DIR: the SQLite database and media
+    host: str = "127.0.0.1"  # serve: the address to bind
+    port: int = 8089  # serve: the port
+    data_dir: str = "outputs/label-studio"  # serve: LABEL_STUDIO_BASE_DATA_DIR, the SQLite database and media
     database: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD
-    label_studio_bin: str = (
-        ".venv-ls/bin/label-studio"  # the server lives in its own environment; or $SDG_LABEL_STUDIO_BIN
-    )
+    label_studio_bin: str = ".venv-ls/bin/label-studio"  # its own environment; or $SDG_LABEL_STUDIO_BIN
 
     def __post_init__(self) -> None:
         if self.overlap < 1 or self.chunk_size < 1 or self.max_retries < 0:

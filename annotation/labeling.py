@@ -9,10 +9,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS  # declared once, in the data contract
+
 
 CONFIG_VERSION = "sdg-labeling/1"
-LABELS = ("artifact", "misalignment")
-IMPORTANCE_MIN, IMPORTANCE_MAX = 1, 100
 BOX, TEXT, NUMBER, IMAGE = "defect", "description", "importance", "image"
 HOTKEYS = {"artifact": "1", "misalignment": "2"}
 COLORS = {"artifact": "#D32F2F", "misalignment": "#1565C0"}

@@ -13,26 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from annotation.client import AnnotateError, Connection, ensure_project, require_project
-from annotation.labeling import BOX, IMAGE, IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, NUMBER, TEXT
+from annotation.labeling import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS
 from annotation.push import server_tasks
+from annotation.uiform import ui_region
 from sdg_data.answer import parse_response
-from sdg_data.jsonl import LineError, iter_lines, write_json, write_jsonl
+from sdg_data.jsonl import LineError, iter_lines
 from sdg_data.records import Defect, RecordError
+from sdg_data.report import StageReport
 
 
 def region_results(rid: str, d: Defect, width: int | None, height: int | None) -> list[dict[str, Any]]:
     """The rectangle, description and importance results of one region, as the UI writes them."""
-    geo = {**d.box.to_label_studio(), "rotation": 0}
-    common: dict[str, Any] = {"id": rid, "to_name": IMAGE, "image_rotation": 0}
-    if width and height:
-        common.update(original_width=width, original_height=height)
-    out = [
-        {**common, "from_name": BOX, "type": "rectanglelabels", "value": {**geo, "rectanglelabels": [d.label]}},
-        {**common, "from_name": TEXT, "type": "textarea", "value": {**geo, "text": [d.description]}},
-    ]
-    if d.importance is not None:
-        out.append({**common, "from_name": NUMBER, "type": "number", "value": {**geo, "number": d.importance}})
-    return out
+    ls = d.box.to_label_studio()
+    return ui_region(
+        rid, d.label, ls["x"], ls["y"], ls["width"], ls["height"], d.description, d.importance, width, height, None
+    )
 
 
 def check_defect(d: Defect, where: str) -> None:
@@ -43,9 +38,6 @@ def check_defect(d: Defect, where: str) -> None:
     problem = d.box.problem()
     if problem:
         raise ValueError(f"{where}: {problem}")
-    ls = d.box.to_label_studio()
-    if ls["width"] <= 0 or ls["height"] <= 0 or ls["x"] < 0 or ls["y"] < 0 or ls["x"] + ls["width"] > 100 + 1e-6:
-        raise ValueError(f"{where}: box {ls} is outside the image or empty")
     if not d.description.strip():
         raise ValueError(f"{where}: empty description")
     if d.importance is not None and not IMPORTANCE_MIN <= d.importance <= IMPORTANCE_MAX:
@@ -123,19 +115,16 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
         created += got
     if created:  # only once the server holds this model's predictions can the project show them
         ensure_project(conn, model_version=model_version)  # annotators see this model's boxes prefilled
-    summary = {
+    report = StageReport("predict", read=n, kept=created)
+    for r in rejects:
+        where = f"{path}:{r['line']}" if r.get("line") else str(path)
+        report.reject(r["reason"], r.get("image_id"), where, None, line=r.get("line"))
+    report.extras = {
         "project": project.id,
-        "read": n,
         "created": created,
-        "rejected": len(rejects),
         "model_version": model_version,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if n != created + len(rejects):
-        raise AssertionError(f"counts do not reconcile: {summary}")
     if not created:
-        summary["note"] = "no usable prediction: nothing imported, the project's model version is unchanged"
-    out = Path(out_dir) if out_dir else path.parent
-    write_jsonl(out / f"{path.stem}.predict_rejects.jsonl", rejects)
-    write_json(out / f"{path.stem}.predict_summary.json", summary)
-    return summary
+        report.extras["note"] = "no usable prediction: nothing imported, the project's model version is unchanged"
+    return report.write(Path(out_dir) if out_dir else path.parent, prefix=f"{path.stem}.")

@@ -27,10 +27,10 @@ import orjson
 from annotation.client import Connection, require_project
 from annotation.config import AnnotateConfig
 from annotation.labeling import BOX, CONFIG_VERSION, IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, NUMBER, TEXT
-from sdg_data.boxes import Box, BoxError
+from sdg_data.boxes import Box, BoxError, label_studio_problem
 from sdg_data.gc_pause import gc_paused
-from sdg_data.jsonl import write_json, write_jsonl
 from sdg_data.records import Defect, ImageRecord
+from sdg_data.report import StageReport
 from sdg_data.secrets import secret_values
 
 
@@ -114,10 +114,9 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
         x, y, w, h = float(v["x"]), float(v["y"]), float(v["width"]), float(v["height"])
     except (KeyError, TypeError, ValueError):
         raise RegionError(f"region {rid}: box value lacks numeric x, y, width, height") from None
-    if w <= _EPS or h <= _EPS:
-        raise RegionError(f"region {rid}: box has zero area ({w:.3g}% x {h:.3g}%)")
-    if x < -_EPS or y < -_EPS or x + w > 100 + 1e-3 or y + h > 100 + 1e-3:
-        raise RegionError(f"region {rid}: box ({x:.3g}, {y:.3g}, {w:.3g}, {h:.3g})% is outside the image")
+    problem = label_studio_problem(x, y, w, h, _EPS)
+    if problem:
+        raise RegionError(f"region {rid}: {problem}")
     if not texts:
         raise RegionError(f"region {rid}: box without a description")
     parts = (texts[0].get("value") or {}).get("text") or []
@@ -145,12 +144,7 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
     if size is not None and (ow, oh) != size:
         raise RegionError(f"region {rid}: drawn on a {ow}x{oh} image but the file is {size[0]}x{size[1]}")
     try:
-        b = Box.from_label_studio(
-            x=min(max(x, 0.0), 100.0),
-            y=min(max(y, 0.0), 100.0),
-            width=min(w, 100.0 - max(x, 0.0)),
-            height=min(h, 100.0 - max(y, 0.0)),
-        )
+        b = Box.from_label_studio(x, y, w, h, clamp=True)
     except BoxError as exc:
         raise RegionError(f"region {rid}: {exc}") from None
     origins = set()
@@ -295,6 +289,19 @@ def consolidate(records: list[ImageRecord], cfg: AnnotateConfig) -> ImageRecord:
     return replace(chosen, provenance={**chosen.provenance, "consolidation": decision})
 
 
+_COUNTS = ("tasks", "tasks_unannotated", "malformed_tasks", "annotations", "valid", "rejected", "cancelled")
+
+
+def _convert_one(task, ann, users, doc_root, cfg: AnnotateConfig) -> tuple[ImageRecord | None, str | None]:
+    """One annotation's record, or None and why it is rejected."""
+    try:
+        return convert_annotation(task, ann, users, doc_root, cfg.check_image_size, Path(cfg.image_root)), None
+    except ValueError as exc:  # RecordError and RegionError included
+        return None, str(exc)
+    except (TypeError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type deeper in
+        return None, f"malformed annotation ({type(exc).__name__}: {str(exc)[:160]})"
+
+
 def convert_export(
     tasks: Iterable[Mapping[str, Any]],
     cfg: AnnotateConfig,
@@ -305,15 +312,7 @@ def convert_export(
     users = users or {}
     all_records: list[ImageRecord] = []
     rejects: list[dict[str, Any]] = []
-    counts = {
-        "tasks": 0,
-        "tasks_unannotated": 0,
-        "malformed_tasks": 0,
-        "annotations": 0,
-        "valid": 0,
-        "rejected": 0,
-        "cancelled": 0,
-    }
+    counts = dict.fromkeys(_COUNTS, 0)
     cancelled_by: dict[str, int] = defaultdict(int)
     for task in tasks:
         counts["tasks"] += 1
@@ -342,21 +341,13 @@ def convert_export(
                 cancelled_by[who or "?"] += 1
                 continue
             base = {"task_id": task.get("id"), "annotation_id": ann.get("id"), "image_id": iid, "annotator": who}
-            if not iid:
-                rejects.append({**base, "reason": "task data has no image_id"})
+            rec, why = _convert_one(task, ann, users, doc_root, cfg) if iid else (None, "task data has no image_id")
+            if rec is None:
+                rejects.append({**base, "reason": why})
                 counts["rejected"] += 1
-                continue
-            try:
-                all_records.append(
-                    convert_annotation(task, ann, users, doc_root, cfg.check_image_size, Path(cfg.image_root))
-                )
+            else:
+                all_records.append(rec)
                 counts["valid"] += 1
-            except ValueError as exc:  # RecordError and RegionError included
-                rejects.append({**base, "reason": str(exc)})
-                counts["rejected"] += 1
-            except (TypeError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type deeper in
-                rejects.append({**base, "reason": f"malformed annotation ({type(exc).__name__}: {str(exc)[:160]})"})
-                counts["rejected"] += 1
     if counts["annotations"] != counts["valid"] + counts["rejected"] + counts["cancelled"]:
         raise AssertionError(f"counts do not reconcile: {counts}")
     by_image: dict[str, list[ImageRecord]] = defaultdict(list)
@@ -386,10 +377,15 @@ def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = 
     stem = out.with_suffix("")
     _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
     _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
-    write_jsonl(f"{stem}.rejects.jsonl", result["rejects"])
-    summary = {**result["counts"], **(extra or {})}
-    write_json(f"{stem}.summary.json", summary)
-    return summary
+    counts = result["counts"]
+    # one unit per annotation, plus each task whose shape could not be read at all
+    report = StageReport("pull", read=counts["annotations"] + counts["malformed_tasks"], kept=counts["valid"])
+    report.left_out = counts["cancelled"]  # skipped by the annotator: counted, neither kept nor rejected
+    for r in result["rejects"]:
+        report.reject(r["reason"], r.get("image_id"), f"task {r.get('task_id')}", None,
+                      **{k: v for k, v in r.items() if k not in ("reason", "image_id")})  # fmt: skip
+    report.extras = {**counts, **(extra or {})}
+    return report.write(out.parent, prefix=f"{out.stem}.")
 
 
 def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -> dict[str, Any]:

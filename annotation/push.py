@@ -15,8 +15,9 @@ from urllib.parse import quote
 from annotation.client import AnnotateError, Connection, require_project
 from annotation.labeling import CONFIG_VERSION
 from annotation.server import document_root
-from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.jsonl import iter_jsonl
 from sdg_data.records import ImageRecord, RecordError
+from sdg_data.report import StageReport
 
 
 def image_url(rel_to_doc_root: str) -> str:
@@ -199,21 +200,19 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
         raise AnnotateError(
             f"server task count does not add up: {n_before} before + {created} created != {n_after} now"
         )
-    summary = {
+    report = StageReport("push", read=reader.read, kept=counts["already"] + created)
+    for r in reader.rejects:
+        report.reject(
+            r["reason"], r.get("image_id"), f"{samples}:{r.get('line')}", r.get("record"), line=r.get("line")
+        )
+    report.extras = {
         "project": project.id,
-        "read": reader.read,
-        "rejected": len(reader.rejects),
         "already_on_server": counts["already"],
         "created": created,
         "tasks_on_server": n_after,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if reader.read != summary["rejected"] + summary["already_on_server"] + created:
-        raise AssertionError(f"counts do not reconcile: {summary}")
-    out = Path(out_dir) if out_dir else samples.parent
-    write_jsonl(out / f"{samples.stem}.push_rejects.jsonl", reader.rejects)
-    write_json(out / f"{samples.stem}.push_summary.json", summary)
-    return summary
+    return report.write(Path(out_dir) if out_dir else samples.parent, prefix=f"{samples.stem}.")
 
 
 def document_root_of(cfg) -> Path:

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from sdg_data.secrets import redact
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from sdg_data.jsonl import write_text
 
 
 def cache_key(image_id: str, annotation_hash: str, teacher: str, prompt_version: str) -> str:
@@ -45,17 +37,7 @@ class DiskCache:
             return None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(redact(json.dumps(entry, ensure_ascii=False)))
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text(self._path(key), json.dumps(entry, ensure_ascii=False))  # atomic, keys masked
 
 
 class UsageLedger:

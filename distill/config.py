@@ -2,43 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
 @dataclass
 class DistillConfig:
-    # which teacher: the offline deterministic template writer, or a VLM behind an OpenAI-compatible API
     teacher: Literal["template", "openai"] = "template"
-    base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai/"
-    model: str = "gemini-3-pro-preview"
+    """template (offline, deterministic) or openai (any OpenAI-compatible VLM endpoint)."""
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai/"  # chat-completions endpoint base URL
+    model: str = "gemini-3-pro-preview"  # teacher model name at that endpoint
     api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key; the key itself is never logged
-    temperature: float = 1.0
-    max_tokens: int = 4096
-    # prompt templates: distill/prompts/<template>.{system,user}.txt, or a path prefix to your own pair
-    template: str = "teacher_v1"
+    temperature: float = 1.0  # the teacher's sampling temperature
+    max_tokens: int = 4096  # longest reply
+    template: str = "teacher_v1"  # teacher prompt: a name under distill/prompts/ or DIR/NAME ({system,user}.txt)
     image_max_side: int = 1024  # the image is resized so its longer side is at most this, then sent as a data URL
-    image_format: Literal["png", "jpeg"] = "jpeg"
-    # what the teacher must produce
-    min_words: int = 18
-    max_words: int = 45
-    keep_annotator_importance: bool = True
-    # transport
-    max_in_flight: int = 16
-    timeout_s: float = 120.0
+    image_format: Literal["png", "jpeg"] = "jpeg"  # how the image is encoded for the request
+    min_words: int = 18  # shortest description the teacher may write
+    max_words: int = 45  # longest description the teacher may write
+    keep_annotator_importance: bool = True  # keep the annotator's importance where there is one
+    max_in_flight: int = 16  # requests in flight
+    timeout_s: float = 120.0  # per request
     max_retries: int = 6  # transient failures (429, 5xx, timeouts, broken replies) per attempt
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff_base_s: float = 1.0  # first retry wait (doubles, with jitter)
+    backoff_max_s: float = 60.0  # longest retry wait
     max_attempts: int = 5  # replies that break the rules (moved / dropped boxes, bad think) before rejecting
-    # accounting (USD per million tokens; 0 = not tracked)
-    usd_per_mtok_in: float = 0.0
-    usd_per_mtok_out: float = 0.0
-    # where finished work is kept so a rerun after a crash sends only what is missing
-    cache_dir: str | None = None  # default: <out>/cache
-    # images are untrusted: they must lie inside these folders (default: the records file's folder) and decode
-    image_roots: list[str] | None = None
-    max_pixels: int = 64 * 1024 * 1024
-    progress: bool = True
+    usd_per_mtok_in: float = 0.0  # price per million prompt tokens, for the cost figure (0 = not tracked)
+    usd_per_mtok_out: float = 0.0  # price per million completion tokens
+    cache_dir: str | None = None  # finished work, so a rerun sends only what is missing; default OUT/cache
+    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
+    """Folder that image_path may point into (repeatable). Default: the records file's folder."""
+    max_pixels: int = 64 * 1024 * 1024  # images whose header declares more are rejected
+    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
 
     def __post_init__(self) -> None:
         for name in ("max_in_flight", "max_attempts", "image_max_side", "max_tokens"):

@@ -16,7 +16,7 @@ NAME = "template-teacher/v1"
 
 
 def _position(b: Box) -> str:
-    cx, cy = (b.x0 + b.x1) / 2000, (b.y0 + b.y1) / 2000
+    cx, cy = b.center_share()
     row = "upper" if cy < 1 / 3 else "lower" if cy > 2 / 3 else "middle"
     col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
     if row == "middle" and col == "centre":
@@ -27,7 +27,7 @@ def _position(b: Box) -> str:
 
 
 def _share(b: Box) -> float:
-    return b.area / 1e6
+    return b.area_share
 
 
 def _size(b: Box) -> str:
@@ -45,7 +45,7 @@ def rubric_importance(label: str, b: Box) -> int:
     score = 50 if label == "artifact" else 55
     s = _share(b)
     score += 25 if s >= 0.25 else 15 if s >= 0.1 else 5 if s >= 0.03 else -20 if s < 0.005 else 0
-    cx, cy = (b.x0 + b.x1) / 2000, (b.y0 + b.y1) / 2000
+    cx, cy = b.center_share()
     off = max(abs(cx - 0.5), abs(cy - 0.5))
     score += 10 if off < 0.2 else -10 if off > 0.4 else 0
     return max(1, min(100, score))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from sdg_data.boxes import Box
+
 
 OUT = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "sample"
 GENERATORS = ["FLUX.2-dev", "Z-Image-Turbo", "LongCat-Image", "SANA-1.5-1.6B"]
@@ -30,7 +32,7 @@ SCENES = [
 
 
 def grid(box_px: list[float]) -> list[int]:
-    return [round(v * 1000 / SIZE) for v in box_px]
+    return Box.from_pixels(box_px, SIZE, SIZE).to_grid()
 
 
 def draw(kind: str, flaw: int, rng: random.Random) -> tuple[Image.Image, list[dict]]:

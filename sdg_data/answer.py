@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from sdg_data.boxes import GRID, Box, BoxOrder
-from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, Defect
+from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, Defect, clean_text
 
 
 _LABEL_SET = frozenset(LABELS)
@@ -149,17 +149,6 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _clean_text(text: str) -> str:
-    """Text safe to embed, tokenize and write as UTF-8: lone surrogates become U+FFFD."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
-
-
 def _loose_list(body: str) -> Any:
     """Python-literal fallback (single quotes, True/None) for otherwise unparseable answers.
 
@@ -261,7 +250,7 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
         if type(desc) is not str:
             desc = _short(desc, 1 << 30)
         if not desc.isascii():
-            desc = _clean_text(desc)
+            desc = clean_text(desc)
         imp = item.get("importance")
         if imp is not None and (type(imp) is not int or imp < IMPORTANCE_MIN or imp > IMPORTANCE_MAX):
             imp = _importance(imp, i, issues)

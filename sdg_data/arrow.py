@@ -105,12 +105,13 @@ _RECORD_COLUMNS = tuple(f.name for f in arrow_schema())
 
 def dataset_shards(folder: str | Path, config: str, split: str | None = None) -> list[Path]:
     """The shards of one config of a dataset folder written by ``sdg build``: the files its last completed build
-    lists in ``meta/build.json`` (never a crashed or earlier build's leftovers); a plain glob for older folders."""
+    lists in ``meta/build.summary.json`` (never a crashed or earlier build's leftovers); a glob for older folders."""
     import json
 
     folder = Path(folder)
     try:
-        files = json.loads((folder / "meta" / "build.json").read_text(encoding="utf-8"))["files"][config]
+        summary = json.loads((folder / "meta" / "build.summary.json").read_text(encoding="utf-8"))
+        files = summary["files"][config]
         paths = [folder / f for f in files]
     except (OSError, ValueError, KeyError, TypeError):
         paths = sorted((folder / "data" / config).glob("*.parquet"))
@@ -124,7 +125,7 @@ def parquet_files(path: str | Path) -> list[Path]:
     p = Path(path)
     if p.is_file():
         return [p]
-    if (p / "meta" / "build.json").is_file():
+    if (p / "meta" / "build.summary.json").is_file():
         for config in ("test", "annotations"):
             files = dataset_shards(p, config)
             if files:

@@ -59,6 +59,16 @@ def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, flo
     return out[0], out[1], out[2], out[3]
 
 
+def label_studio_problem(x: float, y: float, width: float, height: float, eps: float = 1e-6) -> str | None:
+    """Why a Label Studio rectangle (percent of the image) is unusable, or None: empty, or outside the image by
+    more than the editor's rounding (1e-3 %)."""
+    if width <= eps or height <= eps:
+        return f"box has zero area ({width:.3g}% x {height:.3g}%)"
+    if x < -eps or y < -eps or x + width > 100 + 1e-3 or y + height > 100 + 1e-3:
+        return f"box ({x:.3g}, {y:.3g}, {width:.3g}, {height:.3g})% is outside the image"
+    return None
+
+
 def normalized_problem(coords: Sequence[float]) -> str | None:
     """Why four grid coordinates look like a 0-1 normalised box, or None.
 
@@ -117,9 +127,15 @@ class Box(NamedTuple):
         return cls(x0 * sx, y0 * sy, x1 * sx, y1 * sy)
 
     @classmethod
-    def from_label_studio(cls, x: float, y: float, width: float, height: float) -> Box:
-        """From a Label Studio rectangle value: top-left corner and size, in percent of the image."""
+    def from_label_studio(cls, x: float, y: float, width: float, height: float, clamp: bool = False) -> Box:
+        """From a Label Studio rectangle value: top-left corner and size, in percent of the image. ``clamp`` cuts
+        a rectangle that the editor let stray a hair past an edge back to the image (after
+        :func:`label_studio_problem` has accepted it)."""
         x0, y0, w, h = _four_numbers([x, y, width, height], "Label Studio rectangle")
+        if clamp:
+            x0c, y0c = min(max(x0, 0.0), 100.0), min(max(y0, 0.0), 100.0)
+            w, h = min(w, 100.0 - x0c), min(h, 100.0 - y0c)
+            x0, y0 = x0c, y0c
         k = GRID / 100.0
         return cls(x0 * k, y0 * k, (x0 + w) * k, (y0 + h) * k)
 
@@ -159,6 +175,15 @@ class Box(NamedTuple):
     @property
     def area(self) -> float:
         return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def area_share(self) -> float:
+        """The share of the image the box covers (0-1)."""
+        return self.area / (GRID * GRID)
+
+    def center_share(self) -> tuple[float, float]:
+        """The box centre as a share of the image width and height (0-1), e.g. to name its region in words."""
+        return (self.x0 + self.x1) / (2 * GRID), (self.y0 + self.y1) / (2 * GRID)
 
     def clamp(self) -> Box:
         """The box cut to the image (0..1000 on both axes)."""

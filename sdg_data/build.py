@@ -18,9 +18,9 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,11 +28,12 @@ import pyarrow.parquet as pq
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
 from sdg_data.images import MAX_PIXELS, ImageError, check_bytes
 from sdg_data.jitter import JitterConfig, pair_responses
-from sdg_data.jsonl import screen_records, write_json, write_jsonl, write_text
+from sdg_data.jsonl import screen_records, write_text
 from sdg_data.records import ImageRecord
+from sdg_data.report import StageReport, stage_files
+from sdg_data.splits import PAPER_TEST_FRACTION, assign_splits
 
 
-PAPER_TEST_FRACTION = 1151 / (28945 + 1151)
 CONFIGS = ("annotations", "sft", "grpo", "test")
 _IMAGE_BYTES = "images.list.element.bytes"
 
@@ -42,16 +43,20 @@ class BuildConfig:
     test_fraction: float = PAPER_TEST_FRACTION  # share of images held out, by whole prompts (prompt-disjoint)
     test_images: int | None = None  # or an exact target count of test images (whole prompts, so >= this)
     split_salt: str = "sdg"  # changes which prompts go to test
-    split_from: str = "records"  # records: a split a record carries (set by generate) wins; fraction: re-split all
-    image_roots: list[str] | None = None  # folders image_path may point into; default the records file's folder
+    split_from: Literal["records", "fraction"] = "records"
+    """Which split wins: 'records' keeps a split a record carries (from sdg generate) and splits only the rest by
+    test_fraction; 'fraction' re-splits every record."""
+    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
+    """Folder that image_path may point into (repeatable). Default: the records file's folder. Paths that leave
+    the allowed folders (.., absolute paths, symlinks) are rejected."""
     max_pixels: int = MAX_PIXELS  # images whose header declares more are rejected (no decompression bombs)
-    epochs: int = 3
-    jitter: int = 10
-    jitter_seed: int = 42
-    prompt_template: str | None = None  # detector user prompt; default sdg_data/prompts/detector_v1.txt
-    license: str = "cc-by-nc-4.0"
-    pretty_name: str = "SDG: Structured Defect Grounding"
-    max_shard_mb: int = 500
+    epochs: int = 3  # SFT copies per image, jittered after the first
+    jitter: int = 10  # jitter amplitude in grid units
+    jitter_seed: int = 42  # seeds the jitter with the image id and epoch
+    prompt_template: str | None = None  # detector user prompt file ({caption}); default prompts/detector_v1.txt
+    license: str = "cc-by-nc-4.0"  # written to the dataset card
+    pretty_name: str = "SDG: Structured Defect Grounding"  # the dataset card's title
+    max_shard_mb: int = 500  # parquet shards of at most this many MB of input
     rows_per_group: int = 256  # sft row groups hold whole images (all their pairs)
 
     def __post_init__(self) -> None:
@@ -112,45 +117,6 @@ def _defect_rows(rec: ImageRecord, provenance: bool = False) -> list[dict[str, A
             row["provenance"] = json.dumps(d.provenance, ensure_ascii=False) if d.provenance else None
         rows.append(row)
     return rows
-
-
-# ------------------------------------------------------------------ split
-def _prompt_key(caption: str) -> str:
-    return " ".join(caption.lower().split())
-
-
-def assign_splits(records: list[ImageRecord], cfg: BuildConfig) -> dict[str, int]:
-    """Give every record a split, whole prompts at a time; returns counts of what was decided how."""
-    by_prompt: dict[str, list[ImageRecord]] = defaultdict(list)
-    for r in records:
-        by_prompt[_prompt_key(r.caption or "")].append(r)
-    fixed: dict[str, str] = {}
-    conflicts = 0
-    if cfg.split_from == "records":
-        for key, group in by_prompt.items():
-            given = Counter(r.split for r in group if r.split)
-            if given:
-                fixed[key] = given.most_common(1)[0][0]
-                conflicts += int(len(given) > 1)
-    free = [k for k in by_prompt if k not in fixed]
-    free.sort(key=lambda k: hashlib.sha256(f"{cfg.split_salt}\x1f{k}".encode()).hexdigest())
-    n_images = len(records)
-    target = cfg.test_images if cfg.test_images is not None else round(cfg.test_fraction * n_images)
-    have = sum(len(by_prompt[k]) for k, s in fixed.items() if s == "test")
-    for k in free:
-        if have < target:
-            fixed[k] = "test"
-            have += len(by_prompt[k])
-        else:
-            fixed[k] = "train"
-    for key, group in by_prompt.items():
-        for r in group:
-            r.split = fixed[key]
-    return {
-        "prompts": len(by_prompt),
-        "prompts_with_given_split": len(by_prompt) - len(free),
-        "split_conflicts_resolved": conflicts,
-    }
 
 
 # ------------------------------------------------------------------ shard writing
@@ -264,17 +230,102 @@ def load_distilled(
     return screen_records(path, ("caption", "think"), "build", image_roots or ())
 
 
-def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:
-    """Write the dataset folder; returns the build summary (also ``meta/build.json``)."""
-    from tqdm.auto import tqdm
+class _DatasetWriter:
+    """The rows of every config for each verified image, buffered per (config, split) and written to shards."""
 
-    t0 = time.perf_counter()
-    records_path, out = Path(records_path), Path(out_dir)
-    base = records_path.parent
-    loaded, rejects, n_read = load_distilled(records_path, cfg.image_roots)
-    if n_read == 0:
-        raise ValueError(f"{records_path}: no records (an empty file); nothing to build")
-    records = [r for _, r, _ in loaded]
+    def __init__(self, out: Path, cfg: BuildConfig):
+        self.cfg, self.tpl = cfg, cfg.prompt_template
+        self.tpl_id = template_id(self.tpl)
+        self.jitter = JitterConfig(cfg.epochs, cfg.jitter, cfg.jitter_seed)
+        max_bytes = cfg.max_shard_mb << 20
+        schemas = {name: _features(name).arrow_schema for name in CONFIGS}
+        plan = [
+            ("annotations", "train"),
+            ("annotations", "test"),
+            ("sft", "train"),
+            ("grpo", "train"),
+            ("test", "test"),
+        ]
+        self.writers = {
+            (c, sp): _ShardWriter(out / "data" / c, sp, schemas[c], max_bytes, dictionary_images=c == "sft")
+            for c, sp in plan
+        }
+        self.buffers: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self.sizes: Counter[tuple[str, str]] = Counter()
+        self.kept: list[ImageRecord] = []
+        self.unique_image_bytes = self.train_image_bytes = self.sft_text_bytes = 0
+
+    def _put(self, key: tuple[str, str], row: dict[str, Any], nbytes: int) -> None:
+        self.buffers[key].append(row)
+        self.sizes[key] += nbytes
+        if len(self.buffers[key]) >= self.cfg.rows_per_group and key != ("sft", "train"):
+            self.flush(key)
+
+    def flush(self, key: tuple[str, str]) -> None:
+        if self.buffers[key]:
+            self.writers[key].write(self.buffers[key], self.sizes[key])
+            self.buffers[key] = []
+            self.sizes[key] = 0
+
+    def add(self, rec: ImageRecord, image: dict[str, Any], nbytes: int) -> None:
+        """Every config's rows for one verified image."""
+        self.kept.append(rec)
+        self.unique_image_bytes += nbytes
+        common = {"image_id": rec.image_id, "caption": rec.caption, "generator": rec.generator}
+        annotation = {
+            **common,
+            "image": image,
+            "seed": rec.seed,
+            "split": rec.split,
+            "width": rec.width,
+            "height": rec.height,
+            "defects": _defect_rows(rec, provenance=True),
+            "think": rec.think,
+            "provenance": json.dumps(rec.provenance, ensure_ascii=False),
+        }
+        self._put(("annotations", rec.split), annotation, nbytes)
+        if rec.split == "test":
+            self._put(("test", "test"), {**common, "image": image, "defects": _defect_rows(rec)}, nbytes)
+            return
+        self.train_image_bytes += nbytes
+        prompt = prompt_messages(rec.caption, self.tpl)
+        self._put(
+            ("grpo", "train"), {**common, "images": [image], "prompt": prompt, "gt_defects": _defect_rows(rec)}, nbytes
+        )
+        self._add_sft(rec, image, nbytes)
+
+    def _add_sft(self, rec: ImageRecord, image: dict[str, Any], nbytes: int) -> None:
+        """The jittered pairs of one image, kept in one row group so its image is stored once."""
+        key = ("sft", "train")
+        for epoch, response, offsets in pair_responses(rec, self.jitter):
+            pprov = {"epoch": epoch, "jitter_offsets": offsets, "jitter_seed": self.cfg.jitter_seed,
+                     "prompt_template": self.tpl_id}  # fmt: skip
+            msgs = sft_messages(rec.caption, response, self.tpl)
+            self.sft_text_bytes += sum(len(b["text"].encode()) for m in msgs for b in m["content"] if b["text"])
+            row = {"image_id": rec.image_id, "epoch": epoch, "images": [image], "messages": msgs,
+                   "provenance": json.dumps(pprov)}  # fmt: skip
+            self._put(key, row, 0)
+        self.sizes[key] += nbytes  # the image once: the pairs share it in one row group
+        if len(self.buffers[key]) >= self.cfg.rows_per_group * self.cfg.epochs:
+            self.flush(key)
+
+    def finish(self) -> dict[tuple[str, str], list[Path]]:
+        """Flush and close every shard; the temporary shard files of each (config, split) that has rows."""
+        temps = {}
+        for key, writer in self.writers.items():
+            self.flush(key)
+            paths = writer.finish()
+            if paths:
+                temps[key] = paths
+        return temps
+
+    def discard(self) -> None:
+        for w in self.writers.values():
+            w.discard()
+
+
+def _split(records: list[ImageRecord], cfg: BuildConfig) -> tuple[dict[str, int], list[str]]:
+    """Assign the splits (:mod:`sdg_data.splits`); a warning when the records' splits make test_fraction moot."""
     warnings: list[str] = []
     given = sum(r.split is not None for r in records)
     if cfg.split_from == "records" and records and given == len(records) and cfg.test_fraction != PAPER_TEST_FRACTION:
@@ -282,168 +333,84 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
             f"every record already carries a split (from generate), so test_fraction {cfg.test_fraction} changes "
             "nothing; pass --split-from fraction to re-split by it"
         )
-    split_info = assign_splits(records, cfg)
-    jitter = JitterConfig(cfg.epochs, cfg.jitter, cfg.jitter_seed)
-    tpl = cfg.prompt_template
-    tpl_id = template_id(tpl)
-    max_bytes = cfg.max_shard_mb << 20
-    schemas = {name: _features(name).arrow_schema for name in CONFIGS}
-    writers = {
-        ("annotations", "train"): _ShardWriter(
-            out / "data" / "annotations", "train", schemas["annotations"], max_bytes, False
-        ),
-        ("annotations", "test"): _ShardWriter(
-            out / "data" / "annotations", "test", schemas["annotations"], max_bytes, False
-        ),
-        ("sft", "train"): _ShardWriter(out / "data" / "sft", "train", schemas["sft"], max_bytes, True),
-        ("grpo", "train"): _ShardWriter(out / "data" / "grpo", "train", schemas["grpo"], max_bytes, False),
-        ("test", "test"): _ShardWriter(out / "data" / "test", "test", schemas["test"], max_bytes, False),
-    }
-    buffers: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    sizes: Counter[tuple[str, str]] = Counter()
-    unique_image_bytes = 0
-    train_image_bytes = 0
-    sft_text_bytes = 0
-    kept: list[ImageRecord] = []
+    info = assign_splits(
+        records, cfg.test_fraction, cfg.test_images, cfg.split_salt, keep_given=cfg.split_from == "records"
+    )
+    return info, warnings
 
-    def flush(key: tuple[str, str], force: bool = False) -> None:
-        if buffers[key] and (force or len(buffers[key]) >= cfg.rows_per_group):
-            writers[key].write(buffers[key], sizes[key])
-            buffers[key] = []
-            sizes[key] = 0
 
-    def _add_rows(rec: ImageRecord, image: dict[str, Any], nbytes: int) -> None:
-        """Every config's rows for one verified image."""
-        nonlocal unique_image_bytes, train_image_bytes, sft_text_bytes
-        kept.append(rec)
-        unique_image_bytes += nbytes
-        train_image_bytes += nbytes if rec.split == "train" else 0
-        prov = json.dumps(rec.provenance, ensure_ascii=False)
-        common = {"image_id": rec.image_id, "caption": rec.caption, "generator": rec.generator}
-        key = ("annotations", rec.split)
-        buffers[key].append(
-            {
-                **common,
-                "image": image,
-                "seed": rec.seed,
-                "split": rec.split,
-                "width": rec.width,
-                "height": rec.height,
-                "defects": _defect_rows(rec, provenance=True),
-                "think": rec.think,
-                "provenance": prov,
-            }
-        )
-        sizes[key] += nbytes
-        flush(key)
-        if rec.split == "test":
-            buffers[("test", "test")].append({**common, "image": image, "defects": _defect_rows(rec)})
-            sizes[("test", "test")] += nbytes
-            flush(("test", "test"))
-            return
-        gt = _defect_rows(rec)
-        buffers[("grpo", "train")].append(
-            {**common, "images": [image], "prompt": prompt_messages(rec.caption, tpl), "gt_defects": gt}
-        )
-        sizes[("grpo", "train")] += nbytes
-        flush(("grpo", "train"))
-        for epoch, response, offsets in pair_responses(rec, jitter):
-            pprov = {
-                "epoch": epoch,
-                "jitter_offsets": offsets,
-                "jitter_seed": cfg.jitter_seed,
-                "prompt_template": tpl_id,
-            }
-            msgs = sft_messages(rec.caption, response, tpl)
-            sft_text_bytes += sum(len(b["text"].encode()) for m in msgs for b in m["content"] if b["text"])
-            buffers[("sft", "train")].append(
-                {
-                    "image_id": rec.image_id,
-                    "epoch": epoch,
-                    "images": [image],
-                    "messages": msgs,
-                    "provenance": json.dumps(pprov),
-                }
-            )
-        sizes[("sft", "train")] += nbytes  # the image once: the pairs share it in one row group
-        if len(buffers[("sft", "train")]) >= cfg.rows_per_group * cfg.epochs:
-            flush(("sft", "train"), force=True)
+def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:
+    """Write the dataset folder; returns the build summary (also ``meta/build.summary.json``)."""
+    from tqdm.auto import tqdm
 
+    t0 = time.perf_counter()
+    records_path, out = Path(records_path), Path(out_dir)
+    loaded, rejects, n_read = load_distilled(records_path, cfg.image_roots)
+    if n_read == 0:
+        raise ValueError(f"{records_path}: no records (an empty file); nothing to build")
+    split_info, warnings = _split([r for _, r, _ in loaded], cfg)
+    ds = _DatasetWriter(out, cfg)
+    report = StageReport("build", read=n_read, rejects=rejects)
     try:
         for line, rec, img_path in tqdm(loaded, desc="build", unit="img", disable=not progress):
             try:
                 image, nbytes = _image_cell(rec, img_path, cfg.max_pixels)
             except ImageError as exc:
-                rejects.append(
-                    {
-                        "image_id": rec.image_id,
-                        "line": line,
-                        "stage": "build",
-                        "reason": f"record {rec.image_id!r} field 'image_path': {exc}",
-                        "record": rec.to_json(),
-                    }
-                )
+                reason = f"record {rec.image_id!r} field 'image_path': {exc}"
+                report.reject(reason, rec.image_id, f"{records_path}:{line}", rec.to_json(), line=line)
                 continue
-            _add_rows(rec, image, nbytes)
-        temps: dict[tuple[str, str], list[Path]] = {}
-        for key in writers:
-            flush(key, force=True)
-            paths = writers[key].finish()
-            if paths:
-                temps[key] = paths
+            ds.add(rec, image, nbytes)
+        temps = ds.finish()
     except BaseException:
-        for w in writers.values():
-            w.discard()
+        ds.discard()
         raise
-    if not kept:
-        for paths in temps.values():
-            for p in paths:
-                p.unlink(missing_ok=True)
-        write_jsonl(out / "meta" / "build_rejects.jsonl", rejects)
-        first = "; ".join(sorted({r["reason"] for r in rejects})[:3])
+    report.kept = len(ds.kept)
+    if not ds.kept:
+        for p in (p for paths in temps.values() for p in paths):
+            p.unlink(missing_ok=True)
+        report.write(out / "meta")
+        first = "; ".join(sorted({r["reason"] for r in report.rejects})[:3])
         raise ValueError(
-            f"{records_path}: built 0 of {n_read} records ({len(rejects)} rejected, see "
-            f"{out / 'meta' / 'build_rejects.jsonl'}); first reasons: {first}"
+            f"{records_path}: built 0 of {n_read} records ({report.rejected} rejected, see "
+            f"{report.paths(out / 'meta')[0]}); first reasons: {first}"
         )
+    return _publish_build(out, records_path.parent, ds, temps, report, split_info, warnings, t0)
+
+
+def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> dict[str, Any]:
+    """Name the shards by their fingerprint, write the reports and the card (the swap), remove old shards."""
+    cfg = ds.cfg
     fp = _fingerprint([p for key in sorted(temps) for p in temps[key]])
     files = _publish(out, temps, fp)
-    counts = {f"{c}/{s}": w.rows for (c, s), w in writers.items()}
-    for key, w in writers.items():
+    counts = {f"{c}/{s}": w.rows for (c, s), w in ds.writers.items()}
+    for key, w in ds.writers.items():
         if not w.rows:
             warnings.append(f"config {key[0]!r} has no {key[1]!r} rows; the card leaves that split out")
-    write_jsonl(out / "meta" / "build_rejects.jsonl", rejects)
-    for name in ("rejects.jsonl", "summary.json"):  # the distill stage's records travel with the dataset
-        src = base / name
-        if src.exists():
-            write_text(out / "meta" / f"distill_{name}", src.read_text(encoding="utf-8", errors="replace"))
+    for stage, found in stage_files(base).items():  # earlier stages' reports travel with the dataset
+        for path in found.values():
+            if stage != "build":
+                write_text(out / "meta" / path.name, path.read_text(encoding="utf-8", errors="replace"))
     size = {c: sum((out / f).stat().st_size for f in fs) for c, fs in files.items()}
-    summary = {
-        "read": n_read,
-        "built": len(kept),
-        "rejected": len(rejects),
-        "splits": dict(Counter(r.split for r in kept)),
+    text_and_images = ds.train_image_bytes + ds.sft_text_bytes
+    report.extras = {
+        "built": len(ds.kept),
+        "splits": dict(Counter(r.split for r in ds.kept)),
         "rows": counts,
         "split_assignment": split_info,
-        "unique_image_bytes": unique_image_bytes,
+        "unique_image_bytes": ds.unique_image_bytes,
         "bytes_by_config": size,
-        "sft": {
-            "bytes": size.get("sft", 0),
-            "unique_image_bytes": train_image_bytes,
-            "text_bytes": sft_text_bytes,
-            "ratio": round(size.get("sft", 0) / max(1, train_image_bytes + sft_text_bytes), 4),
-        },
+        "sft": {"bytes": size.get("sft", 0), "unique_image_bytes": ds.train_image_bytes,
+                "text_bytes": ds.sft_text_bytes, "ratio": round(size.get("sft", 0) / max(1, text_and_images), 4)},
         "total_bytes": sum(size.values()),
         "fingerprint": fp,
         "files": dict(files),
-        "prompt_template": tpl_id,
+        "prompt_template": ds.tpl_id,
         "config": asdict(cfg),
         "warnings": warnings,
         "seconds": round(time.perf_counter() - t0, 2),
-    }
-    if summary["read"] != summary["built"] + summary["rejected"]:
-        raise AssertionError(f"counts do not reconcile: {summary}")
-    write_json(out / "meta" / "build.json", summary)
-    write_text(out / "README.md", dataset_card(summary, kept, cfg))  # the swap: readers now see this build
+    }  # fmt: skip
+    summary = report.write(out / "meta")
+    write_text(out / "README.md", dataset_card(summary, ds.kept, cfg))  # the swap: readers now see this build
     summary["stale_files_removed"] = _remove_stale(out, files)
     return summary
 
@@ -464,6 +431,30 @@ def card_configs(rows: dict[str, int], fp: str) -> list[dict[str, Any]]:
     return out
 
 
+def _composition(records: list[ImageRecord]) -> tuple[Counter, Counter]:
+    """Images per kind (clean, artifact-only, misalignment-only, both) and per teacher model."""
+    comp: Counter = Counter()
+    teachers: Counter = Counter()
+    for r in records:
+        labels = {d.label for d in r.defects}
+        comp["clean" if not labels else "both" if len(labels) == 2 else f"{labels.pop()}-only"] += 1
+        teachers[(r.provenance.get("distill") or {}).get("model", "unknown")] += 1
+    return comp, teachers
+
+
+def _configs_table(rows: dict[str, int], cfg: BuildConfig) -> list[str]:
+    return [
+        "| config | split | rows | what a row is |",
+        "|---|---|---|---|",
+        f"| annotations | train / test | {rows['annotations/train']} / {rows['annotations/test']} "
+        "| one image, its defects and the teacher's reasoning |",
+        f"| sft | train | {rows['sft/train']} | one (prompt, response) pair; {cfg.epochs} per image, boxes "
+        f"jittered by up to {cfg.jitter} grid units after the first |",
+        f"| grpo | train | {rows['grpo/train']} | one prompt with the ground-truth defects the reward reads |",
+        f"| test | test | {rows['test/test']} | one held-out image with ground truth (`sdg eval --gt`) |",
+    ]
+
+
 def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: BuildConfig) -> str:
     """README.md: the YAML header ``datasets`` reads (configs, license) and a card written from the build."""
     header = {
@@ -475,12 +466,7 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
     }
     import yaml
 
-    comp = Counter()
-    teachers = Counter()
-    for r in records:
-        labels = {d.label for d in r.defects}
-        comp["clean" if not labels else "both" if len(labels) == 2 else f"{labels.pop()}-only"] += 1
-        teachers[(r.provenance.get("distill") or {}).get("model", "unknown")] += 1
+    comp, teachers = _composition(records)
     n = max(1, len(records))
     rows = summary["rows"]
     lines = [
@@ -496,14 +482,7 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
         "",
         "## Configs",
         "",
-        "| config | split | rows | what a row is |",
-        "|---|---|---|---|",
-        f"| annotations | train / test | {rows['annotations/train']} / {rows['annotations/test']} "
-        "| one image, its defects and the teacher's reasoning |",
-        f"| sft | train | {rows['sft/train']} | one (prompt, response) pair; {cfg.epochs} per image, boxes "
-        f"jittered by up to {cfg.jitter} grid units after the first |",
-        f"| grpo | train | {rows['grpo/train']} | one prompt with the ground-truth defects the reward reads |",
-        f"| test | test | {rows['test/test']} | one held-out image with ground truth (`sdg eval --gt`) |",
+        *_configs_table(rows, cfg),
         "",
         "```python",
         "from datasets import load_dataset",
@@ -527,7 +506,8 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
         + ".",
         "Records written by `template-teacher/v1` come from the offline template writer, not a VLM: use them to",
         "test pipelines, not to train detectors meant for use.",
-        f"Detector prompt template: `{summary['prompt_template']}`. Build settings: `meta/build.json`.",
+        f"Detector prompt template: `{summary['prompt_template']}`. Build settings: `meta/build.summary.json`;",
+        "each stage's rejects and counts: `meta/<stage>.rejects.jsonl`, `meta/<stage>.summary.json`.",
         "",
         "## License",
         "",

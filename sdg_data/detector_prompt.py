@@ -44,16 +44,31 @@ def user_text(caption: str, path: str | Path | None = None) -> str:
     return template_text(path).format(caption=caption)
 
 
+def conversation(
+    caption: str, path: str | Path | None = None, image: Any = None, flat_system: bool = False
+) -> list[dict[str, Any]]:
+    """The detector's conversation, the one builder for training rows, local inference and served inference.
+
+    ``image``: None gives trl's placeholder block (filled from a dataset row's ``images`` column); a PIL image is
+    put inline (transformers' chat template); a string is an image URL or data URL (OpenAI-compatible servers,
+    which also want the system turn as plain text: ``flat_system``)."""
+    if image is None:
+        block: dict[str, Any] = {"type": "image", "text": None}
+    elif isinstance(image, str):
+        block = {"type": "image_url", "image_url": {"url": image}}
+    else:
+        block = {"type": "image", "image": image}
+    system: Any = SYSTEM_PROMPT if flat_system else [{"type": "text", "text": SYSTEM_PROMPT}]
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": [block, {"type": "text", "text": user_text(caption, path)}]},
+    ]
+
+
 def prompt_messages(caption: str, path: str | Path | None = None) -> list[dict[str, Any]]:
     """trl's conversational multimodal form: content blocks, the image as a ``{"type": "image"}`` placeholder
     filled from the row's ``images`` column."""
-    return [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {
-            "role": "user",
-            "content": [{"type": "image", "text": None}, {"type": "text", "text": user_text(caption, path)}],
-        },
-    ]
+    return conversation(caption, path)
 
 
 def sft_messages(caption: str, response: str, path: str | Path | None = None) -> list[dict[str, Any]]:

@@ -52,7 +52,9 @@ class EvalConfig:
     strict_format: bool = False
     """Count any response that fails the format check as no defect (default: keep what parses)."""
     embed_batch_size: int = 64
+    """Descriptions per embedder call."""
     embed_max_length: int = 256
+    """Tokens kept of each description."""
 
 
 @dataclass
@@ -253,7 +255,7 @@ def evaluate_files(
 ) -> dict[str, Any]:
     """``sdg eval``: read ground truth and predictions, score, write the JSON report; returns the report."""
     from sdg_data.embedding import load_embedder
-    from sdg_data.jsonl import iter_jsonl, load_records, write_json
+    from sdg_data.jsonl import input_kind, iter_jsonl, load_records, write_json
 
     gt = load_records(gt_path)
     if not gt:
@@ -261,7 +263,7 @@ def evaluate_files(
     pp = Path(pred_path)
     rows = (
         enumerate((r.to_json() for r in load_records(pp)), 1)
-        if pp.is_dir() or pp.suffix == ".parquet"
+        if pp.exists() and input_kind(pp) in ("parquet", "dataset")
         else iter_jsonl(pp)
     )
     preds, stats = index_predictions(rows, cfg, source=str(pred_path))

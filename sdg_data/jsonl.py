@@ -8,12 +8,12 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
 from sdg_data.boxes import BoxOrder
-from sdg_data.records import ImageRecord, RecordError
+from sdg_data.records import ImageRecord, RecordError, has_surrogate
 from sdg_data.secrets import redact, secret_values
 
 
@@ -25,16 +25,6 @@ class LineError(ValueError):
     """One line that is not usable JSON; the message is the reason (without file and line)."""
 
 
-def _has_surrogate(text: str) -> bool:
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
 def _surrogate_path(obj: Any) -> str | None:
     """The field path of the first string (or key) holding a lone surrogate, or None. Iterative: the object may
     be deep. Keys in the path are escaped, so the path itself prints anywhere."""
@@ -42,13 +32,13 @@ def _surrogate_path(obj: Any) -> str | None:
     while stack:
         where, v = stack.pop()
         if isinstance(v, str):
-            if _has_surrogate(v):
+            if has_surrogate(v):
                 return where or "<line>"
         elif isinstance(v, dict):
             for k, x in v.items():
                 key = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
                 sub = f"{where}.{key}" if where else key
-                if isinstance(k, str) and _has_surrogate(k):
+                if isinstance(k, str) and has_surrogate(k):
                     return sub
                 stack.append((sub, x))
         elif isinstance(v, list):
@@ -84,7 +74,7 @@ def parse_line(raw: bytes) -> Any:
     where = _surrogate_path(obj)
     if where is not None:
         rid = obj.get("image_id") if isinstance(obj, dict) else None
-        rid = rid if isinstance(rid, str) and not _has_surrogate(rid) else None
+        rid = rid if isinstance(rid, str) and not has_surrogate(rid) else None
         raise LineError(f"record {rid or '?'!r} field {where!r}: holds a lone surrogate (text must be valid Unicode)")
     return obj
 
@@ -156,7 +146,10 @@ def screen_records(
     for lineno, obj in iter_lines(path):
         n += 1
         if isinstance(obj, LineError):
-            rejects.append({"image_id": None, "line": lineno, "stage": stage, "reason": str(obj), "record": None})
+            rejects.append(
+                {"image_id": None, "stage": stage, "reason": str(obj), "where": f"{path}:{lineno}", "line": lineno,
+                 "record": None}
+            )  # fmt: skip
             continue
         rid = obj.get("image_id") if isinstance(obj, dict) else None
         try:
@@ -170,16 +163,39 @@ def screen_records(
             except PathError as exc:
                 raise RecordError(rec.image_id, "image_path", str(exc)) from None
         except RecordError as exc:
-            rejects.append({"image_id": rid, "line": lineno, "stage": stage, "reason": str(exc), "record": obj})
+            rejects.append(
+                {"image_id": rid, "stage": stage, "reason": str(exc), "where": f"{path}:{lineno}", "line": lineno,
+                 "record": obj}
+            )  # fmt: skip
             continue
         ok.append((lineno, rec, img))
     return ok, rejects, n
 
 
+InputKind = Literal["jsonl", "parquet", "dataset", "images"]
+
+
+def input_kind(path: str | Path) -> InputKind:
+    """What a stage was pointed at: a JSONL of records, a parquet shard, a folder ``sdg build`` wrote (it has
+    ``data/``), or a plain folder of images. The one place that decides, for every stage that reads inputs."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if (p / "data").is_dir() or (p / "meta").is_dir() or next(p.rglob("*.parquet"), None) is not None:
+            return "dataset"  # an sdg build folder, or a folder of its shards
+        return "images"
+    if p.suffix == ".parquet":
+        return "parquet"
+    if p.suffix in (".jsonl", ".json"):
+        return "jsonl"
+    raise InputError(f"{p}: give a records JSONL, a parquet shard, an sdg build folder or a folder of images")
+
+
 def load_records(path: str | Path, order: BoxOrder = "xyxy") -> list[ImageRecord]:
     """Records from a JSONL file, a parquet shard, or a dataset folder made by ``sdg build`` (its test split)."""
     p = Path(path)
-    if p.is_dir() or p.suffix == ".parquet":
+    if p.exists() and input_kind(p) in ("parquet", "dataset"):
         from sdg_data.arrow import read_parquet_records
 
         try:
@@ -201,7 +217,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     file). The file gets the mode a plain ``open`` would give (0666 less the umask), like every file we write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
@@ -210,6 +226,24 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sweep_stale_temps(folder: str | Path) -> int:
+    """Remove temp files (``.NAME.PID.XXXX.tmp``) that killed writers left below ``folder``: only those whose
+    process is gone, so a process still writing (another rank) is never disturbed. Returns how many."""
+    removed = 0
+    for tmp in Path(folder).glob("**/.*.tmp"):
+        try:
+            pid = int(tmp.name.split(".")[-3])
+            os.kill(pid, 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, IndexError, PermissionError):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -243,3 +277,71 @@ def write_records(path: str | Path, records: Iterable[ImageRecord]) -> int:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write one JSON document atomically, with configured keys masked."""
     write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------ resumable append-only sinks
+def repair_torn_tail(path: str | Path) -> bool:
+    """Cut a last line that a killed writer left without its newline (that record is redone); True if cut."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    with path.open("rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        # find the last newline without reading the whole file
+        pos, chunk = size, 1 << 16
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            block = f.read(pos - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                f.truncate(start + nl + 1)
+                return True
+            pos = start
+        f.truncate(0)
+        return True
+
+
+def read_finished(path: str | Path, key: str = "image_id") -> dict[str, dict[str, Any]]:
+    """The rows a (possibly killed) run already appended, by ``key``; a torn last line is cut first."""
+    repair_torn_tail(path)
+    done: dict[str, dict[str, Any]] = {}
+    if Path(path).exists():
+        for _, obj in iter_jsonl(path):
+            if isinstance(obj, dict) and key in obj:
+                done[obj[key]] = obj
+    return done
+
+
+class AppendSink:
+    """An append-only JSONL file for long jobs: each row is flushed and fsynced as it is written, so a job killed
+    at any moment loses at most the line it was writing (cut by :func:`repair_torn_tail` on the next open) and a
+    rerun skips every finished row (:func:`read_finished`)."""
+
+    def __init__(self, path: str | Path, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(self.path)
+        self.fsync = fsync
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._f.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> AppendSink:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -44,6 +44,24 @@ _DEFECT_KEYS = {"box_2d", "box_px", "label", "description", "desc", "importance"
 _WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (valid in a JSON escape, not as UTF-8: it cannot be written)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def clean_text(text: str) -> str:
+    """Text safe to embed, tokenize and write as UTF-8: lone surrogates become U+FFFD."""
+    if not has_surrogate(text):
+        return text
+    return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+
+
 def count_words(text: str) -> int:
     """Words of a description as a reader counts them: Latin-script words, and each CJK character as one."""
     return len(_WORD.findall(text))

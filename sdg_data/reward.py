@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -36,23 +36,26 @@ from sdg_data.records import Defect, RecordError
 
 @dataclass
 class RewardConfig:
-    """Weights and constants of the reward; defaults are the paper's."""
+    """Weights and constants of the reward; defaults are the paper's. The help text is field metadata, so trl's
+    parser (``sdg train grpo``) and the ``sdg reward`` flags show the same words."""
 
-    w_box: float = 0.6
-    w_desc: float = 0.25
-    w_imp: float = 0.15
-    format_fail: float = -1.0
-    both_empty: float = 0.3
-    missed: float = -0.8
-    false_alarm: float = -0.3
-    unmatched: float = 0.5
-    """Penalty per unmatched box (prediction or ground truth) inside R_box."""
-    desc_floor: float = 0.5
-    desc_span: float = 0.4
-    imp_span: float = 50.0
-    missing_gt_importance: int = 50
-    box_order: BoxOrder = "xyxy"
-    """Coordinate order the policy writes ``box_2d`` in."""
+    w_box: float = field(default=0.6, metadata={"help": "Weight of R_box in the reward."})
+    w_desc: float = field(default=0.25, metadata={"help": "Weight of R_desc in the reward."})
+    w_imp: float = field(default=0.15, metadata={"help": "Weight of R_imp in the reward."})
+    format_fail: float = field(default=-1.0, metadata={"help": "Reward of a completion that fails the format check."})
+    both_empty: float = field(default=0.3, metadata={"help": "R_box when both prediction and ground truth are empty."})
+    missed: float = field(default=-0.8, metadata={"help": "R_box for an empty prediction of a defective image."})
+    false_alarm: float = field(default=-0.3, metadata={"help": "R_box for boxes on a clean image."})
+    unmatched: float = field(
+        default=0.5, metadata={"help": "Penalty per unmatched box (prediction or ground truth) inside R_box."}
+    )
+    desc_floor: float = field(default=0.5, metadata={"help": "Cosine at or below which R_desc of a pair is 0."})
+    desc_span: float = field(default=0.4, metadata={"help": "Cosine range over which R_desc rises from 0 to 1."})
+    imp_span: float = field(default=50.0, metadata={"help": "Importance gap at which R_imp of a pair reaches 0."})
+    missing_gt_importance: int = field(
+        default=50, metadata={"help": "Importance assumed for a ground-truth box that has none."}
+    )
+    box_order: BoxOrder = field(default="xyxy", metadata={"help": "Coordinate order the policy writes box_2d in."})
 
 
 @dataclass(slots=True)

@@ -53,11 +53,14 @@ def dataset_stats(folder: str | Path) -> dict[str, Any]:
         }
     defects = [d for r in recs for d in r.defects]
     imps = [d.importance for d in defects if d.importance is not None]
-    areas = [d.box.area / 1e6 for d in defects]
+    areas = [d.box.area_share for d in defects]
     words = [count_words(d.description) for d in defects]
-    rejects = _read_jsonl(folder / "meta" / "distill_rejects.jsonl") + _read_jsonl(
-        folder / "meta" / "build_rejects.jsonl"
-    )
+    from sdg_data.report import stage_files
+
+    rejects = []  # every stage's rejects that travelled with the dataset (generate, pull, distill, build, ...)
+    for stage, found in stage_files(folder / "meta").items():
+        for r in _read_jsonl(found["rejects"]) if "rejects" in found else []:
+            rejects.append({**r, "stage": r.get("stage") or stage})
     reasons = Counter((r.get("stage", "?"), str(r.get("reason", ""))[:90]) for r in rejects)
     return {
         "images": len(recs),

@@ -8,6 +8,32 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def lm_config(
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
+    max_positions: int = 512,
+    **extra,
+) -> dict:
+    """The shape of a toy language model, in the keyword names transformers' decoder configs share (Qwen, Gemma,
+    Mistral, BERT): one place that sizes every tiny text model of tests, benchmarks and the demo."""
+    out = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": intermediate or 2 * hidden,
+        "max_position_embeddings": max_positions,
+        **extra,
+    }
+    if kv_heads is not None:
+        out["num_key_value_heads"] = kv_heads
+    return out
+
+
 def save_tiny_qwen3_text_model(out: str | Path, tokenizer, seed: int = 0) -> Path:
     """Save a 2-layer, 32-wide random Qwen3Model with ``tokenizer`` to ``out`` (loadable by AutoModel)."""
     import torch
@@ -15,19 +41,8 @@ def save_tiny_qwen3_text_model(out: str | Path, tokenizer, seed: int = 0) -> Pat
 
     out = Path(out)
     torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None}
+    cfg = Qwen3Config(**lm_config(len(tokenizer), 32, 2, 4, 2, 64, head_dim=8, **ids))
     Qwen3Model(cfg).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -42,15 +43,24 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
     return out
 
 
+@dataclass
+class VizConfig:
+    limit: int | None = None  # draw at most this many images
+    ids: str | None = None  # comma-separated image ids to draw
+    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
+    """Folder that image_path may point into (repeatable). Default: the records file's folder."""
+
+
 def iter_images(source: str | Path, image_roots: list[str | Path] | None = None, rejects: list[dict] | None = None):
     """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations.
 
     Records whose line, path or image fails its check are appended to ``rejects`` (if given) and skipped."""
     from sdg_data.images import ImageError, check_bytes
+    from sdg_data.jsonl import input_kind
 
     rejects = [] if rejects is None else rejects
     source = Path(source)
-    if source.is_dir():
+    if input_kind(source) in ("dataset", "images"):
         import pyarrow.parquet as pq
 
         from sdg_data.arrow import dataset_shards, read_parquet_records
@@ -86,7 +96,7 @@ def visualize(
     image_roots: list[str | Path] | None = None,
 ) -> tuple[int, list[dict]]:
     """Draw each record's image into ``out_dir``, named from its id made safe for paths (an id like ``../x``
-    cannot write outside it). Returns the count drawn and the rejects (also in ``viz_rejects.jsonl``)."""
+    cannot write outside it). Returns the count drawn and the rejects (also in ``viz.rejects.jsonl``)."""
     from sdg_data.jsonl import write_bytes, write_jsonl
     from sdg_data.paths import safe_filename
 
@@ -104,5 +114,5 @@ def visualize(
         if limit is not None and n >= limit:
             break
     if rejects:
-        write_jsonl(out_dir / "viz_rejects.jsonl", rejects)
+        write_jsonl(out_dir / "viz.rejects.jsonl", rejects)
     return n, rejects

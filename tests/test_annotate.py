@@ -169,7 +169,7 @@ def test_push_twice_creates_once_and_rejects_bad_paths(conn, ls_server, tmp_path
     second = push(path, conn, tmp_path)
     assert (first["created"], first["rejected"], first["tasks_on_server"]) == (4, 4, 4)
     assert (second["created"], second["already_on_server"], second["tasks_on_server"]) == (0, 4, 4)
-    rejects = [json.loads(x) for x in (tmp_path / "push.push_rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(x) for x in (tmp_path / "push.push.rejects.jsonl").read_text().splitlines()]
     reasons = {r["image_id"]: r["reason"] for r in rejects}
     assert "duplicate" in reasons["push-0"] and "outside the image root" in reasons["trav"]
     assert "outside the image root" in reasons["abs"] and "does not exist" in reasons["gone"]
@@ -224,7 +224,7 @@ def test_ui_annotations_pull_to_the_expected_records(conn, ls_server, tmp_path):
     assert (recs["pull-0"].width, recs["pull-0"].height) == (200, 100)
     line = json.loads((tmp_path / "ann.jsonl").read_text().splitlines()[0])
     assert line["defects"][0]["box_px"] == [20.0, 20.0, 80.0, 60.0]
-    rej = json.loads((tmp_path / "ann.rejects.jsonl").read_text())
+    rej = json.loads((tmp_path / "ann.pull.rejects.jsonl").read_text())
     assert rej["image_id"] == "pull-3" and "importance 150 is outside 1-100" in rej["reason"]
     for f in tmp_path.iterdir():  # the token is never written
         assert TOKEN not in f.read_text()
@@ -259,7 +259,7 @@ def test_predictions_prefill_and_origins_come_back(conn, ls_server, tmp_path):
     pfile.write_text("".join(json.dumps(p) + "\n" for p in preds))
     s = predict(pfile, conn, "detector-v1", tmp_path)
     assert (s["created"], s["rejected"]) == (1, 4)
-    reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict_rejects.jsonl").read_text().splitlines()]
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict.rejects.jsonl").read_text().splitlines()]
     assert any("scratch" in r for r in reasons) and any("101" in r for r in reasons)
     assert any("no task" in r for r in reasons) and any("format check" in r for r in reasons)
     project = conn.client.projects.get(id=_pid(conn))
@@ -355,9 +355,9 @@ def test_predict_with_no_usable_line_writes_its_report_and_exits_cleanly(conn, l
     r = CliRunner().invoke(app, ["annotate", "predict", str(preds), "--model-version", "det-v0", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "read 3: created 0 predictions (det-v0), rejected 3" in r.output
-    summary = json.loads((tmp_path / "preds.predict_summary.json").read_text())
+    summary = json.loads((tmp_path / "preds.predict.summary.json").read_text())
     assert summary["created"] == 0 and "nothing imported" in summary["note"]
-    reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict_rejects.jsonl").read_text().splitlines()]
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict.rejects.jsonl").read_text().splitlines()]
     assert len(reasons) == 3 and any("not valid JSON" in x for x in reasons)
     assert any("format check" in x for x in reasons) and any("no task with this image_id" in x for x in reasons)
 
@@ -413,7 +413,7 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
         try:
             cfg = _cfg(data_dir=str(data), port=port, image_root=str(images))
             cfg.url = f"http://127.0.0.1:{port}"
-            server.wait_ready(cfg, TOKEN, timeout_s=240)
+            server.wait_ready(cfg, TOKEN, serve, timeout_s=240)  # fails at once if serve exits
             state = json.loads((data / "server.json").read_text())
             assert state["url"] == f"http://127.0.0.1:{port}"
             ls_pid = int(state["pid"])

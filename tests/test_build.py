@@ -148,7 +148,7 @@ def test_records_without_think_or_image_are_rejected_and_counted(tmp_path):
     roots = [str(tmp_path), str(DEMO)]
     s = build_dataset(tmp_path / "d.jsonl", tmp_path / "ds", BuildConfig(image_roots=roots), progress=False)
     assert (s["read"], s["built"], s["rejected"]) == (3, 1, 2)
-    rej = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build_rejects.jsonl").read_text().splitlines()]
+    rej = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build.rejects.jsonl").read_text().splitlines()]
     assert "'think'" in rej[0]["reason"] and "'image_path'" in rej[1]["reason"]
 
 

@@ -119,7 +119,7 @@ def test_split_from_says_which_split_wins(distilled, tmp_path):
          "--split-from", "fraction"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "cli" / "meta" / "build.json").read_text())["splits"]["test"] > 0
+    assert json.loads((tmp_path / "cli" / "meta" / "build.summary.json").read_text())["splits"]["test"] > 0
 
 
 def test_build_of_zero_records_is_an_error(distilled, tmp_path):

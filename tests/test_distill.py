@@ -82,7 +82,7 @@ def test_faults_in_ten_percent_of_requests_every_record_accounted_for(tmp_path):
     with FakeTeacherServer(teacher) as srv:
         s = distill_file(SAMPLE, tmp_path / "f", _api(srv, timeout_s=0.3, max_attempts=3, max_retries=5))
     assert s["read"] == 24 == s["distilled"] + s["rejected"]
-    rejects = _lines(tmp_path / "f" / "rejects.jsonl")
+    rejects = _lines(tmp_path / "f" / "distill.rejects.jsonl")
     assert [r["image_id"] for r in rejects] == ["demo-05"]  # its reply always moves a box
     assert rejects[0]["stage"] == "teacher" and "boxes" in rejects[0]["reason"]
     assert s["rule_retries"] >= 2 and s["transient_retries"] >= 1
@@ -108,7 +108,7 @@ def test_retry_after_is_honoured_and_transport_failures_are_not_cached(tmp_path)
         s = distill_file(one, tmp_path / "o", _api(srv, max_retries=2, image_roots=[str(SAMPLE.parent)]))
         assert time.perf_counter() - t0 >= 0.6  # two waits of the server's 0.3 s, not our 10 ms backoff
         assert s["rejected"] == 1 and s["requests"] == 3
-        (r,) = _lines(tmp_path / "o" / "rejects.jsonl")
+        (r,) = _lines(tmp_path / "o" / "distill.rejects.jsonl")
         assert r["stage"] == "transport" and "429" in r["reason"]
         s = distill_file(one, tmp_path / "o", _api(srv, max_retries=0, image_roots=[str(SAMPLE.parent)]))
         assert s["this_run"]["requests"] == 1  # asked again: a transport failure is not a verdict
@@ -126,7 +126,7 @@ def test_bad_input_lines_are_rejected_with_record_and_field(tmp_path):
         tmp_path / "in.jsonl", tmp_path / "o", DistillConfig(progress=False, image_roots=[str(SAMPLE.parent)])
     )
     assert s["read"] == 4 and s["distilled"] == 1 and s["rejected"] == 3
-    reasons = [r["reason"] for r in _lines(tmp_path / "o" / "rejects.jsonl")]
+    reasons = [r["reason"] for r in _lines(tmp_path / "o" / "distill.rejects.jsonl")]
     assert "'caption': missing" in reasons[0] and "'image_path'" in reasons[1] and "duplicate" in reasons[2]
 
 

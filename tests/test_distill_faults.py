@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 
 from distill.config import DistillConfig
 from distill.fake_server import FakeTeacher, FakeTeacherServer
-from distill.runner import _retry_after, distill_file
+from distill.runner import distill_file
+from sdg_data.api_client import _retry_after
 from sdg_data.cli import app
 from tests.conftest import DEMO
+from tests.test_distill import _api as _base_api
 
 
 runner = CliRunner()
@@ -28,18 +30,8 @@ KEY = "sk-test-0123456789-secret"
 
 
 def _api(srv, **kw):
-    base = dict(
-        teacher="openai",
-        base_url=srv.base_url,
-        model="fake-vlm",
-        progress=False,
-        timeout_s=5.0,
-        backoff_base_s=0.01,
-        backoff_max_s=0.05,
-        max_in_flight=4,
-        image_roots=[str(SAMPLE.parent)],
-    )
-    return DistillConfig(**{**base, **kw})
+    """test_distill's loopback config, with the sample's images allowed and a little more patience."""
+    return _base_api(srv, **{"timeout_s": 5.0, "max_in_flight": 4, "image_roots": [str(SAMPLE.parent)], **kw})
 
 
 def _lines(path):
@@ -68,7 +60,7 @@ def test_bad_lines_and_bad_images_are_rejected_alone(tmp_path):
     with FakeTeacherServer(FakeTeacher()) as srv:
         s = distill_file(src, tmp_path / "o", _api(srv, image_roots=[str(SAMPLE.parent), str(tmp_path)]))
     assert (s["read"], s["distilled"], s["rejected"]) == (7, 4, 3)
-    rej = _lines(tmp_path / "o" / "rejects.jsonl")
+    rej = _lines(tmp_path / "o" / "distill.rejects.jsonl")
     assert [r["line"] for r in rej] == [5, 6, 7]
     assert "not valid JSON" in rej[0]["reason"] and "not valid UTF-8" in rej[1]["reason"]
     assert rej[2]["stage"] == "image" and "does not decode" in rej[2]["reason"]
@@ -122,7 +114,7 @@ def test_a_key_echoed_by_the_server_is_never_written(tmp_path, monkeypatch, capl
     with FakeTeacherServer(teacher) as srv:
         s = distill_file(_input(tmp_path), tmp_path / "o", _api(srv, max_retries=1))
     assert s["rejected"] == 4 and sum(teacher.requests.values()) == 8
-    rej = _lines(tmp_path / "o" / "rejects.jsonl")
+    rej = _lines(tmp_path / "o" / "distill.rejects.jsonl")
     assert all("Authorization: Bearer ***" in r["reason"] for r in rej), rej[0]["reason"]
     for f in (tmp_path / "o").rglob("*"):
         if f.is_file():

@@ -92,17 +92,10 @@ def test_bidirectional_model_keeps_the_padding_mask(tmp_path):
     """A BERT-style encoder attends both ways: right padding would change its states, so the probe says no."""
     from transformers import BertConfig, BertModel
 
-    from sdg_data.tiny_models import byte_level_qwen_tokenizer
+    from sdg_data.tiny_models import byte_level_qwen_tokenizer, lm_config
 
     tok = byte_level_qwen_tokenizer()
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        pad_token_id=tok.pad_token_id,
-    )
+    cfg = BertConfig(**lm_config(len(tok), 32, 1, 2, intermediate=32, pad_token_id=tok.pad_token_id))
     BertModel(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     emb = TransformersEmbedder(str(tmp_path), batch_size=4)

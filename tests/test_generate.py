@@ -90,7 +90,7 @@ def test_all_four_generator_classes_end_to_end(tiny_root, tmp_path):
         prov = rec.provenance
         for key in ("model_id", "pipeline", "steps", "guidance_scale", "dtype", "seed", "seconds", "versions"):
             assert key in prov
-    rejects = [json.loads(x) for x in (tmp_path / "out" / "generate_rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()]
     assert sorted(r["row"] for r in rejects) == [9, 10, 11]
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
@@ -168,7 +168,7 @@ def test_failed_generations_are_retried_then_recorded(tiny_root, tmp_path, monke
     src = _prompts(tmp_path, PROMPTS[:4])
     s = generate(src, tmp_path / "out", _cfg(tiny_root, generators=["Z-Image-Turbo"], batch_size=4, max_retries=2))
     assert s["images"] == 3 and s["failed"] == 1
-    rej = [json.loads(x) for x in (tmp_path / "out" / "generate_rejects.jsonl").read_text().splitlines()]
+    rej = [json.loads(x) for x in (tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()]
     assert rej[0]["prompt"] == PROMPTS[0] and rej[0]["attempts"] == 3 and "NaN" in rej[0]["reason"]
     assert sum(c == [PROMPTS[0]] for c in calls) == 3  # the first try came inside the failed batch
 
@@ -184,7 +184,7 @@ def test_safety_checker_hook_rejects(tiny_root, tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
     assert s["images"] == 3 and s["failed"] == 1
-    rej = json.loads((tmp_path / "out" / "generate_rejects.jsonl").read_text().splitlines()[0])
+    rej = json.loads((tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()[0])
     assert rej["reason"] == "safety: food is not allowed here" and rej["attempts"] == 1
 
 
@@ -224,7 +224,7 @@ def test_killed_run_resumes_without_duplicates(tiny_root, tmp_path):
     rows = _manifest(out)
     ids = [r["image_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 40
-    summary = json.loads((out / "generate_summary.json").read_text())
+    summary = json.loads((out / "generate.summary.json").read_text())
     assert summary["ranks"][0]["skipped_existing"] == done_before
     assert len(list((out / "images").rglob("*.png"))) == 40 and not list(out.rglob("*.tmp"))
 
@@ -246,4 +246,4 @@ def test_two_ranks_share_the_work_without_duplicates(tiny_root, tmp_path):
     rows = _manifest(out)
     assert {r["image_id"] for r in rows} == per_rank[0] | per_rank[1] and len(rows) == 8
     assert {r["provenance"]["rank"] for r in rows} == {0, 1}
-    assert json.loads((out / "generate_summary.json").read_text())["world_size"] == 2
+    assert json.loads((out / "generate.summary.json").read_text())["world_size"] == 2

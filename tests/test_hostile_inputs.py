@@ -219,7 +219,7 @@ def test_importer_rejects_bad_lines_and_normalised_boxes(tmp_path):
     )
     res = runner.invoke(app, ["import-sdg30k", str(src), "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 0, res.output
-    rej = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
+    rej = [json.loads(x) for x in (tmp_path / "o.import.rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rej] == [1, 2, 3]
     assert "looks normalised to 0-1" in rej[0]["reason"] and "not valid UTF-8" in rej[1]["reason"]
     assert "read 3: wrote 0" in res.output
@@ -289,12 +289,12 @@ def test_distill_and_build_reject_each_bad_line_alone(tmp_path, case):
     roots = [str(tmp_path), str(DEMO)]
     s = distill_file(src, tmp_path / "d", DistillConfig(progress=False, image_roots=roots))
     assert (s["read"], s["distilled"], s["rejected"]) == (7, 6, 1)
-    (rej,) = [json.loads(x) for x in (tmp_path / "d" / "rejects.jsonl").read_text().splitlines()]
+    (rej,) = [json.loads(x) for x in (tmp_path / "d" / "distill.rejects.jsonl").read_text().splitlines()]
     assert rej["line"] == 4 and rej["reason"]
     built = (tmp_path / "d" / "distilled.jsonl").read_bytes().splitlines()
     src = tmp_path / "d" / "b.jsonl"  # beside distilled.jsonl: its image paths are relative to that folder
     src.write_bytes(b"\n".join([*built[:2], raw, *built[2:]]) + b"\n")
     b = build_dataset(src, tmp_path / "ds", BuildConfig(image_roots=roots), progress=False)
     assert (b["read"], b["built"], b["rejected"]) == (7, 6, 1)
-    (rej,) = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build_rejects.jsonl").read_text().splitlines()]
+    (rej,) = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build.rejects.jsonl").read_text().splitlines()]
     assert rej["line"] == 3

@@ -104,7 +104,7 @@ def test_build_stores_only_verified_images(hostile, tmp_path):
     recs, cases = hostile
     s = build_dataset(recs, tmp_path / "ds", BuildConfig(test_fraction=0.0), progress=False)
     assert (s["read"], s["built"], s["rejected"]) == (8, 1, 7)
-    rejects = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build_rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(x) for x in (tmp_path / "ds" / "meta" / "build.rejects.jsonl").read_text().splitlines()]
     _check(rejects, cases)
     for shard in (tmp_path / "ds" / "data").rglob("*.parquet"):
         t = pq.read_table(shard)
@@ -126,9 +126,9 @@ def test_distill_rejects_each_bad_image_alone(hostile, tmp_path):
     recs, cases = hostile
     res = runner.invoke(app, ["distill", str(recs), "--out", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
-    s = json.loads((tmp_path / "d" / "summary.json").read_text())
+    s = json.loads((tmp_path / "d" / "distill.summary.json").read_text())
     assert (s["read"], s["distilled"], s["rejected"]) == (8, 1, 7)
-    _check([json.loads(x) for x in (tmp_path / "d" / "rejects.jsonl").read_text().splitlines()], cases)
+    _check([json.loads(x) for x in (tmp_path / "d" / "distill.rejects.jsonl").read_text().splitlines()], cases)
 
 
 def test_distill_api_rejects_bad_images_and_the_run_goes_on(hostile, tmp_path):
@@ -142,14 +142,14 @@ def test_distill_api_rejects_bad_images_and_the_run_goes_on(hostile, tmp_path):
         s = distill_file(recs, tmp_path / "d", cfg)
         assert dict(srv.teacher.requests) == {"good": 1}  # nothing unverified is ever sent
     assert (s["distilled"], s["rejected"]) == (1, 7)
-    _check([json.loads(x) for x in (tmp_path / "d" / "rejects.jsonl").read_text().splitlines()], cases)
+    _check([json.loads(x) for x in (tmp_path / "d" / "distill.rejects.jsonl").read_text().splitlines()], cases)
 
 
 def test_viz_rejects_bad_images(hostile, tmp_path):
     recs, cases = hostile
     res = runner.invoke(app, ["viz", str(recs), "--out", str(tmp_path / "v")])
     assert res.exit_code == 0 and "drew 1 images" in res.output and "7 rejected" in res.output, res.output
-    _check([json.loads(x) for x in (tmp_path / "v" / "viz_rejects.jsonl").read_text().splitlines()], cases)
+    _check([json.loads(x) for x in (tmp_path / "v" / "viz.rejects.jsonl").read_text().splitlines()], cases)
 
 
 def test_viz_names_files_from_ids_made_safe(tmp_path):
@@ -177,7 +177,7 @@ def test_detect_rejects_bad_images(hostile, tmp_path):
         cfg = DetectConfig(backend="openai", base_url=srv.base_url, model="m", progress=False, max_retries=0)
         s = detect(recs, tmp_path / "det", cfg)
     assert (s["read"], s["predicted"], s["rejected"]) == (8, 1, 7)
-    _check([json.loads(x) for x in (tmp_path / "det" / "detect_rejects.jsonl").read_text().splitlines()], cases)
+    _check([json.loads(x) for x in (tmp_path / "det" / "detect.rejects.jsonl").read_text().splitlines()], cases)
 
 
 def test_detect_folder_refuses_symlinks_that_leave_it(tmp_path):
@@ -212,5 +212,5 @@ def test_import_sdg30k_checks_images_under_the_root(tmp_path):
     assert res.exit_code == 0, res.output
     out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [(r["width"], r["height"]) for r in out] == [(48, 32), (None, None)]
-    rej = [json.loads(x)["reason"] for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
+    rej = [json.loads(x)["reason"] for x in (tmp_path / "o.import.rejects.jsonl").read_text().splitlines()]
     assert "pixel cap" in rej[0] and "outside the allowed image root" in rej[1]

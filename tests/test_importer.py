@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from sdg_data.cli import app
-from sdg_data.importers.sdg30k import image_id_for, import_sdg30k
+from sdg_data.importers.sdg30k import ImportConfig, image_id_for, import_sdg30k
 from sdg_data.jsonl import read_records
 
 
@@ -74,7 +74,7 @@ def test_import_translated_and_raw_with_rejects(tmp_path):
     assert cat.defects[0].importance == 55 and cat.provenance["teacher_response"].startswith("<think>")
     tree = recs[image_id_for("images/zimage/000002.png")]
     assert tree.defects == [] and stats.placeholders_dropped == 1 and stats.clean == 1
-    rejects = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(x) for x in (tmp_path / "out.import.rejects.jsonl").read_text().splitlines()]
     assert "inverted" in rejects[0]["reason"] and "'filepath'" in rejects[1]["reason"]
     # raw boxes read as yxyx coincide with the translated xyxy boxes; read as xyxy they do not
     assert agree["images"] == 2
@@ -83,15 +83,15 @@ def test_import_translated_and_raw_with_rejects(tmp_path):
 
 def test_raw_source_uses_the_explicit_order(tmp_path):
     src = write(tmp_path, released_rows()[:2], "train.jsonl")
-    import_sdg30k(src, tmp_path / "yx.jsonl", source="raw", raw_order="yxyx")
-    import_sdg30k(src, tmp_path / "xy.jsonl", source="raw", raw_order="xyxy")
+    import_sdg30k(src, tmp_path / "yx.jsonl", cfg=ImportConfig(source="raw", raw_order="yxyx"))
+    import_sdg30k(src, tmp_path / "xy.jsonl", cfg=ImportConfig(source="raw", raw_order="xyxy"))
     yx, xy = read_records(tmp_path / "yx.jsonl"), read_records(tmp_path / "xy.jsonl")
     assert yx[0].defects[0].box.to_grid() == [100, 200, 300, 400] and yx[0].split == "train"
     assert xy[0].defects[0].box.to_grid() == [200, 100, 400, 300]
     assert yx[0].defects[0].description == "耳朵重复" and yx[0].provenance["box_order"] == "yxyx"
     # row 2's raw field holds a bare box: no description, so no SDG defect (the same rule as validate and pull)
     assert len(yx) == 1
-    (rej,) = [json.loads(x) for x in (tmp_path / "yx.rejects.jsonl").read_text().splitlines()]
+    (rej,) = [json.loads(x) for x in (tmp_path / "yx.import.rejects.jsonl").read_text().splitlines()]
     assert "description" in rej["reason"] and "--source translated" in rej["reason"]
 
 

@@ -105,11 +105,15 @@ def test_sft_recipes_parse(recipe):
 def test_grpo_recipes_parse(recipe):
     from trl import GRPOConfig, ModelConfig
 
+    from sdg_data.reward import RewardConfig
     from train.args import SDGGRPOScriptArguments, check_batch, parse
 
-    s, t, m = parse(
-        (SDGGRPOScriptArguments, GRPOConfig, ModelConfig), ["--config", str(recipe), *CPU], world=_world(recipe)
+    s, t, m, r = parse(
+        (SDGGRPOScriptArguments, GRPOConfig, ModelConfig, RewardConfig),
+        ["--config", str(recipe), *CPU],
+        world=_world(recipe),
     )
+    assert r.box_order == "xyxy"
     info = check_batch(t, t.num_generations, world=_world(recipe))
     assert info["global_batch"] % t.num_generations == 0
     if "sdg30k" in recipe.name:
@@ -123,6 +127,7 @@ def test_grpo_recipes_parse(recipe):
 def test_global_batch_is_derived_for_the_world_size():
     from trl import GRPOConfig, ModelConfig, SFTConfig
 
+    from sdg_data.reward import RewardConfig
     from train.args import SDGGRPOScriptArguments, SDGScriptArguments, check_batch, format_batch, parse
 
     sft = RECIPES / "sft" / "qwen3_vl_4b_sdg30k.yaml"
@@ -131,12 +136,14 @@ def test_global_batch_is_derived_for_the_world_size():
         _, t, _ = parse((SDGScriptArguments, SFTConfig, ModelConfig), ["--config", str(sft), *CPU], world=ws)
         assert t.gradient_accumulation_steps == accum and check_batch(t, world=ws)["global_batch"] == 16
     # one GPU: 32 micro-batches of 4 = 128 completions = 16 images x 8
-    _, t, _ = parse((SDGGRPOScriptArguments, GRPOConfig, ModelConfig), ["--config", str(grpo), *CPU], world=1)
+    grpo_types = (SDGGRPOScriptArguments, GRPOConfig, ModelConfig, RewardConfig)
+    _, t, _, reward = parse(grpo_types, ["--config", str(grpo), *CPU, "--w_box", "0.5"], world=1)
+    assert reward.w_box == 0.5 and reward.box_order == "xyxy"  # the reward's constants are recipe keys and flags
     info = check_batch(t, t.num_generations, world=1)
     assert (t.gradient_accumulation_steps, t.steps_per_generation, info["prompts_per_generation"]) == (32, 32, 16)
     assert "global batch 128 = 1 processes x 4 per device x 32 accumulation" in format_batch(info)
     with pytest.raises(ValueError, match="global_batch_size 128 is not a multiple of world size 3"):
-        parse((SDGGRPOScriptArguments, GRPOConfig, ModelConfig), ["--config", str(grpo), *CPU], world=3)
+        parse(grpo_types, ["--config", str(grpo), *CPU], world=3)
 
 
 def test_generation_batch_must_hold_whole_groups():
@@ -274,8 +281,8 @@ def test_grpo_from_the_sft_checkpoint_rewards_with_the_ground_truth(sft_run, dat
 
     real = grpo.build_reward
 
-    def recording(script_args, device=None):
-        r = real(script_args, device)
+    def recording(script_args, reward_cfg=None, device=None):
+        r = real(script_args, reward_cfg, device)
         return Recording(embedder=r.embedder, config=r.config)
 
     monkeypatch.setattr(grpo, "build_reward", recording)
@@ -360,7 +367,7 @@ def test_detect_inputs_folder_jsonl_and_rejects(tmp_path):
     assert [i.image_id for i in got.items] == ["a"] and got.read == 3
     reasons = " | ".join(r["reason"] for r in got.rejects)
     assert "duplicate" in reasons and "does not exist" in reasons
-    with pytest.raises(ValueError, match="give a folder"):
+    with pytest.raises(ValueError, match="give a records JSONL"):
         read_inputs(_touch(tmp_path / "x.csv"), DetectConfig())
 
 
@@ -421,7 +428,7 @@ def test_detect_server_down_rejects_with_reason(dataset, tmp_path):
     )
     s = detect(dataset, tmp_path / "down", cfg)
     assert s["predicted"] == 0 and s["rejected"] == 2
-    rej = [json.loads(x) for x in (tmp_path / "down" / "detect_rejects.jsonl").read_text().splitlines()]
+    rej = [json.loads(x) for x in (tmp_path / "down" / "detect.rejects.jsonl").read_text().splitlines()]
     assert all("transport" in r["reason"] and "connection" in r["reason"] for r in rej)
 
 
@@ -556,5 +563,5 @@ def test_detect_unreadable_image_is_rejected_not_the_batch(sft_run, tmp_path):
     )
     s = detect(folder, tmp_path / "out", cfg)
     assert (s["read"], s["predicted"], s["rejected"]) == (3, 2, 1)
-    rej = json.loads((tmp_path / "out" / "detect_rejects.jsonl").read_text())
+    rej = json.loads((tmp_path / "out" / "detect.rejects.jsonl").read_text())
     assert rej["image_id"] == "b" and rej["reason"].startswith("image:")

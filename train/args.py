@@ -59,10 +59,6 @@ class SDGGRPOScriptArguments(SDGScriptArguments):
     reward_embedder_device: str | None = field(
         default=None, metadata={"help": "Device for the embedder (default: this process's device)."}
     )
-    reward_config: str | None = field(
-        default=None, metadata={"help": "YAML with RewardConfig fields (weights, constants); default the paper's."}
-    )
-    box_order: str = field(default="xyxy", metadata={"help": "Order the policy writes box_2d in: xyxy or yxyx."})
 
 
 def world_size() -> int:

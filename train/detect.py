@@ -9,26 +9,24 @@ OpenAI-compatible server (vLLM or SGLang serving the checkpoint) with bounded co
 
 Each prediction line keeps the raw text (``response``), the defects the core parser got from it and the format
 verdict. Lines are appended as they finish, so a rerun after a crash only does what is missing; at the end the file
-is rewritten in input order. Every input ends in ``predictions.jsonl`` or ``detect_rejects.jsonl`` (with its reason)
-and ``detect_summary.json`` reconciles the counts.
+is rewritten in input order. Every input ends in ``predictions.jsonl`` or ``detect.rejects.jsonl`` (with its reason)
+and ``detect.summary.json`` reconciles the counts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from sdg_data.answer import parse_response
-from sdg_data.detector_prompt import SYSTEM_PROMPT, template_id, user_text
-from sdg_data.jsonl import iter_jsonl, screen_records, write_json, write_jsonl
+from sdg_data.detector_prompt import conversation, template_id
+from sdg_data.jsonl import AppendSink, read_finished, screen_records, write_jsonl
+from sdg_data.report import StageReport
 
 
 log = logging.getLogger(__name__)
@@ -39,38 +37,34 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 @dataclass
 class DetectConfig:
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "openai"] = "transformers"  # local and batched, or a vLLM / SGLang server
     model: str = DEFAULT_DETECTOR  # a checkpoint id or folder; for openai, the served model name
-    revision: str | None = None
+    revision: str | None = None  # the checkpoint's revision on the Hub
     prompt_template: str | None = None  # the user-turn template file ({caption}); default sdg_data/prompts
     box_order: Literal["xyxy", "yxyx"] = "xyxy"  # how the detector writes box_2d
-    # inputs
-    dataset_config: str = "test"  # for a dataset folder: which config and split to read
-    split: str = "test"
+    dataset_config: str = "test"  # for a dataset folder: the config to read
+    split: str = "test"  # for a dataset folder: the split to read
     allow_missing_caption: bool = False  # else an image without a caption is rejected
-    limit: int | None = None
-    # generation
-    max_new_tokens: int = 4096
+    limit: int | None = None  # only the first N images
+    max_new_tokens: int = 4096  # longest response
     temperature: float = 0.0  # 0 = greedy (reproducible evaluation)
-    top_p: float = 1.0
-    # transformers backend
-    batch_size: int = 8
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32
-    min_pixels: int | None = 200_704
-    max_pixels: int | None = 1_280_000
-    attn_implementation: str | None = None
-    # openai backend
-    base_url: str = "http://127.0.0.1:17142/v1"
-    api_key_env: str = "SDG_DETECTOR_API_KEY"  # the variable's name; the key itself is never logged
-    max_in_flight: int = 32
-    timeout_s: float = 300.0
-    max_retries: int = 4
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
-    image_max_side: int = 1024
-    image_format: Literal["png", "jpeg"] = "png"
-    progress: bool = True
+    top_p: float = 1.0  # nucleus sampling, when temperature > 0
+    batch_size: int = 8  # transformers: images per generate call
+    device: str = "auto"  # transformers: auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # transformers: auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32
+    min_pixels: int | None = 200_704  # transformers: fewest pixels an image is resized to
+    max_pixels: int | None = 1_280_000  # transformers: most pixels an image is resized to
+    attn_implementation: str | None = None  # transformers: sdpa, flash_attention_2, eager
+    base_url: str = "http://127.0.0.1:17142/v1"  # openai: the server's URL
+    api_key_env: str = "SDG_DETECTOR_API_KEY"  # openai: the variable holding the key (never logged)
+    max_in_flight: int = 32  # openai: requests in flight
+    timeout_s: float = 300.0  # openai: per request
+    max_retries: int = 4  # openai: transient failures per request
+    backoff_base_s: float = 1.0  # openai: first retry wait (doubles, with jitter)
+    backoff_max_s: float = 30.0  # openai: longest retry wait
+    image_max_side: int = 1024  # openai: the image is resized so its longer side is at most this
+    image_format: Literal["png", "jpeg"] = "png"  # openai: how the image is encoded for the request
+    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_in_flight", "max_new_tokens", "image_max_side"):
@@ -192,17 +186,16 @@ def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
 
 def read_inputs(source: str | Path, cfg: DetectConfig) -> Inputs:
     """Whatever the user pointed at, as items plus rejects; duplicate image ids are rejected, not overwritten."""
+    from sdg_data.jsonl import input_kind
+
     p = Path(source)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or folder")
-    if p.is_dir():
-        got = _parquet_items(p, cfg) if (p / "data").is_dir() else _folder_items(p, cfg)
-    elif p.suffix == ".parquet":
-        got = _parquet_items(p, cfg)
-    elif p.suffix in (".jsonl", ".json"):
+    kind = input_kind(p)
+    if kind == "images":
+        got = _folder_items(p, cfg)
+    elif kind == "jsonl":
         got = _jsonl_items(p, cfg)
     else:
-        raise ValueError(f"{p}: give a folder of images, a JSONL of records, a parquet shard or an `sdg build` folder")
+        got = _parquet_items(p, cfg)
     seen: set[str] = set()
     unique = []
     for it in got.items:
@@ -219,15 +212,6 @@ def read_inputs(source: str | Path, cfg: DetectConfig) -> Inputs:
 
 
 # ------------------------------------------------------------------ backends
-def _chat(caption: str, cfg: DetectConfig, image: Any) -> list[dict[str, Any]]:
-    """The detector's conversation with the image inline (a PIL image or an image_url block)."""
-    block = {"type": "image", "image": image} if not isinstance(image, dict) else image
-    return [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": [block, {"type": "text", "text": user_text(caption, cfg.prompt_template)}]},
-    ]
-
-
 class TransformersDetector:
     """A local checkpoint, generating for ``batch_size`` images at a time (left padding)."""
 
@@ -265,7 +249,7 @@ class TransformersDetector:
         import torch
 
         cfg = self.cfg
-        chats = [_chat(it.caption, cfg, it.image()) for it in items]
+        chats = [conversation(it.caption, cfg.prompt_template, image=it.image()) for it in items]
         inputs = self.processor.apply_chat_template(
             chats,
             add_generation_prompt=True,
@@ -296,25 +280,14 @@ class TransformersDetector:
 
 
 class ApiDetector:
-    """A served checkpoint behind an OpenAI-compatible chat endpoint, reusing distill's retrying client."""
+    """A served checkpoint behind an OpenAI-compatible chat endpoint, through the toolkit's one chat client."""
 
     def __init__(self, cfg: DetectConfig):
-        from distill.runner import ApiTeacher, Stats
+        from sdg_data.api_client import ApiSettings, ChatClient
 
         self.cfg = cfg
-        self.stats = Stats()
-        settings = SimpleNamespace(
-            base_url=cfg.base_url,
-            model=cfg.model,
-            api_key_env=cfg.api_key_env,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_new_tokens,
-            timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-            backoff_base_s=cfg.backoff_base_s,
-            backoff_max_s=cfg.backoff_max_s,
-        )
-        self.client = ApiTeacher(settings, self.stats)
+        self.client = ChatClient(ApiSettings.of(cfg))
+        self.stats = self.client.stats
 
     async def one(self, item: Item) -> str:
         from distill.prompting import image_data_url
@@ -322,8 +295,7 @@ class ApiDetector:
         url = await asyncio.to_thread(
             lambda: image_data_url(item.image(), self.cfg.image_max_side, self.cfg.image_format)
         )
-        messages = _chat(item.caption, self.cfg, {"type": "image_url", "image_url": {"url": url}})
-        messages[0]["content"] = SYSTEM_PROMPT
+        messages = conversation(item.caption, self.cfg.prompt_template, image=url, flat_system=True)
         return await self.client.complete(messages, item.image_id)
 
     def describe(self) -> dict[str, Any]:
@@ -345,51 +317,14 @@ def _prediction(item: Item, text: str, cfg: DetectConfig, meta: dict[str, Any]) 
     }
 
 
-def _done_ids(path: Path) -> dict[str, dict[str, Any]]:
-    """Predictions a previous run finished; a torn last line (killed mid-write) is dropped, to be redone."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    raw = path.read_bytes()
-    keep = raw if raw.endswith(b"\n") or not raw else raw[: raw.rfind(b"\n") + 1]
-    if len(keep) != len(raw):
-        path.write_bytes(keep)
-    for _, obj in iter_jsonl(path):
-        if isinstance(obj, dict) and "image_id" in obj:
-            done[obj["image_id"]] = obj
-    return done
-
-
-class _Appender:
-    def __init__(self, path: Path):
-        self.f = open(path, "a", encoding="utf-8")  # noqa: SIM115
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-
 def _batches(items: Sequence[Item], n: int) -> Iterator[list[Item]]:
     for i in range(0, len(items), n):
         yield list(items[i : i + n])
 
 
-def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[str, Any]:
-    """Run the detector over ``source``; returns the summary also written to ``detect_summary.json``."""
-    from tqdm.auto import tqdm
-
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pred_path = out_dir / "predictions.jsonl"
-    inputs = read_inputs(source, cfg)
-    done = _done_ids(pred_path)
-    todo = [it for it in inputs.items if it.image_id not in done]
-    meta = {
+def _provenance(cfg: DetectConfig) -> dict[str, Any]:
+    """What every prediction records about the detector that wrote it."""
+    return {
         "backend": cfg.backend,
         "model": cfg.model,
         "revision": cfg.revision,
@@ -398,6 +333,20 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
         "temperature": cfg.temperature,
         "top_p": cfg.top_p if cfg.temperature > 0 else None,
     }
+
+
+def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[str, Any]:
+    """Run the detector over ``source``; returns the summary also written to ``detect.summary.json``."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pred_path = out_dir / "predictions.jsonl"
+    inputs = read_inputs(source, cfg)
+    done = read_finished(pred_path)
+    todo = [it for it in inputs.items if it.image_id not in done]
+    meta = _provenance(cfg)
     failures: dict[str, str] = {}
     bar = tqdm(
         total=len(inputs.items),
@@ -406,27 +355,10 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
         unit="img",
         disable=not cfg.progress,
     )
-    sink = _Appender(pred_path)
+    sink = AppendSink(pred_path)
     try:
         if todo and cfg.backend == "transformers":
-            det = TransformersDetector(cfg)
-            meta.update(det.describe())
-            for batch in _batches(todo, cfg.batch_size):
-                try:
-                    texts = det.generate(batch)
-                except (OSError, ValueError) as exc:  # an unreadable image: redo one by one to find it
-                    texts = []
-                    for it in batch:
-                        try:
-                            texts.extend(det.generate([it]))
-                        except (OSError, ValueError) as one_exc:
-                            failures[it.image_id] = f"image: {type(one_exc).__name__}: {one_exc}"
-                            texts.append(None)
-                    log.debug("batch fell back to single images: %s", exc)
-                for it, text in zip(batch, texts):
-                    if text is not None:
-                        sink.write(_prediction(it, text, cfg, meta))
-                    bar.update()
+            _run_local(todo, cfg, meta, sink, failures, bar)
         elif todo:
             det_api = ApiDetector(cfg)
             meta.update(det_api.describe())
@@ -436,19 +368,20 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
         bar.close()
 
     # final file in input order; anything in it that is no longer an input is kept out and counted
-    done = _done_ids(pred_path)
+    done = read_finished(pred_path)
     order = [it.image_id for it in inputs.items if it.image_id in done]
     stale = sorted(set(done) - {it.image_id for it in inputs.items})
     write_jsonl(pred_path, (done[i] for i in order))
-    rejects = list(inputs.rejects)
-    rejects += [{"image_id": iid, "stage": "detect", "reason": why} for iid, why in failures.items()]
-    write_jsonl(out_dir / "detect_rejects.jsonl", rejects)
+    by_id = {it.image_id: it for it in inputs.items}
+    report = StageReport("detect", read=inputs.read, kept=len(order), left_out=inputs.limited_out)
+    for r in inputs.rejects:
+        report.reject(r["reason"], r.get("image_id"), r.get("source"), line=r.get("line"))
+    for iid, why in failures.items():
+        report.reject(why, iid, by_id[iid].source if iid in by_id else None)
     n_ok = sum(done[i]["format_ok"] for i in order)
-    summary = {
+    report.extras = {
         "source": str(source),
-        "read": inputs.read,
         "predicted": len(order),
-        "rejected": len(rejects),
         "left_out_by_limit": inputs.limited_out,
         "format_ok": n_ok,
         "format_fail": len(order) - n_ok,
@@ -457,14 +390,34 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
         "seconds": round(time.perf_counter() - t0, 3),
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
     }
-    if summary["read"] != summary["predicted"] + summary["rejected"] + summary["left_out_by_limit"]:
-        raise AssertionError(f"counts do not reconcile: {summary}")  # a bug, never bad input
-    write_json(out_dir / "detect_summary.json", summary)
+    summary = report.write(out_dir)
     return summary
 
 
+def _run_local(todo: list[Item], cfg: DetectConfig, meta: dict, sink: AppendSink, failures: dict, bar) -> None:
+    """The transformers backend: batches; an unreadable image in a batch is found by redoing it one by one."""
+    det = TransformersDetector(cfg)
+    meta.update(det.describe())
+    for batch in _batches(todo, cfg.batch_size):
+        try:
+            texts = det.generate(batch)
+        except (OSError, ValueError) as exc:
+            texts = []
+            for it in batch:
+                try:
+                    texts.extend(det.generate([it]))
+                except (OSError, ValueError) as one_exc:
+                    failures[it.image_id] = f"image: {type(one_exc).__name__}: {one_exc}"
+                    texts.append(None)
+            log.debug("batch fell back to single images: %s", exc)
+        for it, text in zip(batch, texts):
+            if text is not None:
+                sink.write(_prediction(it, text, cfg, meta))
+            bar.update()
+
+
 async def _run_api(det: ApiDetector, todo: list[Item], cfg: DetectConfig, meta, sink, failures, bar) -> None:
-    from distill.runner import AuthError, TransportError, drain
+    from sdg_data.api_client import AuthError, TransportError, drain
 
     refused: list[AuthError] = []
 

@@ -25,14 +25,12 @@ from train.args import SDGGRPOScriptArguments, check_batch, format_batch, parse,
 logger = logging.getLogger("sdg.train.grpo")
 
 
-def build_reward(script_args, device: str | None = None):
-    """The core reward with the recipe's embedder and constants."""
-    from sdg_data.config import load_config
+def build_reward(script_args, reward_cfg=None, device: str | None = None):
+    """The core reward with the recipe's embedder and constants (RewardConfig, parsed with the rest)."""
     from sdg_data.embedding import load_embedder
     from sdg_data.reward import RewardConfig, SDGReward
 
-    overrides = {"box_order": script_args.box_order}
-    cfg = load_config(RewardConfig, script_args.reward_config, overrides)
+    cfg = reward_cfg or RewardConfig()
     spec = script_args.reward_embedder
     kwargs = {}
     if spec not in ("none", "lexical"):
@@ -41,7 +39,7 @@ def build_reward(script_args, device: str | None = None):
     return SDGReward(embedder=embedder, config=cfg)
 
 
-def build_trainer(script_args, training_args, model_args):
+def build_trainer(script_args, training_args, model_args, reward_cfg=None):
     from trl import GRPOTrainer, get_peft_config
 
     from train.data import grpo_dataset
@@ -55,7 +53,7 @@ def build_trainer(script_args, training_args, model_args):
         script_args.max_train_samples,
     )
     device = "cpu" if training_args.use_cpu else None
-    reward = build_reward(script_args, device=device)
+    reward = build_reward(script_args, reward_cfg, device=device)
     return GRPOTrainer(
         model=model,
         reward_funcs=[reward],
@@ -69,11 +67,16 @@ def build_trainer(script_args, training_args, model_args):
 def main(argv: list[str] | None = None):
     from trl import GRPOConfig, ModelConfig
 
+    from sdg_data.reward import RewardConfig
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    script_args, training_args, model_args = parse((SDGGRPOScriptArguments, GRPOConfig, ModelConfig), argv)
+    # the reward's weights and constants are recipe keys and flags like every other training argument
+    script_args, training_args, model_args, reward_cfg = parse(
+        (SDGGRPOScriptArguments, GRPOConfig, ModelConfig, RewardConfig), argv
+    )
     info = check_batch(training_args, num_generations=training_args.num_generations)
     logger.info(format_batch(info))
-    trainer = build_trainer(script_args, training_args, model_args)
+    trainer = build_trainer(script_args, training_args, model_args, reward_cfg)
     return train_and_save(trainer, training_args, logger)
 
 

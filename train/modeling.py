@@ -188,6 +188,8 @@ def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers:
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
+    from sdg_data.tiny_models import lm_config
+
     out = Path(out)
     torch.manual_seed(seed)
     vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
@@ -198,15 +200,14 @@ def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers:
     ids = {t: tok.convert_tokens_to_ids(t) for t in _SPECIAL}
     head_dim = 16
     cfg = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=hidden // head_dim,
-            num_key_value_heads=max(1, hidden // head_dim // 2),
+        text_config=lm_config(
+            len(tok),
+            hidden,
+            layers,
+            hidden // head_dim,
+            max(1, hidden // head_dim // 2),
+            max_positions=8192,
             head_dim=head_dim,
-            max_position_embeddings=8192,
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 5e6,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdg_data.splits import prompt_key, split_of
+
 
 TEXT_COLUMNS = ("prompt", "caption")
 
@@ -18,11 +20,6 @@ class Prompt:
     row: int  # 1-based position in the input, for errors
     prompt_id: str  # the input's own id if it has one, else a hash of the text
     split: str | None = None  # a split the input already fixes (e.g. Pick-a-Pic's partition)
-
-
-def prompt_key(text: str) -> str:
-    """Prompts that differ only in case and spacing are the same prompt (and land in the same split)."""
-    return " ".join(text.lower().split())
 
 
 def _rows(source: str) -> list[dict[str, Any]]:
@@ -100,9 +97,5 @@ def read_prompts(source: str) -> tuple[list[Prompt], list[dict[str, Any]], int]:
 
 
 def decide_split(prompt: Prompt, test_fraction: float, salt: str = "sdg") -> str:
-    """The prompt's split: the input's if it gives one, else a stable hash of the prompt text against
-    ``test_fraction``, so every image of a prompt (any generator, any seed, any rank) lands in the same split."""
-    if prompt.split:
-        return prompt.split
-    h = int.from_bytes(hashlib.blake2b(f"{salt}\0{prompt_key(prompt.text)}".encode(), digest_size=8).digest(), "big")
-    return "test" if h / 2**64 < test_fraction else "train"
+    """The prompt's split by the one rule (:mod:`sdg_data.splits`): the input's if it gives one, else by rank."""
+    return split_of(prompt.text, test_fraction, salt, prompt.split)

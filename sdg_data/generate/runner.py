@@ -4,8 +4,8 @@ Work is planned deterministically (every rank plans the same list), then each ge
 (item i goes to rank i mod world), so no two ranks write the same image. Each rank appends to its own
 ``manifest.rank<k>.jsonl`` after the PNG is in place (written to a temporary name, then renamed), so a killed run
 leaves either a finished image or nothing. On rerun, finished images are skipped. When every rank is done, rank 0
-merges the rank files into ``manifest.jsonl`` (plan order) and ``generate_rejects.jsonl``, and writes
-``generate_summary.json``, whose counts reconcile.
+merges the rank files into ``manifest.jsonl`` (plan order) and ``generate.rejects.jsonl``, and writes
+``generate.summary.json``, whose counts reconcile.
 """
 
 from __future__ import annotations
@@ -22,8 +22,18 @@ from typing import Any, Literal
 
 from sdg_data.generate.prompts import Prompt, decide_split, read_prompts
 from sdg_data.generate.registry import GeneratorSpec, resolve, slug
-from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.jsonl import (
+    AppendSink,
+    atomic_file,
+    iter_jsonl,
+    read_finished,
+    sweep_stale_temps,
+    write_json,
+    write_jsonl,
+)
 from sdg_data.records import ImageRecord
+from sdg_data.report import StageReport
+from sdg_data.splits import PAPER_TEST_FRACTION
 
 
 log = logging.getLogger(__name__)
@@ -32,28 +42,31 @@ SDG30K_GENERATORS = ["FLUX.2-dev", "Z-Image-Turbo", "LongCat-Image", "SANA-1.5-1
 
 @dataclass
 class GenerateConfig:
-    generators: list[str] = field(default_factory=lambda: list(SDG30K_GENERATORS))
+    generators: list[str] = field(default_factory=lambda: list(SDG30K_GENERATORS), metadata={"flag": "--generator"})
+    """Repeatable. FLUX.2-dev, Z-Image-Turbo, LongCat-Image, SANA-1.5-1.6B (default: all four), or any diffusers
+    model id or local pipeline folder."""
+    model_root: str | None = None  # folder with local copies of the four: ROOT/flux2, z-image, longcat, sana
     model_paths: dict[str, str] = field(default_factory=dict)  # registry name -> local copy of its checkpoint
     assign: Literal["spread", "all"] = "spread"  # spread: each prompt to one generator, evenly; all: to every one
     seeds: int = 1  # images per (prompt, generator), seeds base_seed .. base_seed + seeds - 1
-    base_seed: int = 0
-    height: int = 1024
-    width: int = 1024
-    steps: int | None = None  # None: the generator's recommended value
-    guidance_scale: float | None = None
+    base_seed: int = 0  # the first seed
+    height: int = 1024  # image height in pixels (a multiple of 16)
+    width: int = 1024  # image width in pixels (a multiple of 16)
+    steps: int | None = None  # denoising steps; default: the generator's recommended value
+    guidance_scale: float | None = None  # default: the generator's recommended value
     call_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per generator name, extra call args
-    dtype: str | None = None  # None: the generator's (bf16 for the four); float32 on CPU
-    device: str = "auto"
+    dtype: str | None = None  # default: the generator's (bf16 for the four); float32 on CPU
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
     cpu_offload: bool = False  # enable_model_cpu_offload: one component on the GPU at a time
-    vae_tiling: bool = False
+    vae_tiling: bool = False  # decode in tiles (large images on small GPUs)
     batch_size: int = 1  # prompts per pipeline call
-    test_fraction: float = 1151 / 30096  # share of prompts held out, when the input does not fix a split
-    split_salt: str = "sdg"
+    test_fraction: float = PAPER_TEST_FRACTION  # share of prompts held out, when the input does not fix a split
+    split_salt: str = "sdg"  # changes which prompts go to test
     max_retries: int = 2  # per image, after an error, a NaN or an all-black output
     black_threshold: float = 2.0  # mean pixel value (0-255) at or below which an image counts as all black
     safety_checker: str | None = None  # "module:function" taking (PIL image, prompt) -> (ok, reason)
     limit: int | None = None  # only the first N prompts
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
 
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.batch_size < 1 or self.max_retries < 0:
@@ -255,10 +268,8 @@ def _save_png(arr: Any, path: Path) -> tuple[Any, int, int]:
     from PIL import Image
 
     img = Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)  # a half-written PNG never has the final name
+    with atomic_file(path, "wb") as f:  # a half-written PNG never has the final name
+        img.save(f, format="PNG")
     return img, img.width, img.height
 
 
@@ -278,34 +289,23 @@ def _record(it: Item, width: int, height: int, prov: dict[str, Any]) -> dict[str
     return rec.to_json()
 
 
-def _sweep_stale_temps(out: Path) -> int:
-    """Remove half-written PNGs (``.NAME.PID.tmp``) left by a killed run: only those whose process is gone, so a
-    rank still writing is never disturbed."""
-    removed = 0
-    for tmp in out.glob("images/**/.*.tmp"):
-        try:
-            pid = int(tmp.name.rsplit(".", 2)[-2])
-            os.kill(pid, 0)
-            continue  # that process still runs
-        except ProcessLookupError:
-            pass
-        except (ValueError, PermissionError):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
 # ------------------------------------------------------------------ the job
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
+    """Every rank's finished images (a torn last line is cut: that image is redone)."""
     done: dict[str, dict[str, Any]] = {}
     for f in sorted(out.glob("manifest.rank*.jsonl")):
-        raw = f.read_bytes()
-        if raw and not raw.endswith(b"\n"):  # torn last line: that image is redone
-            f.write_bytes(raw[: raw.rfind(b"\n") + 1])
-        for _, obj in iter_jsonl(f):
-            done[obj["image_id"]] = obj
+        done.update(read_finished(f))
     return done
+
+
+def _use_model_root(cfg: GenerateConfig) -> None:
+    """Local copies under model_root (flux2, z-image, longcat, sana) stand in for the hub ids."""
+    if cfg.model_root:
+        from sdg_data.generate.registry import ALIASES
+
+        root = Path(cfg.model_root)
+        found = {name: str(root / alias) for alias, name in ALIASES.items() if (root / alias).is_dir()}
+        cfg.model_paths = {**cfg.model_paths, **found}
 
 
 def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfig) -> dict[str, Any]:
@@ -314,6 +314,7 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
 
     t0 = time.perf_counter()
     out = Path(out_dir)
+    _use_model_root(cfg)
     rank, world, state = _dist()
     prompts, prompt_rejects, n_rows = read_prompts(str(prompts_source))
     limited_out = 0
@@ -324,22 +325,17 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     _barrier(state)
-    _sweep_stale_temps(out)
+    sweep_stale_temps(out / "images")  # half-written PNGs of a killed run
     done = _finished(out)
     mine = [it for it in items if it.index % world == rank]
     todo = [it for it in mine if it.image_id not in done or not (out / it.rel_path).is_file()]
-    manifest = open(out / f"manifest.rank{rank}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-    rejects_f = open(out / f"rejects.rank{rank}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    manifest = AppendSink(out / f"manifest.rank{rank}.jsonl")
+    rejects_f = AppendSink(out / f"rejects.rank{rank}.jsonl")
     checker = _load_checker(cfg.safety_checker)
     stats: dict[str, Any] = {"generated": 0, "skipped_existing": len(mine) - len(todo), "failed": 0, "retries": 0}
     timing: dict[str, float] = defaultdict(float)
-    bar = tqdm(
-        total=len(mine),
-        initial=len(mine) - len(todo),
-        desc=f"generate[{rank}]",
-        unit="img",
-        disable=not cfg.progress or rank != 0,
-    )
+    quiet = not cfg.progress or rank != 0
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"generate[{rank}]", unit="img", disable=quiet)
     try:
         by_gen: dict[str, list[Item]] = defaultdict(list)
         for it in todo:
@@ -352,64 +348,10 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
             t_load = time.perf_counter()
             pipe, dtype = load_pipeline(spec, cfg, device)
             timing["load_s"] += time.perf_counter() - t_load
-            base_prov = {
-                "stage": "generate",
-                "annotated": False,
-                "model_id": spec.model_id,
-                "revision": _revision(pipe, spec),
-                "pipeline": type(pipe).__name__,
-                "dtype": str(dtype).removeprefix("torch."),
-                "device": device,
-                "rank": rank,
-                "prompt_id": None,
-                "versions": versions,
-            }
+            base_prov = _base_provenance(spec, pipe, dtype, device, rank, versions)
+            run = _Batches(pipe, cfg, device, base_prov, out, manifest, rejects_f, stats, checker, bar)
             for start in range(0, len(group), cfg.batch_size):
-                batch = group[start : start + cfg.batch_size]
-                pending = [(it, 0) for it in batch]
-                while pending:
-                    chunk = [it for it, _ in pending]
-                    tries = {it.image_id: n for it, n in pending}
-                    t1 = time.perf_counter()
-                    try:
-                        arrays = _run_batch(pipe, chunk, cfg, device)
-                        errors: list[str | None] = [None] * len(chunk)
-                    except Exception as exc:  # noqa: BLE001 - OOM and friends: one by one, then record
-                        _free(device)
-                        if len(chunk) > 1:  # a failed batch is nobody's fault: each image gets its own tries
-                            for it in chunk:
-                                _single(
-                                    pipe,
-                                    it,
-                                    tries[it.image_id],
-                                    cfg,
-                                    device,
-                                    base_prov,
-                                    out,
-                                    manifest,
-                                    rejects_f,
-                                    stats,
-                                    checker,
-                                    bar,
-                                )
-                            break
-                        arrays, errors = [None], [f"{type(exc).__name__}: {str(exc)[:300]}"]
-                    seconds = (time.perf_counter() - t1) / len(chunk)
-                    retry: list[tuple[Item, int]] = []
-                    for it, arr, err in zip(chunk, arrays, errors):
-                        err = err or _verdict(arr, it, cfg, checker)
-                        if err is None:
-                            _keep(it, arr, seconds, cfg, base_prov, out, manifest)
-                            stats["generated"] += 1
-                            bar.update()
-                        elif tries[it.image_id] < cfg.max_retries and not err.startswith("safety"):
-                            stats["retries"] += 1
-                            retry.append((it, tries[it.image_id] + 1))
-                        else:
-                            _reject(it, err, tries[it.image_id] + 1, rejects_f)
-                            stats["failed"] += 1
-                            bar.update()
-                    pending = retry
+                run.generate(group[start : start + cfg.batch_size])
             del pipe
             _free(device)
     finally:
@@ -423,6 +365,73 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     if rank != 0:
         return {"rank": rank, **stats}
     return _merge(out, items, prompt_rejects, n_rows, limited_out, world, cfg, stats)
+
+
+def _base_provenance(spec: GeneratorSpec, pipe: Any, dtype: Any, device: str, rank: int, versions: dict) -> dict:
+    """What every image of one pipeline records about how it was made."""
+    return {
+        "stage": "generate",
+        "annotated": False,
+        "model_id": spec.model_id,
+        "revision": _revision(pipe, spec),
+        "pipeline": type(pipe).__name__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device,
+        "rank": rank,
+        "prompt_id": None,
+        "versions": versions,
+    }
+
+
+@dataclass
+class _Batches:
+    """One loaded pipeline's batches: generate, check, retry the failed images, keep or reject each."""
+
+    pipe: Any
+    cfg: GenerateConfig
+    device: str
+    base_prov: dict
+    out: Path
+    manifest: AppendSink
+    rejects_f: AppendSink
+    stats: dict
+    checker: Any
+    bar: Any
+
+    def generate(self, batch: list[Item]) -> None:
+        cfg, stats = self.cfg, self.stats
+        pending = [(it, 0) for it in batch]
+        while pending:
+            chunk = [it for it, _ in pending]
+            tries = {it.image_id: n for it, n in pending}
+            t1 = time.perf_counter()
+            try:
+                arrays = _run_batch(self.pipe, chunk, cfg, self.device)
+                errors: list[str | None] = [None] * len(chunk)
+            except Exception as exc:  # noqa: BLE001 - OOM and friends: one by one, then record
+                _free(self.device)
+                if len(chunk) > 1:  # a failed batch is nobody's fault: each image gets its own tries
+                    for it in chunk:
+                        _single(self.pipe, it, tries[it.image_id], cfg, self.device, self.base_prov, self.out,
+                                self.manifest, self.rejects_f, stats, self.checker, self.bar)  # fmt: skip
+                    return
+                arrays, errors = [None], [f"{type(exc).__name__}: {str(exc)[:300]}"]
+            seconds = (time.perf_counter() - t1) / len(chunk)
+            retry: list[tuple[Item, int]] = []
+            for it, arr, err in zip(chunk, arrays, errors):
+                err = err or _verdict(arr, it, cfg, self.checker)
+                if err is None:
+                    _keep(it, arr, seconds, cfg, self.base_prov, self.out, self.manifest)
+                    stats["generated"] += 1
+                    self.bar.update()
+                elif tries[it.image_id] < cfg.max_retries and not err.startswith("safety"):
+                    stats["retries"] += 1
+                    retry.append((it, tries[it.image_id] + 1))
+                else:
+                    _reject(it, err, tries[it.image_id] + 1, self.rejects_f)
+                    stats["failed"] += 1
+                    self.bar.update()
+            pending = retry
 
 
 def _verdict(arr: Any, it: Item, cfg: GenerateConfig, checker: Any) -> str | None:
@@ -477,9 +486,7 @@ def _keep(it: Item, arr: Any, seconds: float, cfg: GenerateConfig, base_prov, ou
         "resolution": [st["width"], st["height"]],
         "seconds": round(seconds, 4),
     }
-    manifest.write(json.dumps(_record(it, w, h, prov), ensure_ascii=False) + "\n")
-    manifest.flush()
-    os.fsync(manifest.fileno())
+    manifest.write(_record(it, w, h, prov))
 
 
 def _reject(it: Item, reason: str, attempts: int, f) -> None:
@@ -492,8 +499,7 @@ def _reject(it: Item, reason: str, attempts: int, f) -> None:
         "attempts": attempts,
         "reason": reason,
     }
-    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
+    f.write(row)
 
 
 def _free(device: str) -> None:
@@ -532,14 +538,20 @@ def _merge(
         else:
             missing.append(it.image_id)
     write_jsonl(out / "manifest.jsonl", rows)
-    write_jsonl(out / "generate_rejects.jsonl", [{"stage": "prompt", **r} for r in prompt_rejects] + fails)
     per_gen: dict[str, int] = defaultdict(int)
     per_split: dict[str, int] = defaultdict(int)
     for r in rows:
         per_gen[r["generator"]] += 1
         per_split[r["split"]] += 1
     rank_summaries = [json.loads(p.read_text()) for p in sorted(out.glob("summary.rank*.json"))]
-    summary = {
+    # the units of work: every planned image, and every prompt row that planned none (rejected)
+    report = StageReport("generate", read=len(items) + len(prompt_rejects), kept=len(rows), left_out=len(missing))
+    for r in prompt_rejects:
+        report.reject(r["reason"], None, f"row {r.get('row')}", r.get("record"), stage="prompt", row=r.get("row"))
+    for f in fails:
+        more = {k: v for k, v in f.items() if k not in ("reason", "image_id", "stage", "record")}
+        report.reject(f.get("reason", "failed"), f.get("image_id"), f.get("prompt"), None, stage="generate", **more)
+    report.extras = {
         "prompt_rows": n_rows,
         "prompts_rejected": len(prompt_rejects),
         "prompts_left_out_by_limit": limited_out,
@@ -554,7 +566,5 @@ def _merge(
         "ranks": rank_summaries,
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
     }
-    if summary["planned_images"] != summary["images"] + summary["failed"] + summary["missing"]:
-        raise AssertionError(f"counts do not reconcile: {summary}")
-    write_json(out / "generate_summary.json", summary)
+    summary = report.write(out)
     return summary

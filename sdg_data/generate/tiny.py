@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdg_data.tiny_models import lm_config
 from sdg_data.vision_compat import image_only
 
 
@@ -106,21 +107,8 @@ def tiny_z_image():
     with torch.no_grad():  # allocated with torch.empty upstream
         transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
         transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
-    text = Qwen3Model(
-        Qwen3Config(
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            vocab_size=len(tok),
-            max_position_embeddings=512,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=None,
-            eos_token_id=tok.eos_token_id,
-        )
-    )
+    ids = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": None}
+    text = Qwen3Model(Qwen3Config(**lm_config(len(tok), 16, 2, 2, 2, 16, head_dim=8, **ids)))
     return ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=_tiny_vae_kl(4),
@@ -130,10 +118,34 @@ def tiny_z_image():
     )
 
 
+def _tiny_dc_vae():
+    """SANA's deep-compression autoencoder at toy width."""
+    from diffusers import AutoencoderDC
+
+    return AutoencoderDC(
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"),
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        encoder_qkv_multiscales=((), (5,)),
+        decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1),
+        decoder_layers_per_block=[1, 1],
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+
+
 def tiny_sana():
     """SanaPipeline: a Gemma2 text encoder, the linear-attention Sana transformer, the deep-compression VAE."""
     import torch
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from diffusers import DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
     tok = GemmaTokenizer(
@@ -155,75 +167,35 @@ def tiny_sana():
         caption_channels=8,
         sample_size=32,
     )
-    vae = AutoencoderDC(
-        in_channels=3,
-        latent_channels=4,
-        attention_head_dim=2,
-        encoder_block_types=("ResBlock", "EfficientViTBlock"),
-        decoder_block_types=("ResBlock", "EfficientViTBlock"),
-        encoder_block_out_channels=(8, 8),
-        decoder_block_out_channels=(8, 8),
-        encoder_qkv_multiscales=((), (5,)),
-        decoder_qkv_multiscales=((), (5,)),
-        encoder_layers_per_block=(1, 1),
-        decoder_layers_per_block=[1, 1],
-        downsample_block_type="conv",
-        upsample_block_type="interpolate",
-        decoder_norm_types="rms_norm",
-        decoder_act_fns="silu",
-        scaling_factor=0.41407,
-    )
-    text = Gemma2Model(
-        Gemma2Config(
-            head_dim=16,
-            hidden_size=8,
-            intermediate_size=32,
-            max_position_embeddings=1024,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            num_key_value_heads=2,
-            vocab_size=len(tok),
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-            attn_implementation="eager",
-        )
-    )
+    vae = _tiny_dc_vae()
+    ids = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+    shape = lm_config(len(tok), 8, 1, 2, 2, 32, 1024, head_dim=16, **ids)
+    text = Gemma2Model(Gemma2Config(**shape, attn_implementation="eager"))
     # the scheduler the SANA-1.5 checkpoint ships: DPM-Solver++ over flow sigmas
     scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     return SanaPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=transformer, scheduler=scheduler)
 
 
-def tiny_longcat():
-    """LongCatImagePipeline: a Qwen2.5-VL text encoder (and its processor for prompt rewriting), the LongCat
-    MM-DiT, a KL VAE."""
-    import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, LongCatImagePipeline, LongCatImageTransformer2DModel
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLImageProcessorPil,
-        Qwen2VLProcessor,
-    )
+def _tiny_qwen25_vl(tok):
+    """LongCat's Qwen2.5-VL text encoder at toy width, its special tokens taken from ``tok``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    tok = qwen_byte_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
-    torch.manual_seed(0)
-    text = Qwen2_5_VLForConditionalGeneration(
+    return Qwen2_5_VLForConditionalGeneration(
         Qwen2_5_VLConfig(
-            text_config=dict(
-                vocab_size=len(tok),
-                hidden_size=16,
-                intermediate_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                max_position_embeddings=2048,
+            text_config=lm_config(
+                len(tok),
+                16,
+                1,
+                2,
+                1,
+                32,
+                2048,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [1, 1, 2]},
                 pad_token_id=ids["<|endoftext|>"],
                 eos_token_id=ids["<|im_end|>"],
                 bos_token_id=None,
-            ),
+            ),  # fmt: skip
             vision_config=dict(
                 depth=1,
                 hidden_size=16,
@@ -242,6 +214,18 @@ def tiny_longcat():
             vision_end_token_id=ids["<|vision_end|>"],
         )
     )
+
+
+def tiny_longcat():
+    """LongCatImagePipeline: a Qwen2.5-VL text encoder (and its processor for prompt rewriting), the LongCat
+    MM-DiT, a KL VAE."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, LongCatImagePipeline, LongCatImageTransformer2DModel
+    from transformers import Qwen2VLImageProcessorPil, Qwen2VLProcessor
+
+    tok = qwen_byte_tokenizer()
+    torch.manual_seed(0)
+    text = _tiny_qwen25_vl(tok)
     transformer = LongCatImageTransformer2DModel(
         patch_size=1,
         in_channels=64,  # the pipeline's fixed 16 latent channels, packed 2 x 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -22,11 +22,21 @@ from sdg_data.boxes import Box, BoxError, BoxOrder, boxes_array, iou_matrix
 from sdg_data.jsonl import InputError, LineError, iter_lines, write_jsonl, write_records
 from sdg_data.matching import hungarian
 from sdg_data.records import LABELS, Defect, ImageRecord, RecordError, check_importance
+from sdg_data.report import StageReport
 
 
 DefectSource = Literal["translated", "raw", "auto"]
 PLACEHOLDER_LABELS = frozenset({"no-problem", "no_problem", "noproblem", "none", "clean", "no problem"})
 _RAW_FIELDS = {"artifact": "artifact_bboxes", "misalignment": "misalignment_bboxes"}
+
+
+@dataclass
+class ImportConfig:
+    source: DefectSource = "auto"  # translated (English, importance), raw (per-type fields) or auto
+    translated_order: BoxOrder = "xyxy"  # box order of ann_translated_bboxes (the paper: xyxy)
+    raw_order: BoxOrder = "yxyx"  # box order of artifact_/misalignment_bboxes (Gemini: yxyx)
+    split: str | None = None  # train | test; default from the file name (train.jsonl, test.jsonl)
+    image_root: str | None = None  # folder the release's filepaths are relative to; images there are verified
 
 
 @dataclass
@@ -91,6 +101,24 @@ def _defect(item: Any, label: str | None, order: BoxOrder, where: str, rid: str)
     return Defect(box=box, label=raw_label, description=str(desc), importance=imp)
 
 
+def _image_size(filepath: str, image_root: str | Path | None, rid: str) -> tuple[int | None, int | None]:
+    """The image's verified size when it is under the root; the file must not leave the root; a file not there
+    (yet) is fine: annotations can be imported before the images are downloaded."""
+    if not image_root:
+        return None, None
+    from sdg_data.images import ImageError, load_image
+    from sdg_data.paths import PathError, Resolver
+
+    resolver = Resolver(image_root)
+    try:
+        if not resolver.resolve(filepath, must_exist=False).exists():
+            return None, None
+        checked = load_image(filepath, resolver)
+    except (PathError, ImageError) as exc:
+        raise RecordError(rid, "filepath", str(exc)) from None
+    return checked.width, checked.height
+
+
 def convert_row(
     row: Mapping[str, Any],
     split: str | None,
@@ -124,18 +152,7 @@ def convert_row(
         raise RecordError(rid, "defects", str(exc)) from None
     kept = [d for d in defects if d is not None]
     path = str(Path(image_root) / filepath) if image_root else filepath
-    width = height = None
-    if image_root:  # the file must lie inside the root; when present, it must be a whole image (its size is kept)
-        from sdg_data.images import ImageError, load_image
-        from sdg_data.paths import PathError, Resolver
-
-        resolver = Resolver(image_root)
-        try:
-            if resolver.resolve(filepath, must_exist=False).exists():
-                checked = load_image(filepath, resolver)
-                width, height = checked.width, checked.height
-        except (PathError, ImageError) as exc:
-            raise RecordError(rid, "filepath", str(exc)) from None
+    width, height = _image_size(filepath, image_root, rid)
     prov: dict[str, Any] = {
         "source": "SDG-30K release",
         "filepath": filepath,
@@ -192,20 +209,15 @@ def order_agreement(rows: Iterable[Mapping[str, Any]], translated_order: BoxOrde
 
 
 def import_sdg30k(
-    src: str | Path,
-    out: str | Path,
-    rejects: str | Path | None = None,
-    split: str | None = None,
-    source: DefectSource = "auto",
-    translated_order: BoxOrder = "xyxy",
-    raw_order: BoxOrder = "yxyx",
-    image_root: str | Path | None = None,
+    src: str | Path, out: str | Path, rejects: str | Path | None = None, cfg: ImportConfig | None = None
 ) -> tuple[ImportStats, dict[str, Any]]:
     """Convert a released annotation file; every row is written or rejected with its reason, counts reconcile."""
+    cfg = cfg or ImportConfig()
+    split, source, translated_order, raw_order = cfg.split, cfg.source, cfg.translated_order, cfg.raw_order
+    image_root = cfg.image_root
     src = Path(src)
     if split is None:
         split = {"train": "train", "test": "test"}.get(src.stem)
-    rejects = Path(rejects) if rejects else Path(out).with_suffix(".rejects.jsonl")
     stats = ImportStats()
     records: list[ImageRecord] = []
     rejected: list[dict[str, Any]] = []
@@ -242,6 +254,22 @@ def import_sdg30k(
     if stats.read == 0:
         raise InputError(f"{src}: no rows (an empty file); nothing to import")
     stats.written = write_records(out, records)
-    write_jsonl(rejects, rejected)
-    assert stats.read == stats.written + stats.rejected
-    return stats, order_agreement(raw_rows, translated_order)
+    agreement = order_agreement(raw_rows, translated_order)
+    _write_report(src, Path(out), rejects, stats, rejected, agreement)
+    return stats, agreement
+
+
+def _write_report(src: Path, out: Path, rejects: Any, stats: ImportStats, rejected: list, agreement: dict) -> None:
+    """OUT.import.rejects.jsonl and OUT.import.summary.json, or the rejects file the user named and its summary."""
+    from sdg_data.jsonl import write_json
+
+    report = StageReport("import", read=stats.read, kept=stats.written)
+    for r in rejected:
+        report.reject(r["reason"], None, f"{src}:{r['line']}", r["row"], line=r["line"])
+    report.extras = {**asdict(stats), "box_order_check": agreement}
+    if rejects is None:
+        report.write(out.parent, prefix=f"{out.stem}.")
+        return
+    report.reconcile()
+    write_jsonl(rejects, report.rejects)
+    write_json(Path(rejects).with_name(Path(rejects).name.removesuffix(".jsonl") + ".summary.json"), report.summary())

@@ -1,0 +1,150 @@
+"""``sdg annotate ...``: Label Studio commands. Their settings are the fields of
+:class:`~annotation.config.AnnotateConfig` (server fields only where they apply)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from annotation.config import AnnotateConfig, resolve_server
+from sdg_data.cli_kit import arg, config_command, guarded, opt
+
+
+HELP = (
+    "Annotation in Label Studio: serve the server, init the SDG project, push tasks and detector pre-annotations, "
+    "pull annotations as records, measure agreement. Settings come from flags or --config "
+    "(annotation/recipes/local.yaml); the API token from $LABEL_STUDIO_API_KEY (never printed)."
+)
+ALL = tuple(AnnotateConfig.__dataclass_fields__)
+SERVE = ("host", "port", "data_dir", "database", "label_studio_bin", "image_root", "token_env")  # serve's settings
+ONLY_SERVE = ("host", "port", "database", "label_studio_bin")  # what the client commands do not take
+
+
+def _but(keep: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in ALL if n not in keep)
+
+
+def _server(cfg: AnnotateConfig) -> AnnotateConfig:
+    return resolve_server(cfg, url_given=cfg.url != AnnotateConfig.url)
+
+
+def _conn(cfg: AnnotateConfig):
+    from annotation.client import Connection
+
+    return Connection(_server(cfg))
+
+
+def run_serve(cfg: AnnotateConfig) -> None:
+    """Run Label Studio (pinned, in .venv-ls) for the SDG project, locked down: local bind, invite-only
+    sign-up, local files only from the image root, no telemetry. Needs LABEL_STUDIO_USERNAME,
+    LABEL_STUDIO_PASSWORD (the admin) and LABEL_STUDIO_API_KEY (the admin's token) in the environment.
+
+    The first start of a new data folder builds its database (a minute or two). Ctrl+C, SIGTERM or
+    'sdg annotate stop' (from another shell) stop the server and its workers. While it runs, the other annotate
+    commands find its URL in DATA_DIR/server.json, so a --port given here need not be repeated."""
+    from annotation.server import serve
+
+    raise typer.Exit(code=serve(_server(cfg)) or 0)
+
+
+def run_stop(cfg: AnnotateConfig) -> None:
+    """Stop the server that 'sdg annotate serve' started for this data folder (and its workers)."""
+    from annotation.server import stop_server
+
+    state = stop_server(cfg)
+    if state is None:
+        typer.echo(f"no server running for {cfg.data_dir}")
+    else:
+        typer.echo(f"stopped Label Studio at {state.get('url')} (pid {state.get('pid')})")
+
+
+def run_init(cfg: AnnotateConfig) -> None:
+    """Create or update the SDG project (labeling config, guidelines, overlap, image storage); idempotent."""
+    import json
+
+    from annotation.client import ensure_project, project_settings
+
+    project, created = ensure_project(_conn(cfg))
+    typer.echo(f"{'created' if created else 'updated'} project: {json.dumps(project_settings(project))}")
+
+
+def run_push(cfg: AnnotateConfig, samples: Path) -> None:
+    """Import images as tasks, idempotent by image_id (a second push creates nothing); checks the server's count.
+    Rejects (missing file, path outside the image root, duplicate ids) go to SAMPLES.push.rejects.jsonl."""
+    from annotation.push import push
+
+    s = push(samples, _conn(cfg))
+    typer.echo(
+        f"read {s['read']}: created {s['created']}, already on the server {s['already_on_server']}, "
+        f"rejected {s['rejected']}; {s['tasks_on_server']} tasks in project {s['project']}"
+    )
+
+
+def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> None:
+    """Import a detector's boxes as pre-annotations (validated here first) and show them prefilled."""
+    from annotation.predict import predict
+
+    s = predict(predictions, _conn(cfg), model_version)
+    typer.echo(f"read {s['read']}: created {s['created']} predictions ({model_version}), rejected {s['rejected']}")
+
+
+def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Path | None) -> None:
+    """Annotations -> core records (box_2d on the 0-1000 grid, pixel boxes, origin, annotator, lead time).
+    Every annotation is kept in OUT.all.jsonl; the consolidation policy picks one per image for OUT."""
+    from annotation.pull import pull, pull_from_export
+
+    s = pull_from_export(from_export, out, cfg) if from_export is not None else pull(_conn(cfg), out, since)
+    bad_tasks = f", {s['malformed_tasks']} malformed tasks rejected" if s.get("malformed_tasks") else ""
+    typer.echo(
+        f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
+        f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean) -> {out}"
+    )
+
+
+def agreement_cmd(
+    annotations: Path = typer.Argument(..., help="The .all.jsonl file written by sdg annotate pull."),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON report."),
+) -> None:
+    """Inter-annotator agreement per pair and overall: BoxF1@0.5 and DetTypeF1 per label, importance MAE."""
+    from annotation.agreement import agreement_file, format_agreement
+
+    typer.echo(format_agreement(agreement_file(annotations, out)))
+
+
+def run_status(cfg: AnnotateConfig) -> None:
+    """Tasks, annotated, clean, skipped, and per annotator."""
+    from annotation.status import format_status, status
+
+    typer.echo(format_status(status(_conn(cfg))))
+
+
+def register(root: typer.Typer) -> None:
+    app = typer.Typer(help=HELP, no_args_is_help=True)
+    client_only = ONLY_SERVE
+    config_command(app, "serve", AnnotateConfig, run_serve, exclude=_but(SERVE), extra="annotate")
+    config_command(app, "stop", AnnotateConfig, run_stop, exclude=_but(("data_dir",)), extra="annotate")
+    config_command(app, "init", AnnotateConfig, run_init, exclude=client_only, extra="annotate")
+    samples = arg("samples", Path, "Records JSONL (sdg generate's manifest.jsonl): image, caption...")
+    config_command(app, "push", AnnotateConfig, run_push, [samples], exclude=client_only, extra="annotate")
+    predictions = arg("predictions", Path, "Detector output JSONL: raw 'response' text or 'defects'.")
+    version = opt("model_version", str, "--model-version", "Name annotators see on the boxes.")
+    config_command(
+        app, "predict", AnnotateConfig, run_predict, [predictions, version], exclude=client_only, extra="annotate"
+    )
+    pull_params = [
+        opt("out", Path, "--out", "Records JSONL, one per image (plus .all, .pull.rejects, .pull.summary)."),
+        opt("since", Optional[str], "--since", "Only tasks updated after this ISO time (UTC).", None),
+        opt(
+            "from_export",
+            Optional[Path],
+            "--from-export",
+            "A JSON export downloaded from the UI, not the server.",
+            None,
+        ),
+    ]
+    config_command(app, "pull", AnnotateConfig, run_pull, pull_params, exclude=client_only, extra="annotate")
+    app.command("agreement")(guarded(agreement_cmd, "annotate"))
+    config_command(app, "status", AnnotateConfig, run_status, exclude=client_only, extra="annotate")
+    root.add_typer(app, name="annotate")

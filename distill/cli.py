@@ -1,0 +1,47 @@
+"""``sdg distill``: its settings are the fields of :class:`~distill.config.DistillConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from distill.config import DistillConfig
+from sdg_data.cli_kit import arg, config_command, opt
+
+
+def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
+    """Turn each annotated image into the detector's target: a three-step think, English descriptions and
+    importance scores, keeping the human boxes and labels exactly.
+
+    Usage: sdg distill annotated.jsonl --out work/distill                      (offline template teacher)
+           OPENAI_API_KEY=... sdg distill annotated.jsonl --out work/distill --teacher openai \\
+               --base-url http://localhost:8000/v1 --model Qwen/Qwen3-VL-235B-A22B-Instruct
+
+    Finished records are cached under OUT/cache: rerunning after a crash sends only what is missing.
+    """
+    from distill.runner import distill_file
+
+    s = distill_file(records, out, cfg)
+    typer.echo(
+        f"read {s['read']}: distilled {s['distilled']}, rejected {s['rejected']} {s['rejected_by_stage']}; "
+        f"{s['from_cache']} from cache, {s['this_run']['requests']} requests this run, "
+        f"{s['transient_retries']} transient retries, {s['rule_retries']} rule retries; all runs into {out}: "
+        f"{s['requests']} requests, tokens {s['prompt_tokens']} in / {s['completion_tokens']} out, "
+        f"cost ${s['cost_usd']}"
+    )
+    typer.echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
+
+
+def register(app: typer.Typer) -> None:
+    config_command(
+        app,
+        "distill",
+        DistillConfig,
+        run_distill,
+        [
+            arg("records", Path, "Annotated records JSONL (image_path relative to it, caption)."),
+            opt("out", Path, "--out", "Folder for distilled.jsonl, distill.rejects.jsonl, distill.summary.json."),
+        ],
+        extra="distill",
+    )

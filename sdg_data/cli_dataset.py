@@ -1,0 +1,96 @@
+"""The dataset commands: ``sdg build``, ``sdg stats`` and ``sdg viz`` (settings: BuildConfig, VizConfig)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sdg_data.build import BuildConfig
+from sdg_data.cli_kit import arg, config_command, guarded, opt
+from sdg_data.viz import VizConfig
+
+
+def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | None, private: bool) -> None:
+    """Write the SDG dataset: configs annotations, sft (jittered pairs), grpo and test, as parquet shards and a
+    dataset card that datasets.load_dataset(OUT, NAME) reads.
+
+    Usage: sdg build work/distill/distilled.jsonl --out work/dataset --image-root work
+    """
+    from sdg_data.build import build_dataset
+
+    s = build_dataset(records, out, cfg)
+    for w in s.get("warnings", []):
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
+    typer.echo(
+        f"size {s['total_bytes'] / 1e6:.2f} MB; unique image bytes {s['unique_image_bytes'] / 1e6:.2f} MB; "
+        f"sft {s['sft']['bytes'] / 1e6:.2f} MB = {s['sft']['ratio']:.3f} x (train image bytes + text)"
+    )
+    if push_to_hub:
+        from sdg_data.hub import push_dataset
+
+        push_dataset(out, push_to_hub, private)
+        typer.echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+    typer.echo(f"dataset: {out}")
+
+
+def stats_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by sdg build.")],
+    report: Annotated[
+        Optional[Path], typer.Option("--report", help="HTML report path (default DATASET/report.html).")
+    ] = None,
+) -> None:
+    """Composition, boxes per image by generator and label, importance, box sizes, description lengths and
+    the rejects of every stage: a table here and an HTML report with PNG plots."""
+    from sdg_data.stats import dataset_stats, format_stats, write_report
+
+    s = dataset_stats(dataset)
+    path = write_report(s, report or dataset / "report.html")
+    typer.echo(format_stats(s))
+    typer.echo(f"report: {path}")
+
+
+def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
+    """Draw boxes, labels and importance on the images, one PNG each, for checks by eye. Files are named from
+    the image ids made safe for paths; records whose image fails its checks go to OUT/viz.rejects.jsonl."""
+    from sdg_data.viz import visualize
+
+    n, rejects = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots)
+    extra = f"; {len(rejects)} rejected (see {out / 'viz.rejects.jsonl'})" if rejects else ""
+    typer.echo(f"drew {n} images into {out}{extra}")
+
+
+def register(app: typer.Typer) -> None:
+    config_command(
+        app,
+        "build",
+        BuildConfig,
+        run_build,
+        [
+            arg("records", Path, "Distilled records JSONL (from sdg distill)."),
+            opt("out", Path, "--out", "Dataset folder to write (Hugging Face layout)."),
+            opt(
+                "push_to_hub",
+                Optional[str],
+                "--push-to-hub",
+                "Upload the folder to this Hub dataset repo (token from HF_TOKEN).",
+                None,
+            ),
+            opt("private", bool, "--private", "Create the Hub repo as private.", False),
+        ],
+        extra="build",
+    )
+    app.command("stats")(guarded(stats_cmd, "build"))
+    config_command(
+        app,
+        "viz",
+        VizConfig,
+        run_viz,
+        [
+            arg("source", Path, "Records JSONL (with image paths) or a dataset folder."),
+            opt("out", Path, "--out", "Folder for the annotated PNGs."),
+        ],
+    )

@@ -1,0 +1,203 @@
+"""What every stage's commands share: options made from a config dataclass, and one error boundary.
+
+A setting is declared once, as a field of its stage's config dataclass with a comment (or an attribute
+docstring) that says what it does. :func:`config_command` turns every such field into a flag with that help, and
+``--config RECIPE.yaml`` loads the same fields from YAML (unknown keys fail); flags override the recipe. So
+recipes, flags and ``--help`` agree by construction. Field metadata can rename a flag (``{"flag": "--x"}``) or keep
+a field out of the command line (``{"cli": False}``: recipe only, e.g. mappings).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+# ------------------------------------------------------------------ the error boundary
+def one_line(exc: BaseException) -> str:
+    """An exception as one redacted line (keys masked, newlines folded, long server bodies cut)."""
+    from sdg_data.secrets import redact
+
+    text = redact(" ".join(str(exc).split()) or type(exc).__name__)
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def fail(exc: BaseException, code: int = 2) -> typer.Exit:
+    """Print ``error: ...`` in red on stderr and return the Exit to raise."""
+    typer.secho(f"error: {one_line(exc)}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=code)
+
+
+def guarded(fn: Callable[..., Any], extra: str | None = None) -> Callable[..., Any]:
+    """Run a command body so that the toolkit's errors end as one red line and exit code 2.
+
+    ValueError covers bad input, records, configs, images and paths; OSError files and connections; RuntimeError
+    servers that refuse (a key, a token) or give up. A missing optional dependency names the extra to install."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except ImportError as exc:
+            hint = f"; install the {extra} extra: pip install 'sdg[{extra}]'" if extra else ""
+            raise fail(ImportError(f"{exc}{hint}")) from None
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise fail(exc) from None
+
+    return run
+
+
+# ------------------------------------------------------------------ options from a config dataclass
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's help: its metadata ``help``, else its attribute docstring, else its trailing comment."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            src = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        comments: dict[int, str] = {}
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+        body = ast.parse(src).body[0].body  # type: ignore[attr-defined]
+        for i, node in enumerate(body):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                name = node.target.id
+                nxt = body[i + 1] if i + 1 < len(body) else None
+                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                    out[name] = " ".join(str(nxt.value.value).split())
+                else:
+                    span = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+                    lines = [comments[n] for n in span if n in comments]
+                    if lines:
+                        out[name] = " ".join(lines)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("help"):
+            out[f.name] = f.metadata["help"]
+    return out
+
+
+def _cli_type(hint: Any) -> Any | None:
+    """The type typer parses for a config field, or None when the field is recipe-only (mappings)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _cli_type(args[0]) if len(args) == 1 else None
+    if origin is typing.Literal:
+        return str  # checked against the literal by load_config, which names the choices
+    if origin is list:
+        (item,) = typing.get_args(hint) or (str,)
+        return list[item] if item in (str, int, float) else None
+    if hint in (bool, int, float, str):
+        return hint
+    return None
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        return ""
+    if isinstance(value, float):
+        value = f"{value:.6g}"
+    return f" (default: {value})"
+
+
+def config_options(cls: type, exclude: Sequence[str] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per field of ``cls``, each a typer option whose default None means "not given"."""
+    hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.metadata.get("cli", True):
+            continue
+        t = _cli_type(hints[f.name])
+        if t is None:
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        decls = [flag if "/" in flag else f"{flag}/--no-{flag[2:]}"] if t is bool else [flag]
+        if t is str and typing.get_origin(typing.get_type_hints(cls)[f.name]) is typing.Literal:
+            choices = " | ".join(map(str, typing.get_args(hints[f.name])))
+            text = f"{helps.get(f.name, '')} ({choices})"
+        else:
+            text = helps.get(f.name, "")
+        opt = typer.Option(*decls, help=(text + _default_text(f)).strip(), show_default=False)
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[t], opt]
+            )
+        )
+    return params
+
+
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="YAML recipe of these settings; flags given here override it.")
+]
+
+
+def param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A command parameter that is not a config setting (an input file, an output folder)."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def arg(name: str, type_: Any, help: str) -> inspect.Parameter:
+    """A required positional argument."""
+    return param(name, Annotated[type_, typer.Argument(help=help)])
+
+
+def opt(name: str, type_: Any, flag: str, help: str, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """An option that is not a config setting; required unless ``default`` is given."""
+    return param(name, Annotated[type_, typer.Option(flag, help=help)], default)
+
+
+def config_command(
+    app: typer.Typer,
+    name: str,
+    cfg_cls: type,
+    run: Callable[..., Any],
+    params: Sequence[inspect.Parameter] = (),
+    help: str | None = None,
+    exclude: Sequence[str] = (),
+    extra: str | None = None,
+    to_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """Add command ``name``: its own ``params`` (files, folders), then one option per field of ``cfg_cls``, then
+    ``--config``. The body builds the config (recipe, then flags) and calls ``run(cfg, **params)`` inside the
+    error boundary. ``to_config`` may turn some params into config overrides (e.g. paths into strings)."""
+    from sdg_data.config import load_config
+
+    opts = config_options(cfg_cls, exclude)
+    own = {p.name for p in params}
+
+    def command(**kwargs: Any) -> Any:
+        recipe = kwargs.pop("config", None)
+        mine = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+        if to_config is not None:
+            kwargs.update(to_config(mine))
+        cfg = load_config(cfg_cls, recipe, kwargs)
+        return run(cfg, **mine)
+
+    recipe = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOpt)
+    command.__signature__ = inspect.Signature([*params, *opts, recipe])  # type: ignore[attr-defined]
+    command.__doc__ = help or run.__doc__
+    app.command(name)(guarded(command, extra))

@@ -1,0 +1,145 @@
+"""The core's commands: ``sdg eval``, ``sdg reward``, ``sdg validate`` and ``sdg import-sdg30k``.
+
+Their settings are the fields of :class:`~sdg_data.evaluation.EvalConfig`, :class:`~sdg_data.reward.RewardConfig`
+and :class:`~sdg_data.importers.sdg30k.ImportConfig`; see :mod:`sdg_data.cli_kit` for how fields become flags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from sdg_data.cli_kit import arg, config_command, opt, param
+from sdg_data.evaluation import EvalConfig
+from sdg_data.importers.sdg30k import ImportConfig
+from sdg_data.reward import RewardConfig
+
+
+GT = opt(
+    "gt",
+    Path,
+    "--gt",
+    "Ground-truth records (JSONL, box_2d xyxy on the 0-1000 grid), a parquet shard or an sdg build folder.",
+)
+PRED = opt("pred", Path, "--pred", "Predictions (JSONL): 'defects' lists, or raw model text under 'response'.")
+
+
+EMBEDDER = Annotated[
+    Optional[str],
+    typer.Option(
+        "--embedder",
+        help="Description embedder: a model id or local folder (default Qwen/Qwen3-Embedding-0.6B), "
+        "'lexical' (offline, not comparable with the paper) or 'none'.",
+    ),
+]
+
+
+def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
+    """Score predictions with SDG-Eval and print the paper's Table 2 layout, overall and per generator.
+
+    Usage: sdg eval --gt test.jsonl --pred pred.jsonl --out report.json
+
+    Human agreement (the paper's "Human" row): pass one annotator's records as --gt and another's as --pred.
+    """
+    from sdg_data.evaluation import evaluate_files, format_table
+
+    report = evaluate_files(gt, pred, out, cfg)
+    typer.echo(format_table(report, title=pred.stem))
+    p = report["predictions"]
+    typer.echo(
+        f"predictions: {p['lines']} lines, {p['format_failures']} format failures "
+        f"({p['unparseable']} with no usable defect), {p['missing_predictions']} images without a prediction, "
+        f"{p['unknown_image_ids']} unknown image ids"
+    )
+    if out:
+        typer.echo(f"report: {out}")
+
+
+def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str | None) -> None:
+    """Compute the detector's GRPO reward for each prediction, with its components.
+
+    Usage: sdg reward --gt test.jsonl --pred completions.jsonl --out rewards.jsonl
+
+    Each output line: image_id, reward, format_ok, case, r_box, r_desc, r_imp, counts and the format failure reason.
+    """
+    from sdg_data.embedding import DEFAULT_EMBEDDER
+    from sdg_data.reward import reward_files
+
+    _, summary = reward_files(gt, pred, out, cfg, embedder or DEFAULT_EMBEDDER)
+    typer.echo(
+        f"{int(summary['completions'])} completions: mean reward {summary['reward']:.4f}, "
+        f"R_box {summary['r_box']:.4f}, R_desc {summary['r_desc']:.4f}, R_imp {summary['r_imp']:.4f}, "
+        f"format failures {int(summary['parse_failures'])}"
+    )
+    typer.echo(f"rewards: {out}")
+
+
+@dataclass
+class ValidateConfig:
+    box_order: Literal["xyxy", "yxyx"] = "xyxy"  # order of box_2d in the file
+    per_annotation: bool | None = field(default=None, metadata={"flag": "--per-annotation/--per-image"})
+    """Several records per image are allowed (one per annotator, as in sdg annotate pull's .all.jsonl; the default
+    for files named *.all.jsonl) or not (one record per image)."""
+
+
+def run_validate(cfg: ValidateConfig, records: Path) -> None:
+    """Check every line of a records file; print counts, or the first error with its line, record and field."""
+    from sdg_data.jsonl import InputError, read_records
+
+    many = records.name.endswith(".all.jsonl") if cfg.per_annotation is None else cfg.per_annotation
+    recs = read_records(records, order=cfg.box_order, unique=not many)
+    if not recs:
+        raise InputError(f"{records}: no records (an empty file)")
+    n_def = sum(len(r.defects) for r in recs)
+    clean = sum(not r.defects for r in recs)
+    if many:
+        n_img = len({r.image_id for r in recs})
+        typer.echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: valid")
+    else:
+        typer.echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
+
+
+def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) -> None:
+    """Bring the published SDG-30K annotations into core records, and check the raw box order on the data.
+
+    Usage: sdg import-sdg30k SDG-30K/annotations/test.jsonl --out test.records.jsonl
+    """
+    from sdg_data.importers.sdg30k import import_sdg30k
+
+    stats, agreement = import_sdg30k(src, out, rejects, cfg)
+    typer.echo(
+        f"read {stats.read}: wrote {stats.written} ({stats.clean} clean), rejected {stats.rejected}; "
+        f"placeholder boxes dropped {stats.placeholders_dropped}; defect source {json.dumps(stats.by_source)}"
+    )
+    if agreement["images"]:
+        typer.echo(
+            f"raw box order check on {agreement['images']} images: mean IoU with translated boxes "
+            f"{agreement['mean_iou_raw_as_xyxy']:.3f} if raw is xyxy, {agreement['mean_iou_raw_as_yxyx']:.3f} if yxyx"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    out_opt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the JSON report.")]
+    config_command(app, "eval", EvalConfig, run_eval, [GT, PRED, param("out", out_opt, None)], extra="embed")
+    reward_out = Annotated[Path, typer.Option("--out", help="Where to write one JSON line per prediction.")]
+    embedder = param("embedder", EMBEDDER, None)
+    config_command(
+        app, "reward", RewardConfig, run_reward, [GT, PRED, param("out", reward_out), embedder], extra="embed"
+    )
+    records = arg("records", Path, "A records JSONL file to check against the data contract.")
+    config_command(app, "validate", ValidateConfig, run_validate, [records])
+    config_command(
+        app,
+        "import-sdg30k",
+        ImportConfig,
+        run_import,
+        [
+            arg("src", Path, "Released annotations JSONL (annotations/train.jsonl or test.jsonl)."),
+            opt("out", Path, "--out", "Records JSONL to write."),
+            opt("rejects", Optional[Path], "--rejects", "Rows that could not be converted, with reasons.", None),
+        ],
+    )

@@ -1,0 +1,94 @@
+"""One way for every stage to drop a record and to count: a :class:`StageReport`.
+
+Every stage writes ``<stage>.rejects.jsonl`` (one line per dropped input: image id, stage, reason, where it came
+from, the record as read) and ``<stage>.summary.json`` (read, kept, rejected, and the stage's own figures) the same
+way, checks that read = kept + rejected (+ left out on purpose) before it writes, and masks keys on the way out.
+``sdg stats`` reads these files from a dataset's ``meta/`` folder, whatever stage wrote them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+REJECTS_SUFFIX = ".rejects.jsonl"
+SUMMARY_SUFFIX = ".summary.json"
+
+
+@dataclass
+class StageReport:
+    """What one run of a stage read, kept and dropped (with why), plus the stage's own figures in ``extras``."""
+
+    stage: str
+    read: int = 0
+    kept: int = 0
+    left_out: int = 0  # usable inputs left out on purpose (a --limit), neither kept nor rejected
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def reject(
+        self,
+        reason: str,
+        image_id: Any = None,
+        where: str | None = None,
+        record: Any = None,
+        stage: str | None = None,
+        **more: Any,
+    ) -> None:
+        """Drop one input with its reason. ``stage`` names a sub-step (a distill record can fail at input, image,
+        teacher or transport); ``more`` keeps fields a stage adds (a task id, an annotator)."""
+        row = {"image_id": image_id, "stage": stage or self.stage, "reason": reason, "where": where, **more}
+        row["record"] = record
+        self.rejects.append(row)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+    def by_stage(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rejects:
+            out[r["stage"]] = out.get(r["stage"], 0) + 1
+        return out
+
+    def reconcile(self) -> None:
+        """read = kept + rejected + left out, or an AssertionError: a count that does not add up is our bug."""
+        if self.read != self.kept + self.rejected + self.left_out:
+            raise AssertionError(
+                f"{self.stage}: counts do not reconcile: read {self.read} != kept {self.kept} + rejected "
+                f"{self.rejected} + left out {self.left_out}"
+            )
+
+    def summary(self) -> dict[str, Any]:
+        out = {"stage": self.stage, "read": self.read, "kept": self.kept, "rejected": self.rejected}
+        if self.left_out:
+            out["left_out"] = self.left_out
+        return {**out, **self.extras}
+
+    def paths(self, folder: str | Path, prefix: str = "") -> tuple[Path, Path]:
+        folder = Path(folder)
+        return folder / f"{prefix}{self.stage}{REJECTS_SUFFIX}", folder / f"{prefix}{self.stage}{SUMMARY_SUFFIX}"
+
+    def write(self, folder: str | Path, prefix: str = "") -> dict[str, Any]:
+        """Reconcile, then write ``{prefix}{stage}.rejects.jsonl`` and ``{prefix}{stage}.summary.json`` in
+        ``folder``; returns the summary."""
+        from sdg_data.jsonl import write_json, write_jsonl
+
+        self.reconcile()
+        rejects_path, summary_path = self.paths(folder, prefix)
+        write_jsonl(rejects_path, self.rejects)
+        summary = self.summary()
+        write_json(summary_path, summary)
+        return summary
+
+
+def stage_files(folder: str | Path) -> dict[str, dict[str, Path]]:
+    """The stage reports in a folder: ``{stage: {"rejects": path, "summary": path}}`` (either may be missing)."""
+    out: dict[str, dict[str, Path]] = {}
+    for p in sorted(Path(folder).glob(f"*{REJECTS_SUFFIX}")):
+        out.setdefault(p.name[: -len(REJECTS_SUFFIX)], {})["rejects"] = p
+    for p in sorted(Path(folder).glob(f"*{SUMMARY_SUFFIX}")):
+        out.setdefault(p.name[: -len(SUMMARY_SUFFIX)], {})["summary"] = p
+    return out

@@ -1,0 +1,152 @@
+"""The house rules that keep the code changeable: the core imports no stage, settings are declared once, the
+README's file tree is the tree, and the command line is built from the configs."""
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sdg_data.cli import app
+from sdg_data.cli_kit import config_options, field_help
+
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("annotation", "distill", "train")
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_the_core_imports_no_stage():
+    bad = {}
+    for path in sorted((ROOT / "sdg_data").rglob("*.py")):
+        hits = sorted(m for m in _imports(path) if m.split(".")[0] in STAGES)
+        if hits:
+            bad[str(path.relative_to(ROOT))] = hits
+    assert not bad, f"the core imports stages: {bad}"
+
+
+def test_stages_register_their_commands_through_entry_points():
+    text = (ROOT / "pyproject.toml").read_text()
+    for stage, module in (("annotate", "annotation"), ("distill", "distill"), ("train", "train")):
+        assert re.search(rf'^{stage} = "{module}\.cli:register"$', text, re.M)
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert {"eval", "reward", "validate", "import-sdg30k", "build", "stats", "viz", "generate", "distill",
+            "detect", "annotate", "train"} <= names  # fmt: skip
+
+
+def _config_classes():
+    from annotation.config import AnnotateConfig
+    from distill.config import DistillConfig
+    from sdg_data.build import BuildConfig
+    from sdg_data.cli_score import ValidateConfig
+    from sdg_data.evaluation import EvalConfig
+    from sdg_data.generate.runner import GenerateConfig
+    from sdg_data.importers.sdg30k import ImportConfig
+    from sdg_data.reward import RewardConfig
+    from sdg_data.viz import VizConfig
+    from train.detect import DetectConfig
+
+    return [AnnotateConfig, DistillConfig, BuildConfig, EvalConfig, GenerateConfig, ImportConfig, RewardConfig,
+            VizConfig, DetectConfig, ValidateConfig]  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
+def test_every_setting_has_its_help_and_a_flag(cls):
+    helps = field_help(cls)
+    flags = {p.name for p in config_options(cls)}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli", True) and not isinstance(f.default_factory, type(dict)):
+            assert helps.get(f.name), f"{cls.__name__}.{f.name} has no help (a comment or docstring)"
+    recipe_only = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("cli", True)}
+    mappings = {f.name for f in dataclasses.fields(cls) if "dict" in str(f.type)}
+    assert flags == {f.name for f in dataclasses.fields(cls)} - recipe_only - mappings
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["build"], "--split-from"), (["distill"], "--max-attempts"), (["detect"], "--max-new-tokens"),
+     (["generate"], "--guidance-scale"), (["eval"], "--box-scope"), (["reward"], "--w-box"),
+     (["annotate", "pull"], "--consolidation"), (["annotate", "serve"], "--label-studio-bin"),
+     (["viz"], "--image-root"), (["import-sdg30k"], "--raw-order")],
+)  # fmt: skip
+def test_help_lists_the_config_fields(argv, flag):
+    res = CliRunner().invoke(app, [*argv, "--help"], terminal_width=200)
+    assert res.exit_code == 0 and flag in res.output, res.output
+
+
+def test_a_flag_and_a_recipe_set_the_same_field(tmp_path):
+    from tests.conftest import DEMO
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("match: greedy\nbox_scope: all\n")
+    args = ["eval", "--gt", str(DEMO / "gt.jsonl"), "--pred", str(DEMO / "pred.jsonl"), "--embedder", "none",
+            "--out", str(tmp_path / "a.json")]  # fmt: skip
+    assert CliRunner().invoke(app, [*args, "--config", str(recipe)]).exit_code == 0
+    assert CliRunner().invoke(app, [*args[:-1], str(tmp_path / "b.json"), "--match", "greedy", "--box-scope",
+                                    "all"]).exit_code == 0  # fmt: skip
+    import json
+
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text())["config"] for x in "ab")
+    assert a == b and a["match"] == "greedy"
+    recipe.write_text("matchh: greedy\n")
+    res = CliRunner().invoke(app, [*args, "--config", str(recipe)])
+    assert res.exit_code == 2 and "unknown key(s) ['matchh']" in res.output
+
+
+def test_sdg_train_relaunches_itself_under_accelerate(tmp_path, monkeypatch):
+    import os
+
+    from train import cli as train_cli
+
+    launch = tmp_path / "acc.yaml"
+    launch.write_text("compute_environment: LOCAL_MACHINE\nnum_processes: 2\n")
+    seen = {}
+    monkeypatch.setattr(os, "execv", lambda path, argv: seen.update(path=path, argv=argv))
+    monkeypatch.setattr(train_cli, "__import__", None, raising=False)
+    res = CliRunner().invoke(
+        app, ["train", "sft", "--accelerate-config", str(launch), "--config", "r.yaml", "--max_steps", "2"]
+    )
+    argv = seen["argv"]
+    assert argv[1:5] == ["launch", "--config_file", str(launch), "-m"] and argv[5] == "train.sft"
+    assert argv[6:] == ["--config", "r.yaml", "--max_steps", "2"], res.output
+    res = CliRunner().invoke(app, ["train", "grpo", "--accelerate-config", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_the_readme_file_tree_matches_the_tree():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Files", 1)[1].split("```", 2)[1]
+    listed = []
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" "):
+            continue
+        tokens = line.split()  # "a.py, b.py  what they hold": the leading paths, joined by commas
+        i = 0
+        listed.append(tokens[0].rstrip(","))
+        while tokens[i].endswith(",") and i + 1 < len(tokens):
+            i += 1
+            listed.append(tokens[i].rstrip(","))
+    missing = [p for p in listed if not any(ROOT.glob(p.rstrip("/")))]
+    assert not missing, f"the README lists paths that do not exist: {missing}"
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        rel = str(path.relative_to(ROOT))
+        if rel.startswith(("tests/", "bench/", ".venv")) or path.name == "__init__.py":
+            continue
+        assert any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in listed), f"{rel} not in README"
+
+
+def test_make_bench_runs_every_bench():
+    makefile = (ROOT / "Makefile").read_text()
+    for bench in sorted((ROOT / "bench").glob("bench_*.py")):
+        assert f"bench/{bench.name}" in makefile, f"make bench does not run {bench.name}"

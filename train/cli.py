@@ -1,0 +1,105 @@
+"""``sdg train sft|grpo`` (trl's parser; optionally relaunched under ``accelerate launch``) and ``sdg detect``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+
+from sdg_data.cli_kit import arg, config_command, fail, opt
+from train.detect import DetectConfig
+
+
+HELP = (
+    "Train the detector: sdg train sft|grpo --config RECIPE.yaml [--flag value ...]. Every option of the recipe "
+    "(trl's SFTConfig/GRPOConfig, ModelConfig, the SDG script arguments and, for GRPO, the reward's constants) "
+    "can be given as a flag; 'sdg train sft --help' lists them. Several GPUs: add --accelerate-config "
+    "train/launch/zero2_1x8.yaml and the command relaunches itself under accelerate launch."
+)
+_FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def launch_command(script: str, args: list[str]) -> list[str] | None:
+    """``accelerate launch --config_file C -m train.SCRIPT ARGS`` when ARGS hold ``--accelerate-config C``
+    (or ``--accelerate-config=C``); None to run here, in this process."""
+    for i, a in enumerate(args):
+        if a == "--accelerate-config" or a.startswith("--accelerate-config="):
+            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            if not value:
+                raise ValueError("--accelerate-config needs a file (e.g. train/launch/zero2_1x8.yaml)")
+            if not Path(value).is_file():
+                raise ValueError(f"--accelerate-config {value}: no such file")
+            rest = args[:i] + args[i + (1 if "=" in a else 2) :]
+            accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+            return [accelerate, "launch", "--config_file", value, "-m", f"train.{script}", *rest]
+    return None
+
+
+def _forward(script: str, ctx: typer.Context) -> None:
+    args = list(ctx.args)
+    try:
+        cmd = launch_command(script, args)
+    except ValueError as exc:
+        raise fail(exc) from None
+    if cmd is not None:
+        typer.echo(" ".join(cmd), err=True)
+        os.execv(cmd[0], cmd)  # the launcher takes this process's place, as `trl sft --accelerate_config` does
+    try:
+        module = __import__(f"train.{script}", fromlist=["main"])
+    except ImportError as exc:
+        raise fail(ImportError(f"{exc}; install the train extra: pip install 'sdg[train]'")) from None
+    try:
+        module.main(args)
+    except ValueError as exc:  # a recipe or batch that does not fit: one line, not a traceback
+        raise fail(exc) from None
+
+
+def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
+    """Run an SDG detector over images; write predictions that sdg eval and sdg annotate predict read.
+
+    Usage: sdg detect outputs/dataset --out outputs/detect --model P1n3/sdg-detector-grpo
+           sdg eval --gt outputs/dataset --pred outputs/detect/predictions.jsonl
+
+    Served: python -m sglang.launch_server --model-path P1n3/sdg-detector-grpo --served-model-name sdg-detector
+            --port 17142, then sdg detect DIR --out OUT --backend openai --model sdg-detector
+            (key, if any, in $SDG_DETECTOR_API_KEY). Rerunning into the same --out only does what is missing.
+    """
+    from train.detect import detect
+
+    s = detect(source, out, cfg)
+    typer.echo(
+        f"read {s['read']}: predicted {s['predicted']} ({s['format_ok']} pass the format check, "
+        f"{s['format_fail']} fail), rejected {s['rejected']}, resumed {s['resumed']}; {s['seconds']} s"
+    )
+    typer.echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
+
+
+def register(root: typer.Typer) -> None:
+    app = typer.Typer(help=HELP, no_args_is_help=True)
+
+    @app.command("sft", context_settings=_FORWARD, add_help_option=False)
+    def train_sft_cmd(ctx: typer.Context) -> None:
+        """Detector SFT (train/sft.py): full fine-tune, vision frozen, loss on the response only."""
+        _forward("sft", ctx)
+
+    @app.command("grpo", context_settings=_FORWARD, add_help_option=False)
+    def train_grpo_cmd(ctx: typer.Context) -> None:
+        """Detector GRPO (train/grpo.py) with the SDG reward, from the SFT checkpoint."""
+        _forward("grpo", ctx)
+
+    root.add_typer(app, name="train")
+    source_help = (
+        "A folder of images (captions in NAME.txt beside them), a records JSONL, a parquet shard, or a folder "
+        "written by sdg build (its test config)."
+    )
+    config_command(
+        root,
+        "detect",
+        DetectConfig,
+        run_detect,
+        [arg("source", Path, source_help), opt("out", Path, "--out", "Folder for predictions, rejects and summary.")],
+        extra="train",
+    )
