@@ -1,4 +1,3 @@
-"""annotation: the Label Studio stage (push tasks and pre-annotations, pull annotations, agreement).
-
-Not implemented yet (issue 3); ``sdg annotate`` appears in ``sdg --help`` once it works.
-"""
+"""annotation: the Label Studio stage. ``sdg annotate serve | stop | init | push | predict | pull | agreement |
+status`` (``annotation/cli.py``): run a locked-down server, push tasks and detector pre-annotations, pull annotations
+as core records (with consolidation and rejects), and measure agreement between annotators."""

@@ -42,7 +42,6 @@ SNAPSHOT_OPTIONS = {
     "drafts": {"only_id": True},
     "predictions": {"only_id": True},
 }
-ORIGINS = ("manual", "prediction", "prediction-changed")
 
 
 class RegionError(ValueError):

@@ -21,7 +21,6 @@ from annotation.config import AnnotateConfig
 
 
 LABEL_STUDIO_VERSION = "1.23.2"
-LABEL_STUDIO_SDK_VERSION = "2.1.2"
 
 
 class ServerError(RuntimeError):

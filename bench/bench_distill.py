@@ -62,6 +62,8 @@ def main() -> None:
     )
     try:
         url = server.stdout.readline().strip()
+        import openai  # noqa: F401  a one-off second of imports per process, not the I/O end to end measures
+
         cfg = DistillConfig(
             teacher="openai", base_url=url, model="fake", max_in_flight=args.in_flight, progress=False, timeout_s=30
         )

@@ -159,8 +159,9 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     stats = Stats()
     ledger = UsageLedger(cache.root / "usage.jsonl")
     failures: dict[str, tuple[str, str]] = {}  # cache key -> (stage, reason) of work that did not finish
-    if cfg.teacher == "openai" and todo:
-        import openai  # noqa: F401  (a second of imports: not part of the request phase we time)
+    teacher = None
+    if cfg.teacher == "openai" and todo:  # the client and its imports (a second) are not part of the request phase
+        teacher = ChatClient(ApiSettings.of(cfg), stats, ledger)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="distill", unit="img", disable=not cfg.progress)
     try:
@@ -172,7 +173,7 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
                     failures[j.key] = ("image", f"record {j.record.image_id!r} field 'image_path': {exc}")
                 bar.update()
         elif todo:
-            asyncio.run(_run_api(todo, tpl, cfg, cache, stats, failures, bar, ledger))
+            asyncio.run(_run_api(todo, tpl, cfg, cache, failures, bar, teacher))
     finally:
         ledger.close()
         bar.close()
@@ -245,8 +246,8 @@ def _figures(report, distilled, attempts, from_cache, sent, cfg, tpl, stats, led
     }
 
 
-async def _run_api(todo, tpl, cfg, cache, stats, failures, bar, ledger=None) -> None:
-    teacher = ChatClient(ApiSettings.of(cfg), stats, ledger)
+async def _run_api(todo, tpl, cfg, cache, failures, bar, teacher: ChatClient) -> None:
+    stats = teacher.stats
     refused: list[AuthError] = []
 
     async def handle(job: Job) -> None:

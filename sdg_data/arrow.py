@@ -7,7 +7,6 @@ fixed-size list of 4 int32 on the 0-1000 grid, xyxy, exactly as in the JSON form
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,32 +71,6 @@ def record_row(r: ImageRecord) -> dict[str, Any]:
         "provenance": json.dumps(r.provenance, ensure_ascii=False),
         "think": r.think,
     }
-
-
-def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:
-    return pa.Table.from_pylist([record_row(r) for r in records], schema=arrow_schema())
-
-
-def table_to_records(table: pa.Table) -> list[ImageRecord]:
-    """Back to validated records (a parquet shard or a ``datasets`` table read with this schema)."""
-    out = []
-    for row in table.to_pylist():
-        defects = [
-            {**{k: v for k, v in d.items() if k != "provenance"}, "provenance": json.loads(d["provenance"] or "{}")}
-            for d in row["defects"] or []
-        ]
-        obj = {**row, "defects": defects, "provenance": json.loads(row["provenance"] or "{}")}
-        if obj.get("think") is None:
-            obj.pop("think", None)
-        out.append(ImageRecord.from_json(obj))
-    return out
-
-
-def hf_features():
-    """The same schema as ``datasets.Features`` (imports datasets lazily)."""
-    from datasets import Features
-
-    return Features.from_arrow_schema(arrow_schema())
 
 
 _RECORD_COLUMNS = tuple(f.name for f in arrow_schema())

@@ -2,7 +2,6 @@ import json
 
 import pytest
 
-from sdg_data.arrow import hf_features, records_to_table, table_to_records
 from sdg_data.jsonl import InputError, read_records, write_records
 from sdg_data.records import ImageRecord, RecordError
 from tests.conftest import DEMO
@@ -102,16 +101,10 @@ def test_require_names_missing_stage_fields():
         rec.require("image_id", "caption")
 
 
-def test_write_read_and_arrow_round_trip(tmp_path):
+def test_write_read_round_trip(tmp_path):
     recs = read_records(DEMO / "gt.jsonl")
     write_records(tmp_path / "x.jsonl", recs)
     assert [r.to_json() for r in read_records(tmp_path / "x.jsonl")] == [r.to_json() for r in recs]
-    table = records_to_table(recs)
-    assert table.schema.metadata[b"sdg_schema_version"] == b"1.1"
-    assert [r.to_json() for r in table_to_records(table)] == [r.to_json() for r in recs]
-    recs[0].think = "### Step 1: Caption Understanding\nA dog."
-    back = table_to_records(records_to_table(recs))
-    assert back[0].think == recs[0].think and back[1].think is None
 
 
 def test_schema_1_0_files_still_read():
@@ -126,15 +119,3 @@ def test_box_shift_clamps_and_keeps_order():
     assert Box(0, 0, 1000, 1000).shifted([-10, -10, 10, 10]).to_grid() == [0, 0, 1000, 1000]
     assert Box(100, 100, 105, 105).shifted([10, 0, -10, 0]).to_grid() == [95, 100, 110, 105]  # crossed: swapped
     assert Box(995, 0, 1000, 5).shifted([10, 0, 0, 0]).to_grid() == [999, 0, 1000, 5]  # collapsed at the edge
-
-
-def test_datasets_reads_the_arrow_form(tmp_path):
-    import datasets
-    import pyarrow.parquet as pq
-
-    recs = read_records(DEMO / "gt.jsonl")
-    pq.write_table(records_to_table(recs), tmp_path / "part-0.parquet")
-    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "part-0.parquet"), split="train")
-    assert ds.features == hf_features()
-    assert ds[0]["defects"][0]["box_2d"] == recs[0].defects[0].box.to_grid()
-    assert [r.to_json() for r in table_to_records(ds.data.table)] == [r.to_json() for r in recs]

@@ -19,7 +19,6 @@ from sdg_data.vision_compat import has_torchvision, image_only
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
 
 
 def image_only_processor_class():

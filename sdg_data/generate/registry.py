@@ -22,9 +22,6 @@ class GeneratorSpec:
     dtype: str = "bfloat16"
     revision: str | None = None
 
-    def with_overrides(self, **kw: Any) -> GeneratorSpec:
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
-
 
 REGISTRY: dict[str, GeneratorSpec] = {
     "FLUX.2-dev": GeneratorSpec(

@@ -364,7 +364,7 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     _barrier(state)
     if rank != 0:
         return {"rank": rank, **stats}
-    return _merge(out, items, prompt_rejects, n_rows, limited_out, world, cfg, stats)
+    return _merge(out, items, prompt_rejects, n_rows, limited_out, world, cfg)
 
 
 def _base_provenance(spec: GeneratorSpec, pipe: Any, dtype: Any, device: str, rank: int, versions: dict) -> dict:
@@ -521,7 +521,6 @@ def _merge(
     limited_out: int,
     world: int,
     cfg: GenerateConfig,
-    stats0: dict,
 ) -> dict[str, Any]:
     """One manifest in plan order, one rejects file, one summary; the counts must reconcile."""
     done = _finished(out)
