@@ -17,7 +17,7 @@ from annotation.labeling import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS
 from annotation.push import server_tasks
 from annotation.uiform import ui_region
 from sdg_data.answer import parse_response
-from sdg_data.jsonl import LineError, iter_lines
+from sdg_data.jsonl import usable_lines
 from sdg_data.records import Defect, RecordError
 from sdg_data.report import StageReport
 
@@ -50,12 +50,7 @@ def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
-    n = 0
-    for lineno, obj in iter_lines(path):
-        n += 1
-        if isinstance(obj, LineError):
-            rejects.append({"line": lineno, "image_id": None, "stage": "predict", "reason": str(obj)})
-            continue
+    for lineno, obj in usable_lines(path, "predict", rejects):
         iid = obj.get("image_id") if isinstance(obj, dict) else None
         try:
             if not isinstance(iid, str) or not iid:
@@ -80,7 +75,7 @@ def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str
             rejects.append({"line": lineno, "image_id": iid, "stage": "predict", "reason": str(exc)})
             continue
         rows.append({"image_id": iid, "defects": defects, "width": obj.get("width"), "height": obj.get("height")})
-    return rows, rejects, n
+    return rows, rejects, len(rows) + len(rejects)
 
 
 def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str | Path | None = None) -> dict:

@@ -229,16 +229,16 @@ def convert_annotation(
     if path is not None:
         image_path = str(path)
     origins = sorted({d.provenance["origin"] for d in defects})
+    seed = int(seed) if isinstance(seed, (int, float)) or (isinstance(seed, str) and seed.isdigit()) else None
+    task_meta = {k: data.get(k) or None for k in ("caption", "generator", "split")}
     rec = ImageRecord(
-        image_id=iid,
-        defects=defects,
+        iid,
+        defects,
         image_path=image_path,
         width=width,
         height=height,
-        caption=data.get("caption") or None,
-        generator=data.get("generator") or None,
-        seed=int(seed) if isinstance(seed, (int, float)) or (isinstance(seed, str) and seed.isdigit()) else None,
-        split=data.get("split") or None,
+        seed=seed,
+        **task_meta,
         provenance={
             "source": "label-studio",
             "labeling": CONFIG_VERSION,

@@ -15,18 +15,18 @@ Needs .venv-ls (make install). Starts its own server on a copy of the cached dat
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synth import bench_setup  # noqa: E402
 
 from annotation import server  # noqa: E402
 from annotation.client import Connection, ensure_project  # noqa: E402
@@ -48,12 +48,7 @@ def free_port() -> int:
 def main() -> None:
     from PIL import Image
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", type=int, default=30000)
-    ap.add_argument("--annotated", type=int, default=15000)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-ls-"))
+    args, root = bench_setup("bench-ls-", tasks=30000, annotated=15000, repeats=3)
     images = root / "images"
     (images / "gen").mkdir(parents=True)
     png = root / "one.png"

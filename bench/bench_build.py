@@ -9,18 +9,16 @@ composition (synth.test_set); the think is the template teacher's.
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synth import test_set  # noqa: E402
+from synth import bench_setup, test_set  # noqa: E402
 
 from distill.prompting import facts  # noqa: E402
 from distill.template_teacher import think_text  # noqa: E402
@@ -31,11 +29,7 @@ from sdg_data.jsonl import write_records  # noqa: E402
 def main() -> None:
     from PIL import Image
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=28590)
-    ap.add_argument("--image-side", type=int, default=48)
-    args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-build-"))
+    args, root = bench_setup("bench-build-", records=28590, image_side=48)
     (root / "img").mkdir()
     rng = random.Random(0)
     t0 = time.perf_counter()

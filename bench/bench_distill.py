@@ -8,16 +8,17 @@ The server runs in its own process so its threads do not share our GIL.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synth import bench_setup  # noqa: E402
+
 from distill.config import DistillConfig  # noqa: E402
 from distill.runner import distill_file  # noqa: E402
 
@@ -47,12 +48,7 @@ def make_records(root: Path, n: int) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=400)
-    ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--in-flight", type=int, default=16)
-    args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-distill-"))
+    args, root = bench_setup("bench-distill-", records=400, latency=0.2, in_flight=16)
     src = make_records(root, args.records)
     server = subprocess.Popen(
         [sys.executable, "-m", "distill.fake_server", "--latency", str(args.latency)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from sdg_data.answer import render_response
 from sdg_data.boxes import Box
@@ -76,3 +77,14 @@ def response(rng: random.Random, ds: list[Defect], fail_rate: float = 0.05) -> s
     if rng.random() < fail_rate:
         return text[: len(text) * 2 // 3]  # truncated generation
     return text
+
+
+def bench_setup(prefix: str, **defaults: object):
+    """Each bench's flags (one ``--name`` per default, its type from the default) and a fresh work folder."""
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser()
+    for name, value in defaults.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    return ap.parse_args(), Path(tempfile.mkdtemp(prefix=prefix))

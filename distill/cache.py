@@ -23,21 +23,27 @@ class DiskCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._seen: dict[str, dict[str, Any]] = {}  # entries this process wrote or read: no second file read
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if key in self._seen:
+            return self._seen[key]
         p = self._path(key)
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            entry = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:  # cannot happen with atomic writes; treat as missing rather than trust it
             return None
+        self._seen[key] = entry
+        return entry
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         write_text(self._path(key), json.dumps(entry, ensure_ascii=False))  # atomic, keys masked
+        self._seen[key] = entry
 
 
 class UsageLedger:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from distill.config import DistillConfig
-from sdg_data.cli_kit import arg, config_command, opt
+from sdg_data.cli_kit import arg, config_command, out_option
 
 
 def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
@@ -34,14 +34,6 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    config_command(
-        app,
-        "distill",
-        DistillConfig,
-        run_distill,
-        [
-            arg("records", Path, "Annotated records JSONL (image_path relative to it, caption)."),
-            opt("out", Path, "--out", "Folder for distilled.jsonl, distill.rejects.jsonl, distill.summary.json."),
-        ],
-        extra="distill",
-    )
+    records = arg("records", Path, "Annotated records JSONL (image_path relative to it, caption).")
+    out = out_option("Folder for distilled.jsonl, distill.rejects.jsonl, distill.summary.json.")
+    config_command(app, "distill", DistillConfig, run_distill, [records, out], extra="distill")

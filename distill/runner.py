@@ -22,7 +22,7 @@ from distill.cache import DiskCache, UsageLedger, cache_key
 from distill.checks import check_reply
 from distill.config import DistillConfig
 from distill.prompting import TeacherTemplate, annotation_hash, facts, image_data_url, teacher_messages
-from sdg_data.api_client import ApiSettings, AuthError, ChatClient, Stats, TransportError, drain
+from sdg_data.api_client import AuthError, ChatClient, Stats, TransportError, drain
 from sdg_data.images import ImageError, check_bytes
 from sdg_data.jsonl import InputError, screen_records, write_jsonl
 from sdg_data.records import ImageRecord
@@ -161,7 +161,7 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     failures: dict[str, tuple[str, str]] = {}  # cache key -> (stage, reason) of work that did not finish
     teacher = None
     if cfg.teacher == "openai" and todo:  # the client and its imports (a second) are not part of the request phase
-        teacher = ChatClient(ApiSettings.of(cfg), stats, ledger)
+        teacher = ChatClient(cfg, stats, ledger)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="distill", unit="img", disable=not cfg.progress)
     try:

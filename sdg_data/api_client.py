@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -73,40 +73,20 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-@dataclass
-class ApiSettings:
-    """What a chat client needs; distill's teacher, detect's served detector and BoxFlow's reward servers each
-    map their config onto it with :meth:`of`."""
-
-    base_url: str
-    model: str
-    api_key_env: str
-    temperature: float = 0.0
-    max_tokens: int = 4096
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-
-    @classmethod
-    def of(cls, cfg: Any) -> ApiSettings:
-        """From any config with these fields (``max_new_tokens`` stands in for ``max_tokens``)."""
-        names = [f.name for f in fields(cls)]
-        values = {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
-        if "max_tokens" not in values and hasattr(cfg, "max_new_tokens"):
-            values["max_tokens"] = cfg.max_new_tokens
-        return cls(**values)
-
-
 class ChatClient:
     """A model behind an OpenAI-compatible chat-completions endpoint (Gemini, GPT, vLLM, SGLang ...).
+
+    ``cfg`` is the stage's own config (DistillConfig, DetectConfig, ...), read for ``base_url``, ``model``,
+    ``api_key_env``, ``temperature``, ``max_tokens`` (or ``max_new_tokens``), ``timeout_s``, ``max_retries``,
+    ``backoff_base_s`` and ``backoff_max_s``: each setting is declared once, in the stage that owns it.
 
     The one retry layer: the SDK's own retries are off (``max_retries=0``); here 429, 5xx, timeouts, broken
     connections and malformed replies are retried with exponential backoff that honours ``Retry-After``; 401/403
     raise :class:`AuthError` at once; other 4xx raise :class:`TransportError`. The key comes from the variable
     ``api_key_env`` names and is masked in everything written (:mod:`sdg_data.secrets`)."""
 
-    def __init__(self, cfg: ApiSettings, stats: Stats | None = None, ledger: Any = None):
+    def __init__(self, cfg: Any, stats: Stats | None = None, ledger: Any = None):
+        self.max_tokens = getattr(cfg, "max_tokens", None) or getattr(cfg, "max_new_tokens", 4096)
         from openai import AsyncOpenAI
         from openai.types.chat import ChatCompletion
 
@@ -147,7 +127,7 @@ class ChatClient:
                         "model": cfg.model,
                         "messages": messages,
                         "temperature": cfg.temperature,
-                        "max_tokens": cfg.max_tokens,
+                        "max_tokens": self.max_tokens,
                     },
                     options={"headers": {"X-SDG-Image-Id": quote(image_id, safe="")}},  # headers are latin-1 only
                 )

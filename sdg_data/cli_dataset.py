@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from sdg_data.build import BuildConfig
-from sdg_data.cli_kit import arg, config_command, guarded, opt
+from sdg_data.cli_kit import arg, config_command, guarded, opt, out_option
 from sdg_data.viz import VizConfig
 
 
@@ -64,33 +64,11 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    config_command(
-        app,
-        "build",
-        BuildConfig,
-        run_build,
-        [
-            arg("records", Path, "Distilled records JSONL (from sdg distill)."),
-            opt("out", Path, "--out", "Dataset folder to write (Hugging Face layout)."),
-            opt(
-                "push_to_hub",
-                Optional[str],
-                "--push-to-hub",
-                "Upload the folder to this Hub dataset repo (token from HF_TOKEN).",
-                None,
-            ),
-            opt("private", bool, "--private", "Create the Hub repo as private.", False),
-        ],
-        extra="build",
-    )
+    hub = "Upload the folder to this Hub dataset repo (token from HF_TOKEN)."
+    build = [arg("records", Path, "Distilled records JSONL (from sdg distill)."), out_option("The dataset folder.")]
+    build += [opt("push_to_hub", Optional[str], "--push-to-hub", hub, None)]
+    build += [opt("private", bool, "--private", "Create the Hub repo as private.", False)]
+    config_command(app, "build", BuildConfig, run_build, build, extra="build")
     app.command("stats")(guarded(stats_cmd, "build"))
-    config_command(
-        app,
-        "viz",
-        VizConfig,
-        run_viz,
-        [
-            arg("source", Path, "Records JSONL (with image paths) or a dataset folder."),
-            opt("out", Path, "--out", "Folder for the annotated PNGs."),
-        ],
-    )
+    viz = [arg("source", Path, "Records JSONL (with image paths) or a dataset folder."), out_option("PNG folder.")]
+    config_command(app, "viz", VizConfig, run_viz, viz)

@@ -170,6 +170,11 @@ def opt(name: str, type_: Any, flag: str, help: str, default: Any = inspect.Para
     return param(name, Annotated[type_, typer.Option(flag, help=help)], default)
 
 
+def out_option(help: str) -> inspect.Parameter:
+    """The required ``--out`` of a command that writes files."""
+    return opt("out", Path, "--out", help)
+
+
 def config_command(
     app: typer.Typer,
     name: str,

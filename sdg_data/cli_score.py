@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from sdg_data.cli_kit import arg, config_command, opt, param
+from sdg_data.cli_kit import arg, config_command, opt, out_option, param
 from sdg_data.evaluation import EvalConfig
 from sdg_data.importers.sdg30k import ImportConfig
 from sdg_data.reward import RewardConfig
@@ -132,14 +132,7 @@ def register(app: typer.Typer) -> None:
     )
     records = arg("records", Path, "A records JSONL file to check against the data contract.")
     config_command(app, "validate", ValidateConfig, run_validate, [records])
-    config_command(
-        app,
-        "import-sdg30k",
-        ImportConfig,
-        run_import,
-        [
-            arg("src", Path, "Released annotations JSONL (annotations/train.jsonl or test.jsonl)."),
-            opt("out", Path, "--out", "Records JSONL to write."),
-            opt("rejects", Optional[Path], "--rejects", "Rows that could not be converted, with reasons.", None),
-        ],
-    )
+    src = arg("src", Path, "Released annotations JSONL (annotations/train.jsonl or test.jsonl).")
+    rejects = opt("rejects", Optional[Path], "--rejects", "Rows that could not be converted, with reasons.", None)
+    out = out_option("Records JSONL to write.")
+    config_command(app, "import-sdg30k", ImportConfig, run_import, [src, out, rejects])

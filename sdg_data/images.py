@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -28,16 +28,19 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """A verified image: its real path, the bytes that were checked, format and size."""
+    """A verified image: its real path, the bytes that were checked, format and size, and the decoded image."""
 
     path: Path | None
     data: bytes
     format: str
     width: int
     height: int
+    image: Image.Image | None = field(default=None, repr=False, compare=False)
 
     def open(self) -> Image.Image:
-        """A fresh PIL image over the checked bytes (never reopens the file)."""
+        """The decoded image (decoded once, while checking; never reopens the file)."""
+        if self.image is not None:
+            return self.image
         im = Image.open(io.BytesIO(self.data))
         im.load()
         return im
@@ -71,7 +74,7 @@ def check_bytes(
     ew, eh = expect_size
     if (ew is not None and ew != w) or (eh is not None and eh != h):
         raise ImageError(f"is {w}x{h} but the record says {ew}x{eh}")
-    return CheckedImage(path, data, im.format or "?", w, h)
+    return CheckedImage(path, data, im.format or "?", w, h, im)
 
 
 def load_image(

@@ -125,6 +125,16 @@ def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
     return records
 
 
+def usable_lines(path: str | Path, stage: str, rejects: list[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
+    """``(line_number, value)`` of each line that is JSON; a line that is not goes to ``rejects`` with its reason."""
+    for lineno, obj in iter_lines(path):
+        if isinstance(obj, LineError):
+            where = f"{path}:{lineno}"
+            rejects.append({"image_id": None, "stage": stage, "reason": str(obj), "where": where, "line": lineno})
+            continue
+        yield lineno, obj
+
+
 def screen_records(
     path: str | Path, require: tuple[str, ...], stage: str, image_roots: Sequence[str | Path] = ()
 ) -> tuple[list[tuple[int, ImageRecord, Path]], list[dict[str, Any]], int]:
@@ -142,15 +152,7 @@ def screen_records(
     ok: list[tuple[int, ImageRecord, Path]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
-    n = 0
-    for lineno, obj in iter_lines(path):
-        n += 1
-        if isinstance(obj, LineError):
-            rejects.append(
-                {"image_id": None, "stage": stage, "reason": str(obj), "where": f"{path}:{lineno}", "line": lineno,
-                 "record": None}
-            )  # fmt: skip
-            continue
+    for lineno, obj in usable_lines(path, stage, rejects):
         rid = obj.get("image_id") if isinstance(obj, dict) else None
         try:
             rec = ImageRecord.from_json(obj)
@@ -169,7 +171,7 @@ def screen_records(
             )  # fmt: skip
             continue
         ok.append((lineno, rec, img))
-    return ok, rejects, n
+    return ok, rejects, len(ok) + len(rejects)
 
 
 InputKind = Literal["jsonl", "parquet", "dataset", "images"]

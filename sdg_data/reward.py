@@ -77,13 +77,12 @@ class RewardBreakdown:
 _LABEL_CODE = {"artifact": 0, "misalignment": 1}
 
 
-def score(
-    parsed: Sequence[ParseResult],
-    gts: Sequence[Sequence[Defect]],
-    embedder: CachedEmbedder | None,
-    cfg: RewardConfig | None = None,
-) -> list[RewardBreakdown]:
-    """Rewards for parsed completions against their ground-truth defects (aligned lists)."""
+Truths = Sequence[Sequence[Defect]]  # one ground-truth defect list per completion
+Embedder = CachedEmbedder | None
+
+
+def score(parsed: Sequence[ParseResult], gts: Truths, embedder: Embedder, cfg: RewardConfig | None = None) -> list:
+    """Rewards (:class:`RewardBreakdown` each) for parsed completions against their ground truth (aligned)."""
     cfg = cfg or RewardConfig()
     if len(parsed) != len(gts):
         raise ValueError(f"{len(parsed)} completions but {len(gts)} ground-truth rows")
@@ -184,13 +183,9 @@ def score(
     return out
 
 
-def reward_batch(
-    completions: Sequence[Any],
-    gts: Sequence[Sequence[Defect]],
-    embedder: CachedEmbedder | None,
-    cfg: RewardConfig | None = None,
-) -> list[RewardBreakdown]:
-    """Parse and score one batch of completions: the reward's whole path, as :class:`SDGReward` runs it.
+def reward_batch(completions: Sequence[Any], gts: Truths, embedder: Embedder, cfg: RewardConfig | None = None) -> list:
+    """Parse and score one batch of completions (a :class:`RewardBreakdown` each): the reward's whole path, as
+    :class:`SDGReward` runs it.
 
     The batch makes thousands of small dicts, lists and records that die within the call, so the cyclic
     collector is paused for it (see :func:`~sdg_data.gc_pause.gc_paused`).

@@ -34,6 +34,18 @@ def lm_config(
     return out
 
 
+def vision_token_ids(tok) -> dict[str, int]:
+    """The ids a Qwen-VL config needs for its image and video placeholders, read from ``tok``."""
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                       "<|vision_end|>")}  # fmt: skip
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
 def save_tiny_qwen3_text_model(out: str | Path, tokenizer, seed: int = 0) -> Path:
     """Save a 2-layer, 32-wide random Qwen3Model with ``tokenizer`` to ``out`` (loadable by AutoModel)."""
     import torch

@@ -417,15 +417,8 @@ def test_detect_openai_backend_against_a_loopback_server(dataset, tmp_path, monk
 
 
 def test_detect_server_down_rejects_with_reason(dataset, tmp_path):
-    cfg = DetectConfig(
-        backend="openai",
-        base_url="http://127.0.0.1:9/v1",
-        max_retries=1,
-        backoff_base_s=0.01,
-        timeout_s=2,
-        limit=2,
-        progress=False,
-    )
+    down = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "max_retries": 1, "backoff_base_s": 0.01}
+    cfg = DetectConfig(**down, timeout_s=2, limit=2, progress=False)
     s = detect(dataset, tmp_path / "down", cfg)
     assert s["predicted"] == 0 and s["rejected"] == 2
     rej = [json.loads(x) for x in (tmp_path / "down" / "detect.rejects.jsonl").read_text().splitlines()]
@@ -551,16 +544,8 @@ def test_detect_unreadable_image_is_rejected_not_the_batch(sft_run, tmp_path):
         Image.new("RGB", (48, 48), "blue").save(folder / f"{name}.png")
         (folder / f"{name}.txt").write_text("a blue square")
     (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    cfg = DetectConfig(
-        model=str(sft_dir),
-        device="cpu",
-        dtype="float32",
-        max_new_tokens=4,
-        batch_size=3,
-        min_pixels=1024,
-        max_pixels=4096,
-        progress=False,
-    )
+    cpu = {"device": "cpu", "dtype": "float32", "min_pixels": 1024, "max_pixels": 4096, "progress": False}
+    cfg = DetectConfig(model=str(sft_dir), max_new_tokens=4, batch_size=3, **cpu)
     s = detect(folder, tmp_path / "out", cfg)
     assert (s["read"], s["predicted"], s["rejected"]) == (3, 2, 1)
     rej = json.loads((tmp_path / "out" / "detect.rejects.jsonl").read_text())

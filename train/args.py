@@ -165,6 +165,14 @@ def resume_point(training_args: Any) -> str | None:
     return get_last_checkpoint(out) if out and os.path.isdir(out) else None
 
 
+def make_trainer(cls: Any, model: Any, processor: Any, training_args: Any, model_args: Any, **data: Any) -> Any:
+    """A trl trainer over the detector with the recipe's arguments and LoRA (if the recipe asks for one)."""
+    from trl import get_peft_config
+
+    peft = get_peft_config(model_args)
+    return cls(model=model, args=training_args, processing_class=processor, peft_config=peft, **data)
+
+
 def train_and_save(trainer: Any, training_args: Any, log: Any) -> Any:
     """Train (resuming if a checkpoint is there), then save the model and its processor where the next stage and
     ``sdg detect`` load them."""

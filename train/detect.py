@@ -283,10 +283,10 @@ class ApiDetector:
     """A served checkpoint behind an OpenAI-compatible chat endpoint, through the toolkit's one chat client."""
 
     def __init__(self, cfg: DetectConfig):
-        from sdg_data.api_client import ApiSettings, ChatClient
+        from sdg_data.api_client import ChatClient
 
         self.cfg = cfg
-        self.client = ChatClient(ApiSettings.of(cfg))
+        self.client = ChatClient(cfg)
         self.stats = self.client.stats
 
     async def one(self, item: Item) -> str:

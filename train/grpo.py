@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.args import SDGGRPOScriptArguments, check_batch, format_batch, parse, train_and_save  # noqa: E402
+from train.args import SDGGRPOScriptArguments, check_batch, format_batch, make_trainer, parse, train_and_save  # noqa: E402
 
 
 logger = logging.getLogger("sdg.train.grpo")
@@ -40,7 +40,7 @@ def build_reward(script_args, reward_cfg=None, device: str | None = None):
 
 
 def build_trainer(script_args, training_args, model_args, reward_cfg=None):
-    from trl import GRPOTrainer, get_peft_config
+    from trl import GRPOTrainer
 
     from train.data import grpo_dataset
     from train.modeling import load_for_training
@@ -54,14 +54,8 @@ def build_trainer(script_args, training_args, model_args, reward_cfg=None):
     )
     device = "cpu" if training_args.use_cpu else None
     reward = build_reward(script_args, reward_cfg, device=device)
-    return GRPOTrainer(
-        model=model,
-        reward_funcs=[reward],
-        args=training_args,
-        train_dataset=train,
-        processing_class=processor,
-        peft_config=get_peft_config(model_args),
-    )
+    return make_trainer(GRPOTrainer, model, processor, training_args, model_args, train_dataset=train,
+                        reward_funcs=[reward])  # fmt: skip
 
 
 def main(argv: list[str] | None = None):

@@ -20,7 +20,6 @@ from sdg_data.vision_compat import has_torchvision, image_only
 logger = logging.getLogger(__name__)
 
 
-
 def image_only_processor_class():
     """Qwen3-VL's processor without the video half (whose processor needs torchvision)."""
     from transformers import Qwen3VLProcessor
@@ -187,7 +186,7 @@ def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers:
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from sdg_data.tiny_models import lm_config
+    from sdg_data.tiny_models import lm_config, vision_token_ids
 
     out = Path(out)
     torch.manual_seed(seed)
@@ -198,44 +197,17 @@ def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers:
     tok.chat_template = template
     ids = {t: tok.convert_tokens_to_ids(t) for t in _SPECIAL}
     head_dim = 16
-    cfg = Qwen3VLConfig(
-        text_config=lm_config(
-            len(tok),
-            hidden,
-            layers,
-            hidden // head_dim,
-            max(1, hidden // head_dim // 2),
-            max_positions=8192,
-            head_dim=head_dim,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 5e6,
-                "mrope_section": [4, 2, 2],
-                "mrope_interleaved": True,
-            },
-            pad_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            bos_token_id=None,
-            tie_word_embeddings=True,
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            out_hidden_size=hidden,
-            num_position_embeddings=64,
-            deepstack_visual_indexes=[1],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
+    rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
+    specials = {"pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "bos_token_id": None}
+    heads = hidden // head_dim
+    text = lm_config(len(tok), hidden, layers, heads, max(1, heads // 2), max_positions=8192, head_dim=head_dim,
+                     rope_parameters=rope, tie_word_embeddings=True, **specials)  # fmt: skip
+    # fmt: off
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=hidden, num_position_embeddings=64,
+                  deepstack_visual_indexes=[1])
+    # fmt: on
+    cfg = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **vision_token_ids(tok))
     model = Qwen3VLForConditionalGeneration(cfg)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]

@@ -16,14 +16,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.args import SDGScriptArguments, check_batch, format_batch, parse, train_and_save  # noqa: E402
+from train.args import SDGScriptArguments, check_batch, format_batch, make_trainer, parse, train_and_save  # noqa: E402
 
 
 logger = logging.getLogger("sdg.train.sft")
 
 
 def build_trainer(script_args, training_args, model_args):
-    from trl import SFTTrainer, get_peft_config
+    from trl import SFTTrainer
 
     from train.data import sft_dataset
     from train.modeling import load_for_training
@@ -40,14 +40,8 @@ def build_trainer(script_args, training_args, model_args):
         evaluation = sft_dataset(
             script_args.dataset_name, script_args.dataset_config or "sft", script_args.dataset_test_split
         )
-    return SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=processor,
-        peft_config=get_peft_config(model_args),
-    )
+    return make_trainer(SFTTrainer, model, processor, training_args, model_args, train_dataset=train,
+                        eval_dataset=evaluation)  # fmt: skip
 
 
 def main(argv: list[str] | None = None):

@@ -23,37 +23,28 @@ class GeneratorSpec:
     revision: str | None = None
 
 
-REGISTRY: dict[str, GeneratorSpec] = {
-    "FLUX.2-dev": GeneratorSpec(
-        name="FLUX.2-dev",
-        model_id="black-forest-labs/FLUX.2-dev",
-        pipeline_class="Flux2Pipeline",
-        steps=50,
-        guidance_scale=4.0,  # guidance-distilled: one pass, the scale is an input of the transformer
-    ),
-    "Z-Image-Turbo": GeneratorSpec(
-        name="Z-Image-Turbo",
-        model_id="Tongyi-MAI/Z-Image-Turbo",
-        pipeline_class="ZImagePipeline",
-        steps=9,  # 8 transformer evaluations
-        guidance_scale=0.0,  # distilled: no classifier-free guidance
-    ),
-    "LongCat-Image": GeneratorSpec(
-        name="LongCat-Image",
-        model_id="meituan-longcat/LongCat-Image",
-        pipeline_class="LongCatImagePipeline",
+_SPECS = [
+    # FLUX.2: guidance-distilled (one pass, the scale is an input of the transformer)
+    GeneratorSpec("FLUX.2-dev", "black-forest-labs/FLUX.2-dev", "Flux2Pipeline", steps=50, guidance_scale=4.0),
+    # Z-Image-Turbo: distilled, 9 steps = 8 transformer evaluations, no classifier-free guidance
+    GeneratorSpec("Z-Image-Turbo", "Tongyi-MAI/Z-Image-Turbo", "ZImagePipeline", steps=9, guidance_scale=0.0),
+    GeneratorSpec(
+        "LongCat-Image",
+        "meituan-longcat/LongCat-Image",
+        "LongCatImagePipeline",
         steps=50,
         guidance_scale=4.5,
         call_kwargs={"enable_cfg_renorm": True, "enable_prompt_rewrite": True},
-    ),
-    "SANA-1.5-1.6B": GeneratorSpec(
-        name="SANA-1.5-1.6B",
-        model_id="Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers",
-        pipeline_class="SanaPipeline",
+    ),  # fmt: skip
+    GeneratorSpec(
+        "SANA-1.5-1.6B",
+        "Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers",
+        "SanaPipeline",
         steps=20,
         guidance_scale=4.5,
-    ),
-}
+    ),  # fmt: skip
+]
+REGISTRY: dict[str, GeneratorSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES = {"flux2": "FLUX.2-dev", "z-image": "Z-Image-Turbo", "longcat": "LongCat-Image", "sana": "SANA-1.5-1.6B"}
 
 

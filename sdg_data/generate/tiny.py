@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdg_data.tiny_models import lm_config
+from sdg_data.tiny_models import lm_config, vision_token_ids
 from sdg_data.vision_compat import image_only
 
 
@@ -87,23 +87,14 @@ def tiny_z_image():
 
     tok = qwen_byte_tokenizer()
     torch.manual_seed(0)
+    # fmt: off
     transformer = ZImageTransformer2DModel(
-        all_patch_size=(2,),
-        all_f_patch_size=(1,),
-        in_channels=4,
-        dim=32,
-        n_layers=1,
-        n_refiner_layers=1,
-        n_heads=2,
-        n_kv_heads=2,
-        norm_eps=1e-5,
-        qk_norm=True,
-        cap_feat_dim=16,
-        rope_theta=256.0,
-        t_scale=1000.0,
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=1, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
         axes_dims=[8, 4, 4],
         axes_lens=[1024, 512, 512],  # the real model's: positions for images up to the largest size asked
     )
+    # fmt: on
     with torch.no_grad():  # allocated with torch.empty upstream
         transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
         transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
@@ -122,24 +113,18 @@ def _tiny_dc_vae():
     """SANA's deep-compression autoencoder at toy width."""
     from diffusers import AutoencoderDC
 
+    blocks = ("ResBlock", "EfficientViTBlock")
+    # fmt: off
     return AutoencoderDC(
-        in_channels=3,
-        latent_channels=4,
-        attention_head_dim=2,
-        encoder_block_types=("ResBlock", "EfficientViTBlock"),
-        decoder_block_types=("ResBlock", "EfficientViTBlock"),
-        encoder_block_out_channels=(8, 8),
-        decoder_block_out_channels=(8, 8),
-        encoder_qkv_multiscales=((), (5,)),
-        decoder_qkv_multiscales=((), (5,)),
-        encoder_layers_per_block=(1, 1),
-        decoder_layers_per_block=[1, 1],
-        downsample_block_type="conv",
-        upsample_block_type="interpolate",
-        decoder_norm_types="rms_norm",
-        decoder_act_fns="silu",
-        scaling_factor=0.41407,
+        in_channels=3, latent_channels=4, attention_head_dim=2, scaling_factor=0.41407,
+        encoder_block_types=blocks, decoder_block_types=blocks,
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=[1, 1],
+        downsample_block_type="conv", upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm", decoder_act_fns="silu",
     )
+    # fmt: on
 
 
 def tiny_sana():
@@ -154,19 +139,13 @@ def tiny_sana():
     )
     tok.padding_side = "right"
     torch.manual_seed(0)
+    # fmt: off
     transformer = SanaTransformer2DModel(
-        patch_size=1,
-        in_channels=4,
-        out_channels=4,
-        num_layers=1,
-        num_attention_heads=2,
-        attention_head_dim=4,
-        num_cross_attention_heads=2,
-        cross_attention_head_dim=4,
-        cross_attention_dim=8,
-        caption_channels=8,
+        patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
+        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
         sample_size=32,
     )
+    # fmt: on
     vae = _tiny_dc_vae()
     ids = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
     shape = lm_config(len(tok), 8, 1, 2, 2, 32, 1024, head_dim=16, **ids)
@@ -181,39 +160,15 @@ def _tiny_qwen25_vl(tok):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
-    return Qwen2_5_VLForConditionalGeneration(
-        Qwen2_5_VLConfig(
-            text_config=lm_config(
-                len(tok),
-                16,
-                1,
-                2,
-                1,
-                32,
-                2048,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [1, 1, 2]},
-                pad_token_id=ids["<|endoftext|>"],
-                eos_token_id=ids["<|im_end|>"],
-                bos_token_id=None,
-            ),  # fmt: skip
-            vision_config=dict(
-                depth=1,
-                hidden_size=16,
-                intermediate_size=32,
-                num_heads=2,
-                out_hidden_size=16,
-                patch_size=14,
-                spatial_merge_size=2,
-                temporal_patch_size=2,
-                window_size=56,
-                fullatt_block_indexes=[0],
-            ),
-            image_token_id=ids["<|image_pad|>"],
-            video_token_id=ids["<|video_pad|>"],
-            vision_start_token_id=ids["<|vision_start|>"],
-            vision_end_token_id=ids["<|vision_end|>"],
-        )
-    )
+    rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [1, 1, 2]}
+    specials = {"pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "bos_token_id": None}
+    text = lm_config(len(tok), 16, 1, 2, 1, 32, 2048, rope_parameters=rope, **specials)
+    # fmt: off
+    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=16, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0])
+    # fmt: on
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **vision_token_ids(tok))
+    return Qwen2_5_VLForConditionalGeneration(cfg)
 
 
 def tiny_longcat():
@@ -226,17 +181,13 @@ def tiny_longcat():
     tok = qwen_byte_tokenizer()
     torch.manual_seed(0)
     text = _tiny_qwen25_vl(tok)
+    # fmt: off
     transformer = LongCatImageTransformer2DModel(
-        patch_size=1,
         in_channels=64,  # the pipeline's fixed 16 latent channels, packed 2 x 2
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        pooled_projection_dim=16,
-        axes_dims_rope=[4, 6, 6],
+        patch_size=1, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=[4, 6, 6],
     )
+    # fmt: on
     ip = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56})
     processor = image_only(Qwen2VLProcessor)(image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
     return LongCatImagePipeline(
@@ -328,30 +279,21 @@ def tiny_flux2():
             pad_token_id=4,
         )
     )
+    # fmt: off
     transformer = Flux2Transformer2DModel(
-        patch_size=1,
         in_channels=16,  # 4 latent channels, patchified 2 x 2 by the VAE side
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
         joint_attention_dim=48,  # 3 stacked hidden-state layers x 16
-        timestep_guidance_channels=256,
-        axes_dims_rope=[4, 4, 4, 4],
+        patch_size=1, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
     )
+    # fmt: on
+    # fmt: off
     vae = AutoencoderKLFlux2(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+        sample_size=32, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16), use_quant_conv=False, use_post_quant_conv=False,
     )
+    # fmt: on
     return Flux2Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

@@ -161,17 +161,8 @@ def convert_row(
     }
     if row.get("ann_response"):
         prov["teacher_response"] = row["ann_response"]
-    rec = ImageRecord(
-        image_id=rid,
-        defects=kept,
-        image_path=path,
-        width=width,
-        height=height,
-        caption=row.get("caption"),
-        generator=row.get("generator"),
-        split=split,
-        provenance=prov,
-    )
+    meta = {"caption": row.get("caption"), "generator": row.get("generator"), "split": split, "provenance": prov}
+    rec = ImageRecord(rid, kept, image_path=path, width=width, height=height, **meta)
     rec.validate()
     return rec, len(defects) - len(kept), use
 
