@@ -51,7 +51,7 @@ def main() -> None:
     args, root = bench_setup("bench-distill-", records=400, latency=0.2, in_flight=16)
     src = make_records(root, args.records)
     server = subprocess.Popen(
-        [sys.executable, "-m", "distill.fake_server", "--latency", str(args.latency)],
+        [sys.executable, "-m", "distill.fake_teacher", "--latency", str(args.latency)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sdg_data.generate.registry import ALIASES, REGISTRY  # noqa: E402
 from sdg_data.generate.runner import GenerateConfig, generate  # noqa: E402
-from sdg_data.generate.tiny import save_tiny_pipelines  # noqa: E402
+from sdg_data.testkit.pipelines import save_tiny_pipelines  # noqa: E402
 
 
 def plain_loop(model_dir: Path, prompts: list[str], out: Path, side: int, steps: int, call_kwargs: dict) -> float:

@@ -34,7 +34,7 @@ def tiny_embedder_dir() -> str:
     (about one token a word, as with the real BPE vocabulary) while the model stays tiny."""
     from synth import WORDS
 
-    from sdg_data.tiny_models import save_tiny_qwen3_text_model, word_level_tokenizer
+    from sdg_data.testkit.models import save_tiny_qwen3_text_model, word_level_tokenizer
 
     return str(save_tiny_qwen3_text_model(tempfile.mkdtemp(prefix="tiny-qwen3-"), word_level_tokenizer(WORDS)))
 

@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 echo "== generate: the four generator classes as tiny random pipelines (noise images; real ids need the hub)"
-"${PY:-.venv/bin/python}" -m sdg_data.generate.tiny "$OUT/tiny-pipelines" >/dev/null
+"${PY:-.venv/bin/python}" -m sdg_data.testkit.pipelines "$OUT/tiny-pipelines" >/dev/null
 "$SDG" generate --prompts "$DEMO/sample/records.jsonl" --out "$OUT/generate" \
     --config sdg_data/recipes/generate_tiny.yaml --model-root "$OUT/tiny-pipelines"
 

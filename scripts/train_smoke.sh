@@ -16,7 +16,7 @@ echo "== dataset: distill + build the bundled demo sample"
     --image-root sdg_data/demo/sample >/dev/null
 
 echo "== tiny random Qwen3-VL (same classes as Qwen3-VL-4B)"
-"$BIN/python" -m train.modeling "$OUT/tiny-qwen3-vl"
+"$BIN/python" -m sdg_data.testkit.models "$OUT/tiny-qwen3-vl"
 
 echo "== SFT, 2 steps"
 "$BIN/sdg" train sft --config train/recipes/sft/smoke.yaml \

@@ -1,4 +1,4 @@
-"""The Arrow form of records, for parquet shards and ``datasets``: one schema, defined once.
+"""Records read back from the parquet shards ``sdg build`` writes (whose schema ``sdg_data.build`` defines, once).
 
 Provenance is free-form, so it travels as a JSON string column; everything else is typed. ``box_2d`` is a
 fixed-size list of 4 int32 on the 0-1000 grid, xyxy, exactly as in the JSON form.
@@ -8,72 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-
-from sdg_data import SCHEMA_VERSION
-from sdg_data.records import Defect, ImageRecord
+from sdg_data.records import ImageRecord
 
 
-DEFECT_TYPE = pa.struct(
-    [
-        pa.field("box_2d", pa.list_(pa.int32(), 4)),
-        pa.field("label", pa.string()),
-        pa.field("description", pa.string()),
-        pa.field("importance", pa.int32()),
-        pa.field("provenance", pa.string()),
-    ]
-)
-
-
-def arrow_schema() -> pa.Schema:
-    """Schema of one record row; the schema version rides in the metadata."""
-    return pa.schema(
-        [
-            pa.field("image_id", pa.string(), nullable=False),
-            pa.field("image_path", pa.string()),
-            pa.field("width", pa.int32()),
-            pa.field("height", pa.int32()),
-            pa.field("caption", pa.string()),
-            pa.field("generator", pa.string()),
-            pa.field("seed", pa.int64()),
-            pa.field("split", pa.string()),
-            pa.field("defects", pa.list_(DEFECT_TYPE)),
-            pa.field("provenance", pa.string()),
-            pa.field("think", pa.string()),
-        ],
-        metadata={"sdg_schema_version": SCHEMA_VERSION},
-    )
-
-
-def defect_row(d: Defect) -> dict[str, Any]:
-    return {
-        "box_2d": d.box.to_grid(),
-        "label": d.label,
-        "description": d.description,
-        "importance": d.importance,
-        "provenance": json.dumps(d.provenance, ensure_ascii=False) if d.provenance else None,
-    }
-
-
-def record_row(r: ImageRecord) -> dict[str, Any]:
-    return {
-        "image_id": r.image_id,
-        "image_path": r.image_path,
-        "width": r.width,
-        "height": r.height,
-        "caption": r.caption,
-        "generator": r.generator,
-        "seed": r.seed,
-        "split": r.split,
-        "defects": [defect_row(d) for d in r.defects],
-        "provenance": json.dumps(r.provenance, ensure_ascii=False),
-        "think": r.think,
-    }
-
-
-_RECORD_COLUMNS = tuple(f.name for f in arrow_schema())
+# the record fields of a shard written by ``sdg build`` (its ``annotations`` and ``test`` configs; the schema is
+# ``sdg_data.build._features``, the one definition): the columns read back into records, images left out
+_RECORD_COLUMNS = (
+    "image_id", "image_path", "width", "height", "caption", "generator", "seed", "split", "defects", "provenance",
+    "think",
+)  # fmt: skip
 
 
 def dataset_shards(folder: str | Path, config: str, split: str | None = None) -> list[Path]:

@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_qwen3_embedder_dir(tmp_path_factory) -> Path:
     """A random-weight Qwen3 text model and byte-level tokenizer, saved like a hub folder (same code path as
     Qwen/Qwen3-Embedding-0.6B, 1/10,000 of the size)."""
-    from sdg_data.tiny_models import byte_level_qwen_tokenizer, save_tiny_qwen3_text_model
+    from sdg_data.testkit.models import byte_level_qwen_tokenizer, save_tiny_qwen3_text_model
 
     return save_tiny_qwen3_text_model(tmp_path_factory.mktemp("tiny-qwen3-embedding"), byte_level_qwen_tokenizer())
 

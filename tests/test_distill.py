@@ -12,7 +12,7 @@ import pytest
 
 from distill.checks import STEP_HEADINGS
 from distill.config import DistillConfig
-from distill.fake_server import FakeTeacher, FakeTeacherServer
+from distill.fake_teacher import FakeTeacher, FakeTeacherServer
 from distill.runner import distill_file
 from sdg_data.jsonl import read_records
 from sdg_data.records import count_words

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from distill.config import DistillConfig
-from distill.fake_server import FakeTeacher, FakeTeacherServer
+from distill.fake_teacher import FakeTeacher, FakeTeacherServer
 from distill.runner import distill_file
 from sdg_data.api_client import _retry_after
 from sdg_data.cli import app

@@ -92,7 +92,7 @@ def test_bidirectional_model_keeps_the_padding_mask(tmp_path):
     """A BERT-style encoder attends both ways: right padding would change its states, so the probe says no."""
     from transformers import BertConfig, BertModel
 
-    from sdg_data.tiny_models import byte_level_qwen_tokenizer, lm_config
+    from sdg_data.testkit.models import byte_level_qwen_tokenizer, lm_config
 
     tok = byte_level_qwen_tokenizer()
     cfg = BertConfig(**lm_config(len(tok), 32, 1, 2, intermediate=32, pad_token_id=tok.pad_token_id))

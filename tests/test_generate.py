@@ -40,7 +40,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
-    from sdg_data.generate.tiny import save_tiny_pipelines
+    from sdg_data.testkit.pipelines import save_tiny_pipelines
 
     root = tmp_path_factory.mktemp("tiny-pipelines")
     save_tiny_pipelines(root)

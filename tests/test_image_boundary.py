@@ -133,7 +133,7 @@ def test_distill_rejects_each_bad_image_alone(hostile, tmp_path):
 
 def test_distill_api_rejects_bad_images_and_the_run_goes_on(hostile, tmp_path):
     from distill.config import DistillConfig
-    from distill.fake_server import FakeTeacher, FakeTeacherServer
+    from distill.fake_teacher import FakeTeacher, FakeTeacherServer
     from distill.runner import distill_file
 
     recs, cases = hostile
@@ -168,7 +168,7 @@ def test_viz_names_files_from_ids_made_safe(tmp_path):
 
 
 def test_detect_rejects_bad_images(hostile, tmp_path):
-    from distill.fake_server import FakeTeacher, FakeTeacherServer
+    from distill.fake_teacher import FakeTeacher, FakeTeacherServer
     from train.detect import DetectConfig, detect
 
     recs, cases = hostile

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("trl")
 
 from distill.config import DistillConfig  # noqa: E402
-from distill.fake_server import FakeTeacher, FakeTeacherServer  # noqa: E402
+from distill.fake_teacher import FakeTeacher, FakeTeacherServer  # noqa: E402
 from distill.runner import distill_file  # noqa: E402
 from sdg_data.build import BuildConfig, build_dataset  # noqa: E402
 from sdg_data.config import load_config  # noqa: E402
@@ -47,7 +47,7 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vl(tmp_path_factory) -> Path:
-    from train.modeling import save_tiny_qwen3_vl
+    from sdg_data.testkit.models import save_tiny_qwen3_vl
 
     return save_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl"))
 

@@ -11,7 +11,6 @@ Two things differ from a plain ``AutoProcessor.from_pretrained``:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from sdg_data.vision_compat import has_torchvision, image_only
@@ -152,88 +151,3 @@ def load_for_training(script_args: Any, model_args: Any, padding_side: str | Non
     total, trainable = count_parameters(model)
     logger.info("parameters: %s total, %s trainable", f"{total:,}", f"{trainable:,}")
     return model, processor
-
-
-# ------------------------------------------------------------------ tiny random detector (tests, smoke runs)
-_SPECIAL = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<think>",
-    "</think>",
-]
-
-
-def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """A random-weight Qwen3VLForConditionalGeneration with a byte-level tokenizer, the real Qwen3-VL chat template
-    (shipped by trl) and an image-only processor: the same classes as Qwen3-VL-4B, a few hundred thousand weights.
-    Built offline in about a second."""
-    import torch
-    import trl
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-    from sdg_data.tiny_models import lm_config, vision_token_ids
-
-    out = Path(out)
-    torch.manual_seed(seed)
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": _SPECIAL})
-    template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_vl.jinja").read_text(encoding="utf-8")
-    tok.chat_template = template
-    ids = {t: tok.convert_tokens_to_ids(t) for t in _SPECIAL}
-    head_dim = 16
-    rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
-    specials = {"pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "bos_token_id": None}
-    heads = hidden // head_dim
-    text = lm_config(len(tok), hidden, layers, heads, max(1, heads // 2), max_positions=8192, head_dim=head_dim,
-                     rope_parameters=rope, tie_word_embeddings=True, **specials)  # fmt: skip
-    # fmt: off
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=hidden, num_position_embeddings=64,
-                  deepstack_visual_indexes=[1])
-    # fmt: on
-    cfg = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **vision_token_ids(tok))
-    model = Qwen3VLForConditionalGeneration(cfg)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
-    ip = Qwen2VLImageProcessorPil(
-        patch_size=16,
-        temporal_patch_size=2,
-        merge_size=2,
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-        size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64},
-    )
-    image_only_processor_class()(image_processor=ip, tokenizer=tok, chat_template=template).save_pretrained(out)
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m train.modeling OUT``: write a tiny random Qwen3-VL detector to OUT."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("out")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    print(save_tiny_qwen3_vl(args.out, seed=args.seed))
-
-
-if __name__ == "__main__":
-    main()

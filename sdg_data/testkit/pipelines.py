@@ -4,7 +4,7 @@ Each uses the same pipeline, transformer, VAE, text-encoder and tokenizer classe
 few thousand weights, so ``sdg generate`` runs the real diffusers code path end to end on a CPU in well under a
 second an image. Tokenizers are byte-level (one token a byte) and built from Python objects.
 
-    python -m sdg_data.generate.tiny OUT_DIR      # writes OUT_DIR/{flux2,z-image,longcat,sana}
+    python -m sdg_data.testkit.pipelines OUT_DIR      # writes OUT_DIR/{flux2,z-image,longcat,sana}
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdg_data.tiny_models import lm_config, vision_token_ids
+from sdg_data.testkit.models import lm_config, vision_token_ids
 from sdg_data.vision_compat import image_only
 
 

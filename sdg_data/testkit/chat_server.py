@@ -1,11 +1,13 @@
-"""A loopback chat-completions server that plays the teacher, for tests and benchmarks (never for data).
+"""A loopback OpenAI-compatible chat-completions server for tests and benchmarks (never for data).
 
-It answers from the facts block of the request with the template teacher, after a set latency, and injects
-faults at a set rate: HTTP 500, 429 with Retry-After, a hang past the client's timeout, a body that is not
-JSON, a reply that moves one box or drops one. ``bad_ids`` always get a moved box. Every request is logged by
-the ``X-SDG-Image-Id`` header so tests can prove nothing is asked twice.
+It answers with a responder (``(request body, image id, fault) -> reply text``; distill's fake teacher plays the
+teacher from the request's facts block) after a set latency, and injects faults at a set rate: HTTP 500, 429
+with Retry-After, a hang past the client's timeout, a body that is not JSON, and the responder's own (a reply
+that moves one box or drops one). ``bad_ids`` always get a ``moved`` reply. On request only: 401 for every call,
+or a 500 that echoes the Authorization header. Every request is logged by the ``X-SDG-Image-Id`` header so tests
+can prove nothing is asked twice.
 
-    python -m distill.fake_server --port 8000 --latency 0.2 --fault-rate 0.1
+    python -m distill.fake_teacher --port 8000 --latency 0.2 --fault-rate 0.1     (the teacher)
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -22,9 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from distill import template_teacher
-from distill.prompting import read_facts
-
 
 FAULTS = ("500", "429", "timeout", "malformed", "moved", "dropped")
 # on request only (never drawn at random): every request refused (401), or a 500 whose body echoes the request's
@@ -32,7 +30,20 @@ FAULTS = ("500", "429", "timeout", "malformed", "moved", "dropped")
 EXTRA_FAULTS = ("401", "echo")
 
 
-class FakeTeacher:
+FIXED_REPLY = (
+    '<think>looked</think><answer>[{"box_2d": [100, 100, 300, 300], "label": "artifact", '
+    '"description": "a smeared hand", "importance": 50}]</answer>'
+)
+
+
+def fixed_reply(body: dict[str, Any], image_id: str, fault: str | None) -> str:
+    """The default responder: one valid SDG answer, whatever was asked."""
+    return FIXED_REPLY
+
+
+class LoopbackChat:
+    """What the server does: which fault a request gets, what it answers, and the log of every request."""
+
     def __init__(
         self,
         latency: float = 0.0,
@@ -52,7 +63,8 @@ class FakeTeacher:
         self.bad_ids = set(bad_ids)
         self.hang_s = hang_s
         self.retry_after = retry_after
-        self.responder = responder  # (request body, image id) -> reply text; default: play the teacher
+        self.responder = responder  # (request body, image id) -> reply text, for tests that script the replies
+        self.default_reply: Callable[[dict[str, Any], str, str | None], str] = fixed_reply
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
@@ -69,21 +81,8 @@ class FakeTeacher:
             self.log.append((image_id, fault or "ok"))
             return fault
 
-
-def _reply_text(body: dict[str, Any], fault: str | None) -> str:
-    system = next(m["content"] for m in body["messages"] if m["role"] == "system")
-    user = next(m for m in body["messages"] if m["role"] == "user")
-    text = "".join(b.get("text", "") for b in user["content"] if b.get("type") == "text")
-    fact_list = read_facts(text)
-    caption = re.search(r'Caption: "(.*)"', text).group(1)
-    lo, hi = (int(x) for x in re.search(r"English, (\d+) to (\d+) words", system).groups())
-    keep = "keep that number" in system
-    if fault == "moved" and fact_list:
-        b = fact_list[0]["box_2d"]
-        fact_list[0] = {**fact_list[0], "box_2d": [min(b[0] + 37, b[2] - 1), b[1], b[2], b[3]]}
-    elif fault == "dropped" and fact_list:
-        fact_list = fact_list[1:]
-    return template_teacher.respond(caption, fact_list, lo, hi, keep)
+    def reply(self, body: dict[str, Any], image_id: str, fault: str | None) -> str:
+        return self.responder(body, image_id) if self.responder else self.default_reply(body, image_id, fault)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_POST(self) -> None:  # noqa: N802
-        teacher: FakeTeacher = self.server.teacher  # type: ignore[attr-defined]
+        teacher: LoopbackChat = self.server.teacher  # type: ignore[attr-defined]
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if not self.path.rstrip("/").endswith("/chat/completions"):
             return self._send(404, b'{"error": {"message": "not found"}}')
@@ -126,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             return self._send(200, b'{"id": "x", "choices": [{"message": {"content": "trunc')
         body = json.loads(raw)
-        text = teacher.responder(body, image_id) if teacher.responder else _reply_text(body, fault)
+        text = teacher.reply(body, image_id, fault)
         out = {
             "id": f"chatcmpl-{image_id}",
             "object": "chat.completion",
@@ -149,11 +148,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # many clients connect at once; the default backlog of 5 refuses some
 
 
-class FakeTeacherServer:
-    """``with FakeTeacherServer(FakeTeacher(...)) as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
+class LoopbackChatServer:
+    """``with LoopbackChatServer(LoopbackChat(...)) as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
 
-    def __init__(self, teacher: FakeTeacher | None = None, port: int = 0):
-        self.teacher = teacher or FakeTeacher()
+    def __init__(self, teacher: LoopbackChat | None = None, port: int = 0):
+        self.teacher = teacher or LoopbackChat()
         self.httpd = _Server(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.teacher = self.teacher  # type: ignore[attr-defined]
@@ -163,7 +162,7 @@ class FakeTeacherServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> FakeTeacherServer:
+    def __enter__(self) -> LoopbackChatServer:
         self.thread.start()
         return self
 
@@ -172,17 +171,22 @@ class FakeTeacherServer:
         self.httpd.server_close()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--latency", type=float, default=0.0)
-    ap.add_argument("--fault-rate", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    srv = FakeTeacherServer(FakeTeacher(args.latency, args.fault_rate, seed=args.seed), args.port)
+def serve(teacher: LoopbackChat, port: int = 0) -> None:
+    """Run in the foreground, printing the base URL first (benchmarks start it in its own process)."""
+    srv = LoopbackChatServer(teacher, port)
     print(srv.base_url, flush=True)
     srv.httpd.serve_forever()
 
 
+def cli_args(description: str):
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args()
+
+
 if __name__ == "__main__":
-    main()
+    a = cli_args(__doc__)
+    serve(LoopbackChat(a.latency, a.fault_rate, seed=a.seed), a.port)
