@@ -184,11 +184,10 @@ def config_command(
     help: str | None = None,
     exclude: Sequence[str] = (),
     extra: str | None = None,
-    to_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Add command ``name``: its own ``params`` (files, folders), then one option per field of ``cfg_cls``, then
     ``--config``. The body builds the config (recipe, then flags) and calls ``run(cfg, **params)`` inside the
-    error boundary. ``to_config`` may turn some params into config overrides (e.g. paths into strings)."""
+    error boundary."""
     from sdg_data.config import load_config
 
     opts = config_options(cfg_cls, exclude)
@@ -197,8 +196,6 @@ def config_command(
     def command(**kwargs: Any) -> Any:
         recipe = kwargs.pop("config", None)
         mine = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
-        if to_config is not None:
-            kwargs.update(to_config(mine))
         cfg = load_config(cfg_cls, recipe, kwargs)
         return run(cfg, **mine)
 
