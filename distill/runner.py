@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,9 @@ def _data_url(job: Job, cfg: DistillConfig) -> str:
     return image_data_url(_checked(job, cfg).open(), cfg.image_max_side, cfg.image_format)
 
 
-async def _ask(job: Job, teacher: ChatClient, tpl: TeacherTemplate, cfg: DistillConfig, stats: Stats) -> dict:
-    # CPU work (image encoding, reply checks, the record) runs in threads, off the event loop that keeps
-    # max_in_flight requests moving
-    url = await asyncio.to_thread(_data_url, job, cfg)
+async def _ask(job: Job, url: str, teacher: ChatClient, tpl: TeacherTemplate, cfg: DistillConfig) -> dict:
+    # CPU work (reply checks, the record) runs in threads, off the event loop that keeps max_in_flight requests
+    # moving; the image was encoded ahead (see _prepared)
     messages = teacher_messages(tpl, cfg, job.record, url)
     problems: list[str] = []
     for attempt in range(1, cfg.max_attempts + 1):
@@ -101,7 +101,7 @@ async def _ask(job: Job, teacher: ChatClient, tpl: TeacherTemplate, cfg: Distill
         if entry is not None:
             return entry
         if attempt < cfg.max_attempts:
-            stats.rule_retries += 1
+            teacher.stats.rule_retries += 1
             messages = [
                 *messages[:2],
                 {"role": "assistant", "content": text},
@@ -246,15 +246,41 @@ def _figures(report, distilled, attempts, from_cache, sent, cfg, tpl, stats, led
     }
 
 
+async def _prepared(todo: list[Job], cfg: DistillConfig, refused: list) -> AsyncIterator[tuple[Job, Any]]:
+    """Each job with its image encoded as a data URL (or the ImageError), encoded in a thread ahead of need:
+    up to ``max_in_flight`` wait ready, so a request slot that frees never waits for an image."""
+    ready: asyncio.Queue = asyncio.Queue(maxsize=cfg.max_in_flight)
+
+    async def encode() -> None:
+        for job in todo:
+            if refused:
+                break
+            try:
+                url: Any = await asyncio.to_thread(_data_url, job, cfg)
+            except ImageError as exc:
+                url = exc
+            await ready.put((job, url))
+        await ready.put(None)
+
+    producer = asyncio.create_task(encode())
+    try:
+        while (item := await ready.get()) is not None:
+            yield item
+    finally:
+        producer.cancel()
+
+
 async def _run_api(todo, tpl, cfg, cache, failures, bar, teacher: ChatClient) -> None:
-    stats = teacher.stats
     refused: list[AuthError] = []
 
-    async def handle(job: Job) -> None:
+    async def handle(item: tuple[Job, Any]) -> None:
+        job, url = item
         if refused:  # the key was refused: send nothing more
             return
         try:
-            entry = await _ask(job, teacher, tpl, cfg, stats)
+            if isinstance(url, ImageError):
+                raise url
+            entry = await _ask(job, url, teacher, tpl, cfg)
             await asyncio.to_thread(cache.put, job.key, entry)
         except AuthError as exc:
             refused.append(exc)
@@ -268,7 +294,7 @@ async def _run_api(todo, tpl, cfg, cache, failures, bar, teacher: ChatClient) ->
         bar.update()
 
     try:
-        await drain(todo, handle, cfg.max_in_flight)
+        await drain(_prepared(todo, cfg, refused), handle, cfg.max_in_flight)
     finally:
         await teacher.close()
     if refused:

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from sdg_data.secrets import register
 
 
 log = logging.getLogger(__name__)
+_DONE = object()
 
 
 class TransportError(RuntimeError):
@@ -171,19 +173,25 @@ class ChatClient:
         await self.client.close()
 
 
-async def drain(items: list, handle, concurrency: int) -> None:
-    """Run ``await handle(item)`` for every item with at most ``concurrency`` in flight (a fixed worker pool
-    pulling from one queue, so a slow item never holds a slot idle)."""
-    queue: asyncio.Queue = asyncio.Queue()
-    for it in items:
-        queue.put_nowait(it)
+async def drain(items: Iterable[Any] | AsyncIterator[Any], handle, concurrency: int) -> None:
+    """Run ``await handle(item)`` for every item with at most ``concurrency`` in flight: a fixed worker pool pulling
+    from one source (a list, or an async iterator that prepares items ahead), so a slow item never holds a slot
+    idle."""
+    if isinstance(items, AsyncIterator):
+        source, lock = items, asyncio.Lock()
+
+        async def pull() -> Any:
+            async with lock:  # an async generator takes one __anext__ at a time
+                return await anext(source, _DONE)
+    else:
+        queue = list(items)[::-1]
+        concurrency = min(concurrency, len(queue))
+
+        async def pull() -> Any:
+            return queue.pop() if queue else _DONE
 
     async def worker() -> None:
-        while True:
-            try:
-                it = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            await handle(it)
+        while (item := await pull()) is not _DONE:
+            await handle(item)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
