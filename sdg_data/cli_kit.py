@@ -141,7 +141,11 @@ def config_options(cls: type, exclude: Sequence[str] = ()) -> list[inspect.Param
             text = f"{helps.get(f.name, '')} ({choices})"
         else:
             text = helps.get(f.name, "")
-        opt = typer.Option(*decls, help=(text + _default_text(f)).strip(), show_default=False)
+        extra: dict[str, Any] = {}
+        if typing.get_origin(t) is list:  # a list field: one value per use of the flag
+            extra["metavar"] = "VALUE"
+            text = text if "repeatable" in text.lower() else f"{text} (repeatable)"
+        opt = typer.Option(*decls, help=(text + _default_text(f)).strip(), show_default=False, **extra)
         params.append(
             inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[t], opt]
