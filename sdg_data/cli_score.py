@@ -110,10 +110,11 @@ def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) ->
     """
     from sdg_data.importers.sdg30k import import_sdg30k
 
-    stats, agreement = import_sdg30k(src, out, rejects, cfg)
+    report, agreement = import_sdg30k(src, out, rejects, cfg)
+    x = report.extras
     typer.echo(
-        f"read {stats.read}: wrote {stats.written} ({stats.clean} clean), rejected {stats.rejected}; "
-        f"placeholder boxes dropped {stats.placeholders_dropped}; defect source {json.dumps(stats.by_source)}"
+        f"read {report.read}: wrote {report.kept} ({x['clean']} clean), rejected {report.rejected}; "
+        f"placeholder boxes dropped {x['placeholders_dropped']}; defect source {json.dumps(x['by_source'])}"
     )
     if agreement["images"]:
         typer.echo(

@@ -67,13 +67,13 @@ def write(tmp_path, rows, name="test.jsonl"):
 def test_import_translated_and_raw_with_rejects(tmp_path):
     src = write(tmp_path, released_rows())
     stats, agree = import_sdg30k(src, tmp_path / "out.jsonl")
-    assert (stats.read, stats.written, stats.rejected) == (5, 3, 2)
+    assert (stats.read, stats.kept, stats.rejected) == (5, 3, 2)
     recs = {r.image_id: r for r in read_records(tmp_path / "out.jsonl")}
     cat = recs[image_id_for("images/flux2/000001.png")]
     assert cat.split == "test" and cat.defects[0].box.to_grid() == [100, 200, 300, 400]
     assert cat.defects[0].importance == 55 and cat.provenance["teacher_response"].startswith("<think>")
     tree = recs[image_id_for("images/zimage/000002.png")]
-    assert tree.defects == [] and stats.placeholders_dropped == 1 and stats.clean == 1
+    assert tree.defects == [] and stats.extras["placeholders_dropped"] == 1 and stats.extras["clean"] == 1
     rejects = [json.loads(x) for x in (tmp_path / "out.import.rejects.jsonl").read_text().splitlines()]
     assert "inverted" in rejects[0]["reason"] and "'filepath'" in rejects[1]["reason"]
     # raw boxes read as yxyx coincide with the translated xyxy boxes; read as xyxy they do not

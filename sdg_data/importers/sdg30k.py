@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -37,16 +37,6 @@ class ImportConfig:
     raw_order: BoxOrder = "yxyx"  # box order of artifact_/misalignment_bboxes (Gemini: yxyx)
     split: str | None = None  # train | test; default from the file name (train.jsonl, test.jsonl)
     image_root: str | None = None  # folder the release's filepaths are relative to; images there are verified
-
-
-@dataclass
-class ImportStats:
-    read: int = 0
-    written: int = 0
-    rejected: int = 0
-    clean: int = 0
-    placeholders_dropped: int = 0
-    by_source: dict[str, int] = field(default_factory=dict)
 
 
 def image_id_for(filepath: str) -> str:
@@ -201,66 +191,58 @@ def order_agreement(rows: Iterable[Mapping[str, Any]], translated_order: BoxOrde
 
 def import_sdg30k(
     src: str | Path, out: str | Path, rejects: str | Path | None = None, cfg: ImportConfig | None = None
-) -> tuple[ImportStats, dict[str, Any]]:
-    """Convert a released annotation file; every row is written or rejected with its reason, counts reconcile."""
+) -> tuple[StageReport, dict[str, Any]]:
+    """Convert a released annotation file; every row is written or rejected with its reason, counts reconcile.
+    Returns the stage report (read, kept, rejects; clean images, placeholders dropped and the defect source in
+    ``extras``) and the raw box-order check."""
     cfg = cfg or ImportConfig()
-    split, source, translated_order, raw_order = cfg.split, cfg.source, cfg.translated_order, cfg.raw_order
-    image_root = cfg.image_root
-    src = Path(src)
-    if split is None:
-        split = {"train": "train", "test": "test"}.get(src.stem)
-    stats = ImportStats()
+    src, out = Path(src), Path(out)
+    split = cfg.split or {"train": "train", "test": "test"}.get(src.stem)
+    how = (cfg.source, cfg.translated_order, cfg.raw_order, cfg.image_root)
+    report = StageReport("import")
+    counts: dict[str, Any] = {"clean": 0, "placeholders_dropped": 0, "by_source": {}}
     records: list[ImageRecord] = []
-    rejected: list[dict[str, Any]] = []
     raw_rows: list[Mapping[str, Any]] = []
     seen: set[str] = set()
     for lineno, row in iter_lines(src):
-        stats.read += 1
+        report.read += 1
+        where = f"{src}:{lineno}"
         if isinstance(row, LineError):
-            stats.rejected += 1
-            rejected.append({"line": lineno, "reason": str(row), "row": None})
+            report.reject(str(row), None, where, None, line=lineno)
             continue
         if isinstance(row, Mapping) and len(raw_rows) < 2000:
             raw_rows.append(row)
         try:
             if not isinstance(row, Mapping):
                 raise RecordError(None, "<line>", "must be a JSON object")
-            rec, dropped, used = convert_row(row, split, source, translated_order, raw_order, image_root)
+            rec, dropped, used = convert_row(row, split, *how)
             if rec.image_id in seen:
                 raise RecordError(rec.image_id, "filepath", "duplicate of an earlier row")
         except RecordError as exc:
-            stats.rejected += 1
-            rejected.append({"line": lineno, "reason": str(exc), "row": row})
+            report.reject(str(exc), None, where, row, line=lineno)
             continue
         except (TypeError, AttributeError, KeyError, RecursionError) as exc:  # a field of the wrong JSON type
-            stats.rejected += 1
             reason = f"record '?' field '<row>': malformed ({type(exc).__name__}: {str(exc)[:120]})"
-            rejected.append({"line": lineno, "reason": reason, "row": row})
+            report.reject(reason, None, where, row, line=lineno)
             continue
         seen.add(rec.image_id)
         records.append(rec)
-        stats.placeholders_dropped += dropped
-        stats.clean += not rec.defects
-        stats.by_source[used] = stats.by_source.get(used, 0) + 1
-    if stats.read == 0:
+        counts["placeholders_dropped"] += dropped
+        counts["clean"] += not rec.defects
+        counts["by_source"][used] = counts["by_source"].get(used, 0) + 1
+    if report.read == 0:
         raise InputError(f"{src}: no rows (an empty file); nothing to import")
-    stats.written = write_records(out, records)
-    agreement = order_agreement(raw_rows, translated_order)
-    _write_report(src, Path(out), rejects, stats, rejected, agreement)
-    return stats, agreement
-
-
-def _write_report(src: Path, out: Path, rejects: Any, stats: ImportStats, rejected: list, agreement: dict) -> None:
-    """OUT.import.rejects.jsonl and OUT.import.summary.json, or the rejects file the user named and its summary."""
-    from sdg_data.jsonl import write_json
-
-    report = StageReport("import", read=stats.read, kept=stats.written)
-    for r in rejected:
-        report.reject(r["reason"], None, f"{src}:{r['line']}", r["row"], line=r["line"])
-    report.extras = {**asdict(stats), "box_order_check": agreement}
+    report.kept = write_records(out, records)
+    agreement = order_agreement(raw_rows, cfg.translated_order)
+    report.extras = {**counts, "box_order_check": agreement}
     if rejects is None:
         report.write(out.parent, prefix=f"{out.stem}.")
-        return
-    report.reconcile()
-    write_jsonl(rejects, report.rejects)
-    write_json(Path(rejects).with_name(Path(rejects).name.removesuffix(".jsonl") + ".summary.json"), report.summary())
+    else:  # the user named the rejects file: the summary goes beside it
+        from sdg_data.jsonl import write_json
+
+        report.reconcile()
+        write_jsonl(rejects, report.rejects)
+        write_json(
+            Path(rejects).with_name(Path(rejects).name.removesuffix(".jsonl") + ".summary.json"), report.summary()
+        )
+    return report, agreement
