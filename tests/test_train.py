@@ -200,7 +200,8 @@ def test_deepspeed_json_is_accepted_by_the_hf_integration():
 def test_slurm_script_derives_rank_master_and_recipe(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "scontrol").write_text("#!/usr/bin/env bash\necho gpu-node-07\necho gpu-node-08\n")
+    # a long host list: a launcher that stops reading after the first host must not kill the job (SIGPIPE)
+    (fake / "scontrol").write_text("#!/usr/bin/env bash\necho gpu-node-07\nseq -f 'gpu-node-%g' 8 200000\n")
     (fake / "srun").write_text(  # one "task" per node, each with its SLURM_NODEID
         '#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
         'for i in $(seq 0 $((SLURM_NNODES-1))); do SLURM_NODEID=$i bash -c "${@:2}"; done\n'
