@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export DS_BUILD_OPS := 0
 
-.PHONY: install demo test train-smoke lint style bench clean
+.PHONY: install demo test train-smoke boxflow-smoke lint style bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: $(STAMP)
 train-smoke: $(STAMP)
 	bash scripts/train_smoke.sh
 
+# BoxFlow-GRPO end to end on a tiny FLUX with loopback judge and detector: outputs/boxflow-smoke/summary.json
+boxflow-smoke: $(STAMP)
+	$(BIN)/python scripts/boxflow_smoke.py
+
 test: $(STAMP) $(LS_STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -53,6 +57,7 @@ bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_annotate.py
+	$(BIN)/python bench/bench_boxflow.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

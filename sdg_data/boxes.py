@@ -213,6 +213,20 @@ class Box(NamedTuple):
             return f"box {self.to_grid()} lies outside the image (0-{GRID})"
         return None
 
+    def grid_cells(self, rows: int, cols: int) -> tuple[int, int, int, int]:
+        """The cells ``(r0, r1, c0, c1)`` (half-open) the box covers on a ``rows`` x ``cols`` grid laid over the
+        image, e.g. a diffusion transformer's token grid (FLUX at 512 px: 32 x 32).
+
+        Each edge maps by int truncation of ``coord * side / 1000`` (the paper's rule), so a box on cell edges
+        covers exactly the cells inside it; a box thinner than a cell still covers the one it starts in (a defect
+        never vanishes from the map). The box is clamped to the image first."""
+        if rows < 1 or cols < 1:
+            raise BoxError(f"grid must be at least 1 x 1, got {rows} x {cols}")
+        x0, y0, x1, y1 = self.clamp()
+        r0, c0 = min(int(y0 * rows / GRID), rows - 1), min(int(x0 * cols / GRID), cols - 1)
+        r1, c1 = max(r0 + 1, int(y1 * rows / GRID)), max(c0 + 1, int(x1 * cols / GRID))
+        return r0, r1, c0, c1
+
     def iou(self, other: Box) -> float:
         return float(iou_matrix(boxes_array([self]), boxes_array([other]))[0, 0])
 
@@ -304,3 +318,13 @@ def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ca = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
     cb = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
     return _diou(tuple(ca), tuple(cb))
+
+
+def max_weight_map(boxes: Sequence[Box], weights: Sequence[float], rows: int, cols: int) -> np.ndarray:
+    """A ``(rows, cols)`` float32 map holding, at each cell, the largest weight of the boxes covering it (0 where
+    none does): overlapping boxes of one kind do not add up. BoxFlow-GRPO's per-type penalty map W_t."""
+    out = np.zeros((rows, cols), dtype=np.float32)
+    for box, w in zip(boxes, weights, strict=True):
+        r0, r1, c0, c1 = box.grid_cells(rows, cols)
+        np.maximum(out[r0:r1, c0:c1], np.float32(w), out=out[r0:r1, c0:c1])
+    return out

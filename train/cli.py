@@ -1,4 +1,5 @@
-"""``sdg train sft|grpo`` (trl's parser; optionally relaunched under ``accelerate launch``) and ``sdg detect``."""
+"""``sdg train sft|grpo|boxflow`` (trl's parser; optionally relaunched under ``accelerate launch``), ``sdg detect``
+and ``sdg eval-lora``."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import typer
 
 from sdg_data.cli_kit import arg, config_command, fail, opt
 from train.detect import DetectConfig
+from train.lora_eval import LoraEvalConfig
 
 
 HELP = (
-    "Train the detector: sdg train sft|grpo --config RECIPE.yaml [--flag value ...]. Every option of the recipe "
-    "(trl's SFTConfig/GRPOConfig, ModelConfig, the SDG script arguments and, for GRPO, the reward's constants) "
-    "can be given as a flag; 'sdg train sft --help' lists them. Several GPUs: add --accelerate-config "
-    "train/launch/zero2_1x8.yaml and the command relaunches itself under accelerate launch."
+    "Train the detector (sdg train sft|grpo) or align a text-to-image model with its boxes (sdg train boxflow): "
+    "--config RECIPE.yaml [--flag value ...]. Every option of the recipe (trl's SFTConfig/GRPOConfig, ModelConfig, "
+    "the SDG script arguments, the reward's constants; BoxFlow's own two configs) can be given as a flag; "
+    "'sdg train sft --help' lists them. Several GPUs: add --accelerate-config train/launch/zero2_1x8.yaml "
+    "(boxflow: ddp_1x8.yaml) and the command relaunches itself under accelerate launch."
 )
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -77,6 +80,22 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
     typer.echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
 
 
+def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:
+    """Compare a LoRA with its base model: same prompts and seeds, both sets scored by the SDG detector.
+
+    Usage: sdg eval-lora --prompts drawbench.txt --lora runs/boxflow --detector-url http://HOST:17142/v1 --out ev
+           sdg eval-lora ... --scorer mypkg.scores:pickscore      (any extra metric, paired the same way)
+
+    Writes OUT/lora_eval.json and OUT/lora_eval.md: clean-image rate, defects per image and mean importance by
+    type for each arm, and the per-prompt paired difference (LoRA - base) with its confidence interval.
+    """
+    from train.lora_eval import evaluate, table
+
+    result = evaluate(prompts, out, cfg)
+    typer.echo(table(result))
+    typer.echo(f"output: {out}/lora_eval.json, {out}/lora_eval.md, {out}/base, {out}/lora")
+
+
 def register(root: typer.Typer) -> None:
     app = typer.Typer(help=HELP, no_args_is_help=True)
 
@@ -90,10 +109,31 @@ def register(root: typer.Typer) -> None:
         """Detector GRPO (train/grpo.py) with the SDG reward, from the SFT checkpoint."""
         _forward("grpo", ctx)
 
+    @app.command("boxflow", context_settings=_FORWARD, add_help_option=False)
+    def train_boxflow_cmd(ctx: typer.Context) -> None:
+        """BoxFlow-GRPO (train/boxflow.py): a LoRA on FLUX.1 rewarded by a judge and the SDG detector's boxes."""
+        _forward("boxflow", ctx)
+
     root.add_typer(app, name="train")
     source_help = (
         "A folder of images (captions in NAME.txt beside them), a records JSONL, a parquet shard, or a folder "
         "written by sdg build (its test config)."
+    )
+    config_command(
+        root,
+        "eval-lora",
+        LoraEvalConfig,
+        run_eval_lora,
+        [
+            opt(
+                "prompts",
+                str,
+                "--prompts",
+                "Prompts: a text file (one a line, DrawBench style), JSONL, CSV or Parquet.",
+            ),
+            opt("out", Path, "--out", "Output folder: base/ and lora/ (images, predictions), lora_eval.json/.md."),
+        ],
+        extra="train",
     )
     config_command(
         root,

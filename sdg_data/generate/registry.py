@@ -44,23 +44,33 @@ _SPECS = [
         guidance_scale=4.5,
     ),  # fmt: skip
 ]
-REGISTRY: dict[str, GeneratorSpec] = {spec.name: spec for spec in _SPECS}
-ALIASES = {"flux2": "FLUX.2-dev", "z-image": "Z-Image-Turbo", "longcat": "LongCat-Image", "sana": "SANA-1.5-1.6B"}
+# Not an SDG-30K generator: the base model BoxFlow-GRPO aligns (guidance-distilled, one pass; the paper's 28 steps)
+OTHERS = {"FLUX.1-dev": GeneratorSpec("FLUX.1-dev", "black-forest-labs/FLUX.1-dev", "FluxPipeline", 28, 3.5)}
+REGISTRY: dict[str, GeneratorSpec] = {spec.name: spec for spec in _SPECS}  # the four of SDG-30K
+ALIASES = {
+    "flux1": "FLUX.1-dev",
+    "flux2": "FLUX.2-dev",
+    "z-image": "Z-Image-Turbo",
+    "longcat": "LongCat-Image",
+    "sana": "SANA-1.5-1.6B",
+}
 
 
 def resolve(spec: str, model_paths: dict[str, str] | None = None) -> GeneratorSpec:
     """A registry name (or alias), optionally redirected to a local copy by ``model_paths``; else any diffusers
     model id or pipeline folder, named by its last path part."""
     name = ALIASES.get(spec, spec)
-    if name in REGISTRY:
-        entry = REGISTRY[name]
+    known = {**REGISTRY, **OTHERS}
+    by_id = {e.model_id: e for e in known.values()}  # a registry model named by its hub id gets its settings
+    if name in known or spec in by_id:
+        entry = known[name] if name in known else by_id[spec]
         local = (model_paths or {}).get(name) or (model_paths or {}).get(spec)
         return replace(entry, model_id=local) if local else entry
     p = Path(spec)
     looks_local = p.exists()
     if not looks_local and spec.count("/") != 1:
-        known = ", ".join(REGISTRY)
-        raise ValueError(f"generator {spec!r}: not a registry name ({known}), a local pipeline folder or a hub id")
+        names = ", ".join(known)
+        raise ValueError(f"generator {spec!r}: not a registry name ({names}), a local pipeline folder or a hub id")
     return GeneratorSpec(
         name=p.name if looks_local else spec.split("/")[-1],
         model_id=spec,

@@ -10,6 +10,7 @@ merges the rank files into ``manifest.jsonl`` (plan order) and ``generate.reject
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,8 @@ class GenerateConfig:
     steps: int | None = None  # denoising steps; default: the generator's recommended value
     guidance_scale: float | None = None  # default: the generator's recommended value
     call_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per generator name, extra call args
+    lora: str | None = None  # a LoRA to load into the pipeline: a folder (e.g. sdg train boxflow's) or .safetensors
+    lora_scale: float = 1.0  # how strongly the LoRA applies (0 = the base model)
     dtype: str | None = None  # default: the generator's (bf16 for the four); float32 on CPU
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     cpu_offload: bool = False  # enable_model_cpu_offload: one component on the GPU at a time
@@ -100,13 +103,40 @@ def image_id(spec: GeneratorSpec, prompt: str, seed: int, settings: dict[str, An
 
 def _settings(spec: GeneratorSpec, cfg: GenerateConfig) -> dict[str, Any]:
     kwargs = {**spec.call_kwargs, **cfg.call_kwargs.get(spec.name, {})}
-    return {
+    out = {
         "height": cfg.height,
         "width": cfg.width,
         "steps": cfg.steps or spec.steps,
         "guidance_scale": cfg.guidance_scale if cfg.guidance_scale is not None else spec.guidance_scale,
         "call_kwargs": kwargs,
     }
+    if cfg.lora:  # the LoRA's content changes the pixels: it joins the image id (absent without one: ids unchanged)
+        out["lora"] = {"sha256": lora_file(cfg.lora)[1], "scale": cfg.lora_scale}
+    return out
+
+
+def lora_file(path: str) -> tuple[Path, str]:
+    """The LoRA weights file a ``--lora`` points at (a folder holding one .safetensors, or the file) and its
+    content hash (cached by path, size and mtime: a plan asks once per image)."""
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(p.glob("*.safetensors"))
+        if len(found) != 1:
+            raise ValueError(f"--lora {path}: expected one .safetensors file in the folder, found {len(found)}")
+        p = found[0]
+    elif not p.is_file():
+        raise ValueError(f"--lora {path}: no such file or folder")
+    st = p.stat()
+    return p, _hash_file(str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def plan(prompts: list[Prompt], cfg: GenerateConfig) -> list[Item]:
@@ -199,6 +229,10 @@ def load_pipeline(spec: GeneratorSpec, cfg: GenerateConfig, device: str):
 
         kwargs["text_processor"] = image_only(Qwen2VLProcessor).from_pretrained(root / "text_processor")
     pipe = cls.from_pretrained(spec.model_id, **kwargs)
+    if cfg.lora:
+        weights, _ = lora_file(cfg.lora)
+        pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name="sdg_lora")
+        pipe.set_adapters(["sdg_lora"], adapter_weights=[cfg.lora_scale])
     if cfg.cpu_offload and device.startswith("cuda"):
         pipe.enable_model_cpu_offload(device=device)
     elif device != "cpu":  # pipelines load on the CPU
@@ -483,6 +517,7 @@ def _keep(it: Item, arr: Any, seconds: float, cfg: GenerateConfig, base_prov, ou
         "steps": st["steps"],
         "guidance_scale": st["guidance_scale"],
         "call_kwargs": st["call_kwargs"],
+        "lora": {"path": cfg.lora, **st["lora"]} if cfg.lora else None,
         "resolution": [st["width"], st["height"]],
         "seconds": round(seconds, 4),
     }

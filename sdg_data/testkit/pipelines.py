@@ -4,7 +4,7 @@ Each uses the same pipeline, transformer, VAE, text-encoder and tokenizer classe
 few thousand weights, so ``sdg generate`` runs the real diffusers code path end to end on a CPU in well under a
 second an image. Tokenizers are byte-level (one token a byte) and built from Python objects.
 
-    python -m sdg_data.testkit.pipelines OUT_DIR      # writes OUT_DIR/{flux2,z-image,longcat,sana}
+    python -m sdg_data.testkit.pipelines OUT_DIR      # writes OUT_DIR/{flux1,flux2,z-image,longcat,sana}
 """
 
 from __future__ import annotations
@@ -303,14 +303,65 @@ def tiny_flux2():
     )
 
 
-TINY = {"flux2": tiny_flux2, "z-image": tiny_z_image, "longcat": tiny_longcat, "sana": tiny_sana}
+def tiny_flux1():
+    """FluxPipeline (FLUX.1-dev's classes): CLIP and T5 text encoders, the guidance-distilled FLUX transformer, a
+    KL VAE. BoxFlow-GRPO's smoke loop and tests train LoRAs on it."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):  # CLIP's BPE marks a word's last piece with </w>; with no merges, bytes only
+        vocab.update({ch + suffix: len(vocab) + i for i, ch in enumerate(_byte_vocab())})
+    clip_tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    pieces += [(chr(i), -1.0) for i in range(33, 127)]
+    t5_tok = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+    torch.manual_seed(0)
+    # fmt: off
+    clip = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(clip_tok), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        projection_dim=32, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    ))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 6, 6],
+        guidance_embeds=True,
+    )
+    # fmt: on
+    for m in (clip, t5, transformer):
+        m.eval()
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+            base_shift=0.5,
+            max_shift=1.15,
+            shift=3.0,
+        ),  # fmt: skip
+        vae=_tiny_vae_kl(4),
+        text_encoder=clip,
+        tokenizer=clip_tok,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tok,
+        transformer=transformer,
+    )
+
+
+TINY = {"flux1": tiny_flux1, "flux2": tiny_flux2, "z-image": tiny_z_image, "longcat": tiny_longcat, "sana": tiny_sana}
+SDG30K = ("flux2", "z-image", "longcat", "sana")  # the four generators of SDG-30K (flux1: BoxFlow-GRPO's base)
 
 
 def save_tiny_pipelines(out: str | Path, names: list[str] | None = None) -> dict[str, Path]:
-    """Build and ``save_pretrained`` each tiny pipeline under ``out/<name>``."""
+    """Build and ``save_pretrained`` each tiny pipeline under ``out/<name>`` (default: the four of SDG-30K)."""
     out = Path(out)
     paths: dict[str, Path] = {}
-    for name in names or list(TINY):
+    for name in names or list(SDG30K):
         pipe: Any = TINY[name]()
         pipe.save_pretrained(out / name)
         paths[name] = out / name
