@@ -138,7 +138,6 @@ class Trainer:
     step: int = 0  # optimiser steps done
     round: int = 0  # sampling rounds done
     history: list[dict[str, Any]] = field(default_factory=list)
-    last_advantages: Any = None
 
     @property
     def out(self) -> Path:
@@ -293,12 +292,29 @@ class Trainer:
         batches, timing = self.sample_round(rnd)
         g = self.gather_rewards(rnd, batches)
         adv = self.compute_advantages(g)
-        self.last_advantages = (g["index"], adv.values)  # what the multi-process test compares across ranks
+        self._rank_log(rnd, g["index"], adv.values)
         t0 = time.perf_counter()
         train = self.train_round(batches, adv, g["index"])
         timing["train_s"] = time.perf_counter() - t0
         self.round += 1
         return self._metrics(rnd, g, adv, train, timing)
+
+    def _rank_log(self, rnd: Round, index: torch.Tensor, values: torch.Tensor) -> None:
+        """Each process's own line per round (``ranks/rank<k>.jsonl``): the samples it drew and a digest of the
+        advantages it computed, which must be the same on every process."""
+        folder = self.out / "ranks"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(values.contiguous().numpy().tobytes()).hexdigest()[:16]
+        row = {
+            "round": rnd.index,
+            "samples": rnd.mine,
+            "groups": sorted({i // self.cfg.group_size for i in rnd.mine}),
+            "gathered": index.tolist(),
+            "advantages_sha256": digest,
+            "advantage_rows": {i: values[k].mean().item() for k, i in enumerate(index.tolist()) if i in rnd.mine},
+        }
+        with open(folder / f"rank{self.accelerator.process_index}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
     def _metrics(self, rnd: Round, g, adv, train: dict[str, float], timing: dict[str, float]) -> dict[str, Any]:
         r = g["R"][~torch.isnan(g["R"])]

@@ -103,6 +103,11 @@ def brightness_reward(images: list[Any], prompts: list[str]) -> dict[str, Any]:
     return {"scores": scores, "defects": defects}
 
 
+def brightness_score(images: list[Any], prompts: list[str]) -> list[float]:
+    """A scorer hook for ``sdg eval-lora --scorer``: the judge's combined mark alone."""
+    return brightness_reward(images, prompts)["scores"]
+
+
 class RewardServers:
     """``with RewardServers(latency=0.2) as s: s.judge_url, s.detector_url`` (two loopback servers)."""
 
