@@ -342,8 +342,9 @@ def test_sdg_generate_lora_uses_it_and_records_it(run, flux1, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rows = {}
     for arm, extra in (("base", []), ("lora", ["--lora", str(out)])):
-        res = subprocess.run([sdg, "generate", "--prompts", str(prompts), "--out", str(tmp_path / arm), "--generator",
-                              str(flux1), "--config", str(recipe), *extra], env=env, capture_output=True, text=True)  # fmt: skip
+        cmd = [sdg, "generate", "--prompts", str(prompts), "--out", str(tmp_path / arm), "--generator", str(flux1),
+               "--config", str(recipe), *extra]  # fmt: skip
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-2000:]
         rows[arm] = json.loads((tmp_path / arm / "manifest.jsonl").read_text().splitlines()[0])
     assert rows["base"]["image_id"] != rows["lora"]["image_id"]
@@ -353,8 +354,9 @@ def test_sdg_generate_lora_uses_it_and_records_it(run, flux1, tmp_path):
     a = np.asarray(Image.open(tmp_path / "base" / rows["base"]["image_path"]), dtype=int)
     b = np.asarray(Image.open(tmp_path / "lora" / rows["lora"]["image_path"]), dtype=int)
     assert np.abs(a - b).max() > 0
-    bad = subprocess.run([sdg, "generate", "--prompts", str(prompts), "--out", str(tmp_path / "x"), "--generator",
-                          str(flux1), "--lora", str(tmp_path / "nope")], env=env, capture_output=True, text=True)  # fmt: skip
+    cmd = [sdg, "generate", "--prompts", str(prompts), "--out", str(tmp_path / "x"), "--generator", str(flux1),
+           "--lora", str(tmp_path / "nope")]  # fmt: skip
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "no such file or folder" in bad.stderr and "Traceback" not in bad.stderr
 
 

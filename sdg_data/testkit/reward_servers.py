@@ -92,13 +92,12 @@ def detector_reply(body: dict[str, Any], image_id: str, fault: str | None = None
 
 
 def brightness_reward(images: list[Any], prompts: list[str]) -> dict[str, Any]:
-    """The judge and detector above as one in-process reward."""
-    from train.boxflow_rewards import combine
-
+    """The judge and detector above as one in-process reward (marks combined as the paper's judge reward is)."""
     scores, defects = [], []
     for im in images:
         gray = im.convert("L")
-        scores.append(combine(judge_marks(gray)))
+        a, c, s = judge_marks(gray)
+        scores.append((0.8 * a + 0.1 * c + 0.1 * s) / 5)
         defects.append(detector_defects(gray))
     return {"scores": scores, "defects": defects}
 
