@@ -443,3 +443,14 @@ def test_eval_lora_pairs_prompts_and_reports_intervals(run, flux1, tmp_path):
     s = result["paired"]["score:sdg_data.testkit.reward_servers:brightness_score"]
     assert s["diff"]["n"] == 3 and s["diff"]["low"] <= s["diff"]["mean"] <= s["diff"]["high"]
     assert "| defects_per_image |" in (tmp_path / "ev" / "lora_eval.md").read_text()
+
+
+@pytest.mark.parametrize("mode,extra", [("mask", []), ("scalar", ["--kl_beta", "0.5"])])
+def test_mask_mode_and_scalar_mode_with_kl_train_from_a_python_reward(flux1, prompts, tmp_path, mode, extra):
+    from train.boxflow import main
+
+    reward = ["--python_reward", "sdg_data.testkit.reward_servers:brightness_reward"]
+    s = main(_argv(flux1, prompts, tmp_path / mode, *reward, "--mode", mode, "--max_steps", "4", *extra))
+    assert s["steps"] == 4 and s["mode"] == mode
+    assert all(math.isfinite(h["loss"]) and h["artifacts_per_image"] == 1.0 for h in s["history"])
+    assert all(h["penalty_share"] == 0.0 for h in s["history"])  # only box mode turns boxes into a penalty
