@@ -236,7 +236,7 @@ def test_rewards_from_loopback_servers_with_latency_and_faults_are_counted_not_f
     with RewardServers(latency=0.05, fault_rate=0.5, faults=("500", "timeout", "moved"), hang_s=1.5) as srv:
         cfg = BoxFlowRewardConfig(judge_url=srv.judge_url, detector_url=srv.detector_url, reward_retries=0,
                                   judge_timeout_s=0.5, detector_timeout_s=0.5, detector_image_side=64)  # fmt: skip
-        service = RewardService(cfg.settings())
+        service = RewardService(cfg)
         try:
             out = service.score(images, ["p"] * 8, [f"i{k}" for k in range(8)])
         finally:

@@ -437,10 +437,9 @@ def build_trainer(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> Trainer:
     accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
     info = check_batch(cfg, accelerator.num_processes)
     prompts = read_prompt_texts(cfg.prompts)
-    settings = rcfg.settings()
-    if settings.judge is None and settings.python is None:
+    if not rcfg.judge_url and not rcfg.python_reward:
         raise ValueError("no scalar reward: give --judge-url (a UnifiedReward server) or --python_reward module:fn")
-    if cfg.mode != "scalar" and settings.detector is None and settings.python is None:
+    if cfg.mode != "scalar" and not rcfg.detector_url and not rcfg.python_reward:
         raise ValueError(f"mode {cfg.mode} needs boxes: give --detector-url (an SDG detector server)")
     pipe = load_pipeline(cfg.model, dtype, accelerator.device, cfg.revision)
     adapter = make_adapter(pipe, cfg.resolution, cfg.resolution, cfg.guidance_scale, accelerator.device,
@@ -480,7 +479,7 @@ def build_trainer(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> Trainer:
         adapter.token_grid(),
     )
     ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    return Trainer(cfg, rcfg, prompts, accelerator, adapter, model, optimizer, params, RewardService(settings), ema)
+    return Trainer(cfg, rcfg, prompts, accelerator, adapter, model, optimizer, params, RewardService(rcfg), ema)
 
 
 def train(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> dict[str, Any]:

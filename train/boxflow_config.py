@@ -110,35 +110,3 @@ class BoxFlowRewardConfig:
             raise ValueError(f"judge_weights needs 3 numbers (alignment, coherence, style), got {self.judge_weights}")
         if self.detector_box_order not in ("xyxy", "yxyx"):
             raise ValueError(f"detector_box_order must be xyxy or yxyx, got {self.detector_box_order!r}")
-
-    def settings(self):
-        from train.boxflow_rewards import Endpoint, RewardSettings
-
-        def endpoint(url: str | None, model: str, key: str, tokens: int, timeout: float) -> Endpoint | None:
-            if not url:
-                return None
-            return Endpoint(url, model, key, tokens, timeout, self.reward_retries, backoff_base_s=0.5)
-
-        return RewardSettings(
-            judge=None
-            if self.python_reward
-            else endpoint(
-                self.judge_url, self.judge_model, self.judge_api_key_env, self.judge_max_tokens, self.judge_timeout_s
-            ),
-            judge_template=self.judge_template,
-            judge_weights=tuple(self.judge_weights),
-            detector=endpoint(
-                self.detector_url,
-                self.detector_model,
-                self.detector_api_key_env,
-                self.detector_max_tokens,
-                self.detector_timeout_s,
-            ),
-            detector_template=self.detector_template,
-            detector_image_side=self.detector_image_side,
-            detector_box_order=self.detector_box_order,
-            python=self.python_reward,
-            concurrency=self.reward_concurrency,
-            strict=self.strict_rewards,
-            missing_importance=self.missing_importance,
-        )

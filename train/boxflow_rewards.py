@@ -25,7 +25,7 @@ import math
 import re
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,16 @@ def png_data_url(image: Any, side: int | None) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _endpoint(cfg: Any, name: str) -> Endpoint | None:
+    """The ``judge`` or ``detector`` server of the reward config, or None when it has no URL."""
+    url = getattr(cfg, f"{name}_url")
+    if not url:
+        return None
+    get = lambda key: getattr(cfg, f"{name}_{key}")  # noqa: E731
+    return Endpoint(url, get("model"), get("api_key_env"), get("max_tokens"), get("timeout_s"), cfg.reward_retries,
+                    backoff_base_s=0.5)  # fmt: skip
+
+
 def load_function(spec: str) -> Any:
     mod, _, fn = spec.partition(":")
     if not mod or not fn:
@@ -106,36 +116,24 @@ def load_function(spec: str) -> Any:
     return getattr(importlib.import_module(mod), fn)
 
 
-@dataclass
-class RewardSettings:
-    """What :class:`RewardService` needs; built from the trainer's reward config."""
-
-    judge: Endpoint | None = None
-    judge_template: str | None = None
-    judge_weights: tuple[float, ...] = JUDGE_WEIGHTS
-    detector: Endpoint | None = None
-    detector_template: str | None = None
-    detector_image_side: int = 512
-    detector_box_order: str = "xyxy"
-    python: str | None = None
-    concurrency: int = 32
-    strict: bool = False
-    missing_importance: int = 50
-    constant: float | None = field(default=None)  # no judge and no python reward: every image gets this score
-
-
 class RewardService:
     """Scores batches on a background event loop. ``submit`` returns at once with a Future, so the trainer can
     sample the next batch while the servers work."""
 
-    def __init__(self, settings: RewardSettings):
-        self.s = settings
-        if settings.judge is None and settings.python is None and settings.constant is None:
-            raise ValueError("no scalar reward: give a judge URL, a python reward or a constant")
-        self.fn = load_function(settings.python) if settings.python else None
+    def __init__(self, cfg: Any):
+        """``cfg``: a :class:`~train.boxflow_config.BoxFlowRewardConfig` (read for its URLs, models, key variables,
+        templates, limits); a Python reward replaces the judge."""
+        self.cfg = cfg
+        self.judge = None if cfg.python_reward else _endpoint(cfg, "judge")
+        self.detector = _endpoint(cfg, "detector")
+        if self.judge is None and not cfg.python_reward:
+            raise ValueError(
+                "no scalar reward: give --judge-url (a UnifiedReward server) or --python_reward module:fn"
+            )
+        self.fn = load_function(cfg.python_reward) if cfg.python_reward else None
         self.judge_tpl = None
-        if settings.judge is not None:
-            path = Path(settings.judge_template or DEFAULT_JUDGE_TEMPLATE)
+        if self.judge is not None:
+            path = Path(cfg.judge_template or DEFAULT_JUDGE_TEMPLATE)
             if not path.is_file():
                 raise FileNotFoundError(f"judge template {path}: no such file")
             self.judge_tpl = path.read_text(encoding="utf-8")
@@ -151,9 +149,8 @@ class RewardService:
     async def _setup(self) -> None:
         from sdg_data.api_client import ChatClient
 
-        self.sem = asyncio.Semaphore(self.s.concurrency)
-        for name in ("judge", "detector"):
-            ep = getattr(self.s, name)
+        self.sem = asyncio.Semaphore(self.cfg.reward_concurrency)
+        for name, ep in (("judge", self.judge), ("detector", self.detector)):
             if ep is not None:
                 self.clients[name] = ChatClient(ep)
 
@@ -184,17 +181,15 @@ class RewardService:
         out = RewardBatch([math.nan] * n, [[] for _ in range(n)], [None] * n, [None] * n)
         if self.fn is not None:
             await self._python(images, prompts, out)
-        elif self.s.judge is None:
-            out.scores = [float(self.s.constant)] * n  # type: ignore[arg-type]
         jobs = []
         for i in range(n):
-            if self.s.judge is not None:
+            if self.judge is not None:
                 jobs.append(self._judge(i, images[i], prompts[i], ids[i], out))
-            if self.s.detector is not None:
+            if self.detector is not None:
                 jobs.append(self._detect(i, images[i], prompts[i], ids[i], out))
         await asyncio.gather(*jobs)
         out.latency_s = self.loop.time() - t0
-        if self.s.strict:
+        if self.cfg.strict_rewards:
             bad = [f"{ids[i]}: {why}" for i, why in enumerate(out.judge_failed + out.detector_failed) if why]
             if bad:
                 raise RewardError(f"{len(bad)} reward failure(s) in strict mode; first: {bad[0]}")
@@ -204,9 +199,11 @@ class RewardService:
         got = await asyncio.to_thread(self.fn, images, prompts)
         scores = got.get("scores") if isinstance(got, dict) else got
         if not isinstance(scores, (list, tuple)) or len(scores) != len(images):
-            raise RewardError(f"python reward {self.s.python} returned {type(scores).__name__}, not a score per image")
+            raise RewardError(
+                f"python reward {self.cfg.python_reward} returned {type(scores).__name__}, not a score per image"
+            )
         out.scores = [float(x) for x in scores]
-        if isinstance(got, dict) and got.get("defects") is not None and self.s.detector is None:
+        if isinstance(got, dict) and got.get("defects") is not None and self.detector is None:
             for i, items in enumerate(got["defects"]):
                 res = parse_defect_list(items)
                 out.defects[i] = res.defects
@@ -229,7 +226,7 @@ class RewardService:
         ]
         try:
             reply = await self._ask("judge", messages, image_id)
-            out.scores[i] = combine(judge_scores(reply), self.s.judge_weights)
+            out.scores[i] = combine(judge_scores(reply), tuple(self.cfg.judge_weights))
         except AuthError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed reward is counted, never fatal unless strict
@@ -239,8 +236,8 @@ class RewardService:
         from sdg_data.api_client import AuthError
         from sdg_data.detector_prompt import conversation
 
-        url = await asyncio.to_thread(png_data_url, image, self.s.detector_image_side)
-        messages = conversation(prompt, self.s.detector_template, image=url, flat_system=True)
+        url = await asyncio.to_thread(png_data_url, image, self.cfg.detector_image_side)
+        messages = conversation(prompt, self.cfg.detector_template, image=url, flat_system=True)
         try:
             reply = await self._ask("detector", messages, image_id)
         except AuthError:
@@ -248,7 +245,7 @@ class RewardService:
         except Exception as exc:  # noqa: BLE001 - the paper: a failed call gives no penalty
             out.detector_failed[i] = f"{type(exc).__name__}: {str(exc)[:200]}"
             return
-        res = parse_response(reply, order=self.s.detector_box_order)  # type: ignore[arg-type]
+        res = parse_response(reply, order=self.cfg.detector_box_order)
         if not res.format_ok:  # the paper: an unparseable answer gives empty boxes
             out.detector_failed[i] = f"unparseable answer: {res.reason}"
             return
