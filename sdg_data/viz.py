@@ -14,29 +14,47 @@ from sdg_data.records import ImageRecord
 COLORS = {"artifact": (230, 40, 40), "misalignment": (40, 90, 235)}
 
 
+def text_size(width: int) -> int:
+    """Font size for an image (after upscaling) ``width`` pixels wide: legible at 768 and at 2048."""
+    return max(14, round(width / 48))
+
+
 def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Image.Image:
-    """A copy of ``image`` (upscaled so small images stay legible) with numbered boxes and a legend strip."""
+    """A copy of ``image`` (upscaled so small images stay legible) with numbered boxes and a legend strip below it:
+    id, generator, caption, then each defect's label, importance and description, wrapped to the image width, in
+    a TrueType font that scales with the image (non-Latin text included, see :mod:`sdg_data.fonts`)."""
+    from sdg_data.fonts import font, pick, wrap
+
     im = image.convert("RGB")
     if max(im.size) < scale_to:
         k = scale_to / max(im.size)
         im = im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.NEAREST)
     w, h = im.size
-    lines = [f"{rec.image_id} | {rec.generator or '?'} | {(rec.caption or '')[:90]}"]
+    size = text_size(w)
+    tag_font = font(size)
+    entries = [f"{rec.image_id} | {rec.generator or '?'} | {rec.caption or ''}"]
     d = ImageDraw.Draw(im)
     for k, defect in enumerate(rec.defects, 1):
         color = COLORS.get(defect.label, (250, 200, 0))
         x0, y0, x1, y1 = defect.box.to_pixels(w, h)
         d.rectangle([x0, y0, x1, y1], outline=color, width=max(2, w // 300))
         tag = f"{k} {defect.label[0].upper()}{'' if defect.importance is None else f' {defect.importance}'}"
-        d.rectangle([x0, y0, x0 + 7 * len(tag) + 6, y0 + 14], fill=color)
-        d.text((x0 + 3, y0 + 1), tag, fill=(255, 255, 255))
-        lines.append(f"{k}. [{defect.label}, {defect.importance}] {defect.description[:120]}")
+        tx0, ty0, tx1, ty1 = d.textbbox((0, 0), tag, font=tag_font)
+        bx, by = min(x0, w - (tx1 - tx0) - 8), min(y0, h - (ty1 + 6))  # keep the tag on the image
+        d.rectangle([bx, by, bx + tx1 + 6, by + ty1 + 4], fill=color)
+        d.text((bx + 3, by + 2), tag, fill=(255, 255, 255), font=tag_font)
+        entries.append(f"{k}. [{defect.label}, {defect.importance}] {defect.description}")
     if not rec.defects:
-        lines.append("clean: no defect")
-    strip = Image.new("RGB", (w, 16 * len(lines) + 8), (250, 250, 250))
+        entries.append("clean: no defect")
+    pad, step = size // 2, round(size * 1.3)
+    lines = []
+    for entry in entries:
+        shown, fnt = pick(entry, size)
+        lines.extend((part, fnt) for part in wrap(shown, fnt, w - 2 * pad))
+    strip = Image.new("RGB", (w, step * len(lines) + 2 * pad), (250, 250, 250))
     sd = ImageDraw.Draw(strip)
-    for i, line in enumerate(lines):
-        sd.text((6, 4 + 16 * i), line, fill=(20, 20, 20))
+    for i, (line, fnt) in enumerate(lines):
+        sd.text((pad, pad + step * i), line, fill=(20, 20, 20), font=fnt)
     out = Image.new("RGB", (w, h + strip.height), (255, 255, 255))
     out.paste(im, (0, 0))
     out.paste(strip, (0, h))

@@ -1,0 +1,49 @@
+"""sdg viz draws with a TrueType font that scales with the image, wraps long text and marks what it cannot draw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdg_data import fonts
+from sdg_data.boxes import Box
+from sdg_data.records import Defect, ImageRecord
+from sdg_data.viz import draw_record, text_size
+
+
+LONG = "the left hand has six fingers that merge into the cup handle, " * 4
+
+
+def _rec(desc: str, side: int) -> ImageRecord:
+    return ImageRecord(image_id="x", defects=[Defect(Box(100, 100, 400, 600), "artifact", desc, 70)],
+                       image_path="a.png", width=side, height=side, caption="a cup of tea")  # fmt: skip
+
+
+def test_the_font_is_truetype_and_covers_accents_and_greek():
+    assert fonts.main_font_path() and fonts.main_font_path().endswith("DejaVuSans.ttf")
+    shown, fnt = fonts.pick("Die Hände, café, αβγ", 16)
+    assert shown == "Die Hände, café, αβγ" and isinstance(fnt, fonts.ImageFont.FreeTypeFont)
+
+
+def test_characters_without_a_glyph_degrade_clearly(monkeypatch):
+    monkeypatch.setattr(fonts, "cjk_font_path", lambda: None)  # as on a machine without a CJK font
+    shown, _ = fonts.pick("猫がいない cat", 16)
+    assert shown.startswith(fonts.MISSING_MARK * 5 + " cat") and shown.endswith(fonts.NO_FONT_NOTE)
+
+
+@pytest.mark.parametrize("side", [64, 512, 2048])
+def test_long_text_wraps_inside_the_image_at_every_size(side):
+    fnt = fonts.font(text_size(max(side, 768)))
+    lines = fonts.wrap(LONG + "x" * 300, fnt, max(side, 768) - 20)
+    assert len(lines) > 2 and all(fnt.getlength(line) <= max(side, 768) - 20 for line in lines)
+    out = draw_record(Image.new("RGB", (side, side), (120, 160, 200)), _rec(LONG, side))
+    w = max(side, 768)
+    assert out.width == w and out.height > w + 4 * text_size(w)  # the strip grew to hold the wrapped lines
+    strip = np.asarray(out.convert("L"))[w:]
+    dark = strip < 100
+    assert dark.any() and not dark[:, -2:].any()  # text drawn, none of it runs off the right edge
+
+
+def test_bigger_images_get_bigger_text():
+    assert text_size(768) == 16 and text_size(2048) == 43
