@@ -153,6 +153,17 @@ class Box(NamedTuple):
         x0, y0, x1, y1 = self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy
         return [x0, y0, x1, y1] if order == "xyxy" else [y0, x0, y1, x1]
 
+    @classmethod
+    def from_coco(cls, bbox: Sequence[float], width: int, height: int) -> Box:
+        """From a COCO ``bbox`` ``[x, y, w, h]`` in pixels on a ``width`` x ``height`` image."""
+        x, y, bw, bh = _four_numbers(bbox, "bbox")
+        return cls.from_pixels([x, y, x + bw, y + bh], width, height)
+
+    def to_coco(self, width: int, height: int) -> list[float]:
+        """COCO ``bbox`` ``[x, y, w, h]`` in pixels on a ``width`` x ``height`` image."""
+        x0, y0, x1, y1 = self.to_pixels(width, height)
+        return [x0, y0, x1 - x0, y1 - y0]
+
     def to_label_studio(self) -> dict[str, float]:
         """Label Studio rectangle value ``{x, y, width, height}`` in percent of the image."""
         k = 100.0 / GRID

@@ -1,4 +1,5 @@
-"""The dataset commands: ``sdg build``, ``sdg stats`` and ``sdg viz`` (settings: BuildConfig, VizConfig)."""
+"""The dataset commands: ``sdg build``, ``sdg stats``, ``sdg viz`` (settings: BuildConfig, VizConfig) and
+``sdg export coco`` / ``sdg import coco``."""
 
 from __future__ import annotations
 
@@ -63,6 +64,41 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
     typer.echo(f"drew {n} images into {out}{extra}")
 
 
+def export_coco_cmd(
+    source: Annotated[Path, typer.Argument(help="Records JSONL (with image paths) or a dataset folder.")],
+    out: Annotated[Path, typer.Option("--out", help="The COCO JSON to write.")],
+    copy_images: Annotated[
+        Optional[Path], typer.Option("--copy-images", help="Copy the images here (default: reference them).")
+    ] = None,
+    image_root: Annotated[
+        Optional[list[str]], typer.Option("--image-root", help="Folder image paths may point into (repeatable).")
+    ] = None,
+) -> None:
+    """Export the defects as COCO detection JSON (categories artifact and misalignment; description and importance
+    as annotation attributes) for FiftyOne, CVAT or pycocotools. A dataset folder's images are copied out.
+
+    Usage: sdg export coco work/distill/distilled.jsonl --out work/coco/sdg.json --copy-images work/coco/images
+    """
+    from sdg_data.coco import export_coco
+
+    s = export_coco(source, out, copy_images, image_root)
+    typer.echo(f"read {s['read']}: exported {s['kept']} images, {s['annotations']} boxes; rejected {s['rejected']}")
+    typer.echo(f"output: {out}")
+
+
+def import_coco_cmd(
+    coco: Annotated[Path, typer.Argument(help="A COCO detection JSON (from sdg export coco, CVAT, FiftyOne).")],
+    out: Annotated[Path, typer.Option("--out", help="The records JSONL to write.")],
+) -> None:
+    """Import COCO detection JSON as SDG records (boxes back to the 0-1000 grid; each box needs a description
+    attribute); an image whose boxes do not make valid defects is rejected whole, with the reason."""
+    from sdg_data.coco import import_coco
+
+    s = import_coco(coco, out)
+    typer.echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} defects; rejected {s['rejected']}")
+    typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
+
+
 def register(app: typer.Typer) -> None:
     hub = "Upload the folder to this Hub dataset repo (token from HF_TOKEN)."
     build = [arg("records", Path, "Distilled records JSONL (from sdg distill)."), out_option("The dataset folder.")]
@@ -72,3 +108,10 @@ def register(app: typer.Typer) -> None:
     app.command("stats")(guarded(stats_cmd, "build"))
     viz = [arg("source", Path, "Records JSONL (with image paths) or a dataset folder."), out_option("PNG folder.")]
     config_command(app, "viz", VizConfig, run_viz, viz)
+    export = typer.Typer(help="Export to other formats: sdg export coco SOURCE --out coco.json", no_args_is_help=True)
+    export.command("coco")(guarded(export_coco_cmd))
+    app.add_typer(export, name="export")
+    imports = typer.Typer(help="Import from other formats: sdg import coco coco.json --out records.jsonl",
+                          no_args_is_help=True)  # fmt: skip
+    imports.command("coco")(guarded(import_coco_cmd))
+    app.add_typer(imports, name="import")
