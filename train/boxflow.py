@@ -176,6 +176,11 @@ class Trainer:
         t_done = time.perf_counter()
         for b, r in zip(batches, results):
             b["reward"] = r
+        for kind in ("detector", "judge"):  # counted in the metrics; the first reason of each kind is logged here
+            why = [w for r in results for w in getattr(r, f"{kind}_failed") if w]
+            if why:
+                effect = "no penalty for those images" if kind == "detector" else "those images sit out their group"
+                log.warning("round %d: %d %s failure(s), %s; first: %s", rnd.index, len(why), kind, effect, why[0])
         in_flight = sum(r.latency_s for r in results)
         waited = t_done - t_sampled
         timing = {
