@@ -1,9 +1,19 @@
-"""``sdg stats``: what a built dataset holds (composition, boxes, importance, sizes, description lengths, teacher
-rejects) as a terminal table and an HTML report with PNG plots."""
+"""``sdg stats``: what a built dataset holds, as a terminal table and one self-contained HTML report a lead opens
+to decide whether the dataset is ready.
+
+Tables come from pandas DataFrames (one row per image, one per defect): composition overall and by generator and
+split, boxes per image, importance, box sizes, description lengths, the share of each image its defects cover (the
+area of the union of its boxes, overlaps counted once, with shapely), and the rejects of every stage by reason.
+Plots share their bins across labels; a gallery shows sample images per generator with their boxes drawn (a fixed
+seed, clean images included). Plots and thumbnails are embedded, so the HTML file is the whole report.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
+import io
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +24,7 @@ from sdg_data.records import LABELS, ImageRecord, count_words
 
 
 COMPOSITION = ("clean", "artifact-only", "misalignment-only", "both")
+GALLERY_PER_GENERATOR = 6
 
 
 def _kind(r: ImageRecord) -> str:
@@ -31,6 +42,65 @@ def _read_jsonl(p: Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_lines(p) if isinstance(obj, dict)]
 
 
+def covered_share(boxes: list[Any]) -> float:
+    """The share of the image (0-1) covered by the union of ``boxes`` (grid Boxes): overlaps count once."""
+    if not boxes:
+        return 0.0
+    from shapely import box as rect
+    from shapely import union_all
+
+    from sdg_data.boxes import GRID
+
+    return float(union_all([rect(*b.clamp()) for b in boxes]).area) / (GRID * GRID)
+
+
+def frames(recs: list[ImageRecord]):
+    """(images, defects) DataFrames: a row per image with its kind, box counts and covered shares; a row per
+    defect with its label, importance, box area share and description length."""
+    import pandas as pd
+
+    images, defects = [], []
+    for r in recs:
+        row = {"image_id": r.image_id, "generator": r.generator or "unknown", "split": r.split or "none",
+               "kind": _kind(r), "boxes": len(r.defects)}  # fmt: skip
+        row["covered_all"] = covered_share([d.box for d in r.defects])
+        for lab in LABELS:
+            mine = r.defects_of(lab)
+            row[f"boxes_{lab}"] = len(mine)
+            row[f"covered_{lab}"] = covered_share([d.box for d in mine])
+        images.append(row)
+        for d in r.defects:
+            defects.append({"image_id": r.image_id, "generator": row["generator"], "label": d.label,
+                            "importance": d.importance, "area_share": d.box.area_share,
+                            "words": count_words(d.description)})  # fmt: skip
+    cols = ["image_id", "generator", "label", "importance", "area_share", "words"]
+    return pd.DataFrame(images), pd.DataFrame(defects, columns=cols)
+
+
+def _quantile_table(df, column: str, by: str = "label"):
+    import pandas as pd
+
+    if df.empty:
+        return pd.DataFrame()
+    q = df.groupby(by)[column].describe(percentiles=[0.1, 0.25, 0.5, 0.75, 0.9])
+    overall = df[column].describe(percentiles=[0.1, 0.25, 0.5, 0.75, 0.9]).to_frame("all").T
+    return pd.concat([q, overall]).rename(columns={"count": "n"}).round(4)
+
+
+def _composition(img, by: str | None):
+    import pandas as pd
+
+    if by is None:
+        t = img["kind"].value_counts().reindex(list(COMPOSITION), fill_value=0).to_frame("images").T
+        t.index = ["all"]
+    else:
+        t = pd.crosstab(img[by], img["kind"]).reindex(columns=list(COMPOSITION), fill_value=0)
+    t["total"] = t.sum(axis=1)
+    for k in COMPOSITION:
+        t[f"{k} %"] = (100 * t[k] / t["total"].clip(lower=1)).round(1)
+    return t
+
+
 def dataset_stats(folder: str | Path) -> dict[str, Any]:
     from sdg_data.arrow import read_parquet_records
 
@@ -39,22 +109,14 @@ def dataset_stats(folder: str | Path) -> dict[str, Any]:
     if not shards.is_dir():
         raise FileNotFoundError(f"{folder}: not a dataset built by sdg build (no data/annotations/)")
     recs = read_parquet_records(shards)
-    gens = sorted({r.generator or "unknown" for r in recs})
-    comp = Counter(_kind(r) for r in recs)
+    img, dfs = frames(recs)
+    n = len(img)
+    comp = Counter(img["kind"]) if n else Counter()
     per_gen: dict[str, dict[str, Any]] = {}
-    for g in gens:
-        rs = [r for r in recs if (r.generator or "unknown") == g]
-        per_gen[g] = {
-            "images": len(rs),
-            **{
-                f"{lab}_per_image": round(sum(len(r.defects_of(lab)) for r in rs) / max(1, len(rs)), 3)
-                for lab in LABELS
-            },
-        }
-    defects = [d for r in recs for d in r.defects]
-    imps = [d.importance for d in defects if d.importance is not None]
-    areas = [d.box.area_share for d in defects]
-    words = [count_words(d.description) for d in defects]
+    for g, part in img.groupby("generator") if n else []:
+        per_gen[str(g)] = {"images": len(part), **{f"{lab}_per_image": round(float(part[f"boxes_{lab}"].mean()), 3)
+                                                   for lab in LABELS}}  # fmt: skip
+    imps = dfs["importance"].dropna().tolist()
     from sdg_data.report import stage_files
 
     rejects = []  # every stage's rejects that travelled with the dataset (generate, pull, distill, build, ...)
@@ -63,23 +125,27 @@ def dataset_stats(folder: str | Path) -> dict[str, Any]:
             rejects.append({**r, "stage": r.get("stage") or stage})
     reasons = Counter((r.get("stage", "?"), str(r.get("reason", ""))[:90]) for r in rejects)
     return {
-        "images": len(recs),
+        "images": n,
         "splits": dict(Counter(r.split for r in recs)),
         "composition": {k: comp[k] for k in COMPOSITION},
-        "composition_pct": {k: round(100 * comp[k] / max(1, len(recs)), 1) for k in COMPOSITION},
+        "composition_pct": {k: round(100 * comp[k] / max(1, n), 1) for k in COMPOSITION},
         "by_generator": per_gen,
-        "defects": {lab: sum(d.label == lab for d in defects) for lab in LABELS},
+        "defects": {lab: int((dfs["label"] == lab).sum()) for lab in LABELS},
         "importance_histogram": np.histogram(imps, bins=10, range=(0.5, 100.5))[0].tolist() if imps else [],
-        "importance_missing": len(defects) - len(imps),
+        "importance_missing": int(dfs["importance"].isna().sum()),
         "importance_mean": round(float(np.mean(imps)), 2) if imps else None,
-        "box_area_share_quantiles": _quantiles(areas),
-        "description_words_quantiles": _quantiles(words),
+        "box_area_share_quantiles": _quantiles(dfs["area_share"].tolist()),
+        "description_words_quantiles": _quantiles(dfs["words"].tolist()),
+        "covered_share_mean": {
+            **{lab: round(float(img[f"covered_{lab}"].mean()), 4) if n else None for lab in LABELS},
+            "all": round(float(img["covered_all"].mean()), 4) if n else None,
+        },
         "rejects": {
             "total": len(rejects),
             "by_stage": dict(Counter(r.get("stage", "?") for r in rejects)),
-            "top_reasons": [{"stage": s, "reason": why, "count": n} for (s, why), n in reasons.most_common(10)],
+            "top_reasons": [{"stage": s, "reason": why, "count": c} for (s, why), c in reasons.most_common(10)],
         },
-        "_raw": {"rows": [(d.label, d.importance, a, w) for d, a, w in zip(defects, areas, words)]},
+        "_raw": {"folder": str(folder), "images": img, "defects": dfs, "rejects": rejects},
     }
 
 
@@ -105,6 +171,7 @@ def format_stats(s: dict[str, Any]) -> str:
         f"importance histogram (1-10 .. 91-100): {s['importance_histogram']}",
         f"box area share quantiles: {s['box_area_share_quantiles']}",
         f"description words quantiles: {s['description_words_quantiles']}",
+        f"image share covered by defects (union of boxes), mean: {s['covered_share_mean']}",
         f"rejects: {s['rejects']['total']} by stage {s['rejects']['by_stage']}",
     ]
     for r in s["rejects"]["top_reasons"][:5]:
@@ -112,56 +179,179 @@ def format_stats(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(s: dict[str, Any], out_html: str | Path) -> Path:
-    """The HTML report and its PNG plots (in ``<name>_files/`` beside it)."""
+# ------------------------------------------------------------------ the HTML report
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;color:#222}
+body{padding:0 1rem}
+h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table.t{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+table.t th,table.t td{border:1px solid #ddd;padding:.25rem .55rem;text-align:right}
+table.t th{background:#f4f4f4} table.t td:first-child,table.t th:first-child{text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:1rem} .plots figure{margin:0}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:.8rem}
+.gallery figure{margin:0;border:1px solid #ddd;padding:.3rem;background:#fafafa}
+.gallery img{width:100%;height:auto} figcaption{font-size:.8rem;color:#555}
+.note{color:#666;font-size:.9rem}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _colors() -> list[str]:
+    """The labels' colours in sdg viz (artifact red, misalignment blue), so plots and gallery agree."""
+    from sdg_data.viz import COLORS
+
+    return ["#{:02x}{:02x}{:02x}".format(*COLORS[lab]) for lab in LABELS]
+
+
+def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_html = Path(out_html)
-    assets = out_html.parent / f"{out_html.stem}_files"
-    assets.mkdir(parents=True, exist_ok=True)
-    raw = s["_raw"]
-    plots = []
-
-    def save(fig, name: str, title: str) -> None:
-        fig.tight_layout()
-        fig.savefig(assets / name, dpi=90)
-        plt.close(fig)
-        plots.append((title, f"{assets.name}/{name}"))
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(COMPOSITION, [s["composition_pct"][k] for k in COMPOSITION], color=["#7a7", "#d55", "#55d", "#a5a"])
-    ax.set_ylabel("% of images")
-    save(fig, "composition.png", "Composition")
-    fig, ax = plt.subplots(figsize=(6, 3))
+    img, dfs = s["_raw"]["images"], s["_raw"]["defects"]
+    out = []
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    ax.barh(list(COMPOSITION)[::-1], [s["composition_pct"][k] for k in COMPOSITION][::-1],
+            color=["#a5a", "#55d", "#d55", "#7a7"])  # fmt: skip
+    ax.set_xlabel("% of images")
+    out.append(("Composition", _png(fig)))
     gens = list(s["by_generator"])
-    x = np.arange(len(gens))
-    for k, lab in enumerate(LABELS):
-        ax.bar(x + 0.4 * k - 0.2, [s["by_generator"][g][f"{lab}_per_image"] for g in gens], 0.4, label=lab)
-    ax.set_xticks(x, gens, rotation=15, fontsize=8)
-    ax.set_ylabel("boxes per image")
-    ax.legend()
-    save(fig, "boxes_by_generator.png", "Boxes per image by generator and label")
-    rows = raw["rows"]  # (label, importance, area share, words) per defect
-    for col, name, title, bins in (
-        (1, "importance.png", "Importance", np.arange(0.5, 101, 5)),
-        (2, "box_area.png", "Box area (share of the image)", 30),
-        (3, "description_words.png", "Description length (words)", 30),
-    ):
-        fig, ax = plt.subplots(figsize=(5, 3))
-        for lab in LABELS:
-            vals = [r[col] for r in rows if r[0] == lab and r[col] is not None]
-            if vals:
-                ax.hist(vals, bins=bins, alpha=0.6, label=lab)
+    if gens:
+        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(gens) * 2))
+        y = np.arange(len(gens))
+        for k, lab in enumerate(LABELS):
+            values = [s["by_generator"][g][f"{lab}_per_image"] for g in gens]
+            ax.barh(y + 0.4 * k - 0.2, values, 0.4, label=lab, color=_colors()[k])
+        ax.set_yticks(y, gens)
+        ax.set_xlabel("boxes per image")
         ax.legend()
-        save(fig, name, title)
-    table = html.escape(format_stats(s))
-    imgs = "\n".join(f"<h3>{html.escape(t)}</h3><img src='{p}' alt='{html.escape(t)}'>" for t, p in plots)
-    out_html.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>SDG dataset report</title></head><body>"
-        f"<h1>SDG dataset report</h1><pre>{table}</pre>{imgs}</body></html>",
-        encoding="utf-8",
+        out.append(("Boxes per image by generator and label", _png(fig)))
+    specs = [
+        (dfs, "importance", "Importance", np.arange(0.5, 101, 5)),
+        (dfs, "area_share", "Box area (share of the image)", None),
+        (dfs, "words", "Description length (words)", None),
+    ]
+    for frame, col, title, bins in specs:
+        vals = frame[col].dropna()
+        if vals.empty:
+            continue
+        edges = bins if bins is not None else np.histogram_bin_edges(vals.to_numpy(dtype=float), bins=25)
+        fig, ax = plt.subplots(figsize=(6, 3))
+        per_label = [frame.loc[frame["label"] == lab, col].dropna() for lab in LABELS]
+        ax.hist(per_label, bins=edges, label=list(LABELS), color=_colors())  # one set of bins, side by side
+        ax.set_xlabel(title)
+        ax.set_ylabel("boxes")
+        ax.legend()
+        out.append((title + " (same bins for both labels)", _png(fig)))
+    if len(img):
+        cov = img[[f"covered_{lab}" for lab in LABELS] + ["covered_all"]]
+        edges = np.linspace(0, 1, 21)
+        fig, ax = plt.subplots(figsize=(6, 3))
+        names = [c.removeprefix("covered_") for c in cov.columns]
+        ax.hist([cov[c] for c in cov.columns], bins=edges, label=names, color=[*_colors(), "#555555"])
+        ax.set_xlabel("share of the image covered by its defects (union of boxes)")
+        ax.set_ylabel("images")
+        ax.legend()
+        out.append(("Defect coverage per image", _png(fig)))
+    return out
+
+
+def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed: int = 0) -> list[dict[str, str]]:
+    """Sample images per generator (a fixed seed; clean ones included when there are any) drawn with their boxes,
+    as embedded JPEG thumbnails."""
+    from sdg_data.viz import draw_record, iter_images
+
+    pool: dict[str, list[tuple[ImageRecord, Any]]] = {}
+    for rec, im in iter_images(folder):
+        pool.setdefault(rec.generator or "unknown", []).append((rec, im))
+    out = []
+    rng = random.Random(seed)
+    for gen in sorted(pool):
+        items = pool[gen]
+        clean = [x for x in items if not x[0].defects]
+        chosen = rng.sample(items, min(per_generator, len(items)))
+        if clean and not any(not r.defects for r, _ in chosen):
+            chosen[-1] = rng.choice(clean)  # a clean one too: what the annotators left alone matters
+        for rec, im in chosen:
+            drawn = draw_record(im, rec)
+            drawn.thumbnail((520, 900))
+            buf = io.BytesIO()
+            drawn.save(buf, format="JPEG", quality=85)
+            out.append({"generator": gen, "image_id": rec.image_id, "boxes": str(len(rec.defects)),
+                        "src": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()})  # fmt: skip
+    return out
+
+
+def _table(df, caption: str) -> str:
+    if df is None or len(df) == 0:
+        return f"<h3>{html.escape(caption)}</h3><p class='note'>none</p>"
+    return f"<h3>{html.escape(caption)}</h3>" + df.to_html(classes="t", border=0, float_format=lambda v: f"{v:,.4g}")
+
+
+def report_html(s: dict[str, Any]) -> str:
+    """The report as one HTML document (plots and thumbnails embedded)."""
+    import pandas as pd
+
+    img, dfs, rejects = s["_raw"]["images"], s["_raw"]["defects"], s["_raw"]["rejects"]
+    tables = [_table(_composition(img, None), "Composition, all images")] if len(img) else []
+    if len(img):
+        tables.append(_table(_composition(img, "generator"), "Composition by generator"))
+        tables.append(_table(_composition(img, "split"), "Composition by split"))
+        per = img.groupby("generator")[[f"boxes_{lab}" for lab in LABELS] + ["boxes"]].agg(["mean", "max"])
+        per.columns = [f"{a.removeprefix('boxes_') or 'all'} {b}" for a, b in per.columns]
+        tables.append(_table(per.round(3), "Boxes per image by generator (mean, max)"))
+        dist = pd.crosstab(img["generator"], img["boxes"].clip(upper=4).map(lambda v: "4+" if v == 4 else str(v)))
+        tables.append(_table(dist, "Images by number of boxes"))
+        cov = img[[f"covered_{lab}" for lab in LABELS] + ["covered_all"]]
+        cov.columns = [c.removeprefix("covered_") for c in cov.columns]
+        tables.append(_table(cov.describe(percentiles=[0.5, 0.9]).T.round(4),
+                             "Share of the image covered by defects (union of boxes, overlaps once)"))  # fmt: skip
+    tables.append(_table(_quantile_table(dfs, "importance"), "Importance by label"))
+    tables.append(_table(_quantile_table(dfs, "area_share"), "Box area (share of the image) by label"))
+    tables.append(_table(_quantile_table(dfs, "words"), "Description length (words) by label"))
+    rej = pd.DataFrame(rejects, columns=["stage", "reason"]) if rejects else pd.DataFrame(columns=["stage", "reason"])
+    if len(rej):
+        rej["reason"] = rej["reason"].astype(str).str.slice(0, 120)
+        by = rej.groupby(["stage", "reason"]).size().sort_values(ascending=False).to_frame("records").head(30)
+        tables.append(_table(by, f"Rejects by stage and reason ({len(rej)} in all)"))
+    else:
+        tables.append(_table(None, "Rejects by stage and reason"))
+    plots = "".join(f"<figure><img src='{src}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption>"
+                    f"</figure>" for t, src in _plots(s))  # fmt: skip
+    cards = "".join(
+        f"<figure><img src='{g['src']}' alt='{html.escape(g['image_id'])}'><figcaption>{html.escape(g['generator'])}"
+        f" &middot; {html.escape(g['image_id'])} &middot; {g['boxes']} box(es)</figcaption></figure>"
+        for g in gallery(s["_raw"]["folder"])
     )
+    head = (
+        f"{s['images']} images ({', '.join(f'{k}: {v}' for k, v in s['splits'].items())}); "
+        f"{sum(s['defects'].values())} defects; importance mean {s['importance_mean']}; "
+        f"{s['rejects']['total']} records rejected upstream"
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>SDG dataset report</title>"
+        f"<style>{_CSS}</style></head><body><h1>SDG dataset report</h1><p class='note'>{html.escape(head)}</p>"
+        f"<h2>Tables</h2>{''.join(tables)}<h2>Plots</h2><div class='plots'>{plots}</div>"
+        f"<h2>Gallery</h2><p class='note'>Up to {GALLERY_PER_GENERATOR} images per generator (fixed seed), boxes "
+        f"drawn as in sdg viz; red: artifact, blue: misalignment.</p><div class='gallery'>{cards}</div>"
+        "</body></html>"
+    )
+
+
+def write_report(s: dict[str, Any], out_html: str | Path) -> Path:
+    """Write the self-contained HTML report."""
+    from sdg_data.jsonl import write_text
+
+    out_html = Path(out_html)
+    write_text(out_html, report_html(s))
     return out_html

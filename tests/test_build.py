@@ -160,7 +160,10 @@ def test_cli_pipeline_stats_and_viz(built, tmp_path):
     root, _ = built
     r = CliRunner().invoke(app, ["stats", str(root / "ds"), "--report", str(tmp_path / "rep.html")])
     assert r.exit_code == 0, r.output
-    assert "artifact-only" in r.output and (tmp_path / "rep_files" / "importance.png").exists()
+    assert "artifact-only" in r.output and "covered by defects" in r.output
+    page = (tmp_path / "rep.html").read_text()
+    assert page.count("<table") >= 8 and "Gallery" in page and "data:image/jpeg;base64," in page
+    assert " src='http" not in page and " src='./" not in page and not (tmp_path / "rep_files").exists()  # one file
     r = CliRunner().invoke(app, ["viz", str(root / "ds"), "--out", str(tmp_path / "viz"), "--limit", "2"])
     assert r.exit_code == 0 and len(list((tmp_path / "viz").glob("*.png"))) == 2
     r = CliRunner().invoke(app, ["build", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])

@@ -47,3 +47,29 @@ def test_long_text_wraps_inside_the_image_at_every_size(side):
 
 def test_bigger_images_get_bigger_text():
     assert text_size(768) == 16 and text_size(2048) == 43
+
+
+def test_defect_coverage_counts_overlapping_boxes_once():
+    from sdg_data.stats import covered_share
+
+    a, b = Box(0, 0, 500, 500), Box(250, 250, 750, 750)
+    assert covered_share([a]) == pytest.approx(0.25)
+    assert covered_share([a, b]) == pytest.approx(0.25 + 0.25 - 0.0625)  # not 0.5
+    assert covered_share([a, a]) == pytest.approx(0.25) and covered_share([]) == 0.0
+    assert covered_share([Box(900, 900, 1000, 1000), Box(0, 0, 100, 100)]) == pytest.approx(0.02)
+
+
+def test_report_tables_come_from_frames_with_one_row_per_image_and_defect():
+    from sdg_data.stats import _quantile_table, frames
+
+    recs = [
+        ImageRecord(image_id="a", defects=[Defect(Box(0, 0, 500, 500), "artifact", "x y", 40),
+                                           Defect(Box(0, 0, 500, 500), "artifact", "x y z", 60)],
+                    image_path="a.png", width=8, height=8, generator="G1", split="train"),
+        ImageRecord(image_id="b", defects=[], image_path="b.png", width=8, height=8, generator="G2", split="test"),
+    ]  # fmt: skip
+    img, dfs = frames(recs)
+    assert list(img["kind"]) == ["artifact-only", "clean"] and list(img["boxes_artifact"]) == [2, 0]
+    assert img.loc[0, "covered_artifact"] == pytest.approx(0.25)  # two boxes on the same place: a quarter
+    q = _quantile_table(dfs, "importance")
+    assert q.loc["artifact", "50%"] == 50 and q.loc["all", "n"] == 2
