@@ -20,6 +20,45 @@ _RECORD_COLUMNS = (
 )  # fmt: skip
 
 
+# The configs of an ``sdg build`` folder are views of two tables, ``data/train`` and ``data/test``, so each image is
+# stored once: the train table has a row per SFT pair (the image dictionary-encoded within its row group), and the
+# rows of epoch 0 also carry the annotation and GRPO columns. The dataset card gives each config its files, its
+# columns and, where it has one row per image, the filter ``epoch == 0``; ``datasets`` applies both on load.
+VIEWS: dict[str, dict] = {
+    "annotations": {
+        "splits": ("train", "test"),
+        "columns": ["image_id", "caption", "generator", "images", "seed", "split", "width", "height", "defects",
+                    "think", "provenance"],
+        "first_pair": True,
+    },
+    "sft": {"splits": ("train",), "columns": ["image_id", "epoch", "images", "messages", "pair"], "first_pair": False},
+    "grpo": {
+        "splits": ("train",),
+        "columns": ["image_id", "caption", "generator", "images", "prompt", "gt_defects"],
+        "first_pair": True,
+    },
+    "test": {"splits": ("test",), "columns": ["image_id", "caption", "generator", "images", "defects"],
+             "first_pair": False},
+}  # fmt: skip
+FIRST_PAIR = [("epoch", "==", 0)]  # one row per image: the filter of the per-image views
+
+
+def read_rows(path: str | Path, columns: list[str] | None = None):
+    """A shard's rows, one per image (a train table's epoch-0 rows; every row of other shards), as a pyarrow
+    Table with the ``columns`` the shard has."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    cols = [c for c in columns if c in names] if columns is not None else None
+    return pq.read_table(path, columns=cols, filters=FIRST_PAIR if "epoch" in names else None)
+
+
+def image_bytes(cell) -> bytes | None:
+    """The encoded bytes of an ``image`` cell or the first of an ``images`` cell."""
+    cell = cell[0] if isinstance(cell, list) and cell else cell
+    return cell.get("bytes") if isinstance(cell, dict) else None
+
+
 def dataset_shards(folder: str | Path, config: str, split: str | None = None) -> list[Path]:
     """The shards of one config of a dataset folder written by ``sdg build``: the files its last completed build
     lists in ``meta/build.summary.json`` (never a crashed or earlier build's leftovers); a glob for older folders."""
@@ -56,13 +95,9 @@ def parquet_files(path: str | Path) -> list[Path]:
 
 def read_parquet_records(path: str | Path) -> list[ImageRecord]:
     """Records from parquet shards (``sdg build``'s ``test`` or ``annotations`` config); image columns are skipped."""
-    import pyarrow.parquet as pq
-
     out: list[ImageRecord] = []
     for f in parquet_files(path):
-        names = pq.read_schema(f).names
-        table = pq.read_table(f, columns=[c for c in _RECORD_COLUMNS if c in names])
-        for row in table.to_pylist():
+        for row in read_rows(f, list(_RECORD_COLUMNS)).to_pylist():
             defects = []
             for d in row.get("defects") or []:
                 d = {k: v for k, v in d.items() if v is not None or k == "importance"}

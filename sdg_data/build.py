@@ -7,8 +7,10 @@ Configs (each loadable with ``datasets.load_dataset(DIR, NAME)``, offline):
 - ``grpo``         one row per train image: ``prompt``, ``images`` and ``gt_defects`` (what the core reward reads);
 - ``test``         the held-out split with ground truth, in the record form ``sdg eval --gt`` reads.
 
-Image bytes are copied from disk untouched. In ``sft`` the pairs of one image share a row group and the image
-column is dictionary-encoded, so an image is stored once however many pairs use it.
+They are views (columns, and ``epoch == 0`` for the per-image ones; see :data:`sdg_data.arrow.VIEWS`) of two
+tables, ``data/train`` and ``data/test``, so each image is stored once in the whole folder: the train table has a
+row per SFT pair, the pairs of one image share a row group and the image column is dictionary-encoded. Image
+bytes are copied from disk untouched.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sdg_data.arrow import FIRST_PAIR, VIEWS
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
 from sdg_data.images import MAX_PIXELS, ImageError, check_bytes
 from sdg_data.jitter import JitterConfig, pair_responses
@@ -34,7 +37,8 @@ from sdg_data.report import StageReport, stage_files
 from sdg_data.splits import PAPER_TEST_FRACTION, assign_splits
 
 
-CONFIGS = ("annotations", "sft", "grpo", "test")
+CONFIGS = tuple(VIEWS)  # annotations, sft, grpo, test
+TABLES = ("train", "test")
 _IMAGE_BYTES = "images.list.element.bytes"
 
 
@@ -68,7 +72,8 @@ class BuildConfig:
 
 
 # ------------------------------------------------------------------ features (datasets schema, with HF metadata)
-def _features(name: str):
+def _features():
+    """The one schema of both tables; each config shows some of its columns (:data:`sdg_data.arrow.VIEWS`)."""
     from datasets import Features, Image, List, Value
 
     defect = {
@@ -79,34 +84,26 @@ def _features(name: str):
     }
     content = List({"type": Value("string"), "text": Value("string")})
     messages = List({"role": Value("string"), "content": content})
-    common = {"image_id": Value("string"), "caption": Value("string"), "generator": Value("string")}
-    if name == "annotations":
-        return Features(
-            {
-                **common,
-                "image": Image(),
-                "seed": Value("int64"),
-                "split": Value("string"),
-                "width": Value("int32"),
-                "height": Value("int32"),
-                "defects": List({**defect, "provenance": Value("string")}),
-                "think": Value("string"),
-                "provenance": Value("string"),
-            }
-        )
-    if name == "sft":
-        return Features(
-            {
-                "image_id": Value("string"),
-                "epoch": Value("int32"),
-                "images": List(Image()),
-                "messages": messages,
-                "provenance": Value("string"),
-            }
-        )
-    if name == "grpo":
-        return Features({**common, "images": List(Image()), "prompt": messages, "gt_defects": List(defect)})
-    return Features({**common, "image": Image(), "defects": List(defect)})
+    return Features(
+        {
+            "image_id": Value("string"),
+            "epoch": Value("int32"),  # the SFT pair; 0 on the row that also carries the per-image columns
+            "caption": Value("string"),
+            "generator": Value("string"),
+            "images": List(Image()),
+            "seed": Value("int64"),
+            "split": Value("string"),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "defects": List({**defect, "provenance": Value("string")}),
+            "think": Value("string"),
+            "provenance": Value("string"),  # the record's
+            "messages": messages,  # sft
+            "pair": Value("string"),  # sft: the pair's provenance (epoch, jitter offsets, seed, template)
+            "prompt": messages,  # grpo
+            "gt_defects": List(defect),  # grpo
+        }
+    )
 
 
 def _defect_rows(rec: ImageRecord, provenance: bool = False) -> list[dict[str, Any]]:
@@ -184,16 +181,22 @@ def _fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _publish(out: Path, temps: dict[tuple[str, str], list[Path]], fp: str) -> dict[str, list[str]]:
-    """Rename the temporary shards to their final names (beside the previous build's, which stay readable)."""
+def _publish(out: Path, temps: dict[str, list[Path]], fp: str) -> dict[str, list[str]]:
+    """Rename the temporary shards to their final names (beside the previous build's, which stay readable); the
+    files of each table."""
     files: dict[str, list[str]] = defaultdict(list)
-    for (config, split), paths in temps.items():
+    for table, paths in temps.items():
         n = len(paths)
         for i, p in enumerate(paths):
-            dst = p.parent / f"{split}-{fp}-{i:05d}-of-{n:05d}.parquet"
+            dst = p.parent / f"{table}-{fp}-{i:05d}-of-{n:05d}.parquet"
             os.replace(p, dst)
-            files[config].append(str(dst.relative_to(out)))
+            files[table].append(str(dst.relative_to(out)))
     return files
+
+
+def config_files(tables: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each config's files: those of the tables its splits come from."""
+    return {c: [f for sp in v["splits"] for f in tables.get(sp, [])] for c, v in VIEWS.items()}
 
 
 def _remove_stale(out: Path, keep: dict[str, list[str]]) -> int:
@@ -230,51 +233,51 @@ def load_distilled(
     return screen_records(path, ("caption", "think"), "build", image_roots or ())
 
 
+def _text_bytes(row: dict[str, Any]) -> int:
+    """UTF-8 bytes of a row's text (everything but the image): what 'plus text' in the size ratio counts."""
+    rest = {k: v for k, v in row.items() if k != "images" and v is not None}
+    return len(json.dumps(rest, ensure_ascii=False).encode())
+
+
 class _DatasetWriter:
-    """The rows of every config for each verified image, buffered per (config, split) and written to shards."""
+    """The rows of each verified image in the train or test table, buffered and written to shards: a train image
+    gets a row per SFT pair (the first also carries the annotation and GRPO columns), a test image one row."""
 
     def __init__(self, out: Path, cfg: BuildConfig):
         self.cfg, self.tpl = cfg, cfg.prompt_template
         self.tpl_id = template_id(self.tpl)
         self.jitter = JitterConfig(cfg.epochs, cfg.jitter, cfg.jitter_seed)
         max_bytes = cfg.max_shard_mb << 20
-        schemas = {name: _features(name).arrow_schema for name in CONFIGS}
-        plan = [
-            ("annotations", "train"),
-            ("annotations", "test"),
-            ("sft", "train"),
-            ("grpo", "train"),
-            ("test", "test"),
-        ]
-        self.writers = {
-            (c, sp): _ShardWriter(out / "data" / c, sp, schemas[c], max_bytes, dictionary_images=c == "sft")
-            for c, sp in plan
-        }
-        self.buffers: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        self.sizes: Counter[tuple[str, str]] = Counter()
+        schema = _features().arrow_schema
+        self.writers = {t: _ShardWriter(out / "data" / t, t, schema, max_bytes, dictionary_images=t == "train")
+                        for t in TABLES}  # fmt: skip
+        self.buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.sizes: Counter[str] = Counter()
         self.kept: list[ImageRecord] = []
-        self.unique_image_bytes = self.train_image_bytes = self.sft_text_bytes = 0
+        self.rows: Counter[str] = Counter()  # per config/split, as the card will show them
+        self.unique_image_bytes = self.train_image_bytes = self.sft_text_bytes = self.text_bytes = 0
 
-    def _put(self, key: tuple[str, str], row: dict[str, Any], nbytes: int) -> None:
-        self.buffers[key].append(row)
-        self.sizes[key] += nbytes
-        if len(self.buffers[key]) >= self.cfg.rows_per_group and key != ("sft", "train"):
-            self.flush(key)
+    def _put(self, table: str, row: dict[str, Any], nbytes: int) -> None:
+        self.buffers[table].append(row)
+        self.sizes[table] += nbytes
+        self.text_bytes += _text_bytes(row)
 
-    def flush(self, key: tuple[str, str]) -> None:
-        if self.buffers[key]:
-            self.writers[key].write(self.buffers[key], self.sizes[key])
-            self.buffers[key] = []
-            self.sizes[key] = 0
+    def flush(self, table: str) -> None:
+        if self.buffers[table]:
+            self.writers[table].write(self.buffers[table], self.sizes[table])
+            self.buffers[table] = []
+            self.sizes[table] = 0
 
     def add(self, rec: ImageRecord, image: dict[str, Any], nbytes: int) -> None:
-        """Every config's rows for one verified image."""
+        """The rows of one verified image."""
         self.kept.append(rec)
         self.unique_image_bytes += nbytes
-        common = {"image_id": rec.image_id, "caption": rec.caption, "generator": rec.generator}
-        annotation = {
-            **common,
-            "image": image,
+        first = {
+            "image_id": rec.image_id,
+            "epoch": 0,
+            "caption": rec.caption,
+            "generator": rec.generator,
+            "images": [image],
             "seed": rec.seed,
             "split": rec.split,
             "width": rec.width,
@@ -283,40 +286,41 @@ class _DatasetWriter:
             "think": rec.think,
             "provenance": json.dumps(rec.provenance, ensure_ascii=False),
         }
-        self._put(("annotations", rec.split), annotation, nbytes)
+        self.rows[f"annotations/{rec.split}"] += 1
         if rec.split == "test":
-            self._put(("test", "test"), {**common, "image": image, "defects": _defect_rows(rec)}, nbytes)
+            self.rows["test/test"] += 1
+            self._put("test", first, nbytes)
+            if len(self.buffers["test"]) >= self.cfg.rows_per_group:
+                self.flush("test")
             return
         self.train_image_bytes += nbytes
-        prompt = prompt_messages(rec.caption, self.tpl)
-        self._put(
-            ("grpo", "train"), {**common, "images": [image], "prompt": prompt, "gt_defects": _defect_rows(rec)}, nbytes
-        )
-        self._add_sft(rec, image, nbytes)
+        self.rows["grpo/train"] += 1
+        first["prompt"] = prompt_messages(rec.caption, self.tpl)
+        first["gt_defects"] = _defect_rows(rec)
+        self._add_pairs(rec, first, nbytes)
 
-    def _add_sft(self, rec: ImageRecord, image: dict[str, Any], nbytes: int) -> None:
+    def _add_pairs(self, rec: ImageRecord, first: dict[str, Any], nbytes: int) -> None:
         """The jittered pairs of one image, kept in one row group so its image is stored once."""
-        key = ("sft", "train")
         for epoch, response, offsets in pair_responses(rec, self.jitter):
             pprov = {"epoch": epoch, "jitter_offsets": offsets, "jitter_seed": self.cfg.jitter_seed,
                      "prompt_template": self.tpl_id}  # fmt: skip
             msgs = sft_messages(rec.caption, response, self.tpl)
             self.sft_text_bytes += sum(len(b["text"].encode()) for m in msgs for b in m["content"] if b["text"])
-            row = {"image_id": rec.image_id, "epoch": epoch, "images": [image], "messages": msgs,
-                   "provenance": json.dumps(pprov)}  # fmt: skip
-            self._put(key, row, 0)
-        self.sizes[key] += nbytes  # the image once: the pairs share it in one row group
-        if len(self.buffers[key]) >= self.cfg.rows_per_group * self.cfg.epochs:
-            self.flush(key)
+            base = first if epoch == 0 else {k: first[k] for k in ("image_id", "caption", "generator", "images")}
+            self._put("train", {**base, "epoch": epoch, "messages": msgs, "pair": json.dumps(pprov)}, 0)
+            self.rows["sft/train"] += 1
+        self.sizes["train"] += nbytes  # the image once: the pairs share it in one row group
+        if len(self.buffers["train"]) >= self.cfg.rows_per_group * self.cfg.epochs:
+            self.flush("train")
 
-    def finish(self) -> dict[tuple[str, str], list[Path]]:
-        """Flush and close every shard; the temporary shard files of each (config, split) that has rows."""
+    def finish(self) -> dict[str, list[Path]]:
+        """Flush and close every shard; the temporary shard files of each table that has rows."""
         temps = {}
-        for key, writer in self.writers.items():
-            self.flush(key)
+        for table, writer in self.writers.items():
+            self.flush(table)
             paths = writer.finish()
             if paths:
-                temps[key] = paths
+                temps[table] = paths
         return temps
 
     def discard(self) -> None:
@@ -381,16 +385,19 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
     """Name the shards by their fingerprint, write the reports and the card (the swap), remove old shards."""
     cfg = ds.cfg
     fp = _fingerprint([p for key in sorted(temps) for p in temps[key]])
-    files = _publish(out, temps, fp)
-    counts = {f"{c}/{s}": w.rows for (c, s), w in ds.writers.items()}
-    for key, w in ds.writers.items():
-        if not w.rows:
-            warnings.append(f"config {key[0]!r} has no {key[1]!r} rows; the card leaves that split out")
+    tables = _publish(out, temps, fp)
+    files = config_files(tables)
+    counts = {f"{c}/{sp}": ds.rows[f"{c}/{sp}"] for c, v in VIEWS.items() for sp in v["splits"]}
+    for key, n in counts.items():
+        if not n:
+            config, split = key.split("/")
+            warnings.append(f"config {config!r} has no {split!r} rows; the card leaves that split out")
     for stage, found in stage_files(base).items():  # earlier stages' reports travel with the dataset
         for path in found.values():
             if stage != "build":
                 write_text(out / "meta" / path.name, path.read_text(encoding="utf-8", errors="replace"))
-    size = {c: sum((out / f).stat().st_size for f in fs) for c, fs in files.items()}
+    size = {t: sum((out / f).stat().st_size for f in fs) for t, fs in tables.items()}
+    total = sum(size.values())
     text_and_images = ds.train_image_bytes + ds.sft_text_bytes
     report.extras = {
         "built": len(ds.kept),
@@ -398,12 +405,16 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
         "rows": counts,
         "split_assignment": split_info,
         "unique_image_bytes": ds.unique_image_bytes,
-        "bytes_by_config": size,
-        "sft": {"bytes": size.get("sft", 0), "unique_image_bytes": ds.train_image_bytes,
-                "text_bytes": ds.sft_text_bytes, "ratio": round(size.get("sft", 0) / max(1, text_and_images), 4)},
-        "total_bytes": sum(size.values()),
+        "text_bytes": ds.text_bytes,
+        "bytes_by_table": size,
+        # the whole folder's shards over (each image once + the text): 1.0 would be no overhead at all
+        "size_ratio": round(total / max(1, ds.unique_image_bytes + ds.text_bytes), 4),
+        "sft": {"bytes": size.get("train", 0), "unique_image_bytes": ds.train_image_bytes,
+                "text_bytes": ds.sft_text_bytes, "ratio": round(size.get("train", 0) / max(1, text_and_images), 4)},
+        "total_bytes": total,
         "fingerprint": fp,
-        "files": dict(files),
+        "tables": dict(tables),
+        "files": files,
         "prompt_template": ds.tpl_id,
         "config": asdict(cfg),
         "warnings": warnings,
@@ -416,18 +427,22 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
 
 
 def card_configs(rows: dict[str, int], fp: str) -> list[dict[str, Any]]:
-    """The card's ``configs``: one entry per config with rows, each split's pattern naming this build's shards
-    (so a rebuild changes the patterns, and with them the ``datasets`` cache key). Splits without rows are left
-    out: ``datasets`` refuses a declared split that matches no data."""
+    """The card's ``configs``: each config's splits with rows (a pattern naming this build's shards of the table the
+    split comes from, so a rebuild changes the patterns and with them the ``datasets`` cache key), its columns, and
+    the one-row-per-image filter where it has one. Splits without rows are left out: ``datasets`` refuses a declared
+    split that matches no data."""
     out = []
-    for config in CONFIGS:
+    for config, view in VIEWS.items():
         files = [
-            {"split": split, "path": f"data/{config}/{split}-{fp}-*.parquet"}
-            for split in ("train", "test")
+            {"split": split, "path": f"data/{split}/{split}-{fp}-*.parquet"}
+            for split in view["splits"]
             if rows.get(f"{config}/{split}", 0) > 0
         ]
         if files:
-            out.append({"config_name": config, "data_files": files})
+            entry: dict[str, Any] = {"config_name": config, "data_files": files, "columns": list(view["columns"])}
+            if view["first_pair"]:
+                entry["filters"] = [list(f) for f in FIRST_PAIR]
+            out.append(entry)
     return out
 
 

@@ -27,8 +27,8 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
     typer.echo(
-        f"size {s['total_bytes'] / 1e6:.2f} MB; unique image bytes {s['unique_image_bytes'] / 1e6:.2f} MB; "
-        f"sft {s['sft']['bytes'] / 1e6:.2f} MB = {s['sft']['ratio']:.3f} x (train image bytes + text)"
+        f"size {s['total_bytes'] / 1e6:.2f} MB = {s['size_ratio']:.3f} x (each image once "
+        f"{s['unique_image_bytes'] / 1e6:.2f} MB + text {s['text_bytes'] / 1e6:.2f} MB), all four configs"
     )
     if push_to_hub:
         from sdg_data.hub import push_dataset

@@ -102,13 +102,13 @@ def _composition(img, by: str | None):
 
 
 def dataset_stats(folder: str | Path) -> dict[str, Any]:
-    from sdg_data.arrow import read_parquet_records
+    from sdg_data.arrow import dataset_shards, read_parquet_records
 
     folder = Path(folder)
-    shards = folder / "data" / "annotations"
-    if not shards.is_dir():
-        raise FileNotFoundError(f"{folder}: not a dataset built by sdg build (no data/annotations/)")
-    recs = read_parquet_records(shards)
+    shards = dataset_shards(folder, "annotations")
+    if not shards:
+        raise FileNotFoundError(f"{folder}: not a dataset built by sdg build (no annotations shards)")
+    recs = [r for shard in shards for r in read_parquet_records(shard)]
     img, dfs = frames(recs)
     n = len(img)
     comp = Counter(img["kind"]) if n else Counter()

@@ -79,19 +79,17 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
     rejects = [] if rejects is None else rejects
     source = Path(source)
     if input_kind(source) in ("dataset", "images"):
-        import pyarrow.parquet as pq
-
-        from sdg_data.arrow import dataset_shards, read_parquet_records
+        from sdg_data.arrow import dataset_shards, image_bytes, read_parquet_records, read_rows
 
         shards = dataset_shards(source, "annotations")
         if not shards:
-            raise FileNotFoundError(f"{source}: no data/annotations/*.parquet (build the dataset first)")
+            raise FileNotFoundError(f"{source}: no annotations shards (build the dataset first)")
         for shard in shards:
             recs = read_parquet_records(shard)
-            images = pq.read_table(shard, columns=["image"]).column("image").to_pylist()
-            for rec, cell in zip(recs, images):
+            images = read_rows(shard, ["images", "image"]).columns[0].to_pylist()  # the same rows, in order
+            for rec, cell in zip(recs, images, strict=True):
                 try:
-                    yield rec, check_bytes((cell or {}).get("bytes") or b"").open()
+                    yield rec, check_bytes(image_bytes(cell) or b"").open()
                 except ImageError as exc:
                     rejects.append({"image_id": rec.image_id, "stage": "viz", "reason": f"image: {exc}"})
         return

@@ -43,7 +43,9 @@ def test_configs_load_offline_with_expected_rows(built):
     assert len(sft) == 3 * n_train and len(grpo) == n_train and s["rows"]["sft/train"] == len(sft)
     train_caps, test_caps = set(ann["train"]["caption"]), set(ann["test"]["caption"])
     assert not train_caps & test_caps  # prompt-disjoint
-    assert ann["train"][0]["image"].size == (128, 128)
+    assert ann["train"][0]["images"][0].size == (128, 128)
+    # one copy of each image in the whole folder: two tables, and the configs are views of them
+    assert sorted(p.parent.name for p in (root / "ds" / "data").rglob("*.parquet")) == ["test", "train"]
     card = (root / "ds" / "README.md").read_text()
     assert card.startswith("---\nlicense: cc-by-nc-4.0") and "config_name: sft" in card
 
@@ -64,7 +66,7 @@ def test_sft_rows_are_trl_conversations_with_jittered_answers(built):
         assert res.format_ok and res.think == rec.think.strip()
         want, offsets = jittered_defects(rec, row["epoch"], JitterConfig())
         assert [d.box.to_grid() for d in res.defects] == [d.box.to_grid() for d in want]
-        assert json.loads(row["provenance"])["jitter_offsets"] == offsets
+        assert json.loads(row["pair"])["jitter_offsets"] == offsets
 
 
 def test_grpo_rows_feed_the_core_reward(built):
@@ -92,8 +94,12 @@ def test_grpo_rows_feed_the_core_reward(built):
 def test_test_config_is_what_sdg_eval_reads(built):
     root, _ = built
     recs = load_records(root / "ds")
-    assert {r.split for r in load_records(root / "ds" / "data" / "annotations")} == {"train", "test"}
-    assert recs and all(r.split is None for r in recs)  # the test config carries ground truth, not metadata
+    from sdg_data.arrow import dataset_shards, read_parquet_records
+
+    ann = [r for f in dataset_shards(root / "ds", "annotations") for r in read_parquet_records(f)]
+    assert {r.split for r in ann} == {"train", "test"} and len(ann) == 24  # one record per image, not per pair
+    assert recs and all(r.split == "test" for r in recs)
+    assert {r.image_id for r in recs} == {r.image_id for r in ann if r.split == "test"}  # the held-out images
     from sdg_data.evaluation import EvalConfig, evaluate_files
 
     report = evaluate_files(root / "ds", root / "ds", None, EvalConfig(embedder="none"))
@@ -134,6 +140,7 @@ def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
     sft = s["sft"]
     assert sft["unique_image_bytes"] > 12 * 20000  # incompressible images dominate
     assert sft["bytes"] < 1.1 * (sft["unique_image_bytes"] + sft["text_bytes"])  # 3 pairs, one copy
+    assert s["size_ratio"] < 1.1  # the whole folder, all four configs: each image once
     assert s["splits"] == {"train": 12}  # given splits are kept
 
 

@@ -151,6 +151,8 @@ def _jsonl_items(path: Path, cfg: DetectConfig) -> Inputs:
 def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
     import pyarrow.parquet as pq
 
+    from sdg_data.arrow import read_rows
+
     if path.is_file():
         files = [path]
     else:
@@ -158,7 +160,7 @@ def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
 
         files = dataset_shards(path, cfg.dataset_config, cfg.split) or dataset_shards(path, cfg.dataset_config)
         if not files:
-            raise FileNotFoundError(f"{path}: no parquet shards under data/{cfg.dataset_config}/")
+            raise FileNotFoundError(f"{path}: no parquet shards for its {cfg.dataset_config!r} config")
     out = Inputs()
     for f in files:
         names = pq.read_schema(f).names
@@ -166,8 +168,7 @@ def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
         if image_col is None or "image_id" not in names:
             raise ValueError(f"{f}: needs 'image_id' and an 'image' (or 'images') column; has {names}")
         cols = ["image_id", image_col] + [c for c in ("caption", "generator") if c in names]
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=256, columns=cols):
+        for batch in read_rows(f, cols).to_batches(max_chunksize=256):  # one row per image (a train table's pairs)
             for row in batch.to_pylist():
                 out.read += 1
                 img = row[image_col]
