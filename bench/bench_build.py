@@ -48,7 +48,6 @@ def main() -> None:
     t0 = time.perf_counter()
     s = build_dataset(root / "distilled.jsonl", root / "ds", BuildConfig(), progress=False)
     dt = time.perf_counter() - t0
-    sft = s["sft"]
     print(f"build: {s['built']} records -> rows {s['rows']} in {dt:.1f} s (target < 60 s on 2 cores)")
     print(
         f"dataset {s['total_bytes'] / 1e6:.1f} MB for all four configs = {s['size_ratio']:.3f} x (each image once "
