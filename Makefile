@@ -54,6 +54,7 @@ bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_build.py
+	$(BIN)/python bench/bench_build_real.py
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_annotate.py

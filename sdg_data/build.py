@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from sdg_data.arrow import FIRST_PAIR, VIEWS
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
-from sdg_data.images import MAX_PIXELS, ImageError, check_bytes
+from sdg_data.images import MAX_PIXELS, ImageError, read_verified
 from sdg_data.jitter import JitterConfig, pair_responses
 from sdg_data.jsonl import screen_records, write_text
 from sdg_data.records import ImageRecord
@@ -61,7 +61,8 @@ class BuildConfig:
     license: str = "cc-by-nc-4.0"  # written to the dataset card
     pretty_name: str = "SDG: Structured Defect Grounding"  # the dataset card's title
     max_shard_mb: int = 500  # parquet shards of at most this many MB of input
-    rows_per_group: int = 256  # sft row groups hold whole images (all their pairs)
+    rows_per_group: int = 256  # row groups hold whole images (all their pairs), at most this many images
+    max_group_mb: int = 64  # ... and about this many MB of image bytes (what the build holds in memory)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
@@ -136,7 +137,8 @@ class _ShardWriter:
         self.writer = pq.ParquetWriter(
             path,
             self.schema,
-            compression="zstd",
+            # text compresses; PNG / JPEG / WebP bytes do not, and zstd over them only costs time
+            compression={c: "none" if c == _IMAGE_BYTES else "zstd" for c in _leaf_columns(self.schema)},
             use_dictionary=[_IMAGE_BYTES] if self.dictionary_images else False,
             dictionary_pagesize_limit=256 << 20,
             write_statistics=False,
@@ -169,16 +171,38 @@ class _ShardWriter:
             p.unlink(missing_ok=True)
 
 
-def _fingerprint(paths: list[Path]) -> str:
-    """A short content hash of the shards: part of every shard name and card pattern, so ``datasets`` (which keys
-    its cache by the folder name and the card's patterns) never serves one build's cached rows for another."""
-    h = hashlib.blake2b(digest_size=8)
-    for p in paths:
-        h.update(p.name.split(".", 2)[1].encode())
-        with p.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-    return h.hexdigest()
+def _leaf_columns(schema: pa.Schema) -> list[str]:
+    """Parquet's dotted leaf column paths (``images.list.element.bytes``) of an arrow schema."""
+
+    def walk(prefix: str, t: pa.DataType) -> list[str]:
+        if pa.types.is_struct(t):
+            return [c for f in t for c in walk(f"{prefix}.{f.name}", f.type)]
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return walk(f"{prefix}.list.element", t.value_type)
+        return [prefix]
+
+    return [c for f in schema for c in walk(f.name, f.type)]
+
+
+class _Fingerprint:
+    """A short hash of everything a build's shards are made of (each kept record, the SHA-256 of its image bytes,
+    the settings and the schema), fed as the build goes: part of every shard name and card pattern, so ``datasets``
+    (which keys its cache by the folder name and the card's patterns) never serves one build's cached rows for
+    another. The build is deterministic, so equal inputs give equal shards; nothing is read back to hash it."""
+
+    def __init__(self, cfg: BuildConfig, template: str):
+        self.h = hashlib.blake2b(digest_size=8)
+        from sdg_data import SCHEMA_VERSION, __version__
+
+        head = [asdict(cfg), template, str(_features()), __version__, SCHEMA_VERSION]  # a new sdg: new names
+        self.h.update(json.dumps(head, sort_keys=True, default=str).encode())
+
+    def add(self, rec: ImageRecord, image_digest: bytes) -> None:
+        self.h.update(json.dumps(rec.to_json(), sort_keys=True, ensure_ascii=False).encode())
+        self.h.update(image_digest)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
 
 
 def _publish(out: Path, temps: dict[str, list[Path]], fp: str) -> dict[str, list[str]]:
@@ -217,14 +241,39 @@ def _remove_stale(out: Path, keep: dict[str, list[str]]) -> int:
 
 
 # ------------------------------------------------------------------ build
-def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> tuple[dict[str, Any], int]:
-    """The image column's cell: exactly the bytes that were verified as an image of the record's size."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    checked = check_bytes(data, (rec.width, rec.height), max_pixels, path)
-    return {"bytes": checked.data, "path": path.name}, len(data)
+def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> tuple[dict[str, Any], int, bytes]:
+    """The image column's cell: exactly the bytes that were verified as an image of the record's size; their size
+    and SHA-256."""
+    checked = read_verified(path, (rec.width, rec.height), max_pixels)
+    return {"bytes": checked.data, "path": path.name}, len(checked.data), checked.digest
+
+
+def _prefetched(loaded: list, cfg: BuildConfig, workers: int = 2, ahead: int = 8):
+    """(line, record, image cell or ImageError) in input order, the images read and verified by a small thread
+    pool a few ahead of the writer (hashing, decoding and file reads release the GIL), at most ``ahead`` held."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(item):
+        _, rec, path = item
+        try:
+            return _image_cell(rec, path, cfg.max_pixels)
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="build-images") as pool:
+        pending: deque = deque()
+        it = iter(loaded)
+        for item in it:
+            pending.append((item, pool.submit(job, item)))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            (line, rec, _), fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(job, nxt)))
+            yield line, rec, fut.result()
 
 
 def load_distilled(
@@ -248,6 +297,7 @@ class _DatasetWriter:
         self.tpl_id = template_id(self.tpl)
         self.jitter = JitterConfig(cfg.epochs, cfg.jitter, cfg.jitter_seed)
         max_bytes = cfg.max_shard_mb << 20
+        self.group_bytes = cfg.max_group_mb << 20
         schema = _features().arrow_schema
         self.writers = {t: _ShardWriter(out / "data" / t, t, schema, max_bytes, dictionary_images=t == "train")
                         for t in TABLES}  # fmt: skip
@@ -255,6 +305,7 @@ class _DatasetWriter:
         self.sizes: Counter[str] = Counter()
         self.kept: list[ImageRecord] = []
         self.rows: Counter[str] = Counter()  # per config/split, as the card will show them
+        self.fingerprint = _Fingerprint(cfg, self.tpl_id)
         self.unique_image_bytes = self.train_image_bytes = self.sft_text_bytes = self.text_bytes = 0
 
     def _put(self, table: str, row: dict[str, Any], nbytes: int) -> None:
@@ -290,7 +341,7 @@ class _DatasetWriter:
         if rec.split == "test":
             self.rows["test/test"] += 1
             self._put("test", first, nbytes)
-            if len(self.buffers["test"]) >= self.cfg.rows_per_group:
+            if len(self.buffers["test"]) >= self.cfg.rows_per_group or self.sizes["test"] >= self.group_bytes:
                 self.flush("test")
             return
         self.train_image_bytes += nbytes
@@ -310,7 +361,9 @@ class _DatasetWriter:
             self._put("train", {**base, "epoch": epoch, "messages": msgs, "pair": json.dumps(pprov)}, 0)
             self.rows["sft/train"] += 1
         self.sizes["train"] += nbytes  # the image once: the pairs share it in one row group
-        if len(self.buffers["train"]) >= self.cfg.rows_per_group * self.cfg.epochs:
+        if len(self.buffers["train"]) >= self.cfg.rows_per_group * self.cfg.epochs or (
+            self.sizes["train"] >= self.group_bytes
+        ):
             self.flush("train")
 
     def finish(self) -> dict[str, list[Path]]:
@@ -356,14 +409,15 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
     ds = _DatasetWriter(out, cfg)
     report = StageReport("build", read=n_read, rejects=rejects)
     try:
-        for line, rec, img_path in tqdm(loaded, desc="build", unit="img", disable=not progress):
-            try:
-                image, nbytes = _image_cell(rec, img_path, cfg.max_pixels)
-            except ImageError as exc:
-                reason = f"record {rec.image_id!r} field 'image_path': {exc}"
+        stream = _prefetched(loaded, cfg)
+        for line, rec, got in tqdm(stream, total=len(loaded), desc="build", unit="img", disable=not progress):
+            if isinstance(got, ImageError):
+                reason = f"record {rec.image_id!r} field 'image_path': {got}"
                 report.reject(reason, rec.image_id, f"{records_path}:{line}", rec.to_json(), line=line)
                 continue
+            image, nbytes, digest = got
             ds.add(rec, image, nbytes)
+            ds.fingerprint.add(rec, digest)
         temps = ds.finish()
     except BaseException:
         ds.discard()
@@ -384,7 +438,7 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
 def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> dict[str, Any]:
     """Name the shards by their fingerprint, write the reports and the card (the swap), remove old shards."""
     cfg = ds.cfg
-    fp = _fingerprint([p for key in sorted(temps) for p in temps[key]])
+    fp = ds.fingerprint.hexdigest()
     tables = _publish(out, temps, fp)
     files = config_files(tables)
     counts = {f"{c}/{sp}": ds.rows[f"{c}/{sp}"] for c, v in VIEWS.items() for sp in v["splits"]}

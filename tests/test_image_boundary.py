@@ -214,3 +214,34 @@ def test_import_sdg30k_checks_images_under_the_root(tmp_path):
     assert [(r["width"], r["height"]) for r in out] == [(48, 32), (None, None)]
     rej = [json.loads(x)["reason"] for x in (tmp_path / "o.import.rejects.jsonl").read_text().splitlines()]
     assert "pixel cap" in rej[0] and "outside the allowed image root" in rej[1]
+
+
+def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from sdg_data import images
+
+    monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
+    decodes = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decodes.append(1) or real_load(im))
+    f = tmp_path / "a.png"
+    f.write_bytes(_png(16, 12))
+    first = images.read_verified(f, (16, 12))
+    assert len(decodes) == 1 and first.digest
+    again = images.read_verified(f, (16, 12))  # same file, unchanged: neither hashed nor decoded
+    assert len(decodes) == 1 and again.data == first.data and again.digest == first.digest
+    assert images.check_bytes(f.read_bytes()).width == 16 and len(decodes) == 1  # same bytes elsewhere
+    assert again.open().size == (16, 12)  # decoded on demand when a stage needs the pixels
+    data = bytearray(f.read_bytes())
+    data[-20] ^= 0xFF  # one byte of the image data changes (the file's stat changes with it)
+    f.write_bytes(bytes(data))
+    with pytest.raises(images.ImageError):
+        images.read_verified(f, (16, 12))
+    with pytest.raises(images.ImageError, match="record says"):
+        images.check_bytes(first.data, (16, 13))  # a known image still has to have the stated size
+    monkeypatch.setenv("SDG_VERIFY_CACHE", "0")
+    n = len(decodes)
+    images.check_bytes(first.data)
+    assert len(decodes) == n + 1  # the cache off: every check decodes
