@@ -282,12 +282,6 @@ def load_distilled(
     return screen_records(path, ("caption", "think"), "build", image_roots or ())
 
 
-def _text_bytes(row: dict[str, Any]) -> int:
-    """UTF-8 bytes of a row's text (everything but the image): what 'plus text' in the size ratio counts."""
-    rest = {k: v for k, v in row.items() if k != "images" and v is not None}
-    return len(json.dumps(rest, ensure_ascii=False).encode())
-
-
 class _DatasetWriter:
     """The rows of each verified image in the train or test table, buffered and written to shards: a train image
     gets a row per SFT pair (the first also carries the annotation and GRPO columns), a test image one row."""
@@ -311,7 +305,6 @@ class _DatasetWriter:
     def _put(self, table: str, row: dict[str, Any], nbytes: int) -> None:
         self.buffers[table].append(row)
         self.sizes[table] += nbytes
-        self.text_bytes += _text_bytes(row)
 
     def flush(self, table: str) -> None:
         if self.buffers[table]:
@@ -338,6 +331,9 @@ class _DatasetWriter:
             "provenance": json.dumps(rec.provenance, ensure_ascii=False),
         }
         self.rows[f"annotations/{rec.split}"] += 1
+        # the text besides the SFT messages (counted as they are made): what 'plus text' in the size ratio adds up
+        self.text_bytes += sum(len(str(v or "").encode()) for v in (rec.caption, rec.think, first["provenance"]))
+        self.text_bytes += sum(len(d.description.encode()) + 16 for d in rec.defects)
         if rec.split == "test":
             self.rows["test/test"] += 1
             self._put("test", first, nbytes)
@@ -356,7 +352,9 @@ class _DatasetWriter:
             pprov = {"epoch": epoch, "jitter_offsets": offsets, "jitter_seed": self.cfg.jitter_seed,
                      "prompt_template": self.tpl_id}  # fmt: skip
             msgs = sft_messages(rec.caption, response, self.tpl)
-            self.sft_text_bytes += sum(len(b["text"].encode()) for m in msgs for b in m["content"] if b["text"])
+            text = sum(len(b["text"].encode()) for m in msgs for b in m["content"] if b["text"])
+            self.sft_text_bytes += text
+            self.text_bytes += text
             base = first if epoch == 0 else {k: first[k] for k in ("image_id", "caption", "generator", "images")}
             self._put("train", {**base, "epoch": epoch, "messages": msgs, "pair": json.dumps(pprov)}, 0)
             self.rows["sft/train"] += 1

@@ -16,6 +16,7 @@ again either (its stat is taken before and after the read, so a file changed mea
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import os
@@ -32,6 +33,7 @@ from sdg_data.paths import PathError, Resolver
 
 MAX_PIXELS = 64 * 1024 * 1024  # 8192 x 8192; SDG images are 1-4 MP
 FORMATS = ("PNG", "JPEG", "WEBP")
+SMALL_IMAGE = 64 << 10  # bytes; smaller images are simply decoded each time (cheaper than the cache)
 
 
 class ImageError(ValueError):
@@ -59,77 +61,107 @@ class CheckedImage:
         return im
 
 
+def _cache_on() -> bool:
+    return os.environ.get("SDG_VERIFY_CACHE", "1") != "0"
+
+
 class _VerifiedCache:
-    """SHA-256 of image bytes that decoded completely -> (format, width, height), shared by every stage."""
+    """SHA-256 of image bytes that decoded completely -> (format, width, height), and file stat keys -> the digest
+    of the bytes read then; shared by every stage through one SQLite file. New entries are written in batches (and
+    at exit): one lost to a crash only means that image is decoded again."""
+
+    BATCH = 512
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.db: sqlite3.Connection | None = None
         self.failed = False
+        self.ok: dict[bytes, tuple[str, int, int]] = {}  # written since the last flush
+        self.files: dict[str, bytes] = {}
+        atexit.register(self.flush)
 
     def _open(self) -> sqlite3.Connection | None:
         if self.db is None and not self.failed:
-            if os.environ.get("SDG_VERIFY_CACHE", "1") == "0":
-                return None
             folder = Path(os.environ.get("SDG_CACHE_DIR") or Path.home() / ".cache" / "sdg")
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(folder / "verified-images.sqlite3", check_same_thread=False, timeout=30,
-                                     isolation_level=None)  # fmt: skip
+                db = sqlite3.connect(folder / "verified-images.sqlite3", check_same_thread=False, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("CREATE TABLE IF NOT EXISTS ok (digest BLOB PRIMARY KEY, format TEXT, w INT, h INT)")
                 db.execute("CREATE TABLE IF NOT EXISTS files (stat TEXT PRIMARY KEY, digest BLOB)")
+                db.commit()
                 self.db = db
             except (OSError, sqlite3.Error):  # a read-only home: verify every time
                 self.failed = True
         return self.db
 
+    def _query(self, sql: str, args: tuple) -> tuple | None:
+        db = self._open()
+        if db is None:
+            return None
+        try:
+            return db.execute(sql, args).fetchone()
+        except sqlite3.Error:
+            return None
+
     def get(self, digest: bytes) -> tuple[str, int, int] | None:
-        if os.environ.get("SDG_VERIFY_CACHE", "1") == "0":
+        if not _cache_on():
             return None
         with self.lock:
-            db = self._open()
-            if db is None:
-                return None
-            try:
-                return db.execute("SELECT format, w, h FROM ok WHERE digest = ?", (digest,)).fetchone()
-            except sqlite3.Error:
-                return None
+            if digest in self.ok:
+                return self.ok[digest]
+            row = self._query("SELECT format, w, h FROM ok WHERE digest = ?", (digest,))
+            return (row[0], row[1], row[2]) if row else None
 
     def file_digest(self, key: str) -> bytes | None:
         """The digest a file had when its stat key was last recorded (only if those bytes verified)."""
-        if os.environ.get("SDG_VERIFY_CACHE", "1") == "0":
+        if not _cache_on():
             return None
         with self.lock:
-            db = self._open()
-            if db is None:
+            digest = self.files.get(key)
+            if digest is None:
+                row = self._query("SELECT digest FROM files WHERE stat = ?", (key,))
+                digest = row[0] if row else None
+            if digest is None:
                 return None
-            try:
-                row = db.execute(
-                    "SELECT f.digest FROM files f JOIN ok USING (digest) WHERE f.stat = ?", (key,)
-                ).fetchone()
-            except sqlite3.Error:
-                return None
-            return row[0] if row else None
-
-    def put_file(self, key: str, digest: bytes) -> None:
-        with self.lock:
-            db = self._open()
-            if db is not None:
-                try:
-                    db.execute("INSERT OR REPLACE INTO files VALUES (?, ?)", (key, digest))
-                except sqlite3.Error:
-                    pass
+            ok = digest in self.ok or self._query("SELECT 1 FROM ok WHERE digest = ?", (digest,))
+            return digest if ok else None
 
     def put(self, digest: bytes, fmt: str, w: int, h: int) -> None:
+        if _cache_on():
+            with self.lock:
+                self.ok[digest] = (fmt, w, h)
+                self._maybe_flush()
+
+    def put_file(self, key: str, digest: bytes) -> None:
+        if _cache_on():
+            with self.lock:
+                self.files[key] = digest
+                self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self.ok) + len(self.files) >= self.BATCH:
+            self._flush()
+
+    def flush(self) -> None:
         with self.lock:
-            db = self._open()
-            if db is not None:
-                try:
-                    db.execute("INSERT OR IGNORE INTO ok VALUES (?, ?, ?, ?)", (digest, fmt, w, h))
-                except sqlite3.Error:
-                    pass
+            self._flush()
+
+    def _flush(self) -> None:
+        if not (self.ok or self.files):
+            return
+        db = self._open()
+        if db is not None:
+            try:
+                db.executemany("INSERT OR IGNORE INTO ok VALUES (?, ?, ?, ?)",
+                               [(d, *v) for d, v in self.ok.items()])  # fmt: skip
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?)", list(self.files.items()))
+                db.commit()
+            except sqlite3.Error:
+                pass
+        self.ok.clear()
+        self.files.clear()
 
 
 VERIFIED = _VerifiedCache()
@@ -147,7 +179,8 @@ def check_bytes(
 
 
 def _check(data: bytes, digest: bytes, expect_size, max_pixels: int, path: Path | None) -> CheckedImage:
-    known = VERIFIED.get(digest)
+    small = len(data) < SMALL_IMAGE  # decoding it costs less than looking it up
+    known = None if small else VERIFIED.get(digest)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -157,7 +190,8 @@ def _check(data: bytes, digest: bytes, expect_size, max_pixels: int, path: Path 
                 raise ImageError(f"image is {w}x{h}, over the {max_pixels:,}-pixel cap")
             if known is None or tuple(known) != (im.format, w, h):
                 im.load()  # decodes every pixel: a truncated or corrupt file fails here
-                VERIFIED.put(digest, im.format or "?", w, h)
+                if not small:
+                    VERIFIED.put(digest, im.format or "?", w, h)
                 decoded: Image.Image | None = im
             else:
                 decoded = None  # these exact bytes decoded completely before; open() decodes on demand
@@ -194,11 +228,12 @@ def read_verified(
         after = _stat_key(path)
     except OSError as exc:
         raise ImageError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    digest = VERIFIED.file_digest(before) if before == after else None
+    small = len(data) < SMALL_IMAGE
+    digest = VERIFIED.file_digest(before) if before == after and not small else None
     if digest is None:
         digest = hashlib.sha256(data).digest()
     checked = _check(data, digest, expect_size, max_pixels, path)
-    if before == after:
+    if before == after and not small:
         VERIFIED.put_file(after, digest)
     return checked
 

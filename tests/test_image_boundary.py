@@ -226,21 +226,27 @@ def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, mo
     decodes = []
     real_load = ImageFile.ImageFile.load
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decodes.append(1) or real_load(im))
+    import random
+
+    noise = Image.frombytes("RGB", (200, 160), random.Random(0).randbytes(200 * 160 * 3))
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    assert len(buf.getvalue()) > images.SMALL_IMAGE  # small images are simply decoded every time
     f = tmp_path / "a.png"
-    f.write_bytes(_png(16, 12))
-    first = images.read_verified(f, (16, 12))
+    f.write_bytes(buf.getvalue())
+    first = images.read_verified(f, (200, 160))
     assert len(decodes) == 1 and first.digest
-    again = images.read_verified(f, (16, 12))  # same file, unchanged: neither hashed nor decoded
+    again = images.read_verified(f, (200, 160))  # same file, unchanged: neither hashed nor decoded
     assert len(decodes) == 1 and again.data == first.data and again.digest == first.digest
-    assert images.check_bytes(f.read_bytes()).width == 16 and len(decodes) == 1  # same bytes elsewhere
-    assert again.open().size == (16, 12)  # decoded on demand when a stage needs the pixels
+    assert images.check_bytes(f.read_bytes()).width == 200 and len(decodes) == 1  # same bytes elsewhere
+    assert again.open().size == (200, 160)  # decoded on demand when a stage needs the pixels
     data = bytearray(f.read_bytes())
     data[-20] ^= 0xFF  # one byte of the image data changes (the file's stat changes with it)
     f.write_bytes(bytes(data))
     with pytest.raises(images.ImageError):
-        images.read_verified(f, (16, 12))
+        images.read_verified(f, (200, 160))
     with pytest.raises(images.ImageError, match="record says"):
-        images.check_bytes(first.data, (16, 13))  # a known image still has to have the stated size
+        images.check_bytes(first.data, (200, 161))  # a known image still has to have the stated size
     monkeypatch.setenv("SDG_VERIFY_CACHE", "0")
     n = len(decodes)
     images.check_bytes(first.data)
