@@ -339,3 +339,30 @@ def max_weight_map(boxes: Sequence[Box], weights: Sequence[float], rows: int, co
         r0, r1, c0, c1 = box.grid_cells(rows, cols)
         np.maximum(out[r0:r1, c0:c1], np.float32(w), out=out[r0:r1, c0:c1])
     return out
+
+
+def boxes_from_heatmap(heatmap: np.ndarray, threshold: float, min_pixels: int = 1) -> list[tuple[Box, float]]:
+    """One box per connected region (8-connected) of a ``(h, w)`` heatmap in [0, 1] above ``threshold``, with the
+    region's peak value: RichHF-18K's maps as SDG boxes (importance from the peak). Regions smaller than
+    ``min_pixels`` are dropped. Boxes cover whole pixels and are ordered by peak, highest first."""
+    from scipy import ndimage
+
+    h, w = heatmap.shape
+    labels, n = ndimage.label(heatmap > threshold, structure=np.ones((3, 3), dtype=bool))
+    out = []
+    for k, sl in enumerate(ndimage.find_objects(labels), 1):
+        if sl is None:
+            continue
+        region = labels[sl] == k
+        if int(region.sum()) < min_pixels:
+            continue
+        peak = float(heatmap[sl][region].max())
+        ys, xs = sl
+        out.append((Box.from_pixels([xs.start, ys.start, xs.stop, ys.stop], w, h), peak))
+    return sorted(out, key=lambda bp: -bp[1])
+
+
+def heatmap_from_boxes(boxes: Sequence[Box], weights: Sequence[float], height: int, width: int) -> np.ndarray:
+    """A ``(height, width)`` float32 map: the union of the boxes, each pixel the largest weight of the boxes over
+    it (importance / 100 as intensity), 0 elsewhere. The inverse of :func:`boxes_from_heatmap` up to pixel edges."""
+    return max_weight_map(boxes, weights, height, width)

@@ -11,6 +11,7 @@ import typer
 
 from sdg_data.build import BuildConfig
 from sdg_data.cli_kit import arg, config_command, guarded, opt, out_option
+from sdg_data.importers.richhf import RichHFConfig
 from sdg_data.viz import VizConfig
 
 
@@ -99,6 +100,20 @@ def import_coco_cmd(
     typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
 
 
+def run_import_richhf(cfg: RichHFConfig, tfrecord: Path, out: Path) -> None:
+    """Import RichHF-18K: its artifact and misalignment heatmaps as boxes (threshold, connected regions, importance
+    from each region's peak), joined to your Pick-a-Pic images by file name; scores and heatmap peaks kept in
+    provenance for sdg eval-image-level.
+
+    Usage: sdg import richhf richhf_18k/test.tfrecord --images pickapic/test --captions captions.jsonl --out r.jsonl
+    """
+    from sdg_data.importers.richhf import import_richhf
+
+    s = import_richhf(tfrecord, out, cfg)
+    typer.echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} boxes; rejected {s['rejected']}")
+    typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
+
+
 def register(app: typer.Typer) -> None:
     hub = "Upload the folder to this Hub dataset repo (token from HF_TOKEN)."
     build = [arg("records", Path, "Distilled records JSONL (from sdg distill)."), out_option("The dataset folder.")]
@@ -114,4 +129,9 @@ def register(app: typer.Typer) -> None:
     imports = typer.Typer(help="Import from other formats: sdg import coco coco.json --out records.jsonl",
                           no_args_is_help=True)  # fmt: skip
     imports.command("coco")(guarded(import_coco_cmd))
+    richhf = [
+        arg("tfrecord", Path, "A RichHF-18K TFRecord file (train / dev / test)."),
+        opt("out", Path, "--out", "Records JSONL to write (rejects, summary and heatmap PNGs beside it)."),
+    ]
+    config_command(imports, "richhf", RichHFConfig, run_import_richhf, richhf, extra="interop")
     app.add_typer(imports, name="import")

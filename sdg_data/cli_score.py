@@ -15,6 +15,7 @@ import typer
 
 from sdg_data.cli_kit import arg, config_command, opt, out_option, param
 from sdg_data.evaluation import EvalConfig
+from sdg_data.importers.richhf import ImageLevelConfig
 from sdg_data.importers.sdg30k import ImportConfig
 from sdg_data.reward import RewardConfig
 
@@ -123,6 +124,21 @@ def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) ->
         )
 
 
+def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path | None) -> None:
+    """Image-level precision / recall / F1 per type (the paper's Table 3 on RichHF-18K): ground truth present when
+    the record's heatmap peak exceeds --threshold (records from sdg import richhf; other records: a box of the type),
+    predicted present when the detector boxes the type. Prints the Table 3 layout with the paper's rows.
+
+    Usage: sdg eval-image-level --gt richhf_test.jsonl --pred detect/predictions.jsonl --out table3.json
+    """
+    from sdg_data.importers.richhf import format_table3, write_image_level
+
+    result = write_image_level(gt, pred, out, cfg.threshold, cfg.box_order)
+    typer.echo(format_table3(result))
+    if out:
+        typer.echo(f"report: {out}")
+
+
 def register(app: typer.Typer) -> None:
     out_opt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the JSON report.")]
     config_command(app, "eval", EvalConfig, run_eval, [GT, PRED, param("out", out_opt, None)], extra="embed")
@@ -137,3 +153,6 @@ def register(app: typer.Typer) -> None:
     rejects = opt("rejects", Optional[Path], "--rejects", "Rows that could not be converted, with reasons.", None)
     out = out_option("Records JSONL to write.")
     config_command(app, "import-sdg30k", ImportConfig, run_import, [src, out, rejects])
+    report = param("out", out_opt, None)
+    gt = opt("gt", Path, "--gt", "Records from sdg import richhf (heatmap peaks in provenance), or any records.")
+    config_command(app, "eval-image-level", ImageLevelConfig, run_eval_image_level, [gt, PRED, report])
