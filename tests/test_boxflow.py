@@ -454,3 +454,13 @@ def test_mask_mode_and_scalar_mode_with_kl_train_from_a_python_reward(flux1, pro
     assert s["steps"] == 4 and s["mode"] == mode
     assert all(math.isfinite(h["loss"]) and h["artifacts_per_image"] == 1.0 for h in s["history"])
     assert all(h["penalty_share"] == 0.0 for h in s["history"])  # only box mode turns boxes into a penalty
+
+
+def test_every_boxflow_setting_has_help():
+    import dataclasses
+
+    from train.boxflow_config import BoxFlowConfig, BoxFlowRewardConfig
+
+    for cls in (BoxFlowConfig, BoxFlowRewardConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"

@@ -52,13 +52,15 @@ def _config_classes():
     from sdg_data.cli_score import ValidateConfig
     from sdg_data.evaluation import EvalConfig
     from sdg_data.generate.runner import GenerateConfig
+    from sdg_data.importers.richhf import ImageLevelConfig, RichHFConfig
     from sdg_data.importers.sdg30k import ImportConfig
     from sdg_data.reward import RewardConfig
     from sdg_data.viz import VizConfig
     from train.detect import DetectConfig
+    from train.lora_eval import LoraEvalConfig
 
     return [AnnotateConfig, DistillConfig, BuildConfig, EvalConfig, GenerateConfig, ImportConfig, RewardConfig,
-            VizConfig, DetectConfig, ValidateConfig]  # fmt: skip
+            VizConfig, DetectConfig, ValidateConfig, LoraEvalConfig, RichHFConfig, ImageLevelConfig]  # fmt: skip
 
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
