@@ -109,40 +109,71 @@ class ChatClient:
     async def complete(self, messages: list[dict], image_id: str) -> str:
         """One reply's text; transient failures are retried up to ``max_retries`` times, then TransportError.
         ``image_id`` travels in the ``X-SDG-Image-Id`` header (percent-encoded: headers are latin-1 only)."""
-        import openai
-
         ChatCompletion = self._reply_type
         cfg = self.cfg
+
+        async def attempt() -> str:
+            # the SDK's resource method walks every message through its TypedDict transform (2-3 ms of the event
+            # loop a request with an image); our messages are plain JSON already, so they are posted as is
+            resp = await self.client.post(
+                "/chat/completions",
+                cast_to=ChatCompletion,
+                body={"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
+                      "max_tokens": self.max_tokens},
+                options={"headers": {"X-SDG-Image-Id": quote(image_id, safe="")}},  # headers are latin-1 only
+            )  # fmt: skip
+            usage = resp.usage
+            if self.ledger is not None and usage is not None:
+                self.ledger.add(0, usage.prompt_tokens or 0, usage.completion_tokens or 0)
+            text = resp.choices[0].message.content if resp.choices else None
+            if not isinstance(text, str):
+                raise ValueError("reply has no message content")
+            if usage is not None:
+                self.stats.prompt_tokens += usage.prompt_tokens or 0
+                self.stats.completion_tokens += usage.completion_tokens or 0
+            return text
+
+        return await self.retrying(attempt)
+
+    async def edit_image(self, images: list[tuple[str, bytes]], prompt: str, image_id: str, **params: Any) -> bytes:
+        """One image edit (``/images/edits``: GPT-Image and compatible servers): the edited image's bytes, with the
+        same retries and errors as :meth:`complete`. ``images``: (file name, PNG bytes), the first is edited."""
+        import base64
+
+        async def attempt() -> bytes:
+            resp = await self.client.images.edit(
+                model=self.cfg.model,
+                image=[(name, data, "image/png") for name, data in images],
+                prompt=prompt,
+                extra_headers={"X-SDG-Image-Id": quote(image_id, safe="")},
+                **params,
+            )
+            usage = getattr(resp, "usage", None)
+            if usage is not None:
+                self.stats.prompt_tokens += getattr(usage, "input_tokens", 0) or 0
+                self.stats.completion_tokens += getattr(usage, "output_tokens", 0) or 0
+            data = resp.data[0].b64_json if resp.data else None
+            if not data:
+                raise ValueError("reply has no image")
+            return base64.b64decode(data)
+
+        return await self.retrying(attempt)
+
+    async def retrying(self, attempt) -> Any:
+        """``await attempt()`` with the one retry policy: 429, 5xx, timeouts, broken connections and malformed
+        replies are retried with backoff (honouring ``Retry-After``) up to ``max_retries`` times, 401/403 raise
+        :class:`AuthError` at once, other 4xx :class:`TransportError`."""
+        import openai
+
+        cfg = self.cfg
         last = "no attempt"
-        for attempt in range(cfg.max_retries + 1):
+        for n in range(cfg.max_retries + 1):
             wait: float | None = None
             try:
                 self.stats.requests += 1
                 if self.ledger is not None:  # counted when sent: a killed run's requests in flight count too
                     self.ledger.add(1, 0, 0)
-                # the SDK's resource method walks every message through its TypedDict transform (2-3 ms of the
-                # event loop a request with an image); our messages are plain JSON already, so they are posted as is
-                resp = await self.client.post(
-                    "/chat/completions",
-                    cast_to=ChatCompletion,
-                    body={
-                        "model": cfg.model,
-                        "messages": messages,
-                        "temperature": cfg.temperature,
-                        "max_tokens": self.max_tokens,
-                    },
-                    options={"headers": {"X-SDG-Image-Id": quote(image_id, safe="")}},  # headers are latin-1 only
-                )
-                usage = resp.usage
-                if self.ledger is not None and usage is not None:
-                    self.ledger.add(0, usage.prompt_tokens or 0, usage.completion_tokens or 0)
-                text = resp.choices[0].message.content if resp.choices else None
-                if not isinstance(text, str):
-                    raise ValueError("reply has no message content")
-                if resp.usage is not None:
-                    self.stats.prompt_tokens += resp.usage.prompt_tokens or 0
-                    self.stats.completion_tokens += resp.usage.completion_tokens or 0
-                return text
+                return await attempt()
             except openai.RateLimitError as exc:
                 kind, last = "429", f"rate limited (429): {exc.message[:200]}"
                 wait = _retry_after(exc.response.headers)
@@ -163,10 +194,10 @@ class ChatClient:
             except (ValueError, TypeError, KeyError, AttributeError, openai.APIResponseValidationError) as exc:
                 kind, last = "malformed", f"malformed reply: {type(exc).__name__}: {str(exc)[:200]}"
             self.stats.fault(kind)
-            if attempt == cfg.max_retries:
+            if n == cfg.max_retries:
                 break
             self.stats.transient_retries += 1
-            await asyncio.sleep(min(wait, 600.0) if wait is not None else self._backoff(attempt))
+            await asyncio.sleep(min(wait, 600.0) if wait is not None else self._backoff(n))
         raise TransportError(f"gave up after {cfg.max_retries + 1} tries; last: {last}")
 
     async def close(self) -> None:

@@ -19,11 +19,31 @@ def text_size(width: int) -> int:
     return max(14, round(width / 48))
 
 
+def draw_boxes(im: Image.Image, defects, size: int | None = None) -> Image.Image:
+    """Draw numbered boxes with their label initial and importance onto ``im`` (in place, RGB), text sized for
+    the image (:func:`text_size`, at least 14 px); returns ``im``. ``sdg viz`` and ``sdg refine``'s overlay."""
+    from sdg_data.fonts import font
+
+    w, h = im.size
+    tag_font = font(size or text_size(w))
+    d = ImageDraw.Draw(im)
+    for k, defect in enumerate(defects, 1):
+        color = COLORS.get(defect.label, (250, 200, 0))
+        x0, y0, x1, y1 = defect.box.to_pixels(w, h)
+        d.rectangle([x0, y0, x1, y1], outline=color, width=max(2, w // 300))
+        tag = f"{k} {defect.label[0].upper()}{'' if defect.importance is None else f' {defect.importance}'}"
+        tx0, ty0, tx1, ty1 = d.textbbox((0, 0), tag, font=tag_font)
+        bx, by = max(0, min(x0, w - (tx1 - tx0) - 8)), max(0, min(y0, h - (ty1 + 6)))  # keep the tag on the image
+        d.rectangle([bx, by, bx + tx1 + 6, by + ty1 + 4], fill=color)
+        d.text((bx + 3, by + 2), tag, fill=(255, 255, 255), font=tag_font)
+    return im
+
+
 def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Image.Image:
     """A copy of ``image`` (upscaled so small images stay legible) with numbered boxes and a legend strip below it:
     id, generator, caption, then each defect's label, importance and description, wrapped to the image width, in
     a TrueType font that scales with the image (non-Latin text included, see :mod:`sdg_data.fonts`)."""
-    from sdg_data.fonts import font, pick, wrap
+    from sdg_data.fonts import pick, wrap
 
     im = image.convert("RGB")
     if max(im.size) < scale_to:
@@ -31,18 +51,9 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
         im = im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.NEAREST)
     w, h = im.size
     size = text_size(w)
-    tag_font = font(size)
     entries = [f"{rec.image_id} | {rec.generator or '?'} | {rec.caption or ''}"]
-    d = ImageDraw.Draw(im)
+    draw_boxes(im, rec.defects, size)
     for k, defect in enumerate(rec.defects, 1):
-        color = COLORS.get(defect.label, (250, 200, 0))
-        x0, y0, x1, y1 = defect.box.to_pixels(w, h)
-        d.rectangle([x0, y0, x1, y1], outline=color, width=max(2, w // 300))
-        tag = f"{k} {defect.label[0].upper()}{'' if defect.importance is None else f' {defect.importance}'}"
-        tx0, ty0, tx1, ty1 = d.textbbox((0, 0), tag, font=tag_font)
-        bx, by = min(x0, w - (tx1 - tx0) - 8), min(y0, h - (ty1 + 6))  # keep the tag on the image
-        d.rectangle([bx, by, bx + tx1 + 6, by + ty1 + 4], fill=color)
-        d.text((bx + 3, by + 2), tag, fill=(255, 255, 255), font=tag_font)
         entries.append(f"{k}. [{defect.label}, {defect.importance}] {defect.description}")
     if not rec.defects:
         entries.append("clean: no defect")

@@ -13,6 +13,7 @@ import typer
 from sdg_data.cli_kit import arg, config_command, fail, opt
 from train.detect import DetectConfig
 from train.lora_eval import LoraEvalConfig
+from train.refine import RefineConfig
 
 
 HELP = (
@@ -96,6 +97,28 @@ def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:
     typer.echo(f"output: {out}/lora_eval.json, {out}/lora_eval.md, {out}/base, {out}/lora")
 
 
+def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
+    """Edit images from their defects: the original, the caption plus the defects (and, in boxes+text mode, the
+    boxes drawn on a second image) go to an image editor.
+
+    Usage: sdg refine detect/predictions.jsonl --images dataset --out refined          (GPT-Image, $OPENAI_API_KEY)
+           sdg refine records.jsonl --out refined --mode caption-only                    (the "Fixed" baseline)
+           sdg refine records.jsonl --out bundles --backend dry-run                      (requests for any editor)
+           sdg refine records.jsonl --out refined --backend diffusers --model black-forest-labs/FLUX.1-Kontext-dev
+
+    Writes OUT/edits/*.png, OUT/refined.jsonl (a record per edit, linked to its source), rejects and a summary; a
+    rerun into the same --out does only what is missing.
+    """
+    from train.refine import refine
+
+    s = refine(source, out, cfg)
+    typer.echo(
+        f"read {s['read']}: edited {s['kept']}, rejected {s['rejected']}, clean skipped {s['clean_skipped']}, "
+        f"resumed {s['resumed']}; {s['seconds']} s"
+    )
+    typer.echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
+
+
 def register(root: typer.Typer) -> None:
     app = typer.Typer(help=HELP, no_args_is_help=True)
 
@@ -118,6 +141,19 @@ def register(root: typer.Typer) -> None:
     source_help = (
         "A folder of images (captions in NAME.txt beside them), a records JSONL, a parquet shard, or a folder "
         "written by sdg build (its test config)."
+    )
+    config_command(
+        root,
+        "refine",
+        RefineConfig,
+        run_refine,
+        [
+            arg("source", Path, "Records with defects and image paths, or sdg detect predictions (with --images)."),
+            opt(
+                "out", Path, "--out", "Output folder: edits/, refined.jsonl, rejects, summary (requests/ for dry-run)."
+            ),
+        ],
+        extra="train",
     )
     config_command(
         root,

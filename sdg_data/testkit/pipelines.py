@@ -353,7 +353,21 @@ def tiny_flux1():
     )
 
 
-TINY = {"flux1": tiny_flux1, "flux2": tiny_flux2, "z-image": tiny_z_image, "longcat": tiny_longcat, "sana": tiny_sana}
+def tiny_flux1_kontext():
+    """FluxKontextPipeline (FLUX.1 Kontext's classes, an image editor) over the tiny FLUX.1 components."""
+    from diffusers import FluxKontextPipeline
+
+    return FluxKontextPipeline(**tiny_flux1().components)
+
+
+TINY = {
+    "flux1": tiny_flux1,
+    "flux1-kontext": tiny_flux1_kontext,
+    "flux2": tiny_flux2,
+    "z-image": tiny_z_image,
+    "longcat": tiny_longcat,
+    "sana": tiny_sana,
+}
 SDG30K = ("flux2", "z-image", "longcat", "sana")  # the four generators of SDG-30K (flux1: BoxFlow-GRPO's base)
 
 

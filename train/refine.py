@@ -1,0 +1,372 @@
+"""``sdg refine``: edit images from their defects (the paper's section 5.2.2), or write the request bundles for any
+other editor.
+
+For each image the editor gets the original, an instruction (the caption plus the defects; a template file, our
+words by default) and, in ``boxes+text`` mode, a second image with the boxes drawn as ``sdg viz`` draws them. The
+modes the paper's comparison needs: ``boxes+text`` (SDG), ``text-only``, ``caption-only`` (its "Fixed" baseline)
+and ``heatmap+text`` (the ImageDoctor-style baseline, for records carrying heatmaps, e.g. from ``sdg import
+richhf``). Backends: ``openai`` (an OpenAI-compatible ``/images/edits`` endpoint, GPT-Image by default, with the
+toolkit's concurrency, timeouts, retries and token accounting), ``diffusers`` (a local editing pipeline such as
+FLUX.1 Kontext, which takes one image: the boxes travel in the text) and ``dry-run`` (the bundles only).
+
+Inputs: records with defects and image paths, or ``sdg detect`` predictions plus ``--images`` (what detect read).
+Clean images are skipped by default and counted. Every input ends as an edit (``refined.jsonl``: a record per
+edit, linked to its source) or a reject with its reason; finished edits are kept across a crash and a rerun does
+only the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sdg_data.answer import render_answer, render_response
+from sdg_data.records import Defect
+
+
+PROMPTS = Path(__file__).parent / "prompts"
+TEMPLATES = {"caption-only": PROMPTS / "refine_caption_v1.txt", "default": PROMPTS / "refine_v1.txt"}
+DEFAULT_MODELS = {"openai": "gpt-image-1.5", "diffusers": "black-forest-labs/FLUX.1-Kontext-dev", "dry-run": "-"}
+Mode = Literal["boxes+text", "text-only", "caption-only", "heatmap+text"]
+
+
+@dataclass
+class RefineConfig:
+    mode: Mode = "boxes+text"  # boxes+text (SDG), text-only, caption-only (the "Fixed" baseline), heatmap+text
+    backend: Literal["openai", "diffusers", "dry-run"] = "openai"  # the image-edit API, a local pipeline, bundles
+    model: str | None = None  # default: gpt-image-1.5 (openai), black-forest-labs/FLUX.1-Kontext-dev (diffusers)
+    images: str | None = None  # for predictions: what sdg detect read (records JSONL, image folder or dataset)
+    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
+    """Folder that record image paths may point into (repeatable). Default: the records file's folder."""
+    template: str | None = None  # instruction file ({caption}, {defects}); default train/prompts/refine_v1.txt
+    include_clean: bool = False  # also edit images with no defect (skipped and counted by default, in every mode)
+    limit: int | None = None  # only the first N inputs
+    base_url: str = "https://api.openai.com/v1"  # openai: the server
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the variable holding the key (never logged or written)
+    max_in_flight: int = 8  # openai: requests at once
+    timeout_s: float = 300.0  # openai: per request
+    max_retries: int = 4  # openai: transient failures per request
+    backoff_base_s: float = 1.0  # openai: first retry wait (doubles, with jitter)
+    backoff_max_s: float = 30.0  # openai: longest retry wait
+    size: str = "auto"  # openai: output size (auto, 1024x1024, ...)
+    input_price_per_mtok: float = 0.0  # openai: price of a million input tokens, for the cost in the summary
+    output_price_per_mtok: float = 0.0  # openai: price of a million output tokens
+    steps: int = 28  # diffusers: denoising steps
+    guidance_scale: float = 2.5  # diffusers: guidance (Kontext's default)
+    seed: int = 0  # diffusers: seed of every edit
+    device: str = "auto"  # diffusers: auto | cpu | cuda | cuda:N
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # diffusers: more arguments for the pipeline call
+    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.steps < 1:
+            raise ValueError("max_in_flight and steps must be >= 1")
+
+
+@dataclass
+class Job:
+    image_id: str
+    caption: str
+    defects: list[Defect]
+    text: str  # the defects as the editor reads them (the SDG think + answer)
+    png: bytes  # the original, verified, as PNG
+    size: tuple[int, int]
+    heatmaps: dict[str, Path] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def out_id(self) -> str:
+        return self.image_id
+
+
+# ------------------------------------------------------------------ inputs
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_jobs(source: Path, cfg: RefineConfig) -> tuple[list[Job], list[dict[str, Any]], int]:
+    """The jobs, the rejects and the number of inputs read: records (with image paths) or predictions + images."""
+    from sdg_data.jsonl import iter_lines
+
+    first = next((obj for _, obj in iter_lines(source) if isinstance(obj, dict)), {})
+    return _from_records(source, cfg) if "image_path" in first else _from_predictions(source, cfg)
+
+
+def _from_records(source: Path, cfg: RefineConfig):
+    from sdg_data.images import ImageError, read_verified
+    from sdg_data.jsonl import screen_records
+
+    ok, rejects, n = screen_records(source, ("caption",), "refine", cfg.image_roots or ())
+    jobs = []
+    for line, rec, path in ok:
+        try:
+            checked = read_verified(path, (rec.width, rec.height))
+        except ImageError as exc:
+            rejects.append({"image_id": rec.image_id, "line": line, "stage": "refine", "reason": f"image: {exc}"})
+            continue
+        text = (
+            render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
+        )
+        maps = {k: source.parent / v for k, v in ((rec.provenance or {}).get("heatmaps") or {}).items()}
+        jobs.append(Job(rec.image_id, rec.caption or "", list(rec.defects), text, _png(checked.open()),
+                        (checked.width, checked.height), maps, f"{source}:{line}"))  # fmt: skip
+    return jobs, rejects, n
+
+
+def _from_predictions(source: Path, cfg: RefineConfig):
+    from sdg_data.answer import parse_defect_list, parse_response
+    from sdg_data.jsonl import iter_jsonl
+    from train.detect import DetectConfig, read_inputs
+
+    if not cfg.images:
+        raise ValueError(f"{source}: predictions carry no images; give --images (what sdg detect read)")
+    found = read_inputs(cfg.images, DetectConfig(allow_missing_caption=True))
+    items = {it.image_id: it for it in found.items}
+    jobs, rejects, n = [], [], 0
+    for line, row in iter_jsonl(source):
+        n += 1
+        iid = row.get("image_id") if isinstance(row, dict) else None
+        if not isinstance(iid, str) or iid not in items:
+            rejects.append({"image_id": iid, "line": line, "stage": "refine", "reason": f"no image for {iid!r} in "
+                            f"{cfg.images}"})  # fmt: skip
+            continue
+        if isinstance(row.get("response"), str):
+            res, text = parse_response(row["response"]), row["response"]
+        else:
+            res = parse_defect_list(row.get("defects") or [])
+            text = f"<answer>{render_answer(res.defects)}</answer>"
+        it = items[iid]
+        try:
+            im = it.image()
+        except (OSError, ValueError) as exc:
+            rejects.append({"image_id": iid, "line": line, "stage": "refine", "reason": f"image: {exc}"})
+            continue
+        caption = row.get("caption") or it.caption
+        jobs.append(Job(iid, caption or "", res.defects, text, _png(im), im.size, {}, f"{source}:{line}"))
+    return jobs, rejects, n
+
+
+# ------------------------------------------------------------------ what the editor gets
+def instruction(job: Job, mode: str, template: str | None) -> str:
+    """The editor's text: the caption-only template, or the default one with the defects' SDG text."""
+    path = Path(template) if template else TEMPLATES["caption-only" if mode == "caption-only" else "default"]
+    text = path.read_text(encoding="utf-8")
+    if "{caption}" not in text:
+        raise ValueError(f"refine template {path}: has no {{caption}} placeholder")
+    return text.replace("{caption}", job.caption).replace("{defects}", job.text.strip())
+
+
+def overlay(job: Job, mode: str) -> bytes | None:
+    """The second image: the boxes drawn as ``sdg viz`` draws them, or the heatmaps over the image; None for the
+    text-only and caption-only modes."""
+    from PIL import Image
+
+    from sdg_data.viz import COLORS, draw_boxes
+
+    if mode in ("text-only", "caption-only"):
+        return None
+    im = Image.open(io.BytesIO(job.png)).convert("RGB")
+    if mode == "boxes+text":
+        return _png(draw_boxes(im, job.defects))
+    if not job.heatmaps:
+        raise ValueError("heatmap+text needs heatmaps (records from sdg import richhf)")
+    import numpy as np
+
+    out = np.asarray(im, dtype=np.float32)
+    for label, path in job.heatmaps.items():
+        with Image.open(path) as m:
+            heat = np.asarray(m.convert("L").resize(im.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255
+        color = np.array(COLORS.get(label, (250, 200, 0)), dtype=np.float32)
+        a = (0.6 * heat)[..., None]
+        out = out * (1 - a) + color * a
+    return _png(Image.fromarray(out.clip(0, 255).astype("uint8")))
+
+
+def _settings(cfg: RefineConfig, model: str, tpl_text: str) -> dict[str, Any]:
+    return {"mode": cfg.mode, "backend": cfg.backend, "model": model, "size": cfg.size,
+            "template_sha256": hashlib.sha256(tpl_text.encode()).hexdigest()[:12]}  # fmt: skip
+
+
+# ------------------------------------------------------------------ the run
+def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[str, Any]:
+    """Run ``sdg refine``; returns the summary (also ``OUT/refine.summary.json``)."""
+    from sdg_data.jsonl import AppendSink, read_finished, write_jsonl
+    from sdg_data.report import StageReport
+
+    t0 = time.perf_counter()
+    source, out = Path(source), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, rejects, n_read = read_jobs(source, cfg)
+    report = StageReport("refine", read=n_read)
+    for r in rejects:
+        report.reject(r["reason"], r.get("image_id"), f"{source}:{r.get('line')}", None, stage=r.get("stage"))
+    clean = [j for j in jobs if not j.defects and not cfg.include_clean]  # the same images in every mode
+    todo = [j for j in jobs if j.defects or cfg.include_clean]
+    limited = todo[cfg.limit :] if cfg.limit is not None else []
+    todo = todo[: cfg.limit] if cfg.limit is not None else todo
+    report.left_out = len(clean) + len(limited)
+    model = cfg.model or DEFAULT_MODELS[cfg.backend]
+    done = read_finished(out / "refine.rows.jsonl")
+    sink = AppendSink(out / "refine.rows.jsonl")
+    runner = {"openai": _run_api, "diffusers": _run_local, "dry-run": _run_dry}[cfg.backend]
+    failures: dict[str, str] = {}
+    pending = [j for j in todo if j.out_id not in done]
+    try:
+        stats = runner(pending, cfg, model, out, sink, failures)
+    finally:
+        sink.close()
+    finished = read_finished(out / "refine.rows.jsonl")
+    rows = []
+    for j in todo:
+        if j.out_id in finished:
+            rows.append(finished[j.out_id])
+        else:
+            report.reject(failures.get(j.out_id, "not finished"), j.image_id, j.source, None, stage="edit")
+    write_jsonl(out / "refined.jsonl", rows)
+    report.kept = len(rows)
+    report.extras = {
+        "mode": cfg.mode,
+        "backend": cfg.backend,
+        "model": model,
+        "clean_skipped": len(clean),
+        "left_out_by_limit": len(limited),
+        "resumed": len(todo) - len(pending),
+        "seconds": round(time.perf_counter() - t0, 2),
+        **stats,
+    }
+    return report.write(out)
+
+
+def _record(job: Job, cfg: RefineConfig, model: str, rel: str, size: tuple[int, int], extra: dict) -> dict:
+    from sdg_data.records import ImageRecord
+
+    prov = {"stage": "refine", "source_image_id": job.image_id, "mode": cfg.mode, "backend": cfg.backend,
+            "model": model, "defects_given": len(job.defects), **extra}  # fmt: skip
+    rec = ImageRecord(image_id=job.out_id, defects=[], image_path=rel, width=size[0], height=size[1],
+                      caption=job.caption, provenance=prov)  # fmt: skip
+    return rec.to_json()
+
+
+def _save_edit(data: bytes, out: Path, job: Job, cfg: RefineConfig) -> tuple[str, tuple[int, int]]:
+    """Verify the editor's bytes as an image and store them (atomically) under edits/."""
+    from sdg_data.images import check_bytes
+    from sdg_data.jsonl import write_bytes
+    from sdg_data.paths import safe_filename
+
+    checked = check_bytes(data)
+    rel = f"edits/{safe_filename(job.image_id)}.{cfg.mode.replace('+', '_')}.png"
+    write_bytes(out / rel, data if checked.format == "PNG" else _png(checked.open()))
+    return rel, (checked.width, checked.height)
+
+
+def _run_dry(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, failures) -> dict:
+    """The request bundles: original.png, overlay.png (when the mode has one), instruction.txt, request.json."""
+    import json
+
+    from sdg_data.jsonl import write_bytes, write_text
+    from sdg_data.paths import safe_filename
+
+    for job in jobs:
+        try:
+            folder = out / "requests" / f"{safe_filename(job.image_id)}.{cfg.mode.replace('+', '_')}"
+            text = instruction(job, cfg.mode, cfg.template)
+            second = overlay(job, cfg.mode)
+            write_bytes(folder / "original.png", job.png)
+            if second is not None:
+                write_bytes(folder / "overlay.png", second)
+            write_text(folder / "instruction.txt", text)
+            req = {**_settings(cfg, model, text), "image_id": job.image_id, "images": ["original.png"] +
+                   (["overlay.png"] if second is not None else [])}  # fmt: skip
+            write_text(folder / "request.json", json.dumps(req, indent=2))
+        except (OSError, ValueError) as exc:
+            failures[job.out_id] = str(exc)
+            continue
+        rel = str((folder / "original.png").relative_to(out))
+        sink.write(_record(job, cfg, model, rel, job.size, {"request": str(folder.relative_to(out))}))
+    return {}
+
+
+def _run_local(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, failures) -> dict:
+    """A diffusers editing pipeline, one image at a time (it takes the original; the boxes are in the text)."""
+    import diffusers
+    import torch
+    from PIL import Image
+
+    if not jobs:
+        return {}
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    pipe = diffusers.DiffusionPipeline.from_pretrained(model, dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    import inspect
+
+    accepted = set(inspect.signature(pipe.__call__).parameters)
+    for job in jobs:
+        t1 = time.perf_counter()
+        try:
+            text = instruction(job, cfg.mode, cfg.template)
+            im = Image.open(io.BytesIO(job.png)).convert("RGB")
+            gen = torch.Generator("cpu").manual_seed(cfg.seed)
+            # the edit keeps the original's size (to the 16 px grid these transformers need) unless told otherwise;
+            # Kontext sizes its output by max_area, so that goes too where the pipeline takes it
+            w, h = max(16, im.width // 16 * 16), max(16, im.height // 16 * 16)
+            size = {k: v for k, v in (("width", w), ("height", h), ("max_area", w * h)) if k in accepted}
+            with torch.inference_mode():
+                edited = pipe(image=im, prompt=text, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                              generator=gen, **{**size, **cfg.call_kwargs}).images[0]  # fmt: skip
+            rel, size = _save_edit(_png(edited), out, job, cfg)
+        except Exception as exc:  # noqa: BLE001 - one failed edit is that image's reject
+            failures[job.out_id] = f"edit: {type(exc).__name__}: {str(exc)[:300]}"
+            continue
+        sink.write(_record(job, cfg, model, rel, size, {"seconds": round(time.perf_counter() - t1, 3),
+                                                        "seed": cfg.seed, "steps": cfg.steps}))  # fmt: skip
+    return {}
+
+
+def _run_api(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, failures) -> dict:
+    """The image-edit API, ``max_in_flight`` at once, with the chat client's retries; tokens and cost counted."""
+    from dataclasses import replace
+
+    from sdg_data.api_client import AuthError, ChatClient, TransportError, drain
+
+    client_cfg = replace(cfg, model=model)
+    stats: dict[str, Any] = {}
+
+    async def run() -> None:
+        client = ChatClient(client_cfg)
+
+        async def handle(job: Job) -> None:
+            t1 = time.perf_counter()
+            try:
+                text = instruction(job, cfg.mode, cfg.template)
+                second = overlay(job, cfg.mode)
+                images = [("original.png", job.png)] + ([("overlay.png", second)] if second is not None else [])
+                data = await client.edit_image(images, text, job.image_id, size=cfg.size)
+                rel, size = _save_edit(data, out, job, cfg)
+            except AuthError:
+                raise
+            except (TransportError, ValueError, OSError) as exc:
+                failures[job.out_id] = f"edit: {exc}"
+                return
+            sink.write(_record(job, cfg, model, rel, size, {"seconds": round(time.perf_counter() - t1, 3)}))
+
+        try:
+            await drain(jobs, handle, cfg.max_in_flight)
+        finally:
+            s = client.stats
+            stats.update(requests=s.requests, retries=s.transient_retries, faults=dict(s.faults),
+                         input_tokens=s.prompt_tokens, output_tokens=s.completion_tokens)  # fmt: skip
+            await client.close()
+
+    if jobs:
+        asyncio.run(run())
+    cost = (stats.get("input_tokens", 0) * cfg.input_price_per_mtok
+            + stats.get("output_tokens", 0) * cfg.output_price_per_mtok) / 1e6  # fmt: skip
+    return {**stats, "cost": round(cost, 4)}
