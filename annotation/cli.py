@@ -120,6 +120,39 @@ def run_status(cfg: AnnotateConfig) -> None:
     typer.echo(format_status(status(_conn(cfg))))
 
 
+def run_judge_init(cfg: AnnotateConfig) -> None:
+    """Create or update the blind A/B project (two images in a random order, the caption, Left / Same / Right,
+    an optional comment; guidelines in annotation/judge_guidelines.md); idempotent."""
+    from annotation.judge import ensure_judge_project
+
+    project, created = ensure_judge_project(_conn(cfg))
+    typer.echo(f"{'created' if created else 'updated'} judging project {project.id}: {cfg.judge_title!r}")
+
+
+def run_judge_push(cfg: AnnotateConfig, a: Path, b: Path, a_name: str | None, b_name: str | None) -> None:
+    """A task per pair of images of the same source: two sdg refine manifests (e.g. boxes+text against
+    caption-only), or a manifest and the records of its sources. Each pair's left / right order is random and kept
+    out of the annotators' view; a second push creates nothing.
+
+    Usage: sdg annotate judge-push --a refined_sdg/refined.jsonl --b refined_fixed/refined.jsonl
+    """
+    from annotation.judge import judge_push
+
+    s = judge_push(_conn(cfg), a, b, a.parent, a_name, b_name)
+    typer.echo(f"{s['kept']} pairs ({s['a_method']} vs {s['b_method']}): created {s['created']}, "
+               f"rejected {s['rejected']}; project {s['project']}")  # fmt: skip
+
+
+def run_judge_pull(cfg: AnnotateConfig, out: Path) -> None:
+    """Un-blind the judgments with each pair's recorded order: OUT has a line per judgment (good / same / bad for
+    method A against B), OUT.tally.json the shares with 95% intervals and the annotators' agreement."""
+    from annotation.judge import format_tally, judge_pull
+
+    s = judge_pull(_conn(cfg), out)
+    typer.echo(format_tally(s["tally"]))
+    typer.echo(f"{s['judgments']} judgments, {s['rejected']} rejected -> {out}, {out.with_suffix('.tally.json')}")
+
+
 def register(root: typer.Typer) -> None:
     app = typer.Typer(help=HELP, no_args_is_help=True)
     client_only = ONLY_SERVE
@@ -147,4 +180,14 @@ def register(root: typer.Typer) -> None:
     config_command(app, "pull", AnnotateConfig, run_pull, pull_params, exclude=client_only, extra="annotate")
     app.command("agreement")(guarded(agreement_cmd, "annotate"))
     config_command(app, "status", AnnotateConfig, run_status, exclude=client_only, extra="annotate")
+    config_command(app, "judge-init", AnnotateConfig, run_judge_init, exclude=client_only, extra="annotate")
+    judge = [
+        opt("a", Path, "--a", "Method A: an sdg refine manifest (refined.jsonl), the method under test."),
+        opt("b", Path, "--b", "Method B: another refine manifest, or the records of the source images."),
+        opt("a_name", Optional[str], "--a-name", "Method A's name (default: its refine mode or file name).", None),
+        opt("b_name", Optional[str], "--b-name", "Method B's name.", None),
+    ]
+    config_command(app, "judge-push", AnnotateConfig, run_judge_push, judge, exclude=client_only, extra="annotate")
+    judged = [opt("out", Path, "--out", "A line per judgment (JSONL); the tally beside it (.tally.json).")]
+    config_command(app, "judge-pull", AnnotateConfig, run_judge_pull, judged, exclude=client_only, extra="annotate")
     root.add_typer(app, name="annotate")

@@ -23,6 +23,8 @@ class AnnotateConfig:
     primary_annotators: list[str] = field(default_factory=list)  # emails in priority order; default: earliest
     reviewers: list[str] = field(default_factory=list)  # for "review": their annotation wins when there is one
     check_image_size: bool = True  # compare the exported original size with the image file when it is readable
+    judge_title: str = "SDG blind A/B"  # judge-*: the blind pairwise project's title
+    judge_seed: int = 0  # judge-push: seeds each pair's random left / right order (with the pair's id)
     host: str = "127.0.0.1"  # serve: the address to bind
     port: int = 8089  # serve: the port
     data_dir: str = "outputs/label-studio"  # serve: LABEL_STUDIO_BASE_DATA_DIR, the SQLite database and media

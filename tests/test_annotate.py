@@ -592,3 +592,92 @@ def test_the_server_log_holds_no_traceback(ls_server):
     wrong-token test's 401 is logged with its traceback by Django REST framework, by design.)"""
     log = (Path(ls_server["cfg"].data_dir) / "server.log").read_text(errors="replace")
     assert "Invalid page" not in log and "Internal Server Error" not in log and '" 500 ' not in log
+
+
+# ------------------------------------------------------------------ blind A/B judging
+def _refine_manifest(images: Path, mode: str, n: int) -> Path:
+    from PIL import Image
+
+    folder = images / f"judge-{mode}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (48, 48), (30 * i, 100 if mode == "boxes+text" else 10, 60)).save(folder / f"{i}.png")
+        rows.append({"image_id": f"src{i}.{mode}", "image_path": f"{i}.png", "width": 48, "height": 48,
+                     "caption": f"prompt {i}", "defects": [],
+                     "provenance": {"stage": "refine", "mode": mode, "source_image_id": f"src{i}"}})  # fmt: skip
+    path = folder / "refined.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@needs_server
+def test_blind_judging_push_pull_unblinds_with_the_recorded_order(ls_server, monkeypatch, request, tmp_path):
+    from annotation.client import Connection
+    from annotation.judge import LEFT, RIGHT, SAME, ensure_judge_project, judge_pull, judge_push
+    from annotation.push import server_tasks
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    cfg = AnnotateConfig(**{**ls_server["cfg"].__dict__, "judge_title": f"judge-{request.node.name}"[:50]})
+    conn = Connection(cfg)
+    project, created = ensure_judge_project(conn)
+    assert created and not ensure_judge_project(conn)[1]  # idempotent
+    a = _refine_manifest(ls_server["images"], "boxes+text", 8)
+    b = _refine_manifest(ls_server["images"], "caption-only", 8)
+    s = judge_push(conn, a, b, tmp_path)
+    assert (s["kept"], s["created"], s["a_method"], s["b_method"]) == (8, 8, "boxes+text", "caption-only")
+    assert judge_push(conn, a, b, tmp_path)["created"] == 0  # a second push creates nothing
+    tasks = server_tasks(conn, project.id, key="pair_id")
+    assert len(tasks) == 8
+    c = conn.client
+    orders = {}
+    for tid in tasks.values():
+        t = c.tasks.get(id=tid)
+        assert set(t.data) == {"left", "right", "caption", "pair_id"}  # nothing in view names a method
+        orders[tid] = t.meta["order"]
+        # the annotator prefers the image whose green is 100: method A's (boxes+text), wherever it is shown
+        choice = LEFT if t.meta["order"] == "ab" else RIGHT
+        if t.meta["a_image_id"] == "src0.boxes+text":
+            choice = SAME
+        result = [{"from_name": "verdict", "to_name": "left", "type": "choices", "value": {"choices": [choice]}}]
+        c.annotations.create(id=tid, result=result)
+    assert set(orders.values()) == {"ab", "ba"}  # both orders occur: the side is no hint
+    out = tmp_path / "judged.jsonl"
+    res = judge_pull(conn, out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 8 and res["rejected"] == 0
+    assert sorted(r["verdict"] for r in rows) == ["good"] * 7 + ["same"]  # un-blinded: A was always chosen
+    t = res["tally"]["boxes+text vs caption-only"]
+    assert t["good"]["count"] == 7 and t["same"]["count"] == 1 and t["bad"]["count"] == 0
+    lo, hi = t["good"]["ci95"]
+    assert lo < 7 / 8 < hi
+
+
+def test_judging_tally_agreement_and_intervals_on_a_fixture():
+    from annotation.judge import LEFT, RIGHT, SAME, cohen_kappa, judgments, tally, unblind, wilson
+
+    assert unblind(LEFT, "ab") == "good" and unblind(LEFT, "ba") == "bad" and unblind(SAME, "ba") == "same"
+    assert unblind(RIGHT, "ba") == "good"
+    meta = {"judge": "sdg-judge/1", "a_method": "sdg", "b_method": "fixed", "a_image_id": "a", "b_image_id": "b"}
+
+    def task(tid, order, choices):
+        anns = [{"completed_by": who, "result": [{"from_name": "verdict", "value": {"choices": [ch]}}]}
+                for who, ch in choices]  # fmt: skip
+        return {"id": tid, "data": {"pair_id": f"p{tid}"}, "meta": {**meta, "order": order}, "annotations": anns}
+
+    tasks = [task(1, "ab", [(1, LEFT), (2, LEFT)]), task(2, "ba", [(1, RIGHT), (2, SAME)]),
+             task(3, "ab", [(1, SAME), (2, SAME)]), task(4, "ba", [(1, RIGHT), (2, LEFT)]),
+             {"id": 5, "data": {}, "meta": {}, "annotations": [{"result": []}]}]  # fmt: skip
+    rows, rejects = judgments(tasks, {1: "ann1@x", 2: "ann2@x"})
+    assert len(rows) == 8 and len(rejects) == 1 and "order" in rejects[0]["reason"]
+    t = tally(rows)["sdg vs fixed"]
+    assert (t["good"]["count"], t["same"]["count"], t["bad"]["count"]) == (4, 3, 1)
+    ag = t["annotator_agreement"]["ann1@x ~ ann2@x"]
+    assert ag["pairs"] == 4 and ag["agreement"] == 0.5
+    # by hand: ann1 = good good same good, ann2 = good same same bad
+    assert ag["kappa"] == pytest.approx(cohen_kappa([("good", "good"), ("good", "same"), ("same", "same"),
+                                                     ("good", "bad")]))  # fmt: skip
+    po, pe = 0.5, (3 * 1 + 1 * 2 + 0 * 1) / 16
+    assert ag["kappa"] == pytest.approx((po - pe) / (1 - pe))
+    lo, hi = wilson(4, 8)
+    assert lo == pytest.approx(0.2152, abs=1e-3) and hi == pytest.approx(0.7848, abs=1e-3)
