@@ -143,12 +143,12 @@ def run_judge_push(cfg: AnnotateConfig, a: Path, b: Path, a_name: str | None, b_
                f"rejected {s['rejected']}; project {s['project']}")  # fmt: skip
 
 
-def run_judge_pull(cfg: AnnotateConfig, out: Path) -> None:
+def run_judge_pull(cfg: AnnotateConfig, out: Path, from_export: Path | None) -> None:
     """Un-blind the judgments with each pair's recorded order: OUT has a line per judgment (good / same / bad for
     method A against B), OUT.tally.json the shares with 95% intervals and the annotators' agreement."""
     from annotation.judge import format_tally, judge_pull
 
-    s = judge_pull(_conn(cfg), out)
+    s = judge_pull(None if from_export is not None else _conn(cfg), out, from_export)
     typer.echo(format_tally(s["tally"]))
     typer.echo(f"{s['judgments']} judgments, {s['rejected']} rejected -> {out}, {out.with_suffix('.tally.json')}")
 
@@ -188,6 +188,9 @@ def register(root: typer.Typer) -> None:
         opt("b_name", Optional[str], "--b-name", "Method B's name.", None),
     ]
     config_command(app, "judge-push", AnnotateConfig, run_judge_push, judge, exclude=client_only, extra="annotate")
-    judged = [opt("out", Path, "--out", "A line per judgment (JSONL); the tally beside it (.tally.json).")]
+    judged = [
+        opt("out", Path, "--out", "A line per judgment (JSONL); the tally beside it (.tally.json)."),
+        opt("from_export", Optional[Path], "--from-export", "A JSON export downloaded from the UI (offline).", None),
+    ]
     config_command(app, "judge-pull", AnnotateConfig, run_judge_pull, judged, exclude=client_only, extra="annotate")
     root.add_typer(app, name="annotate")

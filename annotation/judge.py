@@ -258,18 +258,27 @@ def format_tally(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def judge_pull(conn: Connection, out: Path) -> dict[str, Any]:
-    """Export the judging project, un-blind, write OUT (a line per judgment), OUT.tally.json and rejects."""
+def judge_pull(conn: Connection | None, out: Path, from_export: Path | None = None) -> dict[str, Any]:
+    """Export the judging project (or read a JSON export downloaded from the UI), un-blind, write OUT (a line per
+    judgment), OUT.tally.json and the rejects."""
+    import orjson
+
     from annotation.pull import export_tasks, users_map
 
-    project = find_judge_project(conn, conn.cfg.judge_title)
-    if project is None:
-        raise AnnotateError(f"no judging project {conn.cfg.judge_title!r} on {conn.cfg.url}")
-    tasks = export_tasks(conn, project.id)
-    rows, rejects = judgments(tasks, users_map(conn))
+    if from_export is not None:
+        tasks, users, project_id = orjson.loads(Path(from_export).read_bytes()), {}, None
+        if not isinstance(tasks, list):
+            raise AnnotateError(f"{from_export}: not a Label Studio JSON export (a list of tasks)")
+    else:
+        assert conn is not None
+        project = find_judge_project(conn, conn.cfg.judge_title)
+        if project is None:
+            raise AnnotateError(f"no judging project {conn.cfg.judge_title!r} on {conn.cfg.url}")
+        tasks, users, project_id = export_tasks(conn, project.id), users_map(conn), project.id
+    rows, rejects = judgments(tasks, users)
     out = Path(out)
     write_jsonl(out, rows)
     write_jsonl(out.with_suffix(".rejects.jsonl"), rejects)
-    result = {"tally": tally(rows), "judgments": len(rows), "rejected": len(rejects), "project": project.id}
+    result = {"tally": tally(rows), "judgments": len(rows), "rejected": len(rejects), "project": project_id}
     write_json(out.with_suffix(".tally.json"), result)
     return result

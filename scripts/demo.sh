@@ -38,4 +38,23 @@ echo "== SDG-Eval of the bundled detector output"
 
 echo "== GRPO reward of the same completions"
 "$SDG" reward --gt "$DEMO/gt.jsonl" --pred "$DEMO/pred.jsonl" --out "$OUT/rewards.jsonl" --embedder lexical
+
+echo "== refine: the editor's request bundles (dry-run), then a tiny local editor (FLUX.1 Kontext's classes)"
+"$SDG" refine "$DEMO/sample/records.jsonl" --out "$OUT/refine-bundles" --backend dry-run
+"${PY:-.venv/bin/python}" -m sdg_data.testkit.pipelines "$OUT/tiny-edit" --only flux1-kontext >/dev/null
+"$SDG" refine "$DEMO/sample/records.jsonl" --out "$OUT/refine" --config train/recipes/refine/tiny.yaml \
+    --model "$OUT/tiny-edit/flux1-kontext" --limit 3
+
+echo "== blind A/B tally: SDG's editor requests against the caption-only baseline, judged by two simulated annotators"
+"$SDG" refine "$DEMO/sample/records.jsonl" --out "$OUT/refine-fixed" --backend dry-run --mode caption-only
+"${PY:-.venv/bin/python}" -m sdg_data.testkit.judging "$OUT/refine-bundles/refined.jsonl" \
+    "$OUT/refine-fixed/refined.jsonl" "$OUT/judging-export.json" >/dev/null
+"$SDG" annotate judge-pull --from-export "$OUT/judging-export.json" --out "$OUT/judged.jsonl"
+
+echo "== RichHF-18K interop on a synthetic TFRecord drawn from the sample's boxes (every F1 must be 1)"
+"${PY:-.venv/bin/python}" -m sdg_data.testkit.richhf "$DEMO/sample/records.jsonl" "$OUT/richhf" >/dev/null
+"$SDG" import richhf "$OUT/richhf/test.tfrecord" --images "$DEMO/sample/images" \
+    --captions "$OUT/richhf/captions.jsonl" --out "$OUT/richhf/records.jsonl" --min-pixels 1
+"$SDG" eval-image-level --gt "$OUT/richhf/records.jsonl" --pred "$DEMO/sample/records.jsonl" \
+    --out "$OUT/richhf/table3.json"
 echo "done: dataset $OUT/dataset, report $OUT/report.html, eval $OUT/eval.json, rewards $OUT/rewards.jsonl"

@@ -681,3 +681,24 @@ def test_judging_tally_agreement_and_intervals_on_a_fixture():
     assert ag["kappa"] == pytest.approx((po - pe) / (1 - pe))
     lo, hi = wilson(4, 8)
     assert lo == pytest.approx(0.2152, abs=1e-3) and hi == pytest.approx(0.7848, abs=1e-3)
+
+
+def test_judge_pull_from_an_export_file_unblinds_offline(tmp_path):
+    import subprocess
+    import sys
+
+    from sdg_data.testkit.judging import simulated_export
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for path, mode in ((a, "boxes+text"), (b, "caption-only")):
+        path.write_text("".join(json.dumps({"image_id": f"s{i}.{mode}", "caption": "c",
+                                            "provenance": {"mode": mode, "source_image_id": f"s{i}"}}) + "\n"
+                                for i in range(30)))  # fmt: skip
+    assert simulated_export(a, b, tmp_path / "export.json", prefer_a=1.0) == 30
+    sdg = str(Path(sys.executable).parent / "sdg")
+    res = subprocess.run([sdg, "annotate", "judge-pull", "--from-export", str(tmp_path / "export.json"), "--out",
+                          str(tmp_path / "j.jsonl")], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    tally = json.loads((tmp_path / "j.tally.json").read_text())["tally"]["boxes+text vs caption-only"]
+    assert tally["good"]["count"] == 60 and tally["judgments"] == 60  # A always preferred, whichever side it was on
+    assert tally["annotator_agreement"]["1 ~ 2"]["agreement"] == 1.0

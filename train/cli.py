@@ -112,9 +112,10 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
     from train.refine import refine
 
     s = refine(source, out, cfg)
+    limited = f", {s['left_out_by_limit']} left out by --limit" if s["left_out_by_limit"] else ""
     typer.echo(
-        f"read {s['read']}: edited {s['kept']}, rejected {s['rejected']}, clean skipped {s['clean_skipped']}, "
-        f"resumed {s['resumed']}; {s['seconds']} s"
+        f"read {s['read']}: edited {s['kept']}, rejected {s['rejected']}, clean skipped {s['clean_skipped']}"
+        f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
     )
     typer.echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
 
