@@ -702,3 +702,19 @@ def test_judge_pull_from_an_export_file_unblinds_offline(tmp_path):
     tally = json.loads((tmp_path / "j.tally.json").read_text())["tally"]["boxes+text vs caption-only"]
     assert tally["good"]["count"] == 60 and tally["judgments"] == 60  # A always preferred, whichever side it was on
     assert tally["annotator_agreement"]["1 ~ 2"]["agreement"] == 1.0
+
+
+def test_judge_pairs_a_refine_manifest_with_its_sources(tmp_path):
+    from annotation.judge import _manifest, pair_id
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "recs.jsonl").write_text(json.dumps({"image_id": "s1", "image_path": "img/1.png"}) + "\n")
+    (tmp_path / "ref").mkdir()
+    row = {"image_id": "s1.boxes+text", "image_path": "edits/s1.png", "caption": "c",
+           "provenance": {"stage": "refine", "mode": "boxes+text", "source_image_id": "s1"}}  # fmt: skip
+    (tmp_path / "ref" / "refined.jsonl").write_text(json.dumps(row) + "\n")
+    a_method, a = _manifest(tmp_path / "ref" / "refined.jsonl", None)
+    b_method, b = _manifest(tmp_path / "src" / "recs.jsonl", "original")
+    assert (a_method, b_method) == ("boxes+text", "original") and set(a) == set(b) == {"s1"}
+    assert b["s1"].path == (tmp_path / "src" / "img" / "1.png").resolve()
+    assert pair_id(a["s1"], b["s1"]) != pair_id(b["s1"], a["s1"])  # A and B are not interchangeable
