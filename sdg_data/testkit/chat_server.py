@@ -85,7 +85,9 @@ class LoopbackChat:
         return self.responder(body, image_id) if self.responder else self.default_reply(body, image_id, fault)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class JSONHandler(BaseHTTPRequestHandler):
+    """Quiet, keep-alive, JSON replies: what every loopback server's handler shares."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go in separate writes: Nagle + delayed ACK would add 40 ms
 
@@ -101,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+
+class _Handler(JSONHandler):
     def do_POST(self) -> None:  # noqa: N802
         teacher: LoopbackChat = self.server.teacher  # type: ignore[attr-defined]
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -148,27 +152,40 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # many clients connect at once; the default backlog of 5 refuses some
 
 
-class LoopbackChatServer:
-    """``with LoopbackChatServer(LoopbackChat(...)) as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 in a background thread, its handler reading ``state`` from the server:
+    ``with Subclass(state) as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
 
-    def __init__(self, teacher: LoopbackChat | None = None, port: int = 0):
-        self.teacher = teacher or LoopbackChat()
-        self.httpd = _Server(("127.0.0.1", port), _Handler)
+    handler: type[BaseHTTPRequestHandler]
+    state_name: str
+
+    def __init__(self, state: Any, port: int = 0):
+        self.httpd = _Server(("127.0.0.1", port), self.handler)
         self.httpd.daemon_threads = True
-        self.httpd.teacher = self.teacher  # type: ignore[attr-defined]
+        setattr(self.httpd, self.state_name, state)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> LoopbackChatServer:
+    def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class LoopbackChatServer(LoopbackServer):
+    """``with LoopbackChatServer(LoopbackChat(...)) as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
+
+    handler, state_name = _Handler, "teacher"
+
+    def __init__(self, teacher: LoopbackChat | None = None, port: int = 0):
+        self.teacher = teacher or LoopbackChat()
+        super().__init__(self.teacher, port)
 
 
 def serve(teacher: LoopbackChat, port: int = 0) -> None:

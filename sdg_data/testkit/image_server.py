@@ -17,9 +17,10 @@ import random
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from sdg_data.testkit.chat_server import JSONHandler, LoopbackServer
 
 
 FAULTS = ("500", "429", "timeout", "malformed")
@@ -71,23 +72,11 @@ def tint(png: bytes) -> bytes:
     return out.getvalue()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
+class _Handler(JSONHandler):
     def _send(self, code: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
         try:
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
+            super()._send(code, payload, headers)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout fault)
             pass
 
     def do_POST(self) -> None:  # noqa: N802
@@ -121,24 +110,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(body).encode())
 
 
-class LoopbackEditServer:
+class LoopbackEditServer(LoopbackServer):
     """``with LoopbackEditServer(LoopbackEditor(...)) as srv: srv.base_url``."""
+
+    handler, state_name = _Handler, "editor"
 
     def __init__(self, editor: LoopbackEditor | None = None, port: int = 0):
         self.editor = editor or LoopbackEditor()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.editor = self.editor  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> LoopbackEditServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(self.editor, port)
