@@ -60,10 +60,7 @@ class Round:
     index: int
     prompt_ids: list[int]  # per group
     window: list[int]  # the SDE steps
-    mine: list[int]  # the global sample indices this process samples
-
-    def group_of(self, i: int, group_size: int) -> int:
-        return i // group_size
+    mine: list[int]  # the global sample indices this process samples (sample i is in group i // group_size)
 
 
 def plan_round(cfg: BoxFlowConfig, n_prompts: int, index: int, rank: int, world: int) -> Round:
