@@ -120,6 +120,24 @@ def run_status(cfg: AnnotateConfig) -> None:
     typer.echo(format_status(status(_conn(cfg))))
 
 
+def run_backup(cfg: AnnotateConfig, out: Path) -> None:
+    """Back up the server's database while it runs: pg_dump -Fc for PostgreSQL (POSTGRE_* variables), SQLite's
+    online backup for data_dir/label_studio.sqlite3. Pair it with a dated 'sdg annotate pull' (our own records)."""
+    from annotation.postgres import backup
+
+    s = backup(cfg.database, cfg.data_dir, out)
+    typer.echo(f"backed up {cfg.database} to {s['out']} ({s['bytes'] / 1e6:.1f} MB, {s['seconds']:.1f} s)")
+
+
+def run_restore(cfg: AnnotateConfig, dump: Path) -> None:
+    """Restore a backup into a new, empty database (the server stopped): POSTGRE_NAME for PostgreSQL (create it
+    first, e.g. createdb), a new data_dir for SQLite. Then start 'sdg annotate serve' on it and pull to check."""
+    from annotation.postgres import restore
+
+    s = restore(cfg.database, cfg.data_dir, dump)
+    typer.echo(f"restored {s['from']} into {cfg.database} ({s['seconds']:.1f} s); start the server on it")
+
+
 def run_judge_init(cfg: AnnotateConfig) -> None:
     """Create or update the blind A/B project (two images in a random order, the caption, Left / Same / Right,
     an optional comment; guidelines in annotation/judge_guidelines.md); idempotent."""
@@ -180,6 +198,11 @@ def register(root: typer.Typer) -> None:
     config_command(app, "pull", AnnotateConfig, run_pull, pull_params, exclude=client_only, extra="annotate")
     app.command("agreement")(guarded(agreement_cmd, "annotate"))
     config_command(app, "status", AnnotateConfig, run_status, exclude=client_only, extra="annotate")
+    db_only = _but(("data_dir", "database"))
+    backup_out = [opt("out", Path, "--out", "The backup file (e.g. backups/ls-2026-11-30.dump).")]
+    config_command(app, "backup", AnnotateConfig, run_backup, backup_out, exclude=db_only, extra="annotate")
+    restore_from = [opt("dump", Path, "--from", "A file written by sdg annotate backup.")]
+    config_command(app, "restore", AnnotateConfig, run_restore, restore_from, exclude=db_only, extra="annotate")
     config_command(app, "judge-init", AnnotateConfig, run_judge_init, exclude=client_only, extra="annotate")
     judge = [
         opt("a", Path, "--a", "Method A: an sdg refine manifest (refined.jsonl), the method under test."),

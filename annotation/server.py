@@ -93,17 +93,25 @@ def admin_from_env() -> None:
 
 def token_from_env(cfg: AnnotateConfig) -> str:
     token = os.environ.get(cfg.token_env, "")
-    if len(token) < 6:
-        raise ServerError(
-            f"set {cfg.token_env} to the API token (at least 6 characters; for a new server, any secret)"
-        )
+    check_token(cfg, token)
     return token
+
+
+def check_token(cfg: AnnotateConfig, token: str) -> None:
+    """The server stores the admin's token in a 40-character column: PostgreSQL refuses a longer one at start
+    (SQLite would keep it), so both are held to 6-40 characters, e.g. ``openssl rand -hex 20``."""
+    if not 6 <= len(token) <= 40:
+        raise ServerError(
+            f"set {cfg.token_env} to the API token: 6 to 40 characters (for a new server any secret, "
+            "e.g. openssl rand -hex 20)"
+        )
 
 
 def start(cfg: AnnotateConfig, token: str, log_path: str | Path | None = None, env: dict | None = None):
     """Start the server in the background; returns the process (its pid stops it). Waits until it answers."""
     if env is None:
         admin_from_env()
+    check_token(cfg, token)
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     log = open(log_path or Path(cfg.data_dir) / "server.log", "ab")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(
@@ -272,5 +280,45 @@ def start_from_cache(cfg: AnnotateConfig, token: str, cache: str | Path, env: di
     return start(cfg, token, env=env)
 
 
-def default_cache() -> Path:
-    return Path(os.environ.get("SDG_CACHE", Path.home() / ".cache" / "sdg")) / f"label-studio-{LABEL_STUDIO_VERSION}"
+def start_on_postgres(cfg: AnnotateConfig, token: str, pg, cache: str | Path, env: dict | None = None):
+    """Start on PostgreSQL (``pg``: an :class:`annotation.postgres.LocalPostgres`, not yet started) from a cached,
+    migrated cluster kept in ``cache`` (built on first use: initdb and ~40 s of migrations). Returns the server's
+    process; the caller stops it, then ``pg``."""
+    from annotation.postgres import LocalPostgres
+
+    cache = Path(cache)
+    env = dict(os.environ if env is None else env)
+    if not (cache / "PG_VERSION").exists():
+        building = LocalPostgres(
+            cache.parent / f"{cache.name}.building-{os.getpid()}", pg.port, pg.user, pg.password, pg.database
+        )
+        shutil.rmtree(building.folder, ignore_errors=True)
+        building.start()
+        try:
+            ls_cfg = AnnotateConfig(
+                **{**cfg.__dict__, "data_dir": str(building.folder / "ls"), "database": "postgresql"}
+            )
+            stop(start(ls_cfg, token, env={**env, **building.env()}).pid)
+        finally:
+            building.stop()
+        shutil.rmtree(cache, ignore_errors=True)
+        building.pgdata.rename(cache)
+        shutil.rmtree(building.folder, ignore_errors=True)
+    pg.copy_from(cache)
+    pg.start()
+    cfg.database = "postgresql"
+    try:
+        return start(cfg, token, env={**env, **pg.env()})
+    except BaseException:
+        pg.stop()
+        raise
+
+
+def default_cache(token: str, database: str = "sqlite") -> Path:
+    """Where a migrated data folder (or PostgreSQL cluster) is cached: per Label Studio version, database and admin
+    token, because the server writes the token into the admin account only when it creates it."""
+    import hashlib
+
+    tag = hashlib.sha256(token.encode()).hexdigest()[:10]
+    root = Path(os.environ.get("SDG_CACHE", Path.home() / ".cache" / "sdg"))
+    return root / f"label-studio-{LABEL_STUDIO_VERSION}-{database}-{tag}"

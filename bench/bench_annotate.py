@@ -81,9 +81,9 @@ def main() -> None:
         image_root=str(images),
         project_title="bench-push",
     )
-    cold = not (server.default_cache() / "label_studio.sqlite3").exists()
+    cold = not (server.default_cache(TOKEN) / "label_studio.sqlite3").exists()
     t_start = time.perf_counter()
-    proc = server.start_from_cache(cfg, TOKEN, server.default_cache(), env=env)
+    proc = server.start_from_cache(cfg, TOKEN, server.default_cache(TOKEN), env=env)
     print(
         f"server start: {time.perf_counter() - t_start:.1f} s "
         f"({'cold: built the migrated data folder first' if cold else 'from the cached data folder'})"

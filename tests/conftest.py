@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 
 from sdg_data.boxes import Box  # noqa: E402
 from sdg_data.records import Defect  # noqa: E402
+from tests.lskit import ls_server, pg_server  # noqa: E402, F401 - shared server fixtures
 
 
 DEMO = Path(__file__).resolve().parents[1] / "sdg_data" / "demo"

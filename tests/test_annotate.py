@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,81 +18,12 @@ from annotation.pull import consolidate, convert_export
 from annotation.server import ServerError, server_env
 from annotation.uiform import ui_region
 from sdg_data.records import ImageRecord
+from tests.lskit import ADMIN, LS_BIN, TOKEN, needs_server, samples
+from tests.lskit import free_port as _free_port
+from tests.lskit import make_cfg as _cfg
 
 
-ROOT = Path(__file__).resolve().parents[1]
-LS_BIN = Path(os.environ.get("SDG_LABEL_STUDIO_BIN", ROOT / ".venv-ls" / "bin" / "label-studio"))
-TOKEN = "sdg-test-token-0123456789abcdef0123456789"
-ADMIN = {"LABEL_STUDIO_USERNAME": "admin@sdg.test", "LABEL_STUDIO_PASSWORD": "not-a-real-password-1"}
-
-needs_server = pytest.mark.skipif(
-    not LS_BIN.exists(), reason=f"no Label Studio at {LS_BIN} (make install creates .venv-ls)"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cfg(**kw) -> AnnotateConfig:
-    return AnnotateConfig(label_studio_bin=str(LS_BIN), max_retries=2, backoff_base_s=0.05, **kw)
-
-
-@pytest.fixture(scope="session")
-def ls_server(tmp_path_factory):
-    """A real server on a free port with a copy of a cached, migrated data folder (first build ~40 s)."""
-    from annotation import server
-
-    base = tmp_path_factory.mktemp("ls")
-    images = base / "images"
-    images.mkdir()
-    env = {**os.environ, **ADMIN}
-    cfg = _cfg(data_dir=str(base / "data"), image_root=str(images), port=_free_port())
-    cfg.url = f"http://127.0.0.1:{cfg.port}"
-    t0 = time.monotonic()
-    proc = server.start_from_cache(cfg, TOKEN, server.default_cache(), env=env)
-    started = time.monotonic() - t0
-    yield {"cfg": cfg, "images": images, "proc": proc, "start_s": started}
-    server.stop(proc.pid)
-    assert proc.wait(timeout=30) is not None
-
-
-@pytest.fixture()
-def conn(ls_server, monkeypatch, request):
-    """A connection to a fresh project (its own title) per test."""
-    from annotation.client import Connection, ensure_project
-
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
-    cfg = AnnotateConfig(**{**ls_server["cfg"].__dict__, "project_title": f"sdg-{request.node.name}"[:50]})
-    c = Connection(cfg)
-    ensure_project(c)
-    return c
-
-
-def _samples(images: Path, n: int, tag: str, size=(120, 80)) -> tuple[Path, list[dict]]:
-    from PIL import Image
-
-    folder = images / tag
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(n):
-        Image.new("RGB", size, (20 * i % 255, 80, 120)).save(folder / f"{i}.png")
-        lines.append(
-            {
-                "image_id": f"{tag}-{i}",
-                "image_path": f"{tag}/{i}.png",
-                "caption": f"caption {i}",
-                "generator": "Z-Image-Turbo",
-                "seed": i,
-                "split": "train",
-                "defects": [],
-            }
-        )
-    path = images / f"{tag}.jsonl"
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return path, lines
+_samples = samples
 
 
 # ------------------------------------------------------------------ server and project
@@ -403,7 +333,7 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
     images.mkdir()
     for how in ("sigterm", "stop"):
         data = tmp_path / f"data-{how}"
-        shutil.copytree(server.default_cache(), data)  # the migrated folder the session fixture made
+        shutil.copytree(server.default_cache(TOKEN), data)  # the migrated folder the session fixture made
         port = _free_port()
         serve = subprocess.Popen(
             [sys.executable, "-m", "sdg_data.cli", "annotate", "serve", "--port", str(port), "--data-dir", str(data),
