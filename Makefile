@@ -12,7 +12,11 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export DS_BUILD_OPS := 0
 
-.PHONY: install demo test train-smoke boxflow-smoke lint style bench clean
+# Browser tests drive Label Studio's UI in the system's Chromium (Playwright cannot download browsers here).
+# Installed where missing when we may (root with apt-get); otherwise the browser tests are skipped and say so.
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+
+.PHONY: install browser demo test train-smoke boxflow-smoke lint style bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,7 +44,16 @@ train-smoke: $(STAMP)
 boxflow-smoke: $(STAMP)
 	$(BIN)/python scripts/boxflow_smoke.py
 
-test: $(STAMP) $(LS_STAMP)
+browser:
+ifeq ($(CHROMIUM),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium for the browser tests (apt-get install -y chromium)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "could not install Chromium: the browser tests will be skipped"; \
+	else echo "no Chromium and no root apt-get: the browser tests will be skipped (install chromium to run them)"; fi
+endif
+
+test: $(STAMP) $(LS_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

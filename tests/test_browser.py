@@ -1,0 +1,409 @@
+"""The annotator's flow in a real browser: headless Chromium (the system's package) driving the project's Label
+Studio UI with Playwright. Each test pulls what the browser saved through ``sdg annotate pull`` and checks it.
+
+Skipped, with the reason, when Chromium or Playwright is missing (``make browser`` installs both). A failing test
+leaves a screenshot in ``outputs/browser-failures/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from annotation.config import AnnotateConfig
+from tests.lskit import ADMIN, ROOT, TOKEN, needs_server
+
+
+def _chromium() -> str | None:
+    return os.environ.get("SDG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+try:
+    import playwright.sync_api  # noqa: F401
+
+    _why = None if _chromium() else "no Chromium on PATH (make browser: apt-get install -y chromium)"
+except ImportError:
+    _why = "no Playwright in this environment (make browser installs it)"
+
+pytestmark = [needs_server, pytest.mark.skipif(_why is not None, reason=f"browser tests skipped: {_why}")]
+
+SHOTS = ROOT / "outputs" / "browser-failures"
+VIEWPORTS = [(1400, 900), (1280, 720)]
+BORDER = (255, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=_chromium(), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        yield b
+        b.close()
+
+
+def _login(page, url: str, email: str, password: str) -> None:
+    page.goto(f"{url}/user/login/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda u: "/user/login" not in u, timeout=30_000)
+
+
+@pytest.fixture()
+def page(browser, ls_server, request):
+    """A logged-in admin page at 1400x900; a screenshot is kept when the test fails."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    _login(pg, ls_server["cfg"].url, ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
+    yield pg
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{request.node.name}.png"))
+    context.close()
+
+
+@pytest.fixture()
+def project(ls_server, monkeypatch, request, tmp_path):
+    """A fresh project per test with three bordered images (square, wide, tall), pushed as tasks."""
+    from annotation.client import Connection, ensure_project
+    from annotation.push import push, server_tasks
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    import hashlib
+
+    name = request.node.name
+    tag = f"{name.replace('[', '-').replace(']', '')[:30]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    cfg = AnnotateConfig(**{**ls_server["cfg"].__dict__, "project_title": f"ui-{tag}"})
+    conn = Connection(cfg)
+    p, _ = ensure_project(conn)
+    samples = _bordered_images(ls_server["images"], tag)
+    push(samples, conn, tmp_path)
+    return {"conn": conn, "id": p.id, "tasks": server_tasks(conn, p.id), "url": cfg.url, "out": tmp_path}
+
+
+SIZES = {"square": (1024, 1024), "wide": (1536, 640), "tall": (640, 1536)}
+
+
+def _bordered_images(images: Path, tag: str) -> Path:
+    """Grey images with a red frame 1.5% of their size wide: the frame shows whether every edge is in view."""
+    from PIL import Image, ImageDraw
+
+    folder = images / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, (w, h) in SIZES.items():
+        im = Image.new("RGB", (w, h), (200, 200, 200))
+        ImageDraw.Draw(im).rectangle([0, 0, w - 1, h - 1], outline=BORDER, width=max(w, h) * 3 // 200)
+        im.save(folder / f"{name}.png")
+        lines.append({"image_id": name, "image_path": f"{tag}/{name}.png", "caption": f"a {name} photo of a cat",
+                      "generator": "Z-Image-Turbo", "seed": 7, "split": "train", "defects": []})  # fmt: skip
+    path = images / f"{tag}.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+# ------------------------------------------------------------------ helpers that act as the annotator
+def _open_task(page, project: dict, image_id: str) -> dict:
+    """Open one task in the Data Manager's editor; returns the image's box on screen."""
+    page.goto(f"{project['url']}/projects/{project['id']}/data?tab=1&task={project['tasks'][image_id]}")
+    return _image_box(page)
+
+
+def _image_box(page) -> dict:
+    img = page.locator("img[src^='blob:']").first
+    img.wait_for(state="visible")
+    page.keyboard.press("Escape")  # the instructions modal, when it opens first
+    time.sleep(1.0)
+    box = img.bounding_box()
+    assert box and box["width"] > 50, box
+    return box
+
+
+def _at(box: dict, fx: float, fy: float) -> tuple[int, int]:
+    """Whole screen pixels at a fraction of the image (the mouse moves by pixels)."""
+    return round(box["x"] + fx * box["width"]), round(box["y"] + fy * box["height"])
+
+
+def _grid(box: dict, px: int, py: int) -> tuple[float, float]:
+    """Where a screen pixel falls on the 0-1000 grid of the image."""
+    return (px - box["x"]) / box["width"] * 1000, (py - box["y"]) / box["height"] * 1000
+
+
+def _drag(page, start: tuple[int, int], end: tuple[int, int]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=10)
+    page.mouse.up()
+    time.sleep(0.8)
+
+
+def _draw(page, key: str, start: tuple[int, int], end: tuple[int, int]) -> None:
+    page.keyboard.press(key)
+    time.sleep(0.4)
+    _drag(page, start, end)
+
+
+def _select_region(page, start: tuple[int, int], end: tuple[int, int]) -> None:
+    """Click inside a box (a new box is not selected by itself) until its fields appear on the right; on a busy
+    2-core machine the first click can land while the editor is still busy with the drawing."""
+    area = page.locator("textarea").first
+    for attempt in range(4):
+        if attempt:
+            page.keyboard.press("Escape")
+            time.sleep(0.5)
+        page.mouse.click((start[0] + end[0]) // 2 + attempt, (start[1] + end[1]) // 2 + attempt)
+        try:
+            area.wait_for(state="visible", timeout=4_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's timeout: try again
+            continue
+    area.wait_for(state="visible")
+
+
+def _describe(page, text: str, importance: int | str, commit: str = "shift+enter") -> None:
+    area = page.locator("textarea").first
+    area.click()
+    area.type(text, delay=5)
+    if commit == "shift+enter":
+        page.keyboard.press("Shift+Enter")
+    time.sleep(0.3)
+    number = page.locator("input[type=number]").first
+    number.click()
+    number.fill(str(importance))
+    number.press("Tab")
+    time.sleep(0.3)
+
+
+def _submit(page) -> None:
+    page.get_by_role("button", name="Submit").first.click()
+    time.sleep(2.0)
+
+
+def _pull(project: dict, name: str = "pulled.jsonl") -> dict[str, dict]:
+    from annotation.pull import pull
+
+    out = project["out"] / name
+    pull(project["conn"], out)
+    return {r["image_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+
+
+def _annotations(project: dict, image_id: str) -> list:
+    return project["conn"].client.annotations.list(id=project["tasks"][image_id])
+
+
+# ------------------------------------------------------------------ the tests
+def test_login_open_the_project_and_read_the_instructions(page, project):
+    from annotation.labeling import guidelines_html
+
+    page.goto(f"{project['url']}/projects/")
+    page.get_by_text(project["conn"].cfg.project_title).first.wait_for()
+    _open_task(page, project, "square")
+    page.get_by_role("button", name="Instructions").first.click()
+    panel = page.locator(".ant-modal-content, [class*=modal]").filter(has_text="The two labels").first
+    panel.wait_for(state="visible")
+    text = panel.inner_text()
+    assert "How to annotate an image" in text and "Importance (required for every box, 1 to 100)" in text
+    # one paragraph per paragraph of the file: a hard-wrapped paragraph is not split at each line
+    first = panel.locator("p").filter(has_text="You see one image").first
+    assert "submitted with no boxes at all" in first.inner_text()
+    assert panel.locator("p").count() == guidelines_html().count("<p>")
+    assert panel.locator("li").count() == guidelines_html().count("<li>")
+
+
+def test_draw_describe_submit_then_pull_gives_the_drawn_box(page, project):
+    box = _open_task(page, project, "square")
+    start, end = _at(box, 0.2, 0.3), _at(box, 0.6, 0.7)
+    _draw(page, "1", start, end)
+    _select_region(page, start, end)
+    _describe(page, "the left hand has six fingers", 70)
+    _submit(page)
+    recs = _pull(project)
+    (d,) = recs["square"]["defects"]
+    want = [*_grid(box, *start), *_grid(box, *end)]
+    assert d["label"] == "artifact" and d["importance"] == 70 and d["description"] == "the left hand has six fingers"
+    assert all(abs(a - b) <= 2.5 for a, b in zip(d["box_2d"], want)), (d["box_2d"], want)
+    assert d["provenance"]["origin"] == "manual"
+
+
+def test_a_clean_image_is_submitted_with_no_box(page, project):
+    _open_task(page, project, "wide")
+    _submit(page)
+    assert _pull(project)["wide"]["defects"] == []
+
+
+def test_submit_refuses_an_incomplete_box(page, project):
+    box = _open_task(page, project, "square")
+    start, end = _at(box, 0.1, 0.1), _at(box, 0.4, 0.4)
+    _draw(page, "2", start, end)
+    _select_region(page, start, end)
+    number = page.locator("input[type=number]").first
+    number.click()
+    number.fill("150")
+    number.press("Tab")
+    _submit(page)
+    assert _annotations(project, "square") == []  # no description: nothing saved
+    page.get_by_text("Each box needs a description").first.wait_for(state="visible")
+    page.get_by_role("button", name="OK").click()
+    # a description, but the importance still 150: refused too
+    _select_region(page, start, end)
+    area = page.locator("textarea").first
+    area.click()
+    area.type("a dog, the prompt asks for a cat", delay=5)
+    page.keyboard.press("Shift+Enter")
+    _submit(page)
+    assert _annotations(project, "square") == []
+    page.get_by_role("button", name="OK").click()
+    # a valid importance makes Submit work
+    number = page.locator("input[type=number]").first
+    number.click()
+    number.fill("55")
+    number.press("Tab")
+    _submit(page)
+    (ann,) = _annotations(project, "square")
+    assert not ann.was_cancelled
+    (d,) = _pull(project)["square"]["defects"]
+    assert (d["label"], d["importance"], d["description"]) == ("misalignment", 55, "a dog, the prompt asks for a cat")
+
+
+def test_prefilled_predictions_keep_move_delete(page, project):
+    from annotation.predict import predict
+
+    pred = {"image_id": "square", "defects": [
+        {"box_2d": [100, 100, 300, 300], "label": "artifact", "description": "melted ear", "importance": 60},
+        {"box_2d": [500, 500, 700, 700], "label": "misalignment", "description": "red, not blue", "importance": 40},
+        {"box_2d": [750, 100, 900, 250], "label": "artifact", "description": "noise", "importance": 10},
+    ]}  # fmt: skip
+    pfile = project["out"] / "preds.jsonl"
+    pfile.write_text(json.dumps(pred) + "\n")
+    assert predict(pfile, project["conn"], "detector-v1", project["out"])["created"] == 1
+    box = _open_task(page, project, "square")
+    # move the second box: drag its middle by 10% of the image to the left
+    _drag(page, _at(box, 0.6, 0.6), _at(box, 0.5, 0.6))
+    # delete the third: select it, then the Delete key
+    page.keyboard.press("Escape")
+    page.mouse.click(*_at(box, 0.825, 0.175))
+    time.sleep(0.5)
+    page.keyboard.press("Backspace")
+    time.sleep(0.8)
+    _submit(page)
+    (rec,) = [r for iid, r in _pull(project).items() if iid == "square"]
+    by_desc = {d["description"]: d for d in rec["defects"]}
+    assert set(by_desc) == {"melted ear", "red, not blue"}
+    assert by_desc["melted ear"]["provenance"]["origin"] == "prediction" and by_desc["melted ear"]["box_2d"] == [
+        100,
+        100,
+        300,
+        300,
+    ]
+    moved = by_desc["red, not blue"]
+    assert moved["provenance"]["origin"] == "prediction-changed"
+    assert abs(moved["box_2d"][0] - 400) <= 3 and abs(moved["box_2d"][2] - 600) <= 3 and moved["box_2d"][1] == 500
+
+
+@pytest.mark.parametrize("leave", ["importance", "submit"])
+def test_typed_text_is_saved_when_the_field_loses_focus(page, project, leave):
+    """The real rule, found here: the description is saved with Shift+Enter or the Add button, and also as soon as
+    the field loses focus (the importance field, another box, Submit): text typed and left unsaved is not lost."""
+    box = _open_task(page, project, "square")
+    start, end = _at(box, 0.3, 0.3), _at(box, 0.5, 0.5)
+    _draw(page, "1", start, end)
+    _select_region(page, start, end)
+    if leave == "importance":
+        _describe(page, "a smeared face in the crowd", 30, commit="none")  # typed, then the importance field
+    else:
+        number = page.locator("input[type=number]").first
+        number.click()
+        number.fill("30")
+        area = page.locator("textarea").first
+        area.click()
+        area.type("a smeared face in the crowd", delay=5)
+        # the cursor is still in the field when Submit is clicked
+    _submit(page)
+    (d,) = _pull(project)["square"]["defects"]
+    assert d["description"] == "a smeared face in the crowd" and d["importance"] == 30
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda v: f"{v[0]}x{v[1]}")
+def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
+    """Every edge of the red frame is on screen and above the bottom bar, for square, wide and tall images, in the
+    Data Manager's editor and in Label All Tasks."""
+    from PIL import Image
+
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    try:
+        _login(pg, project["url"], ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
+        views = [(name, lambda n=name: _open_task(pg, project, n)) for name in SIZES]
+        url = f"{project['url']}/projects/{project['id']}/data?labeling=1"
+        views.append(("label-all-tasks", lambda: (pg.goto(url), _image_box(pg))[1]))
+        for name, open_view in views:
+            box = open_view()
+            shot = project["out"] / f"{name}-{viewport[0]}.png"
+            pg.screenshot(path=str(shot))
+            im = Image.open(shot).convert("RGB")
+            bar = pg.get_by_role("button", name="Submit").first.bounding_box()
+            left, top = box["x"], box["y"]
+            right, bottom = left + box["width"], top + box["height"]
+            assert right <= viewport[0] and bottom <= bar["y"], (name, box, bar)
+            mid_x, mid_y = round((left + right) / 2), round((top + bottom) / 2)
+            for edge, (x, y) in {"left": (left + 1, mid_y), "right": (right - 2, mid_y),
+                                 "top": (mid_x, top + 1), "bottom": (mid_x, bottom - 2)}.items():  # fmt: skip
+                r, g, b = im.getpixel((round(x), round(y)))
+                assert r > 200 and g < 80 and b < 80, f"{name} at {viewport}: the {edge} edge is hidden"
+    except BaseException:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"whole-image-{viewport[0]}.png"))
+        raise
+    finally:
+        context.close()
+
+
+def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(browser, project):
+    url = project["url"]
+    invite = _invite_link(project)
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    try:
+        pg.goto(invite)
+        pg.fill("input[name=email]", "second@sdg.test")
+        pg.fill("input[name=password]", "Second-annotator-1")
+        pg.locator("button[type=submit]").first.click()
+        pg.wait_for_url(lambda u: "/user/signup" not in u)
+        pg.goto(f"{url}/projects/")
+        pg.get_by_text(project["conn"].cfg.project_title).first.wait_for()
+        context.clear_cookies()
+        resp = pg.goto(f"{url}/user/signup/")
+        pg.fill("input[name=email]", "stranger@sdg.test")
+        pg.fill("input[name=password]", "Stranger-password-1")
+        with pg.expect_response(lambda r: "/user/signup" in r.url and r.request.method == "POST") as posted:
+            pg.locator("button[type=submit]").first.click()
+        assert resp is not None and posted.value.status == 403
+    except BaseException:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / "invite.png"))
+        raise
+    finally:
+        context.close()
+    emails = {u.email for u in project["conn"].client.users.list()}
+    assert "second@sdg.test" in emails and "stranger@sdg.test" not in emails
+
+
+def _invite_link(project: dict) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(f"{project['url']}/api/invite", headers={"Authorization": f"Token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        link = json.loads(resp.read())["invite_url"]
+    return link if link.startswith("http") else project["url"] + link
