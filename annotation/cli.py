@@ -90,16 +90,21 @@ def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> N
     typer.echo(f"read {s['read']}: created {s['created']} predictions ({model_version}), rejected {s['rejected']}")
 
 
-def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Path | None) -> None:
+def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Path | None, only_reviewed: bool) -> None:
     """Annotations -> core records (box_2d on the 0-1000 grid, pixel boxes, origin, annotator, lead time).
-    Every annotation is kept in OUT.all.jsonl; the consolidation policy picks one per image for OUT."""
+    Every annotation is kept in OUT.all.jsonl; the consolidation policy picks one per image for OUT.
+    --only-reviewed: OUT holds only the images a reviewer (--reviewers) annotated, with the review's record."""
     from annotation.pull import pull, pull_from_export
 
-    s = pull_from_export(from_export, out, cfg) if from_export is not None else pull(_conn(cfg), out, since)
+    if from_export is not None:
+        s = pull_from_export(from_export, out, cfg, only_reviewed)
+    else:
+        s = pull(_conn(cfg), out, since, only_reviewed)
     bad_tasks = f", {s['malformed_tasks']} malformed tasks rejected" if s.get("malformed_tasks") else ""
+    unreviewed = f", {s['unreviewed_images']} not reviewed yet (left out)" if only_reviewed else ""
     typer.echo(
         f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
-        f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean) -> {out}"
+        f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean){unreviewed} -> {out}"
     )
 
 
@@ -113,11 +118,28 @@ def agreement_cmd(
     typer.echo(format_agreement(agreement_file(annotations, out)))
 
 
-def run_status(cfg: AnnotateConfig) -> None:
-    """Tasks, annotated, clean, skipped, and per annotator."""
+def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None, out: Path | None) -> None:
+    """Where the work stands, and per annotator: submitted, skip rate, tasks per active hour (sessions split at
+    20-minute pauses), median lead time, boxes per image, share of clean verdicts, and agreement with the others
+    on overlap tasks (box F1 at IoU 0.5, importance gap). --since limits the annotator table to recent work."""
     from annotation.status import format_status, status
 
-    typer.echo(format_status(status(_conn(cfg))))
+    s = status(None if from_export is not None else _conn(cfg), cfg, since, from_export)
+    if out is not None:
+        from sdg_data.jsonl import write_json
+
+        write_json(out, s)
+    typer.echo(format_status(s))
+
+
+def run_disagreements(cfg: AnnotateConfig, out: Path, top: int, from_export: Path | None) -> None:
+    """The overlap tasks where annotators disagree most, to review first: 1 - mean pairwise box F1 (a clean
+    verdict against boxes is full disagreement), then the importance gap. OUT has every overlap image with its
+    annotators, box counts and the link that opens the task."""
+    from annotation.status import disagreement_list, format_disagreements
+
+    s = disagreement_list(None if from_export is not None else _conn(cfg), cfg, out, top, from_export)
+    typer.echo(format_disagreements(s, out))
 
 
 def run_backup(cfg: AnnotateConfig, out: Path) -> None:
@@ -194,10 +216,25 @@ def register(root: typer.Typer) -> None:
             "A JSON export downloaded from the UI, not the server.",
             None,
         ),
+        opt("only_reviewed", bool, "--only-reviewed", "Only images a reviewer annotated (the review pass).", False),
     ]
     config_command(app, "pull", AnnotateConfig, run_pull, pull_params, exclude=client_only, extra="annotate")
     app.command("agreement")(guarded(agreement_cmd, "annotate"))
-    config_command(app, "status", AnnotateConfig, run_status, exclude=client_only, extra="annotate")
+    export_opt = opt("from_export", Optional[Path], "--from-export", "A JSON export from the UI (offline).", None)
+    status_params = [
+        opt("since", Optional[str], "--since", "Annotator table over work created after this ISO time.", None),
+        export_opt,
+        opt("out", Optional[Path], "--out", "Also write the figures as JSON.", None),
+    ]
+    config_command(app, "status", AnnotateConfig, run_status, status_params, exclude=client_only, extra="annotate")
+    disputes = [
+        opt("out", Path, "--out", "Every overlap image, most disputed first (JSONL)."),
+        opt("top", int, "--top", "How many to print.", 20),
+        export_opt,
+    ]
+    config_command(
+        app, "disagreements", AnnotateConfig, run_disagreements, disputes, exclude=client_only, extra="annotate"
+    )
     db_only = _but(("data_dir", "database"))
     backup_out = [opt("out", Path, "--out", "The backup file (e.g. backups/ls-2026-11-30.dump).")]
     config_command(app, "backup", AnnotateConfig, run_backup, backup_out, exclude=db_only, extra="annotate")

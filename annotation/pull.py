@@ -306,8 +306,13 @@ def convert_export(
     cfg: AnnotateConfig,
     users: Mapping[int, str] | None = None,
     doc_root: Path | None = None,
+    only_reviewed: bool = False,
 ) -> dict[str, Any]:
-    """Every annotation of every task -> records, rejects and counts (see the module docstring)."""
+    """Every annotation of every task -> records, rejects and counts (see the module docstring). With
+    ``only_reviewed`` the one-per-image output holds only images a reviewer annotated, with the review's record
+    (the review pass); the others stay in ``all`` and are counted as ``unreviewed_images``."""
+    if only_reviewed and not cfg.reviewers:
+        raise ValueError("--only-reviewed needs the reviewers' emails in 'reviewers' (recipe or --reviewers)")
     users = users or {}
     all_records: list[ImageRecord] = []
     rejects: list[dict[str, Any]] = []
@@ -352,7 +357,13 @@ def convert_export(
     by_image: dict[str, list[ImageRecord]] = defaultdict(list)
     for r in all_records:
         by_image[r.image_id].append(r)
+    if only_reviewed:
+        cfg = replace(cfg, consolidation="review")
     consolidated = [consolidate(rs, cfg) for rs in by_image.values()]
+    if only_reviewed:
+        reviewed = [r for r in consolidated if r.provenance["consolidation"]["rule"] == "latest review"]
+        counts["unreviewed_images"] = len(consolidated) - len(reviewed)
+        consolidated = reviewed
     counts["images"] = len(consolidated)
     counts["clean_images"] = sum(not r.defects for r in consolidated)
     counts["cancelled_by"] = dict(cancelled_by)
@@ -387,7 +398,9 @@ def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = 
     return report.write(out.parent, prefix=f"{out.stem}.")
 
 
-def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -> dict[str, Any]:
+def pull_from_export(
+    export: str | Path, out: str | Path, cfg: AnnotateConfig, only_reviewed: bool = False
+) -> dict[str, Any]:
     """A JSON export a user downloaded from the UI."""
     from annotation.server import document_root
 
@@ -401,7 +414,7 @@ def pull_from_export(export: str | Path, out: str | Path, cfg: AnnotateConfig) -
             raise ValueError(
                 f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)"
             )
-        result = convert_export(tasks, cfg, doc_root=document_root(cfg))
+        result = convert_export(tasks, cfg, doc_root=document_root(cfg), only_reviewed=only_reviewed)
         return write_outputs(result, out, {"source": str(export), "seconds": round(time.perf_counter() - t0, 3)})
 
 
@@ -471,7 +484,7 @@ def users_map(conn: Connection) -> dict[int, str]:
     return {u.id: u.email for u in conn.call("list users", lambda: list(conn.client.users.list()))}
 
 
-def pull(conn: Connection, out: str | Path, since: str | None = None) -> dict[str, Any]:
+def pull(conn: Connection, out: str | Path, since: str | None = None, only_reviewed: bool = False) -> dict[str, Any]:
     from annotation.server import document_root
 
     t0 = time.perf_counter()
@@ -479,7 +492,7 @@ def pull(conn: Connection, out: str | Path, since: str | None = None) -> dict[st
     with gc_paused():
         tasks = export_tasks(conn, project.id, since)
         t1 = time.perf_counter()
-        result = convert_export(tasks, conn.cfg, users_map(conn), document_root(conn.cfg))
+        result = convert_export(tasks, conn.cfg, users_map(conn), document_root(conn.cfg), only_reviewed)
         t2 = time.perf_counter()
         extra = {
             "source": conn.cfg.url,

@@ -1,71 +1,102 @@
-"""``sdg annotate status``: where the annotation stands, overall and per annotator."""
+"""``sdg annotate status`` and ``sdg annotate disagreements``: where the annotation stands, per annotator, and which
+overlap tasks to review first. Both read one export (a snapshot from the server, or a file from the UI)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+import orjson
+
 from annotation.client import Connection, require_project
-from annotation.pull import _user, export_tasks, users_map
-from annotation.push import server_tasks
+from annotation.config import AnnotateConfig
+from annotation.lead import annotator_stats, disagreements, format_annotators, parse_time
+from annotation.pull import convert_export, export_tasks, users_map
 
 
-def status(conn: Connection) -> dict[str, Any]:
+def _export(conn: Connection | None, cfg: AnnotateConfig, from_export: Path | None):
+    """(tasks, users, project id or None, url template of a task or None)."""
+    if from_export is not None:
+        tasks = orjson.loads(Path(from_export).read_bytes())
+        if not isinstance(tasks, list):
+            raise ValueError(f"{from_export}: a Label Studio JSON export is a list of tasks")
+        return tasks, {}, None, None
+    assert conn is not None
     project = require_project(conn)
-    n_tasks = len(server_tasks(conn, project.id))
-    users = users_map(conn)
-    tasks = export_tasks(conn, project.id)
+    url = f"{cfg.url.rstrip('/')}/projects/{project.id}/data?tab=1&task={{task_id}}"
+    return export_tasks(conn, project.id), users_map(conn), project, url
+
+
+def status(
+    conn: Connection | None, cfg: AnnotateConfig, since: str | None = None, from_export: Path | None = None
+) -> dict[str, Any]:
+    since_t = None
+    if since:
+        since_t = parse_time(since)
+        if since_t is None:
+            raise ValueError(f"--since {since!r}: not an ISO time (e.g. 2026-11-30T08:00:00Z)")
+    tasks, users, project, _ = _export(conn, cfg, from_export)
+    result = convert_export(tasks, cfg, users)
     annotated = clean = skipped_only = 0
-    per: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for t in tasks:
-        done = [a for a in t.get("annotations") or [] if not a.get("was_cancelled")]
+        anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
+        done = [a for a in anns if not a.get("was_cancelled")]
         if done:
             annotated += 1
             clean += all(not (a.get("result") or []) for a in done)
-        elif t.get("annotations"):
+        elif anns:
             skipped_only += 1
-        for a in t.get("annotations") or []:
-            who = _user(a.get("completed_by"), users) or "?"
-            p = per[who]
-            if a.get("was_cancelled"):
-                p["skipped"] += 1
-                continue
-            p["annotations"] += 1
-            regions = {r.get("id") for r in a.get("result") or []}
-            p["boxes"] += len(regions)
-            p["clean"] += not regions
-            p["lead_time_s"] += float(a.get("lead_time") or 0.0)
-    annotators = {
-        who: {
-            "annotations": int(p["annotations"]),
-            "clean": int(p["clean"]),
-            "skipped": int(p["skipped"]),
-            "boxes": int(p["boxes"]),
-            "mean_lead_time_s": round(p["lead_time_s"] / p["annotations"], 1) if p["annotations"] else None,
-        }
-        for who, p in sorted(per.items())
-    }
+    overlap = getattr(project, "maximum_annotations", None) or cfg.overlap
+    complete = sum(
+        1 for t in tasks
+        if len([a for a in t.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")])
+        >= overlap
+    )  # fmt: skip
     return {
-        "project": project.id,
-        "overlap": project.maximum_annotations,
-        "tasks": n_tasks,
+        "project": getattr(project, "id", None),
+        "overlap": overlap,
+        "tasks": len(tasks),
         "annotated": annotated,
+        "complete": complete,
         "clean": clean,
         "skipped_only": skipped_only,
-        "remaining": n_tasks - annotated - skipped_only,
-        "annotators": annotators,
+        "remaining": len(tasks) - annotated - skipped_only,
+        "rejected_annotations": result["counts"]["rejected"],
+        "since": since,
+        "annotators": annotator_stats(tasks, result["all"], users, since_t),
     }
 
 
 def format_status(s: dict[str, Any]) -> str:
+    where = f"project {s['project']}" if s["project"] is not None else "export"
     lines = [
-        f"project {s['project']} (overlap {s['overlap']}): {s['tasks']} tasks, {s['annotated']} annotated "
-        f"({s['clean']} clean), {s['skipped_only']} only skipped, {s['remaining']} to do",
-        f"{'annotator':<36} {'annotations':>11} {'clean':>6} {'skipped':>8} {'boxes':>6} {'mean s':>7}",
+        f"{where} (overlap {s['overlap']}): {s['tasks']} tasks, {s['annotated']} annotated ({s['clean']} clean, "
+        f"{s['complete']} with all {s['overlap']} annotations), {s['skipped_only']} only skipped, "
+        f"{s['remaining']} to do; {s['rejected_annotations']} annotations fail validation (pull lists them)",
     ]
-    for who, a in s["annotators"].items():
-        mean = "-" if a["mean_lead_time_s"] is None else f"{a['mean_lead_time_s']:.1f}"
-        lines.append(
-            f"{who[:36]:<36} {a['annotations']:>11} {a['clean']:>6} {a['skipped']:>8} {a['boxes']:>6} {mean:>7}"
-        )
+    if s["since"]:
+        lines.append(f"annotators since {s['since']}:")
+    lines += format_annotators(s["annotators"])
+    return "\n".join(lines)
+
+
+def disagreement_list(
+    conn: Connection | None, cfg: AnnotateConfig, out: Path, top: int, from_export: Path | None = None
+) -> dict[str, Any]:
+    """Write every overlap image's row to OUT (JSONL, most disputed first); return the top rows and counts."""
+    from sdg_data.jsonl import write_bytes
+
+    tasks, users, _, url = _export(conn, cfg, from_export)
+    rows = disagreements(convert_export(tasks, cfg, users)["all"], url)
+    write_bytes(out, b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return {"overlap_images": len(rows), "disputed": sum(r["disagreement"] > 0 for r in rows), "top": rows[:top]}
+
+
+def format_disagreements(s: dict[str, Any], out: Path) -> str:
+    lines = [f"{s['overlap_images']} images with several annotators, {s['disputed']} not in full agreement -> {out}"]
+    for r in s["top"]:
+        who = ", ".join(f"{k}: {v}" for k, v in r["annotators"].items())
+        imp = "" if r["importance_mae"] is None else f", importance gap {r['importance_mae']}"
+        where = r["url"] or f"task {r['task_id']}"
+        lines.append(f"{r['disagreement']:.2f}  {r['image_id']}  boxes {{{who}}}{imp}  {where}")
     return "\n".join(lines)
