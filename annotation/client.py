@@ -43,8 +43,11 @@ class Connection:
     def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
         return f"Connection({self.cfg.url!r})"
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one API call; connection failures and 5xx are retried with backoff, then a clear error."""
+    def call(self, what: str, fn: Callable[[], T], before_retry: Callable[[], None] | None = None) -> T:
+        """Run one API call; connection failures and 5xx are retried with backoff, then a clear error.
+
+        A write that is not idempotent passes ``before_retry``: the failed try may have been stored before its
+        answer was lost, so the caller looks at the server and trims what it will send again."""
         import httpx
         from label_studio_sdk.core.api_error import ApiError
 
@@ -73,6 +76,8 @@ class Connection:
             wait = min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt) * (0.5 + random.random() / 2)
             log.warning("%s: %s; retrying in %.1f s", what, reason, wait)
             time.sleep(wait)
+            if before_retry is not None:
+                before_retry()
         raise AssertionError("unreachable")
 
     def whoami(self) -> Any:

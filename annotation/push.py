@@ -176,15 +176,28 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     counts = {"already": 0}
 
     def send(chunk: list[dict[str, Any]]) -> int:
-        resp = conn.call(
-            "import tasks",
-            lambda: conn.client.projects.import_tasks(id=project.id, request=chunk, return_task_ids=True),
-        )
-        got = getattr(resp, "task_count", None)
-        ids = getattr(resp, "task_ids", None) or []
-        if got != len(chunk) or len(ids) != len(chunk):
-            raise AnnotateError(f"import tasks: sent {len(chunk)}, the server created {got}")
-        return got
+        """One chunk, never twice: a try whose answer was lost (timeout, dropped connection, a 5xx after the
+        commit) may have been stored, so before a retry the ids now on the server are dropped from the chunk."""
+        state = {"todo": chunk, "stored_before_retry": 0}
+
+        def trim() -> None:
+            present = server_tasks(conn, project.id)
+            todo = [t for t in state["todo"] if t["data"]["image_id"] not in present]
+            state["stored_before_retry"] += len(state["todo"]) - len(todo)
+            state["todo"] = todo
+
+        def attempt():
+            if not state["todo"]:
+                return None
+            return conn.client.projects.import_tasks(id=project.id, request=state["todo"], return_task_ids=True)
+
+        resp = conn.call("import tasks", attempt, before_retry=trim)
+        sent = len(state["todo"])
+        got = getattr(resp, "task_count", None) if resp is not None else 0
+        ids = (getattr(resp, "task_ids", None) or []) if resp is not None else []
+        if got != sent or len(ids) != sent:
+            raise AnnotateError(f"import tasks: sent {sent}, the server created {got}")
+        return got + state["stored_before_retry"]
 
     created = 0
     with gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:

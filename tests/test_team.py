@@ -137,3 +137,30 @@ def test_sqlite_online_backup_and_restore(ls_server, monkeypatch, tmp_path):
         restore("sqlite", tmp_path / "new", tmp_path / "junk")
     restore("sqlite", tmp_path / "new", tmp_path / "ls.sqlite3")
     assert (tmp_path / "new" / "label_studio.sqlite3").stat().st_size == s["bytes"]
+
+
+@needs_server
+def test_a_push_retry_after_a_lost_answer_creates_no_duplicate(ls_server, monkeypatch, tmp_path):
+    """The server stores a chunk but the answer is lost (a read timeout): the retry sends only what is missing."""
+    import httpx
+
+    from annotation.push import push, server_tasks
+
+    conn = _conn(ls_server, monkeypatch, "sdg push retry")
+    conn.cfg.chunk_size = 3
+    path, _ = samples(ls_server["images"], 7, "retry")
+    real = conn.client.projects.import_tasks
+    calls = []
+
+    def flaky(**kw):
+        calls.append(len(kw["request"]))
+        resp = real(**kw)
+        if len(calls) in (2, 3):  # stored, but the answer never comes back
+            raise httpx.ReadTimeout("answer lost")
+        return resp
+
+    monkeypatch.setattr(conn.client.projects, "import_tasks", flaky)
+    s = push(path, conn, tmp_path)
+    tasks = server_tasks(conn, _project(conn))
+    assert (s["created"], s["tasks_on_server"], len(tasks)) == (7, 7, 7)
+    assert calls == [3, 3, 1]  # chunks 2 and 3 lost their answers; each retry found them stored and sent nothing
