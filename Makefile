@@ -71,6 +71,7 @@ bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_annotate.py
+	$(BIN)/python bench/bench_team.py
 	$(BIN)/python bench/bench_boxflow.py
 
 clean:

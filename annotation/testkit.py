@@ -58,6 +58,15 @@ def random_result(rng: random.Random, width: int, height: int) -> list[dict[str,
     return out
 
 
+def _detail(r: httpx.Response) -> str:
+    """The server's reason when it gives one as JSON (an HTML error page says nothing useful)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return ""
+    return f" {str(body.get('detail') or body)[:80]}" if isinstance(body, dict) else ""
+
+
 @dataclass
 class Annotator:
     """One person working through a project's label stream; records what the server answered."""
@@ -82,7 +91,7 @@ class Annotator:
         if r.status_code == 404:
             return False
         if r.status_code != 200:
-            self.errors.append(f"next: HTTP {r.status_code} {r.text[:80]}")
+            self.errors.append(f"next: HTTP {r.status_code}{_detail(r)}")
             return True
         task = r.json()
         if rng.random() < 0.05:  # skipped, as people do with an image that cannot be judged
@@ -97,7 +106,7 @@ class Annotator:
             return True
         self.latencies.append(time.perf_counter() - t0)
         if r.status_code != 201:
-            self.errors.append(f"submit: HTTP {r.status_code} {r.text[:80]}")
+            self.errors.append(f"submit: HTTP {r.status_code}{_detail(r)}")
         else:
             self.submitted.append((task["id"], r.json()["id"]))
         return True
