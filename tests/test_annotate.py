@@ -26,6 +26,18 @@ from tests.lskit import make_cfg as _cfg
 _samples = samples
 
 
+@pytest.fixture()
+def conn(ls_server, monkeypatch, request):
+    """A connection to a fresh project (its own title) per test."""
+    from annotation.client import Connection, ensure_project
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    cfg = AnnotateConfig(**{**ls_server["cfg"].__dict__, "project_title": f"sdg-{request.node.name}"[:50]})
+    c = Connection(cfg)
+    ensure_project(c)
+    return c
+
+
 # ------------------------------------------------------------------ server and project
 @needs_server
 def test_server_starts_locked_down_from_a_cached_data_folder(ls_server):
