@@ -371,31 +371,32 @@ def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
 
 def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(browser, project):
     url = project["url"]
-    invite = _invite_link(project)
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    try:
-        pg.goto(invite)
-        pg.fill("input[name=email]", "second@sdg.test")
-        pg.fill("input[name=password]", "Second-annotator-1")
-        pg.locator("button[type=submit]").first.click()
-        pg.wait_for_url(lambda u: "/user/signup" not in u)
-        pg.goto(f"{url}/projects/")
-        pg.get_by_text(project["conn"].cfg.project_title).first.wait_for()
-        context.clear_cookies()
-        resp = pg.goto(f"{url}/user/signup/")
-        pg.fill("input[name=email]", "stranger@sdg.test")
-        pg.fill("input[name=password]", "Stranger-password-1")
-        with pg.expect_response(lambda r: "/user/signup" in r.url and r.request.method == "POST") as posted:
-            pg.locator("button[type=submit]").first.click()
-        assert resp is not None and posted.value.status == 403
-    except BaseException:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / "invite.png"))
-        raise
-    finally:
-        context.close()
+    for who in ("invited", "stranger"):  # each in a browser of their own
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        try:
+            if who == "invited":
+                pg.goto(_invite_link(project))
+                pg.fill("input[name=email]", "second@sdg.test")
+                pg.fill("input[name=password]", "Second-annotator-1")
+                pg.locator("button[type=submit]").first.click()
+                pg.wait_for_url(lambda u: "/user/signup" not in u)
+                pg.goto(f"{url}/projects/")
+                pg.get_by_text(project["conn"].cfg.project_title).first.wait_for()
+            else:
+                pg.goto(f"{url}/user/signup/")
+                pg.fill("input[name=email]", "stranger@sdg.test")
+                pg.fill("input[name=password]", "Stranger-password-1")
+                with pg.expect_response(lambda r: "/user/signup" in r.url and r.request.method == "POST") as posted:
+                    pg.locator("button[type=submit]").first.click()
+                assert posted.value.status == 403
+        except BaseException:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(SHOTS / f"signup-{who}.png"))
+            raise
+        finally:
+            context.close()
     emails = {u.email for u in project["conn"].client.users.list()}
     assert "second@sdg.test" in emails and "stranger@sdg.test" not in emails
 
