@@ -44,7 +44,7 @@ train-smoke: $(STAMP)
 boxflow-smoke: $(STAMP)
 	$(BIN)/python scripts/boxflow_smoke.py
 
-browser:
+browser: $(STAMP)
 ifeq ($(CHROMIUM),)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Chromium for the browser tests (apt-get install -y chromium)"; \
