@@ -20,21 +20,28 @@ from sdg_data.boxes import boxes_array, iou_matrix
 from sdg_data.evaluation import EvalConfig, evaluate
 from sdg_data.jsonl import read_records, write_json
 from sdg_data.matching import match
-from sdg_data.records import LABELS, ImageRecord
+from sdg_data.records import LABELS, Defect, ImageRecord
 
 
-def _importance_diffs(a: ImageRecord, b: ImageRecord) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
+def matched_boxes(a: ImageRecord, b: ImageRecord) -> list[tuple[str, Defect, Defect]]:
+    """Two annotations of one image: (label, a's box, b's box) for boxes of the same label matched one to one by
+    Hungarian matching on IoU, kept at IoU >= 0.5."""
+    out = []
     for label in LABELS:
         ga = [d for d in a.defects if d.label == label]
         gb = [d for d in b.defects if d.label == label]
         if not ga or not gb:
             continue
         iou = iou_matrix(boxes_array([d.box for d in ga]), boxes_array([d.box for d in gb]))
-        rows, cols = match(iou, "hungarian")
-        for r, c in zip(rows, cols):
-            if iou[r, c] >= 0.5 - 1e-9 and ga[r].importance is not None and gb[c].importance is not None:
-                out[label].append(abs(ga[r].importance - gb[c].importance))
+        out += [(label, ga[r], gb[c]) for r, c in zip(*match(iou, "hungarian")) if iou[r, c] >= 0.5 - 1e-9]
+    return out
+
+
+def _importance_diffs(a: ImageRecord, b: ImageRecord) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = defaultdict(list)
+    for label, da, db in matched_boxes(a, b):
+        if da.importance is not None and db.importance is not None:
+            out[label].append(abs(da.importance - db.importance))
     return out
 
 

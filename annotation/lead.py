@@ -17,9 +17,8 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any
 
-from sdg_data.boxes import boxes_array, iou_matrix
-from sdg_data.matching import match
-from sdg_data.records import LABELS, ImageRecord
+from annotation.agreement import matched_boxes
+from sdg_data.records import ImageRecord
 
 
 SESSION_GAP_S = 20 * 60  # a pause longer than this between two submissions ends a work session
@@ -40,18 +39,11 @@ def pair_agreement(a: ImageRecord, b: ImageRecord) -> dict[str, Any]:
     """Two annotators on one image: matched boxes per label, symmetric box F1, importance differences."""
     if not a.defects and not b.defects:
         return {"box_f1": 1.0, "matched": 0, "boxes": (0, 0), "importance_diffs": [], "verdicts_differ": False}
-    matched, diffs = 0, []
-    for label in LABELS:
-        da = [d for d in a.defects if d.label == label]
-        db = [d for d in b.defects if d.label == label]
-        if not da or not db:
-            continue
-        iou = iou_matrix(boxes_array([d.box for d in da]), boxes_array([d.box for d in db]))
-        for r, c in zip(*match(iou, "hungarian")):
-            if iou[r, c] >= 0.5 - 1e-9:
-                matched += 1
-                if da[r].importance is not None and db[c].importance is not None:
-                    diffs.append(abs(da[r].importance - db[c].importance))
+    pairs = matched_boxes(a, b)
+    matched = len(pairs)
+    diffs = [
+        abs(x.importance - y.importance) for _, x, y in pairs if x.importance is not None and y.importance is not None
+    ]
     n = (len(a.defects), len(b.defects))
     return {
         "box_f1": 2 * matched / (n[0] + n[1]),

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,22 @@ def browser():
         )
         yield b
         b.close()
+
+
+@contextmanager
+def _own_page(browser, viewport: tuple[int, int], shot: str):
+    """A page in a browser context of its own; a screenshot is kept if the block fails."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    try:
+        yield pg
+    except BaseException:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{shot}.png"))
+        raise
+    finally:
+        context.close()
 
 
 def _login(page, url: str, email: str, password: str) -> None:
@@ -339,10 +356,7 @@ def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
     Data Manager's editor and in Label All Tasks."""
     from PIL import Image
 
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    try:
+    with _own_page(browser, viewport, f"whole-image-{viewport[0]}") as pg:
         _login(pg, project["url"], ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
         views = [(name, lambda n=name: _open_task(pg, project, n)) for name in SIZES]
         url = f"{project['url']}/projects/{project['id']}/data?labeling=1"
@@ -361,21 +375,12 @@ def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
                                  "top": (mid_x, top + 1), "bottom": (mid_x, bottom - 2)}.items():  # fmt: skip
                 r, g, b = im.getpixel((round(x), round(y)))
                 assert r > 200 and g < 80 and b < 80, f"{name} at {viewport}: the {edge} edge is hidden"
-    except BaseException:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / f"whole-image-{viewport[0]}.png"))
-        raise
-    finally:
-        context.close()
 
 
 def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(browser, project):
     url = project["url"]
     for who in ("invited", "stranger"):  # each in a browser of their own
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
-        pg = context.new_page()
-        pg.set_default_timeout(30_000)
-        try:
+        with _own_page(browser, (1280, 720), f"signup-{who}") as pg:
             if who == "invited":
                 pg.goto(_invite_link(project))
                 pg.fill("input[name=email]", "second@sdg.test")
@@ -391,12 +396,6 @@ def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(bro
                 with pg.expect_response(lambda r: "/user/signup" in r.url and r.request.method == "POST") as posted:
                     pg.locator("button[type=submit]").first.click()
                 assert posted.value.status == 403
-        except BaseException:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            pg.screenshot(path=str(SHOTS / f"signup-{who}.png"))
-            raise
-        finally:
-            context.close()
     emails = {u.email for u in project["conn"].client.users.list()}
     assert "second@sdg.test" in emails and "stranger@sdg.test" not in emails
 
