@@ -72,10 +72,11 @@ def _service_user() -> tuple[int, int] | None:
 
 
 def _open_path_for(path: Path) -> None:
-    """Let the service user traverse to ``path`` and run the binaries (root-owned 0700 folders block it)."""
-    for p in [path, *path.parents]:
+    """Let the service user reach ``path`` through root-owned 0700 folders: the search bit only (o+x), so it can
+    pass through them without listing or reading anything in them."""
+    for p in path.parents:
         try:
-            p.chmod(p.stat().st_mode | 0o055)
+            p.chmod(p.stat().st_mode | 0o001)
         except PermissionError:
             pass
 
