@@ -12,19 +12,21 @@ from annotation.client import Connection, require_project
 from annotation.config import AnnotateConfig
 from annotation.lead import annotator_stats, disagreements, format_annotators, parse_time
 from annotation.pull import convert_export, export_tasks, users_map
+from annotation.push import task_count
 
 
 def _export(conn: Connection | None, cfg: AnnotateConfig, from_export: Path | None):
-    """(tasks, users, project id or None, url template of a task or None)."""
+    """(tasks with annotations, users, project or None, url template of a task or None, number of tasks)."""
     if from_export is not None:
         tasks = orjson.loads(Path(from_export).read_bytes())
         if not isinstance(tasks, list):
             raise ValueError(f"{from_export}: a Label Studio JSON export is a list of tasks")
-        return tasks, {}, None, None
+        return tasks, {}, None, None, len(tasks)  # a UI export has every task only if it was asked for all
     assert conn is not None
     project = require_project(conn)
     url = f"{cfg.url.rstrip('/')}/projects/{project.id}/data?tab=1&task={{task_id}}"
-    return export_tasks(conn, project.id), users_map(conn), project, url
+    # the snapshot holds only tasks with annotations; the project's total comes from the server
+    return export_tasks(conn, project.id), users_map(conn), project, url, task_count(conn, project.id)
 
 
 def status(
@@ -35,7 +37,7 @@ def status(
         since_t = parse_time(since)
         if since_t is None:
             raise ValueError(f"--since {since!r}: not an ISO time (e.g. 2026-11-30T08:00:00Z)")
-    tasks, users, project, _ = _export(conn, cfg, from_export)
+    tasks, users, project, _, n_tasks = _export(conn, cfg, from_export)
     result = convert_export(tasks, cfg, users)
     annotated = clean = skipped_only = 0
     for t in tasks:
@@ -55,12 +57,12 @@ def status(
     return {
         "project": getattr(project, "id", None),
         "overlap": overlap,
-        "tasks": len(tasks),
+        "tasks": n_tasks,
         "annotated": annotated,
         "complete": complete,
         "clean": clean,
         "skipped_only": skipped_only,
-        "remaining": len(tasks) - annotated - skipped_only,
+        "remaining": n_tasks - annotated - skipped_only,
         "rejected_annotations": result["counts"]["rejected"],
         "since": since,
         "annotators": annotator_stats(tasks, result["all"], users, since_t),
@@ -86,7 +88,7 @@ def disagreement_list(
     """Write every overlap image's row to OUT (JSONL, most disputed first); return the top rows and counts."""
     from sdg_data.jsonl import write_bytes
 
-    tasks, users, _, url = _export(conn, cfg, from_export)
+    tasks, users, _, url, _ = _export(conn, cfg, from_export)
     rows = disagreements(convert_export(tasks, cfg, users)["all"], url)
     write_bytes(out, b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return {"overlap_images": len(rows), "disputed": sum(r["disagreement"] > 0 for r in rows), "top": rows[:top]}
