@@ -117,14 +117,11 @@ class LocalPostgres:
         if (self.pgdata / "PG_VERSION").exists():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        owner = _service_user()
+        owner = self._hand_folder_to_owner()
         pwfile = self.folder / ".pwfile"
         pwfile.write_text(self.password + "\n", encoding="utf-8")
         pwfile.chmod(0o600)
         if owner:
-            _open_path_for(self.folder)
-            _open_path_for(bin_dir())
-            os.chown(self.folder, *owner)
             os.chown(pwfile, *owner)
         try:
             _run(
@@ -135,16 +132,22 @@ class LocalPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
-    def copy_from(self, pgdata: Path) -> None:
-        """Take a stopped cluster's files (a cached, migrated database) as this cluster's, owned as it runs."""
-        shutil.rmtree(self.pgdata, ignore_errors=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(pgdata, self.pgdata, ignore=shutil.ignore_patterns("postmaster.pid", "*.log"))
+    def _hand_folder_to_owner(self) -> tuple[int, int] | None:
+        """As root: the service user owns the cluster's folder and can reach it and the binaries."""
         owner = _service_user()
         if owner:
             _open_path_for(self.folder)
             _open_path_for(bin_dir())
             os.chown(self.folder, *owner)
+        return owner
+
+    def copy_from(self, pgdata: Path) -> None:
+        """Take a stopped cluster's files (a cached, migrated database) as this cluster's, owned as it runs."""
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(pgdata, self.pgdata, ignore=shutil.ignore_patterns("postmaster.pid", "*.log"))
+        owner = self._hand_folder_to_owner()
+        if owner:
             for path in [self.pgdata, *self.pgdata.rglob("*")]:
                 os.chown(path, *owner, follow_symlinks=False)
         self.pgdata.chmod(0o700)

@@ -39,21 +39,17 @@ def status(
             raise ValueError(f"--since {since!r}: not an ISO time (e.g. 2026-11-30T08:00:00Z)")
     tasks, users, project, _, n_tasks = _export(conn, cfg, from_export)
     result = convert_export(tasks, cfg, users)
-    annotated = clean = skipped_only = 0
+    overlap = getattr(project, "maximum_annotations", None) or cfg.overlap
+    annotated = complete = clean = skipped_only = 0
     for t in tasks:
         anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
         done = [a for a in anns if not a.get("was_cancelled")]
         if done:
             annotated += 1
+            complete += len(done) >= overlap
             clean += all(not (a.get("result") or []) for a in done)
         elif anns:
             skipped_only += 1
-    overlap = getattr(project, "maximum_annotations", None) or cfg.overlap
-    complete = sum(
-        1 for t in tasks
-        if len([a for a in t.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")])
-        >= overlap
-    )  # fmt: skip
     return {
         "project": getattr(project, "id", None),
         "overlap": overlap,

@@ -15,6 +15,15 @@ import httpx
 from annotation.uiform import ui_region
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server the tests or a benchmark start."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def invite_link(url: str, token: str) -> str:
     r = httpx.get(f"{url}/api/invite", headers={"Authorization": f"Token {token}"}, timeout=30)
     r.raise_for_status()

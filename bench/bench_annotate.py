@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -33,16 +32,11 @@ from annotation.client import Connection, ensure_project  # noqa: E402
 from annotation.config import AnnotateConfig  # noqa: E402
 from annotation.pull import SNAPSHOT_OPTIONS, pull, pull_from_export  # noqa: E402
 from annotation.push import push, read_samples  # noqa: E402
+from annotation.testkit import free_port  # noqa: E402
 from annotation.uiform import ui_region  # noqa: E402
 
 
 TOKEN = "sdg-bench-token-0123456789abcdef01234567"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

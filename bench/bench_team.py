@@ -34,19 +34,11 @@ from annotation.client import Connection, ensure_project  # noqa: E402
 from annotation.config import AnnotateConfig  # noqa: E402
 from annotation.pull import export_tasks, pull  # noqa: E402
 from annotation.push import push, server_tasks, task_count  # noqa: E402
-from annotation.testkit import Annotator, invite_link, join  # noqa: E402
+from annotation.testkit import Annotator, free_port, invite_link, join  # noqa: E402
 
 
 TOKEN = "sdg-bench-token-0123456789abcdef01234567"
 ADMIN = {"LABEL_STUDIO_USERNAME": "bench@sdg.test", "LABEL_STUDIO_PASSWORD": "bench-password-1"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_samples(images: Path, tag: str, n: int, png: bytes) -> Path:

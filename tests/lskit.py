@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from annotation.config import AnnotateConfig
+from annotation.testkit import free_port
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +22,6 @@ ADMIN = {"LABEL_STUDIO_USERNAME": "admin@sdg.test", "LABEL_STUDIO_PASSWORD": "no
 needs_server = pytest.mark.skipif(
     not LS_BIN.exists(), reason=f"no Label Studio at {LS_BIN} (make install creates .venv-ls)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_cfg(**kw) -> AnnotateConfig:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from annotation.config import AnnotateConfig
+from annotation.testkit import invite_link
 from tests.lskit import ADMIN, ROOT, TOKEN, needs_server
 
 
@@ -382,7 +383,7 @@ def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(bro
     for who in ("invited", "stranger"):  # each in a browser of their own
         with _own_page(browser, (1280, 720), f"signup-{who}") as pg:
             if who == "invited":
-                pg.goto(_invite_link(project))
+                pg.goto(invite_link(project["url"], TOKEN))
                 pg.fill("input[name=email]", "second@sdg.test")
                 pg.fill("input[name=password]", "Second-annotator-1")
                 pg.locator("button[type=submit]").first.click()
@@ -398,12 +399,3 @@ def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(bro
                 assert posted.value.status == 403
     emails = {u.email for u in project["conn"].client.users.list()}
     assert "second@sdg.test" in emails and "stranger@sdg.test" not in emails
-
-
-def _invite_link(project: dict) -> str:
-    import urllib.request
-
-    req = urllib.request.Request(f"{project['url']}/api/invite", headers={"Authorization": f"Token {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        link = json.loads(resp.read())["invite_url"]
-    return link if link.startswith("http") else project["url"] + link
