@@ -77,17 +77,18 @@ def _distilled(job: Job, think: str | None, defects: list, cfg: DistillConfig, v
     return out.to_json()
 
 
-def _checked(job: Job, cfg: DistillConfig):
-    """The job's image, verified (format, pixel cap, complete decode, the record's size): ImageError otherwise."""
+def _checked(job: Job, cfg: DistillConfig, pixels: bool = False):
+    """The job's image, verified (format, pixel cap, complete decode, the record's size): ImageError otherwise.
+    ``pixels``: decoded in full at once, for a caller that sends them."""
     try:
         data = job.image.read_bytes()
     except OSError as exc:
         raise ImageError(f"{job.image} cannot be read: {exc.strerror or exc}") from None
-    return check_bytes(data, (job.record.width, job.record.height), cfg.max_pixels, job.image)
+    return check_bytes(data, (job.record.width, job.record.height), cfg.max_pixels, job.image, pixels)
 
 
 def _data_url(job: Job, cfg: DistillConfig) -> str:
-    return image_data_url(_checked(job, cfg).open(), cfg.image_max_side, cfg.image_format)
+    return image_data_url(_checked(job, cfg, pixels=True).open(), cfg.image_max_side, cfg.image_format)
 
 
 async def _ask(job: Job, url: str, teacher: ChatClient, tpl: TeacherTemplate, cfg: DistillConfig) -> dict:

@@ -63,6 +63,7 @@ class BuildConfig:
     max_shard_mb: int = 500  # parquet shards of at most this many MB of input
     rows_per_group: int = 256  # row groups hold whole images (all their pairs), at most this many images
     max_group_mb: int = 64  # ... and about this many MB of image bytes (what the build holds in memory)
+    workers: int = 0  # threads that read and check images ahead of the writer; 0: one per CPU core
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
@@ -70,6 +71,8 @@ class BuildConfig:
         JitterConfig(self.epochs, self.jitter, self.jitter_seed)  # validates
         if self.split_from not in ("records", "fraction"):
             raise ValueError(f"BuildConfig.split_from must be 'records' or 'fraction', got {self.split_from!r}")
+        if self.workers < 0:
+            raise ValueError(f"BuildConfig.workers must be >= 0 (0: one per CPU core), got {self.workers}")
 
 
 # ------------------------------------------------------------------ features (datasets schema, with HF metadata)
@@ -120,11 +123,23 @@ def _defect_rows(rec: ImageRecord, provenance: bool = False) -> list[dict[str, A
 # ------------------------------------------------------------------ shard writing
 class _ShardWriter:
     """Parquet shards of at most ``max_bytes`` (by input size), written under temporary names. The build names them
-    ``{split}-{fingerprint}-0000i-of-0000n.parquet`` once every shard is written (see :func:`_publish`)."""
+    ``{split}-{fingerprint}-0000i-of-0000n.parquet`` once every shard is written (see :func:`_publish`).
 
-    def __init__(self, folder: Path, split: str, schema: pa.Schema, max_bytes: int, dictionary_images: bool):
-        self.folder, self.split, self.schema, self.max_bytes = folder, split, schema, max_bytes
-        self.dictionary_images = dictionary_images
+    The image bytes reach parquet as a dictionary built here: each image once, the rows pointing at it by index, so
+    the writer neither copies an image once per pair nor hashes it to find the repeats (that was a third of a
+    build's time). The files do not store the arrow schema (which would hand readers that dictionary type); they
+    carry the ``datasets`` features instead, so every reader sees a plain ``binary`` column and ``datasets`` its
+    ``Image`` feature."""
+
+    def __init__(self, folder: Path, split: str, schema: pa.Schema, max_bytes: int):
+        self.folder, self.split, self.max_bytes = folder, split, max_bytes
+        self.metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+        i = schema.get_field_index("images")
+        image = pa.struct([("bytes", pa.dictionary(pa.int32(), pa.binary())), ("path", pa.string())])
+        self.image_field = pa.field("images", pa.list_(image))
+        self.image_index = i
+        self.rest = schema.remove(i).remove_metadata()  # every column but the images: built from the rows
+        self.schema = self.rest.insert(i, self.image_field)
         self.paths: list[Path] = []
         self.writer: pq.ParquetWriter | None = None
         self.size = 0
@@ -139,11 +154,33 @@ class _ShardWriter:
             self.schema,
             # text compresses; PNG / JPEG / WebP bytes do not, and zstd over them only costs time
             compression={c: "none" if c == _IMAGE_BYTES else "zstd" for c in _leaf_columns(self.schema)},
-            use_dictionary=[_IMAGE_BYTES] if self.dictionary_images else False,
+            use_dictionary=[_IMAGE_BYTES],
             dictionary_pagesize_limit=256 << 20,
             write_statistics=False,
+            store_schema=False,
         )
+        self.writer.add_key_value_metadata(self.metadata)  # the datasets features (``huggingface``)
         self.size = 0
+
+    def _images(self, rows: list[dict[str, Any]]) -> pa.Array:
+        """The ``images`` column: the distinct image cells of these rows (the same dict object for every pair of
+        an image) as a dictionary of their bytes, and each row's list of indices into it."""
+        seen: dict[int, int] = {}
+        values: list[bytes] = []
+        index: list[int] = []
+        names: list[str] = []
+        offsets = [0]
+        for row in rows:
+            for cell in row["images"]:
+                if id(cell) not in seen:
+                    seen[id(cell)] = len(values)
+                    values.append(cell["bytes"])
+                index.append(seen[id(cell)])
+                names.append(cell["path"])
+            offsets.append(len(index))
+        data = pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(values, pa.binary()))
+        cells = pa.StructArray.from_arrays([data, pa.array(names, pa.string())], names=["bytes", "path"])
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), cells, type=self.image_field.type)
 
     def write(self, rows: list[dict[str, Any]], nbytes: int) -> None:
         if not rows:
@@ -151,7 +188,8 @@ class _ShardWriter:
         if self.writer is None or (self.size > 0 and self.size + nbytes > self.max_bytes):
             self.close_current()
             self._open()
-        self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+        rest = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "images"} for r in rows], schema=self.rest)
+        self.writer.write_table(rest.add_column(self.image_index, self.image_field, self._images(rows)))
         self.size += nbytes
         self.rows += len(rows)
 
@@ -248,11 +286,15 @@ def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> tuple[dict[str
     return {"bytes": checked.data, "path": path.name}, len(checked.data), checked.digest
 
 
-def _prefetched(loaded: list, cfg: BuildConfig, workers: int = 2, ahead: int = 8):
-    """(line, record, image cell or ImageError) in input order, the images read and verified by a small thread
-    pool a few ahead of the writer (hashing, decoding and file reads release the GIL), at most ``ahead`` held."""
+def _prefetched(loaded: list, cfg: BuildConfig):
+    """(line, record, image cell or ImageError) in input order, the images read and verified by a thread pool
+    ahead of the writer (file reads, hashing and the PNG check release the GIL, so each core checks an image while
+    the writer writes), at most two per thread held: memory stays bounded whatever the number of images."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
+
+    workers = cfg.workers or os.cpu_count() or 2
+    ahead = max(8, 2 * workers)
 
     def job(item):
         _, rec, path = item
@@ -293,8 +335,7 @@ class _DatasetWriter:
         max_bytes = cfg.max_shard_mb << 20
         self.group_bytes = cfg.max_group_mb << 20
         schema = _features().arrow_schema
-        self.writers = {t: _ShardWriter(out / "data" / t, t, schema, max_bytes, dictionary_images=t == "train")
-                        for t in TABLES}  # fmt: skip
+        self.writers = {t: _ShardWriter(out / "data" / t, t, schema, max_bytes) for t in TABLES}
         self.buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.sizes: Counter[str] = Counter()
         self.kept: list[ImageRecord] = []

@@ -100,7 +100,7 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
             images = read_rows(shard, ["images", "image"]).columns[0].to_pylist()  # the same rows, in order
             for rec, cell in zip(recs, images, strict=True):
                 try:
-                    yield rec, check_bytes(image_bytes(cell) or b"").open()
+                    yield rec, check_bytes(image_bytes(cell) or b"", pixels=True).open()
                 except ImageError as exc:
                     rejects.append({"image_id": rec.image_id, "stage": "viz", "reason": f"image: {exc}"})
         return
@@ -110,7 +110,7 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
     rejects.extend(bad)
     for lineno, rec, path in ok:
         try:
-            yield rec, check_bytes(path.read_bytes(), (rec.width, rec.height), path=path).open()
+            yield rec, check_bytes(path.read_bytes(), (rec.width, rec.height), path=path, pixels=True).open()
         except (ImageError, OSError) as exc:
             rejects.append({"image_id": rec.image_id, "line": lineno, "stage": "viz", "reason": f"image: {exc}"})
 

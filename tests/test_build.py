@@ -142,6 +142,20 @@ def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
     assert sft["bytes"] < 1.1 * (sft["unique_image_bytes"] + sft["text_bytes"])  # 3 pairs, one copy
     assert s["size_ratio"] < 1.1  # the whole folder, all four configs: each image once
     assert s["splits"] == {"train": 12}  # given splits are kept
+    # any parquet reader sees plain binary image bytes (the dictionary is the file's encoding, not its type), and
+    # the file carries the datasets features, so the column is an Image to datasets
+    import pyarrow.parquet as pq
+
+    shard = next((tmp_path / "ds" / "data" / "train").glob("*.parquet"))
+    schema = pq.read_schema(shard)
+    assert schema.field("images").type.value_type.field("bytes").type == "binary"
+    assert b"Image" in schema.metadata[b"huggingface"]
+    table = pq.read_table(shard, columns=["image_id", "images"])
+    by_id = {}
+    for row in table.to_pylist():
+        by_id.setdefault(row["image_id"], set()).add(row["images"][0]["bytes"])
+    assert len(by_id) == 12 and all(len(v) == 1 for v in by_id.values())  # each pair row: its image's bytes
+    assert by_id["r3"] == {(tmp_path / "img" / "3.png").read_bytes()}
 
 
 def test_records_without_think_or_image_are_rejected_and_counted(tmp_path):

@@ -223,9 +223,10 @@ def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, mo
 
     monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
-    decodes = []
-    real_load = ImageFile.ImageFile.load
+    decodes = []  # every check that the bytes decode: the PNG check or a full decode
+    real_load, real_png = ImageFile.ImageFile.load, images.png.decodes
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decodes.append(1) or real_load(im))
+    monkeypatch.setattr(images.png, "decodes", lambda data: decodes.append(1) or real_png(data))
     import random
 
     noise = Image.frombytes("RGB", (200, 160), random.Random(0).randbytes(200 * 160 * 3))
@@ -239,7 +240,9 @@ def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, mo
     again = images.read_verified(f, (200, 160))  # same file, unchanged: neither hashed nor decoded
     assert len(decodes) == 1 and again.data == first.data and again.digest == first.digest
     assert images.check_bytes(f.read_bytes()).width == 200 and len(decodes) == 1  # same bytes elsewhere
+    n = len(decodes)
     assert again.open().size == (200, 160)  # decoded on demand when a stage needs the pixels
+    decodes[n:] = []
     data = bytearray(f.read_bytes())
     data[-20] ^= 0xFF  # one byte of the image data changes (the file's stat changes with it)
     f.write_bytes(bytes(data))

@@ -90,7 +90,7 @@ class Item:
         from sdg_data.images import check_bytes
 
         data = self.path.read_bytes() if self.path is not None else (self.data or b"")
-        return check_bytes(data, self.size, path=self.path).open().convert("RGB")
+        return check_bytes(data, self.size, path=self.path, pixels=True).open().convert("RGB")
 
 
 @dataclass

@@ -107,7 +107,7 @@ def _from_records(source: Path, cfg: RefineConfig):
     jobs = []
     for line, rec, path in ok:
         try:
-            checked = read_verified(path, (rec.width, rec.height))
+            checked = read_verified(path, (rec.width, rec.height), pixels=True)
         except ImageError as exc:
             rejects.append({"image_id": rec.image_id, "line": line, "stage": "refine", "reason": f"image: {exc}"})
             continue
