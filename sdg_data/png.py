@@ -60,6 +60,8 @@ def decodes(data: bytes | memoryview) -> bool | None:
             if not (w and h) or depth not in _DEPTHS.get(color, ()) or compression or filt or interlace:
                 return None  # interlaced PNGs (Adam7) are left to the full decode
             header = (w, h, depth, color)
+        elif kind == b"IHDR":
+            return None  # a second header: Pillow would take its size, not the first one's
         elif kind == b"IDAT":
             idat.append(body)
         elif kind == b"IEND":

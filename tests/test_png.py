@@ -156,6 +156,8 @@ def test_kinds_left_to_the_full_decode():
     for data in (animated.getvalue(), after):
         assert png.decodes(data) is None  # not covered: the caller decodes in full
         assert images.check_bytes(data).width == 16  # and the full decode accepts them
+    other = struct.pack(">IIBBBBB", 8, 32, 8, 2, 0, 0, 0)  # a second header, another size, before the pixels
+    assert png.decodes(_join(chunks[:1] + [(b"IHDR", other)] + chunks[1:])) is None
     ihdr = bytearray(chunks[0][1])
     ihdr[12] = 1  # Adam7 interlacing is left to the full decode too (which refuses these rows)
     interlaced = _join([(b"IHDR", bytes(ihdr))] + chunks[1:])
