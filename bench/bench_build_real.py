@@ -109,19 +109,18 @@ def copy_time(root: Path, how: str, from_disk: bool) -> float:
 
 
 _CHILD = """
-import json, os, resource, sys, time
-from pathlib import Path
+import json, resource, sys, time
 t0 = time.perf_counter()
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {bench!r}]
+from bench_build_real import _settle
 from sdg_data.build import BuildConfig, _features, build_dataset
 _features()  # imports datasets
 t1 = time.perf_counter()
-os.sync()
-if {from_disk!r}:
-    Path("/proc/sys/vm/drop_caches").write_text("3\\n")
+_settle({from_disk!r})
 t2 = time.perf_counter()
 s = build_dataset(sys.argv[1], sys.argv[2], BuildConfig(workers=int(sys.argv[3])), progress=False)
 if {from_disk!r}:
+    import os
     os.sync()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"seconds": time.perf_counter() - t2, "imports": t1 - t0, "rss_mb": rss,
@@ -132,7 +131,7 @@ print(json.dumps({{"seconds": time.perf_counter() - t2, "imports": t1 - t0, "rss
 def build(records: Path, out: Path, cache: Path, from_disk: bool, workers: int = 0) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "SDG_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
-    code = _CHILD.format(root=str(ROOT), from_disk=from_disk)
+    code = _CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"), from_disk=from_disk)
     res = subprocess.run([sys.executable, "-c", code, str(records), str(out), str(workers)], env=env,
                          capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -140,8 +139,7 @@ def build(records: Path, out: Path, cache: Path, from_disk: bool, workers: int =
 
 def _can_drop_caches() -> bool:
     try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        _settle(True)
         return True
     except OSError:
         return False
