@@ -24,7 +24,7 @@ from distill.checks import check_reply
 from distill.config import DistillConfig
 from distill.prompting import TeacherTemplate, annotation_hash, facts, image_data_url, teacher_messages
 from sdg_data.api_client import AuthError, ChatClient, Stats, TransportError, drain
-from sdg_data.images import ImageError, check_bytes
+from sdg_data.images import ImageError, read_verified
 from sdg_data.jsonl import InputError, screen_records, write_jsonl
 from sdg_data.records import ImageRecord
 from sdg_data.report import StageReport
@@ -79,12 +79,9 @@ def _distilled(job: Job, think: str | None, defects: list, cfg: DistillConfig, v
 
 def _checked(job: Job, cfg: DistillConfig, pixels: bool = False):
     """The job's image, verified (format, pixel cap, complete decode, the record's size): ImageError otherwise.
-    ``pixels``: decoded in full at once, for a caller that sends them."""
-    try:
-        data = job.image.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{job.image} cannot be read: {exc.strerror or exc}") from None
-    return check_bytes(data, (job.record.width, job.record.height), cfg.max_pixels, job.image, pixels)
+    ``pixels``: decoded in full at once, for a caller that sends them. Read as a file, so the build after it knows
+    the file unchanged by its stat and neither decodes nor hashes it again."""
+    return read_verified(job.image, (job.record.width, job.record.height), cfg.max_pixels, pixels)
 
 
 def _data_url(job: Job, cfg: DistillConfig) -> str:

@@ -32,6 +32,7 @@ from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
 from sdg_data.images import MAX_PIXELS, ImageError, read_verified
 from sdg_data.jitter import JitterConfig, pair_responses
 from sdg_data.jsonl import screen_records, write_text
+from sdg_data.pagecache import WriteBehind
 from sdg_data.records import ImageRecord
 from sdg_data.report import StageReport, stage_files
 from sdg_data.splits import PAPER_TEST_FRACTION, assign_splits
@@ -62,7 +63,7 @@ class BuildConfig:
     pretty_name: str = "SDG: Structured Defect Grounding"  # the dataset card's title
     max_shard_mb: int = 500  # parquet shards of at most this many MB of input
     rows_per_group: int = 256  # row groups hold whole images (all their pairs), at most this many images
-    max_group_mb: int = 64  # ... and about this many MB of image bytes (what the build holds in memory)
+    max_group_mb: int = 64  # ... and about this many MB of image bytes (the build holds two: one written, one read)
     workers: int = 0  # threads that read and check images ahead of the writer; 0: one per CPU core
 
     def __post_init__(self) -> None:
@@ -160,22 +161,26 @@ class _ShardWriter:
             store_schema=False,
         )
         self.writer.add_key_value_metadata(self.metadata)  # the datasets features (``huggingface``)
+        self.behind = WriteBehind(path)
         self.size = 0
 
     def _images(self, rows: list[dict[str, Any]]) -> pa.Array:
-        """The ``images`` column: the distinct image cells of these rows (the same dict object for every pair of
-        an image) as a dictionary of their bytes, and each row's list of indices into it."""
-        seen: dict[int, int] = {}
+        """The ``images`` column: the distinct images of these rows as a dictionary of their bytes, and each row's
+        list of indices into it. Distinct by content (the SHA-256 the check took): two records with the same image
+        share one entry, which parquet needs, since a dictionary with a repeated value makes pyarrow give up on the
+        dictionary for the whole row group and store the image once per pair."""
+        seen: dict[bytes, int] = {}
         values: list[bytes] = []
         index: list[int] = []
         names: list[str] = []
         offsets = [0]
         for row in rows:
             for cell in row["images"]:
-                if id(cell) not in seen:
-                    seen[id(cell)] = len(values)
+                at = seen.get(cell["sha256"])
+                if at is None or values[at] != cell["bytes"]:  # compared in full only for a repeated image
+                    at = seen[cell["sha256"]] = len(values)
                     values.append(cell["bytes"])
-                index.append(seen[id(cell)])
+                index.append(at)
                 names.append(cell["path"])
             offsets.append(len(index))
         data = pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(values, pa.binary()))
@@ -190,6 +195,7 @@ class _ShardWriter:
             self._open()
         rest = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "images"} for r in rows], schema=self.rest)
         self.writer.write_table(rest.add_column(self.image_index, self.image_field, self._images(rows)))
+        self.behind.flush()  # this row group is final: start putting it on disk while the next one is made
         self.size += nbytes
         self.rows += len(rows)
 
@@ -197,6 +203,8 @@ class _ShardWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            self.behind.flush()
+            self.behind.close()
 
     def finish(self) -> list[Path]:
         """The temporary shard files, closed; none for a split without rows (the card leaves it out)."""
@@ -283,18 +291,22 @@ def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> tuple[dict[str
     """The image column's cell: exactly the bytes that were verified as an image of the record's size; their size
     and SHA-256."""
     checked = read_verified(path, (rec.width, rec.height), max_pixels)
-    return {"bytes": checked.data, "path": path.name}, len(checked.data), checked.digest
+    return {"bytes": checked.data, "path": path.name, "sha256": checked.digest}, len(checked.data), checked.digest
 
 
 def _prefetched(loaded: list, cfg: BuildConfig):
     """(line, record, image cell or ImageError) in input order, the images read and verified by a thread pool
     ahead of the writer (file reads, hashing and the PNG check release the GIL, so each core checks an image while
-    the writer writes), at most two per thread held: memory stays bounded whatever the number of images."""
+    the writer writes). The threads work up to about a row group ahead (``max_group_mb`` of image bytes, at most
+    ``rows_per_group`` images, at least two per thread), so they go on checking while the writer writes a row
+    group, and memory stays bounded whatever the number of images."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     workers = cfg.workers or os.cpu_count() or 2
-    ahead = max(8, 2 * workers)
+    budget = cfg.max_group_mb << 20  # image bytes held ahead: about one row group
+    floor = max(8, 2 * workers)  # images in flight however large they are
+    cap = max(floor, cfg.rows_per_group)  # and at most a row group's images however small
 
     def job(item):
         _, rec, path = item
@@ -303,18 +315,25 @@ def _prefetched(loaded: list, cfg: BuildConfig):
         except ImageError as exc:
             return exc
 
+    def size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0  # the job says what is wrong
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="build-images") as pool:
         pending: deque = deque()
-        it = iter(loaded)
-        for item in it:
-            pending.append((item, pool.submit(job, item)))
-            if len(pending) >= ahead:
-                break
+        held = 0  # bytes of the images in flight or done and not yet handed on
+        for item in loaded:
+            n = size(item[2])
+            pending.append((item, n, pool.submit(job, item)))
+            held += n
+            while len(pending) > floor and (held > budget or len(pending) > cap):
+                (line, rec, _), n, fut = pending.popleft()
+                held -= n
+                yield line, rec, fut.result()
         while pending:
-            (line, rec, _), fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(job, nxt)))
+            (line, rec, _), _, fut = pending.popleft()
             yield line, rec, fut.result()
 
 

@@ -110,25 +110,25 @@ def _noise_png(path: Path, seed: int, size: int = 96) -> int:
     from PIL import Image
 
     rnd = random.Random(seed)
-    im = Image.frombytes("RGB", (size, size), bytes(rnd.getrandbits(8) for _ in range(size * size * 3)))
+    im = Image.frombytes("RGB", (size, size), rnd.randbytes(size * size * 3))
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     path.write_bytes(buf.getvalue())
     return len(buf.getvalue())
 
 
-def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
+def _noise_records(tmp_path: Path, n: int = 12, size: int = 96) -> Path:
     recs = []
     (tmp_path / "img").mkdir()
-    for i in range(12):
-        _noise_png(tmp_path / "img" / f"{i}.png", i)
+    for i in range(n):
+        _noise_png(tmp_path / "img" / f"{i}.png", i, size)
         recs.append(
             ImageRecord(
                 f"r{i}",
                 [defect([100, 100, 400, 500], "artifact", "six fingers on the hand", 60)],
                 image_path=f"img/{i}.png",
-                width=96,
-                height=96,
+                width=size,
+                height=size,
                 caption=f"prompt {i}",
                 generator="g",
                 split="train",
@@ -136,7 +136,11 @@ def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
             )
         )
     write_records(tmp_path / "d.jsonl", recs)
-    s = build_dataset(tmp_path / "d.jsonl", tmp_path / "ds", BuildConfig(), progress=False)
+    return tmp_path / "d.jsonl"
+
+
+def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
+    s = build_dataset(_noise_records(tmp_path), tmp_path / "ds", BuildConfig(), progress=False)
     sft = s["sft"]
     assert sft["unique_image_bytes"] > 12 * 20000  # incompressible images dominate
     assert sft["bytes"] < 1.1 * (sft["unique_image_bytes"] + sft["text_bytes"])  # 3 pairs, one copy
@@ -189,3 +193,112 @@ def test_cli_pipeline_stats_and_viz(built, tmp_path):
     assert r.exit_code == 0 and len(list((tmp_path / "viz").glob("*.png"))) == 2
     r = CliRunner().invoke(app, ["build", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_each_row_group_goes_to_disk_when_written_and_the_hint_changes_no_byte(tmp_path, monkeypatch):
+    """The build hands every finished row group to the disk (WriteBehind.flush after each, and at each shard's
+    close, its descriptor closed); without the hint (a platform without posix_fadvise, or one that refuses it) the
+    shards are byte for byte the same."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    import sdg_data.build as build_mod
+    from sdg_data.pagecache import WriteBehind
+
+    records = _noise_records(tmp_path, size=320)  # ~300 KB each
+    flushes: dict[str, list[int]] = {}
+    opened: list[WriteBehind] = []
+
+    class Recording(WriteBehind):
+        def __init__(self, path):
+            super().__init__(path)
+            self.path = Path(path)
+            opened.append(self)
+
+        def flush(self):
+            flushes.setdefault(self.path.name, []).append(self.path.stat().st_size)
+            super().flush()
+
+    monkeypatch.setattr(build_mod, "WriteBehind", Recording)
+    cfg = BuildConfig(rows_per_group=4, max_shard_mb=1)  # 12 images: several row groups, and more than one shard
+    s = build_dataset(records, tmp_path / "ds", cfg, progress=False)
+    shards = sorted((tmp_path / "ds" / "data" / "train").glob("*.parquet"))
+    assert len(shards) >= 2 and len(opened) == len(shards)
+    assert all(w.fd is None for w in opened)  # every descriptor closed
+    groups = sum(pq.ParquetFile(p).num_row_groups for p in shards)
+    sizes = [n for v in flushes.values() for n in v]
+    assert groups >= 3 and len(sizes) == groups + len(shards)  # one per row group, one at each close
+    assert all(b >= a for v in flushes.values() for a, b in zip(v, v[1:]))  # each at a later point of its file
+    assert sorted(v[-1] for v in flushes.values()) == sorted(p.stat().st_size for p in shards)  # the last: all
+
+    def refuse(*a):
+        raise OSError("not here")
+
+    for patch in (
+        lambda: monkeypatch.setattr(os, "posix_fadvise", refuse),
+        lambda: monkeypatch.delattr(os, "posix_fadvise"),
+    ):
+        patch()
+        t = build_dataset(records, tmp_path / "other", cfg, progress=False)
+        assert t["fingerprint"] == s["fingerprint"]
+        again = sorted((tmp_path / "other" / "data" / "train").glob("*.parquet"))
+        assert [p.read_bytes() for p in again] == [p.read_bytes() for p in shards]
+
+
+@pytest.mark.parametrize(("size", "most"), [(1 << 10, 16 + 1), (1 << 20, 8 + 1), (3 << 20, 8 + 1)])
+def test_images_read_ahead_stay_bounded_in_count_and_bytes(tmp_path, monkeypatch, size, most):
+    """The reader threads stay at most about a row group ahead of the writer: rows_per_group images however small
+    they are, max_group_mb of bytes (but at least 8 images) however large; every record comes back once, in order,
+    a missing file as its error in its place."""
+    import threading
+
+    import sdg_data.build as build_mod
+    from sdg_data.images import ImageError
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def fake_cell(rec, path, max_pixels):
+        with lock:
+            started.append(int(rec.image_id))
+        if not path.exists():
+            raise ImageError("cannot be read")
+        return {"bytes": b"", "path": path.name}, path.stat().st_size, b""
+
+    monkeypatch.setattr(build_mod, "_image_cell", fake_cell)
+    loaded = []
+    for i in range(60):
+        p = tmp_path / f"{i}.png"
+        if i != 7:
+            p.write_bytes(b"\0" * size)
+        loaded.append((i + 1, ImageRecord(str(i), []), p))
+    cfg = BuildConfig(workers=2, rows_per_group=16, max_group_mb=4)
+    out = []
+    for consumed, (line, rec, got) in enumerate(build_mod._prefetched(loaded, cfg)):
+        with lock:
+            assert len(started) - consumed <= most  # read but not yet handed to the writer
+        out.append((line, rec.image_id, isinstance(got, ImageError)))
+    assert out == [(i + 1, str(i), i == 7) for i in range(60)]
+    assert sorted(started) == list(range(60))
+
+
+def test_records_sharing_one_image_keep_it_stored_once(tmp_path):
+    """Two records whose files hold the same bytes: one dictionary entry (a repeated entry would make pyarrow store
+    every pair's image in full), and each row still reads its record's image."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    records = _noise_records(tmp_path, n=6, size=320)
+    for i in (1, 2):  # records 0, 1 and 2 now point at three files with one content
+        shutil.copyfile(tmp_path / "img" / "0.png", tmp_path / "img" / f"{i}.png")
+    distinct = sum((tmp_path / "img" / f"{i}.png").stat().st_size for i in (0, 3, 4, 5))
+    s = build_dataset(records, tmp_path / "ds", BuildConfig(), progress=False)
+    assert s["built"] == 6 and s["rows"]["sft/train"] == 18
+    shard = next((tmp_path / "ds" / "data" / "train").glob("*.parquet"))
+    assert shard.stat().st_size < distinct + 200_000  # four images' bytes and the text, not 18 images
+    for row in pq.read_table(shard, columns=["image_id", "images"]).to_pylist():
+        i = int(row["image_id"][1:])
+        assert row["images"][0]["bytes"] == (tmp_path / "img" / f"{i}.png").read_bytes()
+        assert row["images"][0]["path"] == f"{i}.png"

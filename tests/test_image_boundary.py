@@ -254,3 +254,40 @@ def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, mo
     n = len(decodes)
     images.check_bytes(first.data)
     assert len(decodes) == n + 1  # the cache off: every check decodes
+
+
+def test_build_after_distill_neither_decodes_nor_hashes_an_image_again(tmp_path, monkeypatch):
+    """distill checks each image as a file, so the build after it finds every file unchanged by its stat: no decode
+    and no SHA-256 of the bytes (the build's cost is then reading and writing them)."""
+    from PIL import ImageFile
+
+    from distill.config import DistillConfig
+    from distill.runner import distill_file
+    from sdg_data import images
+    from sdg_data.build import BuildConfig, build_dataset
+    from tests.test_build import _noise_records
+
+    monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
+    records = _noise_records(tmp_path, n=6, size=320)  # over SMALL_IMAGE: the cache applies
+    distill_file(records, tmp_path / "distill", DistillConfig(progress=False))
+    work = []
+    real_load, real_png, real_sha = ImageFile.ImageFile.load, images.png.decodes, images.hashlib.sha256
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: work.append("decode") or real_load(im))
+    monkeypatch.setattr(images.png, "decodes", lambda data: work.append("png") or real_png(data))
+
+    def sha256(data=b"", **kw):
+        if len(data) >= images.SMALL_IMAGE:  # an image's bytes, not some other use of hashlib
+            work.append("sha256")
+        return real_sha(data, **kw)
+
+    monkeypatch.setattr(images.hashlib, "sha256", sha256)
+    s = build_dataset(
+        tmp_path / "distill" / "distilled.jsonl", tmp_path / "ds", BuildConfig(image_roots=[str(tmp_path)]), False
+    )
+    assert s["built"] == 6 and work == []
+    (tmp_path / "img" / "2.png").touch()  # a file whose stat changed is hashed again (its bytes are known)
+    build_dataset(
+        tmp_path / "distill" / "distilled.jsonl", tmp_path / "ds2", BuildConfig(image_roots=[str(tmp_path)]), False
+    )
+    assert work == ["sha256"]
