@@ -10,7 +10,8 @@ Baselines, each measured in the same run as the builds:
   itself costs, the floor for any builder of parquet shards.
 
 The build is timed cold (no image verified before: every PNG checked to decode) and warm (the images verified by an
-earlier stage on this machine, as after ``sdg distill`` or ``sdg import``: the verification cache skips the check).
+earlier stage on this machine, as after ``sdg distill`` or ``sdg import-sdg30k``: the verification cache skips the
+check and the hash).
 Each figure is the best of ``--repeat`` interleaved runs (as timeit reports: a VM's I/O is noisy), each started
 after ``sync``, and leaves out Python's start and the imports (printed apart: paid once per run). Two protocols:
 - default, page cache: the images are in memory, the output is left to the kernel (no fsync). Measures the CPU.
