@@ -14,7 +14,8 @@ SQLite file (``$SDG_CACHE_DIR``, default ``~/.cache/sdg``; ``SDG_VERIFY_CACHE=0`
 are not checked twice, and a changed byte is a new digest, checked again. :func:`read_verified` goes one step
 further for files, as git's index does: a file whose device, inode, size and modification time are those it had
 when its bytes were verified is not hashed again either (its stat is taken before and after the read, so a file
-changed meanwhile is checked in full).
+changed meanwhile is checked in full, and a file modified less than two seconds before the read, which could
+change again without its stat changing, is not remembered by its stat: git's "racily clean" rule).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import io
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,9 +221,13 @@ def _check(
     return CheckedImage(path, data, im.format or "?", w, h, decoded, digest)
 
 
-def _stat_key(path: Path) -> str:
+RACY_NS = 2_000_000_000  # a file modified this recently may change again without its stat changing
+
+
+def _stat_key(path: Path) -> tuple[str, int]:
+    """The file's identity for the cache (real path, device, inode, size, mtime), and its mtime."""
     st = path.stat()
-    return f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}", st.st_mtime_ns
 
 
 def read_verified(
@@ -234,9 +240,9 @@ def read_verified(
     verified (same stat before and after this read) skips the hash and the decode; anything else is checked in
     full. ImageError with the reason."""
     try:
-        before = _stat_key(path)
+        (before, mtime), read_at = _stat_key(path), time.time_ns()
         data = path.read_bytes()
-        after = _stat_key(path)
+        after, _ = _stat_key(path)
     except OSError as exc:
         raise ImageError(f"{path} cannot be read: {exc.strerror or exc}") from None
     small = len(data) < SMALL_IMAGE
@@ -244,7 +250,9 @@ def read_verified(
     if digest is None:
         digest = hashlib.sha256(data).digest()
     checked = _check(data, digest, expect_size, max_pixels, path, pixels)
-    if before == after and not small:
+    # A file written within a timestamp tick of this read could be rewritten in the same tick, at the same size,
+    # and keep this stat: such a "racily clean" file (git's term) is not remembered by its stat, only by its digest.
+    if before == after and not small and mtime < read_at - RACY_NS:
         VERIFIED.put_file(after, digest)
     return checked
 

@@ -2,7 +2,9 @@
 
 import io
 import json
+import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -235,10 +237,18 @@ def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, mo
     assert len(buf.getvalue()) > images.SMALL_IMAGE  # small images are simply decoded every time
     f = tmp_path / "a.png"
     f.write_bytes(buf.getvalue())
+    hashes = []
+    real_sha = images.hashlib.sha256
+    monkeypatch.setattr(images.hashlib, "sha256", lambda data=b"", **kw: hashes.append(1) or real_sha(data, **kw))
+    images.read_verified(f, (200, 160))
+    images.read_verified(f, (200, 160))  # just written ("racily clean"): not remembered by its stat, so hashed
+    assert len(decodes) == 1 and len(hashes) == 2  # ... but its bytes are known: not decoded again
+    old = time.time() - 10
+    os.utime(f, (old, old))  # written a while ago, as images usually are
     first = images.read_verified(f, (200, 160))
-    assert len(decodes) == 1 and first.digest
+    assert len(decodes) == 1 and len(hashes) == 3 and first.digest
     again = images.read_verified(f, (200, 160))  # same file, unchanged: neither hashed nor decoded
-    assert len(decodes) == 1 and again.data == first.data and again.digest == first.digest
+    assert len(decodes) == 1 and len(hashes) == 3 and again.data == first.data and again.digest == first.digest
     assert images.check_bytes(f.read_bytes()).width == 200 and len(decodes) == 1  # same bytes elsewhere
     n = len(decodes)
     assert again.open().size == (200, 160)  # decoded on demand when a stage needs the pixels
@@ -270,6 +280,9 @@ def test_build_after_distill_neither_decodes_nor_hashes_an_image_again(tmp_path,
     monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
     records = _noise_records(tmp_path, n=6, size=320)  # over SMALL_IMAGE: the cache applies
+    old = time.time() - 10
+    for f in (tmp_path / "img").iterdir():
+        os.utime(f, (old, old))  # written a while ago, as images usually are (a fresh file is hashed each time)
     distill_file(records, tmp_path / "distill", DistillConfig(progress=False))
     work = []
     real_load, real_png, real_sha = ImageFile.ImageFile.load, images.png.decodes, images.hashlib.sha256
@@ -286,7 +299,7 @@ def test_build_after_distill_neither_decodes_nor_hashes_an_image_again(tmp_path,
         tmp_path / "distill" / "distilled.jsonl", tmp_path / "ds", BuildConfig(image_roots=[str(tmp_path)]), False
     )
     assert s["built"] == 6 and work == []
-    (tmp_path / "img" / "2.png").touch()  # a file whose stat changed is hashed again (its bytes are known)
+    os.utime(tmp_path / "img" / "2.png", (old + 1, old + 1))  # a changed stat: hashed again (its bytes are known)
     build_dataset(
         tmp_path / "distill" / "distilled.jsonl", tmp_path / "ds2", BuildConfig(image_roots=[str(tmp_path)]), False
     )
