@@ -287,11 +287,11 @@ def _remove_stale(out: Path, keep: dict[str, list[str]]) -> int:
 
 
 # ------------------------------------------------------------------ build
-def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> tuple[dict[str, Any], int, bytes]:
-    """The image column's cell: exactly the bytes that were verified as an image of the record's size; their size
-    and SHA-256."""
+def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> dict[str, Any]:
+    """The image column's cell: exactly the bytes that were verified as an image of the record's size, and their
+    SHA-256 (which the writer dedupes by and the fingerprint takes; not a column)."""
     checked = read_verified(path, (rec.width, rec.height), max_pixels)
-    return {"bytes": checked.data, "path": path.name, "sha256": checked.digest}, len(checked.data), checked.digest
+    return {"bytes": checked.data, "path": path.name, "sha256": checked.digest}
 
 
 def _prefetched(loaded: list, cfg: BuildConfig):
@@ -473,9 +473,8 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
                 reason = f"record {rec.image_id!r} field 'image_path': {got}"
                 report.reject(reason, rec.image_id, f"{records_path}:{line}", rec.to_json(), line=line)
                 continue
-            image, nbytes, digest = got
-            ds.add(rec, image, nbytes)
-            ds.fingerprint.add(rec, digest)
+            ds.add(rec, got, len(got["bytes"]))
+            ds.fingerprint.add(rec, got["sha256"])
         temps = ds.finish()
     except BaseException:
         ds.discard()

@@ -7,7 +7,7 @@ is the exact bytes that were checked, so the file cannot change between the chec
 
 Checking that a file decodes is the expensive part. A PNG is checked by :mod:`sdg_data.png` (every chunk's CRC,
 the zlib stream inflated to exactly the rows its header implies, every filter byte: what decides whether it
-decodes, without rebuilding the pixels; 8 ms for a 1024 px PNG against Pillow's 19 ms); other formats, and PNGs
+decodes, without rebuilding the pixels; 7-8 ms for a 1024 px PNG against Pillow's 17-19 ms); other formats, and PNGs
 that check does not cover, are decoded in full. And a pipeline meets each image several times (distill, build,
 viz, detect), so the SHA-256 of bytes that checked out is remembered, with their format and size, in a small
 SQLite file (``$SDG_CACHE_DIR``, default ``~/.cache/sdg``; ``SDG_VERIFY_CACHE=0`` turns it off): the same bytes

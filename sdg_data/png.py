@@ -1,4 +1,4 @@
-"""A PNG's complete check without rebuilding its pixels: what decides whether a PNG decodes, at a third of the cost.
+"""A PNG's complete check without rebuilding its pixels: what decides whether a PNG decodes, at under half the cost.
 
 A PNG decodes when its chunks are intact, its IDAT chunks form one zlib stream that inflates to exactly the
 scanline bytes its header implies, and every scanline starts with a known filter type. Undoing the filters, the

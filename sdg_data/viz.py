@@ -84,7 +84,7 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
     """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations.
 
     Records whose line, path or image fails its check are appended to ``rejects`` (if given) and skipped."""
-    from sdg_data.images import ImageError, check_bytes
+    from sdg_data.images import ImageError, check_bytes, read_verified
     from sdg_data.jsonl import input_kind
 
     rejects = [] if rejects is None else rejects
@@ -110,8 +110,8 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
     rejects.extend(bad)
     for lineno, rec, path in ok:
         try:
-            yield rec, check_bytes(path.read_bytes(), (rec.width, rec.height), path=path, pixels=True).open()
-        except (ImageError, OSError) as exc:
+            yield rec, read_verified(path, (rec.width, rec.height), pixels=True).open()
+        except ImageError as exc:
             rejects.append({"image_id": rec.image_id, "line": lineno, "stage": "viz", "reason": f"image: {exc}"})
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import random
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,7 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from sdg_data.boxes import Box  # noqa: E402
-from sdg_data.records import Defect  # noqa: E402
+from sdg_data.jsonl import write_records  # noqa: E402
+from sdg_data.records import Defect, ImageRecord  # noqa: E402
 from tests.lskit import ls_server, pg_server  # noqa: E402, F401 - shared server fixtures
 
 
@@ -92,3 +95,38 @@ class TableEmbedder:
         self.calls.append(list(texts))
         vecs = np.array([self.table[t] for t in texts], dtype=np.float32)
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def noise_png(path: Path, seed: int, size: int = 96) -> int:
+    """A PNG of random pixels (incompressible: its size is what the image bytes weigh); its size in bytes."""
+    from PIL import Image
+
+    rnd = random.Random(seed)
+    im = Image.frombytes("RGB", (size, size), rnd.randbytes(size * size * 3))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    return len(buf.getvalue())
+
+
+def noise_records(tmp_path: Path, n: int = 12, size: int = 96) -> Path:
+    """``n`` train records under ``tmp_path/img``, each with its own noise PNG and one defect; the records file."""
+    recs = []
+    (tmp_path / "img").mkdir()
+    for i in range(n):
+        noise_png(tmp_path / "img" / f"{i}.png", i, size)
+        recs.append(
+            ImageRecord(
+                f"r{i}",
+                [defect([100, 100, 400, 500], "artifact", "six fingers on the hand", 60)],
+                image_path=f"img/{i}.png",
+                width=size,
+                height=size,
+                caption=f"prompt {i}",
+                generator="g",
+                split="train",
+                think="### Step 1: a\n### Step 2: b\n### Step 3: c",
+            )
+        )
+    write_records(tmp_path / "d.jsonl", recs)
+    return tmp_path / "d.jsonl"

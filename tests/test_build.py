@@ -1,8 +1,6 @@
 """sdg build: the four configs load offline with datasets, splits are prompt-disjoint, images are stored once."""
 
-import io
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from sdg_data.build import BuildConfig, build_dataset
 from sdg_data.jitter import JitterConfig, jittered_defects
 from sdg_data.jsonl import load_records, read_records, write_records
 from sdg_data.records import ImageRecord
-from tests.conftest import DEMO, defect
+from tests.conftest import DEMO, defect, noise_records
 
 
 @pytest.fixture(scope="module")
@@ -106,41 +104,8 @@ def test_test_config_is_what_sdg_eval_reads(built):
     assert report["artifact"]["BoxF1@0.5"] == 1.0 and report["misalignment"]["DetTypeF1"] == 1.0
 
 
-def _noise_png(path: Path, seed: int, size: int = 96) -> int:
-    from PIL import Image
-
-    rnd = random.Random(seed)
-    im = Image.frombytes("RGB", (size, size), rnd.randbytes(size * size * 3))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    path.write_bytes(buf.getvalue())
-    return len(buf.getvalue())
-
-
-def _noise_records(tmp_path: Path, n: int = 12, size: int = 96) -> Path:
-    recs = []
-    (tmp_path / "img").mkdir()
-    for i in range(n):
-        _noise_png(tmp_path / "img" / f"{i}.png", i, size)
-        recs.append(
-            ImageRecord(
-                f"r{i}",
-                [defect([100, 100, 400, 500], "artifact", "six fingers on the hand", 60)],
-                image_path=f"img/{i}.png",
-                width=size,
-                height=size,
-                caption=f"prompt {i}",
-                generator="g",
-                split="train",
-                think="### Step 1: a\n### Step 2: b\n### Step 3: c",
-            )
-        )
-    write_records(tmp_path / "d.jsonl", recs)
-    return tmp_path / "d.jsonl"
-
-
 def test_image_bytes_stored_once_not_once_per_pair(tmp_path):
-    s = build_dataset(_noise_records(tmp_path), tmp_path / "ds", BuildConfig(), progress=False)
+    s = build_dataset(noise_records(tmp_path), tmp_path / "ds", BuildConfig(), progress=False)
     sft = s["sft"]
     assert sft["unique_image_bytes"] > 12 * 20000  # incompressible images dominate
     assert sft["bytes"] < 1.1 * (sft["unique_image_bytes"] + sft["text_bytes"])  # 3 pairs, one copy
@@ -206,7 +171,7 @@ def test_each_row_group_goes_to_disk_when_written_and_the_hint_changes_no_byte(t
     import sdg_data.build as build_mod
     from sdg_data.pagecache import WriteBehind
 
-    records = _noise_records(tmp_path, size=320)  # ~300 KB each
+    records = noise_records(tmp_path, size=320)  # ~300 KB each
     flushes: dict[str, list[int]] = {}
     opened: list[WriteBehind] = []
 
@@ -264,7 +229,7 @@ def test_images_read_ahead_stay_bounded_in_count_and_bytes(tmp_path, monkeypatch
             started.append(int(rec.image_id))
         if not path.exists():
             raise ImageError("cannot be read")
-        return {"bytes": b"", "path": path.name}, path.stat().st_size, b""
+        return {"bytes": b"", "path": path.name, "sha256": b""}
 
     monkeypatch.setattr(build_mod, "_image_cell", fake_cell)
     loaded = []
@@ -290,7 +255,7 @@ def test_records_sharing_one_image_keep_it_stored_once(tmp_path):
 
     import pyarrow.parquet as pq
 
-    records = _noise_records(tmp_path, n=6, size=320)
+    records = noise_records(tmp_path, n=6, size=320)
     for i in (1, 2):  # records 0, 1 and 2 now point at three files with one content
         shutil.copyfile(tmp_path / "img" / "0.png", tmp_path / "img" / f"{i}.png")
     distinct = sum((tmp_path / "img" / f"{i}.png").stat().st_size for i in (0, 3, 4, 5))

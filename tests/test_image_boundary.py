@@ -275,11 +275,11 @@ def test_build_after_distill_neither_decodes_nor_hashes_an_image_again(tmp_path,
     from distill.runner import distill_file
     from sdg_data import images
     from sdg_data.build import BuildConfig, build_dataset
-    from tests.test_build import _noise_records
+    from tests.conftest import noise_records
 
     monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
-    records = _noise_records(tmp_path, n=6, size=320)  # over SMALL_IMAGE: the cache applies
+    records = noise_records(tmp_path, n=6, size=320)  # over SMALL_IMAGE: the cache applies
     old = time.time() - 10
     for f in (tmp_path / "img").iterdir():
         os.utime(f, (old, old))  # written a while ago, as images usually are (a fresh file is hashed each time)
