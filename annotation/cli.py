@@ -72,22 +72,36 @@ def run_init(cfg: AnnotateConfig) -> None:
 
 def run_push(cfg: AnnotateConfig, samples: Path) -> None:
     """Import images as tasks, idempotent by image_id (a second push creates nothing); checks the server's count.
-    Rejects (missing file, path outside the image root, duplicate ids) go to SAMPLES.push.rejects.jsonl."""
+    Rejects (missing file, path outside the image root, duplicate ids) go to WORK_DIR/SAMPLES.push.rejects.jsonl
+    (outputs/annotate/ by default; never beside the input). Exits 1 when no line could be pushed."""
     from annotation.push import push
+    from sdg_data.report import require_kept
 
     s = push(samples, _conn(cfg))
     typer.echo(
         f"read {s['read']}: created {s['created']}, already on the server {s['already_on_server']}, "
-        f"rejected {s['rejected']}; {s['tasks_on_server']} tasks in project {s['project']}"
+        f"rejected {s['rejected']}; {s['tasks_on_server']} tasks in project {s['project']}; "
+        f"report: {s['reports']}/{samples.stem}.push.summary.json"
     )
+    require_kept(s, Path(s["reports"]) / f"{samples.stem}.push.rejects.jsonl")
 
 
 def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> None:
-    """Import a detector's boxes as pre-annotations (validated here first) and show them prefilled."""
+    """Import a detector's boxes as pre-annotations (validated here first) and show them prefilled. A rerun with the
+    same --model-version replaces that version's predictions in place (or leaves identical ones alone): never a
+    second prefilled tab. Only the predictions and the model version shown change; overlap and guidelines stay."""
     from annotation.predict import predict
+    from sdg_data.report import require_kept
 
     s = predict(predictions, _conn(cfg), model_version)
-    typer.echo(f"read {s['read']}: created {s['created']} predictions ({model_version}), rejected {s['rejected']}")
+    typer.echo(
+        f"read {s['read']}: {model_version}: created {s['created']}, replaced {s['replaced']}, unchanged "
+        f"{s['unchanged']}, rejected {s['rejected']}"
+        + (f", {s['repeats_removed']} repeated predictions removed" if s["repeats_removed"] else "")
+        + f"; annotators see {s['model_version_shown'] or 'no predictions'}; "
+        f"report: {s['reports']}/{predictions.stem}.predict.summary.json"
+    )
+    require_kept(s, Path(s["reports"]) / f"{predictions.stem}.predict.rejects.jsonl", "predictions")
 
 
 def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Path | None, only_reviewed: bool) -> None:
@@ -100,12 +114,19 @@ def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Pat
         s = pull_from_export(from_export, out, cfg, only_reviewed)
     else:
         s = pull(_conn(cfg), out, since, only_reviewed)
+    from sdg_data.report import require_kept
+
     bad_tasks = f", {s['malformed_tasks']} malformed tasks rejected" if s.get("malformed_tasks") else ""
     unreviewed = f", {s['unreviewed_images']} not reviewed yet (left out)" if only_reviewed else ""
     typer.echo(
         f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
         f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean){unreviewed} -> {out}"
     )
+    if s.get("hint"):
+        typer.secho(f"warning: {s['hint']}", fg=typer.colors.YELLOW, err=True)
+    if not s["read"]:
+        typer.echo("no annotations yet: nothing to pull")
+    require_kept(s, out.parent / f"{out.stem}.pull.rejects.jsonl", "annotations", empty_ok=True)
 
 
 def agreement_cmd(
@@ -115,7 +136,19 @@ def agreement_cmd(
     """Inter-annotator agreement per pair and overall: BoxF1@0.5 and DetTypeF1 per label, importance MAE."""
     from annotation.agreement import agreement_file, format_agreement
 
-    typer.echo(format_agreement(agreement_file(annotations, out)))
+    report = agreement_file(annotations, out)
+    if len(report["annotators"]) < 2:
+        who = ", ".join(report["annotators"]) or "none"
+        raise ValueError(
+            f"{annotations}: agreement needs annotations of the same images by two or more annotators; this file "
+            f"has {len(report['annotators'])} ({who}). Set --overlap 2 at init so tasks go to two annotators"
+        )
+    if not report["pairs"]:
+        raise ValueError(
+            f"{annotations}: {len(report['annotators'])} annotators, but no image annotated by two of them yet "
+            "(overlap tasks give agreement)"
+        )
+    typer.echo(format_agreement(report))
 
 
 def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None, out: Path | None) -> None:

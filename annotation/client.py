@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from annotation.config import AnnotateConfig
@@ -123,9 +124,9 @@ def require_project(conn: Connection) -> Any:
     return p
 
 
-def ensure_project(conn: Connection, model_version: str | None = None) -> tuple[Any, bool]:
-    """Create the project or bring it to the config (labeling config, guidelines, overlap); idempotent.
-    Returns (project, created)."""
+def ensure_project(conn: Connection) -> tuple[Any, bool]:
+    """Create the project or bring it to the config (labeling config, guidelines; the overlap only when given, so
+    a rerun without the team's recipe keeps it); idempotent. Returns (project, created)."""
     cfg = conn.cfg
     fields: dict[str, Any] = {
         "title": cfg.project_title,
@@ -133,16 +134,28 @@ def ensure_project(conn: Connection, model_version: str | None = None) -> tuple[
         "label_config": LABEL_CONFIG,
         "expert_instruction": guidelines_html(cfg.guidelines),
         "show_instruction": True,
-        "maximum_annotations": cfg.overlap,
         "show_collab_predictions": True,
         "enable_empty_annotation": True,  # a clean image is submitted with no boxes
         "show_skip_button": True,
     }
-    if model_version:
-        fields["model_version"] = model_version
+    if cfg.overlap is not None:
+        fields["maximum_annotations"] = cfg.overlap
     existing = find_project(conn)
+    image_root = project_image_root(conn, existing) if existing is not None else None
+    if cfg.image_root is None:  # a new project's storage is the image root of the server it lives on
+        raise AnnotateError(
+            "no image root: start the server with sdg annotate serve --image-root DIR (the other commands read it "
+            "from there), or give --image-root"
+        )
+    if image_root is not None and image_root != Path(cfg.image_root).resolve():
+        raise AnnotateError(
+            f"the project serves images from {image_root}, not {Path(cfg.image_root).resolve()}: its tasks point "
+            "there. Give that folder as --image-root, or use another project_title for another folder"
+        )
     if existing is None:
-        project = conn.call("create project", lambda: conn.client.projects.create(**fields))
+        project = conn.call(
+            "create project", lambda: conn.client.projects.create(**{"maximum_annotations": 1, **fields})
+        )
         created = True
     else:
         project = conn.call("update project", lambda: conn.client.projects.update(id=existing.id, **fields))
@@ -151,20 +164,72 @@ def ensure_project(conn: Connection, model_version: str | None = None) -> tuple[
     return project, created
 
 
+def set_model_version(conn: Connection, project: Any, model_version: str) -> Any:
+    """Show this model's predictions prefilled: the project's model version and nothing else changes."""
+    return conn.call(
+        "set the model version", lambda: conn.client.projects.update(id=project.id, model_version=model_version)
+    )
+
+
+def _storages(conn: Connection, project_id: int) -> list[Any]:
+    return list(conn.call("list storages", lambda: conn.client.import_storage.local.list(project=project_id)))
+
+
+def project_image_root(conn: Connection, project: Any) -> Path | None:
+    """The folder the project serves images from (its Local Files storage), or None when it has none yet.
+
+    When the config names no image root (``--image-root`` unset and no running ``serve`` state), it is set from
+    here: the server remembers what it was started with, so push, predict, pull and status need no flag."""
+    paths = {Path(s.path).resolve() for s in _storages(conn, project.id) if getattr(s, "path", None)}
+    if len(paths) > 1:
+        raise AnnotateError(
+            f"project {project.id} has {len(paths)} local storages ({', '.join(map(str, sorted(paths)))}): "
+            "give --image-root to say which one its images are under"
+        )
+    root = paths.pop() if paths else None
+    if root is not None and conn.cfg.image_root is None:
+        conn.cfg.image_root = str(root)
+    return root
+
+
+def require_image_root(conn: Connection, project: Any) -> Path:
+    """The image root a command that reads or writes task paths uses: the given one, else the project's."""
+    root = project_image_root(conn, project)
+    if conn.cfg.image_root is None:
+        raise AnnotateError(
+            f"project {project.id} has no image storage and no image root was given: run sdg annotate init on the "
+            "server started with sdg annotate serve --image-root DIR"
+        )
+    given = Path(conn.cfg.image_root).resolve()
+    if root is not None and given != root:
+        raise AnnotateError(
+            f"--image-root {given} is not the folder project {project.id} serves images from ({root}); leave it "
+            "out to use the project's"
+        )
+    return given
+
+
 def ensure_storage(conn: Connection, project_id: int) -> Any:
     """One Local Files storage for the image root: it only authorises serving those files (never synced: tasks
     are imported with their metadata instead)."""
     root = os.path.abspath(conn.cfg.image_root)
-    storages = conn.call("list storages", lambda: conn.client.import_storage.local.list(project=project_id))
-    for s in storages:
+    for s in _storages(conn, project_id):
         if os.path.abspath(getattr(s, "path", "") or "") == root:
             return s
-    return conn.call(
-        "create storage",
-        lambda: conn.client.import_storage.local.create(
-            project=project_id, path=root, title="SDG images", use_blob_urls=True, recursive_scan=True
-        ),
-    )
+    try:
+        return conn.call(
+            "create storage",
+            lambda: conn.client.import_storage.local.create(
+                project=project_id, path=root, title="SDG images", use_blob_urls=True, recursive_scan=True
+            ),
+        )
+    except AnnotateError as exc:
+        if "LOCAL_FILES_DOCUMENT_ROOT" in str(exc) or "subdirectory" in str(exc):
+            raise AnnotateError(
+                f"the server does not serve files from {root}: it serves only the image root it was started with. "
+                f"Restart it with sdg annotate serve --image-root {root}, or leave --image-root out"
+            ) from None
+        raise
 
 
 def project_settings(project: Any) -> dict[str, Any]:

@@ -15,10 +15,17 @@ class AnnotateConfig:
     backoff_base_s: float = 0.5  # first retry wait (doubles)
     backoff_max_s: float = 20.0  # longest retry wait
     project_title: str = "SDG defect grounding"  # the project's title (with a tag in its description)
-    image_root: str = "."  # the folder images are served from; task paths must stay inside it
-    overlap: int = 1  # annotators per task (maximum_annotations)
+    image_root: str | None = field(
+        default=None,
+        metadata={
+            "help": "The folder images are served from: given to serve (default: the current folder); the other "
+            "commands read it from the running server or the project's storage unless given."
+        },
+    )
+    overlap: int | None = None  # annotators per task (maximum_annotations); unset: init keeps the project's (1 if new)
     guidelines: str | None = None  # a markdown file; default annotation/guidelines.md
     chunk_size: int = 2000  # tasks or predictions per import request
+    work_dir: str = "outputs/annotate"  # push and predict write their rejects and summary here (not beside the input)
     consolidation: Literal["primary", "review"] = "primary"  # how pull picks the one record of an image
     primary_annotators: list[str] = field(default_factory=list)  # emails in priority order; default: earliest
     reviewers: list[str] = field(default_factory=list)  # for "review": their annotation wins when there is one
@@ -32,7 +39,7 @@ class AnnotateConfig:
     label_studio_bin: str = ".venv-ls/bin/label-studio"  # its own environment; or $SDG_LABEL_STUDIO_BIN
 
     def __post_init__(self) -> None:
-        if self.overlap < 1 or self.chunk_size < 1 or self.max_retries < 0:
+        if (self.overlap is not None and self.overlap < 1) or self.chunk_size < 1 or self.max_retries < 0:
             raise ValueError("AnnotateConfig: overlap and chunk_size must be >= 1, max_retries >= 0")
         if self.consolidation == "review" and not self.reviewers:
             raise ValueError("AnnotateConfig: consolidation 'review' needs the reviewers' emails in 'reviewers'")
@@ -45,19 +52,26 @@ BIN_ENV = "SDG_LABEL_STUDIO_BIN"
 def resolve_server(cfg: AnnotateConfig, url_given: bool) -> AnnotateConfig:
     """One answer to "which server?" for every annotate command, in this order: ``--url`` or the recipe's ``url``;
     ``$SDG_LABEL_STUDIO_URL``; the state file ``sdg annotate serve`` writes in its data folder (so ``serve --port
-    9000`` is found without repeating the port); the default. The binary: ``$SDG_LABEL_STUDIO_BIN`` unless the
+    9000`` is found without repeating the port); the default. The image root, when not given, is the one that
+    server was started with (the state file), else the project's storage (see ``client.project_image_root``).
+    The binary: ``$SDG_LABEL_STUDIO_BIN`` unless the
     recipe or flag names one."""
     import os
 
     from annotation.server import read_state
 
+    state = read_state(cfg)
     if not url_given and cfg.url == AnnotateConfig.url:
         env_url = os.environ.get(URL_ENV)
-        state = None if env_url else read_state(cfg)
         if env_url:
             cfg.url = env_url.rstrip("/")
+            state = None  # another server: its image root is not this state's
         elif state and state.get("url"):
             cfg.url = str(state["url"])
+    elif state and str(state.get("url", "")).rstrip("/") != cfg.url.rstrip("/"):
+        state = None
+    if cfg.image_root is None and state and state.get("image_root"):
+        cfg.image_root = str(state["image_root"])
     if cfg.label_studio_bin == AnnotateConfig.label_studio_bin and os.environ.get(BIN_ENV):
         cfg.label_studio_bin = os.environ[BIN_ENV]
     return cfg

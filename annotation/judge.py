@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotation.client import AnnotateError, Connection, all_pages, ensure_storage
+from annotation.client import (
+    AnnotateError,
+    Connection,
+    all_pages,
+    ensure_storage,
+    project_image_root,
+    require_image_root,
+)
 from annotation.labeling import guidelines_html
 from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
 
@@ -65,15 +72,20 @@ def ensure_judge_project(conn: Connection) -> tuple[Any, bool]:
         "label_config": JUDGE_CONFIG,
         "expert_instruction": guidelines_html(GUIDELINES),
         "show_instruction": True,
-        "maximum_annotations": conn.cfg.overlap,
         "show_skip_button": True,
     }
     existing = find_judge_project(conn, title)
+    if conn.cfg.overlap is not None or existing is None:  # unset: a rerun keeps the project's overlap
+        fields["maximum_annotations"] = conn.cfg.overlap or 1
     if existing is None:
         project, created = conn.call("create project", lambda: conn.client.projects.create(**fields)), True
     else:
         project = conn.call("update project", lambda: conn.client.projects.update(id=existing.id, **fields))
         created = False
+    if conn.cfg.image_root is None:
+        project_image_root(conn, project)
+    if conn.cfg.image_root is None:
+        raise AnnotateError("no image root: start the server with sdg annotate serve --image-root DIR, or give one")
     ensure_storage(conn, project.id)
     return project, created
 
@@ -121,7 +133,8 @@ def judge_push(
     b_method, b_sides = _manifest(Path(b_path), b_name)
     if a_method == b_method:
         raise AnnotateError(f"both files are method {a_method!r}; name them with --a-name / --b-name")
-    root, doc_root = Path(conn.cfg.image_root).resolve(), document_root(conn.cfg)
+    root = require_image_root(conn, project)
+    doc_root = document_root(conn.cfg)
     existing = set(server_tasks(conn, project.id, key="pair_id"))
     report = StageReport("judge-push", read=len(a_sides))
     tasks = []

@@ -200,3 +200,111 @@ def format_annotators(stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"{s['overlap_images']:>7} {f(s['agreement_box_f1'], '.3f'):>7} {f(s['importance_mae'], '.1f'):>7}"
         )
     return lines
+
+
+# ------------------------------------------------------------------ what prefill is worth
+def _regions(result: Any) -> dict[str, dict[str, Any]]:
+    """Region id -> its label, box (x, y, w, h in percent), description and importance, from an editor result."""
+    from annotation.labeling import BOX, NUMBER, TEXT
+
+    out: dict[str, dict[str, Any]] = {}
+    for r in result if isinstance(result, list) else []:
+        if not isinstance(r, Mapping) or "id" not in r:
+            continue
+        reg = out.setdefault(str(r["id"]), {})
+        v = r.get("value") if isinstance(r.get("value"), Mapping) else {}
+        name = r.get("from_name")
+        if name == BOX:
+            reg["box"] = tuple(round(float(v.get(k) or 0.0), 4) for k in ("x", "y", "width", "height"))
+            reg["label"] = tuple(v.get("rectanglelabels") or ())
+        elif name == TEXT:
+            reg["text"] = tuple(v.get("text") or ()) if isinstance(v.get("text"), list) else (v.get("text"),)
+        elif name == NUMBER:
+            reg["number"] = v.get("number")
+    return out
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 1) if xs else None
+
+
+def prefill_stats(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per model version whose predictions annotators started from (an annotation's ``parent_prediction``): each
+    predicted box kept as predicted, moved or resized, kept in place with its label or text changed, or deleted;
+    boxes added by hand; the share of prefilled tasks submitted unchanged; the median lead time with that prefill
+    against annotations started from an empty canvas. The figure a lead needs to judge whether a detector helps."""
+    by_version: dict[str, dict[str, Any]] = {}
+    no_prefill_leads: list[float] = []
+    for task in tasks:
+        if not isinstance(task, Mapping):
+            continue
+        preds = {
+            p.get("id"): p for p in task.get("predictions") or [] if isinstance(p, Mapping) and p.get("id") is not None
+        }
+        for ann in task.get("annotations") or []:
+            if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
+                continue
+            lead = ann.get("lead_time")
+            lead = float(lead) if isinstance(lead, (int, float)) and not isinstance(lead, bool) and lead >= 0 else None
+            parent = preds.get(ann.get("parent_prediction"))
+            if parent is None:
+                if lead is not None:
+                    no_prefill_leads.append(lead)
+                continue
+            v = by_version.setdefault(
+                str(parent.get("model_version") or "?"),
+                {"annotations": 0, "unchanged": 0, "predicted_boxes": 0, "kept": 0, "moved": 0, "edited": 0,
+                 "deleted": 0, "added": 0, "leads": []},
+            )  # fmt: skip
+            predicted, drawn = _regions(parent.get("result")), _regions(ann.get("result"))
+            counts = {"kept": 0, "moved": 0, "edited": 0, "deleted": 0}
+            for rid, p in predicted.items():
+                a = drawn.get(rid)
+                if a is None:
+                    counts["deleted"] += 1
+                elif a.get("box") != p.get("box"):
+                    counts["moved"] += 1
+                elif any(a.get(k) != p.get(k) for k in ("label", "text", "number")):
+                    counts["edited"] += 1
+                else:
+                    counts["kept"] += 1
+            added = sum(rid not in predicted for rid in drawn)
+            v["annotations"] += 1
+            v["predicted_boxes"] += len(predicted)
+            v["added"] += added
+            for k, n in counts.items():
+                v[k] += n
+            v["unchanged"] += counts["kept"] == len(predicted) and not added
+            if lead is not None:
+                v["leads"].append(lead)
+    out = {}
+    for version, v in sorted(by_version.items()):
+        n_boxes = v["predicted_boxes"]
+        out[version] = {
+            **{k: v[k] for k in ("annotations", "predicted_boxes", "kept", "moved", "edited", "deleted", "added")},
+            "kept_share": round(v["kept"] / n_boxes, 3) if n_boxes else None,
+            "unchanged_share": round(v["unchanged"] / v["annotations"], 3) if v["annotations"] else None,
+            "median_lead_time_s": _median(v["leads"]),
+        }
+    return {"versions": out, "without_prefill": {"annotations": len(no_prefill_leads),
+                                                  "median_lead_time_s": _median(no_prefill_leads)}}  # fmt: skip
+
+
+def format_prefill(p: Mapping[str, Any]) -> list[str]:
+    if not p["versions"]:
+        return []
+    base = p["without_prefill"]
+    lines = [
+        "prefill by model version (predicted boxes kept / moved / edited / deleted; boxes added by hand; tasks "
+        f"submitted unchanged; median lead time against {base['median_lead_time_s'] or '-'} s over "
+        f"{base['annotations']} annotations started empty):"
+    ]
+    for version, s in p["versions"].items():
+        kept = "-" if s["kept_share"] is None else f"{100 * s['kept_share']:.0f}%"
+        same = "-" if s["unchanged_share"] is None else f"{100 * s['unchanged_share']:.0f}%"
+        lines.append(
+            f"  {version[:30]:<30} {s['annotations']:>5} tasks, {s['predicted_boxes']} boxes: kept {s['kept']} "
+            f"({kept}), moved {s['moved']}, edited {s['edited']}, deleted {s['deleted']}, added {s['added']}; "
+            f"unchanged {same}; median {s['median_lead_time_s'] if s['median_lead_time_s'] is not None else '-'} s"
+        )
+    return lines

@@ -294,7 +294,8 @@ _COUNTS = ("tasks", "tasks_unannotated", "malformed_tasks", "annotations", "vali
 def _convert_one(task, ann, users, doc_root, cfg: AnnotateConfig) -> tuple[ImageRecord | None, str | None]:
     """One annotation's record, or None and why it is rejected."""
     try:
-        return convert_annotation(task, ann, users, doc_root, cfg.check_image_size, Path(cfg.image_root)), None
+        root = Path(cfg.image_root) if cfg.image_root is not None else None
+        return convert_annotation(task, ann, users, doc_root, cfg.check_image_size, root), None
     except ValueError as exc:  # RecordError and RegionError included
         return None, str(exc)
     except (TypeError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type deeper in
@@ -354,6 +355,11 @@ def convert_export(
                 counts["valid"] += 1
     if counts["annotations"] != counts["valid"] + counts["rejected"] + counts["cancelled"]:
         raise AssertionError(f"counts do not reconcile: {counts}")
+    if doc_root is not None:
+        missing = _missing_images(all_records)
+        counts["images_missing"] = len(missing)
+        if missing:
+            counts["image_missing_example"] = missing[0]
     by_image: dict[str, list[ImageRecord]] = defaultdict(list)
     for r in all_records:
         by_image[r.image_id].append(r)
@@ -368,6 +374,47 @@ def convert_export(
     counts["clean_images"] = sum(not r.defects for r in consolidated)
     counts["cancelled_by"] = dict(cancelled_by)
     return {"records": consolidated, "all": all_records, "rejects": rejects, "counts": counts}
+
+
+def _missing_images(records: list[ImageRecord]) -> list[str]:
+    """The image files records name that are not on this machine (an export pulled elsewhere, a moved folder)."""
+    import os
+
+    seen: dict[str, bool] = {}
+    out = []
+    for r in records:
+        p = r.image_path
+        if p and p not in seen:
+            seen[p] = os.path.isfile(p)
+            if not seen[p]:
+                out.append(p)
+    return out
+
+
+def export_image_folder(tasks: list[Any]) -> tuple[str | None, str | None]:
+    """(the folder an export's local-files paths start with, one such path): the name of the image root on the
+    machine the export was made on."""
+    for t in tasks:
+        url = str(((t.get("data") or {}) if isinstance(t, Mapping) else {}).get("image", ""))
+        if "local-files" in url:
+            d = parse_qs(urlparse(url).query).get("d")
+            if d:
+                rel = unquote(d[0])
+                return rel.split("/", 1)[0], rel
+    return None, None
+
+
+def missing_hint(counts: Mapping[str, Any], cfg: AnnotateConfig, tasks: list[Any] | None = None) -> str | None:
+    """One line when records name images that are not here: which folder the export needs as --image-root."""
+    n = counts.get("images_missing") or 0
+    if not n:
+        return None
+    folder, example = export_image_folder(tasks or [])
+    need = f"a folder named {folder!r} holding e.g. {example!r}" if folder else "the folder the server served"
+    return (
+        f"{n} image(s) the annotations name are not under {cfg.image_root} "
+        f"(e.g. {counts.get('image_missing_example')}): give --image-root your copy of {need}"
+    )
 
 
 def _dumps_lines(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -414,8 +461,19 @@ def pull_from_export(
             raise ValueError(
                 f"{export}: a Label Studio JSON export is a list of tasks (JSON_MIN and CSV are not read)"
             )
+        if cfg.image_root is None:
+            folder, example = export_image_folder(tasks)
+            if folder is not None:
+                raise ValueError(
+                    f"{export}: its images are local files under a folder named {folder!r} (e.g. {example!r}) on "
+                    f"the machine it was exported from: give --image-root your copy of that folder"
+                )
         result = convert_export(tasks, cfg, doc_root=document_root(cfg), only_reviewed=only_reviewed)
-        return write_outputs(result, out, {"source": str(export), "seconds": round(time.perf_counter() - t0, 3)})
+        extra = {"source": str(export), "seconds": round(time.perf_counter() - t0, 3)}
+        hint = missing_hint(result["counts"], cfg, tasks)
+        if hint:
+            extra["hint"] = hint
+        return write_outputs(result, out, extra)
 
 
 def since_filter(since: str) -> str:
@@ -431,9 +489,12 @@ def since_filter(since: str) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def export_tasks(conn: Connection, project_id: int, since: str | None = None) -> list[dict[str, Any]]:
+def export_tasks(
+    conn: Connection, project_id: int, since: str | None = None, with_predictions: bool = False
+) -> list[dict[str, Any]]:
     """A snapshot export (full annotation objects, annotators as objects), optionally only of tasks updated after
-    ``since`` (through a Data Manager view)."""
+    ``since`` (through a Data Manager view); ``with_predictions`` keeps the predictions' results (status compares
+    what annotators submitted with what they were shown)."""
     c = conn.client
     task_filter: dict[str, Any] = {"only_with_annotations": True}
     view_id = None
@@ -462,7 +523,9 @@ def export_tasks(conn: Connection, project_id: int, since: str | None = None) ->
                 id=project_id,
                 title="sdg-pull",
                 task_filter_options=task_filter,
-                serialization_options=SNAPSHOT_OPTIONS,
+                serialization_options={**SNAPSHOT_OPTIONS, "predictions": {"only_id": False}}
+                if with_predictions
+                else SNAPSHOT_OPTIONS,
             ),
         )
         t1 = time.perf_counter()
@@ -485,10 +548,12 @@ def users_map(conn: Connection) -> dict[int, str]:
 
 
 def pull(conn: Connection, out: str | Path, since: str | None = None, only_reviewed: bool = False) -> dict[str, Any]:
+    from annotation.client import require_image_root
     from annotation.server import document_root
 
     t0 = time.perf_counter()
     project = require_project(conn)
+    require_image_root(conn, project)
     with gc_paused():
         tasks = export_tasks(conn, project.id, since)
         t1 = time.perf_counter()
@@ -501,6 +566,9 @@ def pull(conn: Connection, out: str | Path, since: str | None = None, only_revie
             "export_s": round(t1 - t0, 3),
             "convert_s": round(t2 - t1, 3),
         }
+        hint = missing_hint(result["counts"], conn.cfg, tasks)
+        if hint:
+            extra["hint"] = hint
         summary = write_outputs(result, out, extra)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from annotation.client import AnnotateError, Connection, require_project
+from annotation.client import AnnotateError, Connection, require_image_root, require_project
 from annotation.labeling import CONFIG_VERSION
 from annotation.server import document_root
-from sdg_data.jsonl import iter_jsonl
+from sdg_data.jsonl import usable_lines
 from sdg_data.records import ImageRecord, RecordError
 from sdg_data.report import StageReport
 
@@ -114,8 +114,11 @@ class _Reader:
     def __iter__(self):
         seen: dict[str, int] = {}
         dirs: dict[str, str] = {}
-        for lineno, obj in iter_jsonl(self.path):
-            self.read += 1
+        bad: list[dict[str, Any]] = []
+        for lineno, obj in usable_lines(self.path, "push", bad):
+            self.read += len(bad) + 1
+            self.rejects += bad
+            bad.clear()
             iid = obj.get("image_id") if isinstance(obj, dict) else None
             try:
                 rec = ImageRecord.from_json(obj)
@@ -131,6 +134,8 @@ class _Reader:
                 self.rejects.append({"line": lineno, "image_id": iid, "stage": "push", "reason": str(exc)})
                 continue
             yield task_for(rec, full, self.doc_root)
+        self.read += len(bad)
+        self.rejects += bad
 
 
 def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
@@ -165,9 +170,9 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     t0 = time.perf_counter()
     cfg = conn.cfg
     samples = Path(samples)
-    root = Path(cfg.image_root).resolve()
-    doc_root = document_root_of(cfg)
     project = require_project(conn)
+    root = require_image_root(conn, project)
+    doc_root = document_root_of(cfg)
     n_before = task_count(conn, project.id)
     before = server_tasks(conn, project.id) if n_before else {}  # an empty project needs no listing
     if len(before) != n_before:
@@ -225,7 +230,10 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
         "tasks_on_server": n_after,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return report.write(Path(out_dir) if out_dir else samples.parent, prefix=f"{samples.stem}.")
+    folder = Path(out_dir) if out_dir else Path(cfg.work_dir)
+    summary = report.write(folder, prefix=f"{samples.stem}.")
+    summary["reports"] = str(folder)
+    return summary
 
 
 def document_root_of(cfg) -> Path:

@@ -60,28 +60,54 @@ def document_root(cfg: AnnotateConfig) -> Path:
     """LOCAL_FILES_DOCUMENT_ROOT: the image root's parent. Label Studio refuses a storage at the document root
     itself, and serves a file only under a storage, so with one storage at the image root nothing outside it is
     served."""
-    root = Path(cfg.image_root).resolve()
+    root = Path(cfg.image_root or ".").resolve()
     if root.parent == root:
         raise ServerError(f"image_root {root} cannot be the file system root")
     return root.parent
 
 
-def _binary(cfg: AnnotateConfig) -> str:
+def _binary(cfg: AnnotateConfig, install: bool = False) -> str:
+    """The label-studio program. With ``install`` (``sdg annotate serve``), a missing one at the default place is
+    installed there on first use, in an environment of its own (it pins its own Django stack)."""
     path = Path(cfg.label_studio_bin)
     if path.is_file():
         return str(path)
     found = shutil.which(cfg.label_studio_bin)
-    if not found:
-        raise ServerError(
-            f"no Label Studio at {cfg.label_studio_bin}; install it in its own environment: "
-            f"python -m venv .venv-ls && .venv-ls/bin/pip install label-studio=={LABEL_STUDIO_VERSION} "
-            "(make install does this)"
-        )
-    return found
+    if found:
+        return found
+    if install and cfg.label_studio_bin == AnnotateConfig.label_studio_bin:
+        install_label_studio(path.parent.parent)
+        if path.is_file():
+            return str(path)
+    raise ServerError(
+        f"no Label Studio at {cfg.label_studio_bin}; install it in its own environment: "
+        f"python -m venv .venv-ls && .venv-ls/bin/pip install label-studio=={LABEL_STUDIO_VERSION} "
+        "(make install does this; sdg annotate serve does it at the default place)"
+    )
 
 
-def command(cfg: AnnotateConfig) -> list[str]:
-    return [_binary(cfg), "start", "--no-browser", "--internal-host", cfg.host, "--port", str(cfg.port)]
+def install_label_studio(venv: Path, python: str | None = None) -> None:
+    """Create ``venv`` and pip-install the pinned Label Studio into it, saying so (a few minutes, once)."""
+    import sys
+
+    python = python or sys.executable
+    print(f"Label Studio {LABEL_STUDIO_VERSION} is not installed: installing it into {venv} (first use, a few "
+          f"minutes; pip's output goes to {venv}/install.log)", flush=True)  # fmt: skip
+    venv.mkdir(parents=True, exist_ok=True)
+    log_path = venv / "install.log"
+    with open(log_path, "ab") as log:
+        for step in (
+            [python, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--upgrade", "pip"],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", f"label-studio=={LABEL_STUDIO_VERSION}"],
+        ):
+            if subprocess.call(step, stdout=log, stderr=subprocess.STDOUT) != 0:
+                raise ServerError(f"installing Label Studio failed at: {' '.join(step[-3:])}; see {log_path}")
+    print(f"installed Label Studio {LABEL_STUDIO_VERSION} into {venv}", flush=True)
+
+
+def command(cfg: AnnotateConfig, install: bool = False) -> list[str]:
+    return [_binary(cfg, install), "start", "--no-browser", "--internal-host", cfg.host, "--port", str(cfg.port)]
 
 
 def admin_from_env() -> None:
@@ -125,7 +151,13 @@ def start(cfg: AnnotateConfig, token: str, log_path: str | Path | None = None, e
     return proc
 
 
-def wait_ready(cfg: AnnotateConfig, token: str, proc: subprocess.Popen | None = None, timeout_s: float = 180) -> None:
+def wait_ready(
+    cfg: AnnotateConfig,
+    token: str,
+    proc: subprocess.Popen | None = None,
+    timeout_s: float = 180,
+    log_path: Path | None = None,
+) -> None:
     """Poll whoami with the token until the server answers (a fresh data folder migrates for about 40 s)."""
     url = f"http://{cfg.host}:{cfg.port}/api/current-user/whoami"
     deadline = time.monotonic() + timeout_s
@@ -134,7 +166,7 @@ def wait_ready(cfg: AnnotateConfig, token: str, proc: subprocess.Popen | None = 
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ServerError(
-                f"Label Studio exited with code {proc.returncode}; see {Path(cfg.data_dir) / 'server.log'}"
+                f"Label Studio exited with code {proc.returncode}; see {log_path or Path(cfg.data_dir) / 'server.log'}"
             )
         try:
             req = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})
@@ -202,11 +234,29 @@ def _is_label_studio(pid: int) -> bool:
     return b"label-studio" in cmdline or b"label_studio" in cmdline
 
 
+def banner(cfg: AnnotateConfig, log_path: Path) -> str:
+    """What a lead needs once the server is up: where it is, how to log in, where its data and log live, how to
+    stop it. The password is never printed, only where it comes from."""
+    url = f"http://{cfg.host}:{cfg.port}"
+    return "\n".join(
+        [
+            f"Label Studio {LABEL_STUDIO_VERSION} is up at {url}",
+            f"  log in:     {os.environ.get('LABEL_STUDIO_USERNAME')} with the password in $LABEL_STUDIO_PASSWORD",
+            f"  images:     {Path(cfg.image_root or '.').resolve()} (push, predict and pull read this from here)",
+            f"  data:       {Path(cfg.data_dir).resolve()} ({cfg.database})",
+            f"  server log: {log_path.resolve()}",
+            "  next:       sdg annotate init, then sdg annotate push RECORDS.jsonl",
+            "  stop:       Ctrl+C here, or sdg annotate stop from another shell",
+        ]
+    )
+
+
 def serve(cfg: AnnotateConfig) -> int:
     """Run the server in the foreground (``sdg annotate serve``) until interrupted.
 
     The server runs in its own process group; SIGINT, SIGTERM and SIGHUP stop that whole group (Label Studio
-    starts workers), so no server is left behind. While it runs, ``DATA_DIR/server.json`` holds its pid and URL:
+    starts workers), so no server is left behind. Its own output (a line per request) goes to DATA_DIR/server.log;
+    the terminal gets one banner. While it runs, ``DATA_DIR/server.json`` holds its pid, URL and image root:
     ``sdg annotate stop`` and the other annotate commands read it."""
     import json
 
@@ -220,7 +270,11 @@ def serve(cfg: AnnotateConfig) -> int:
             "sdg annotate stop ends it"
         )
     env = server_env(cfg, token)
-    proc = subprocess.Popen(command(cfg), env=env, start_new_session=True)
+    argv = command(cfg, install=True)
+    log_path = Path(cfg.data_dir) / "server.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
     state = state_path(cfg)
 
     def _stop(signum, frame):  # noqa: ARG001
@@ -232,8 +286,21 @@ def serve(cfg: AnnotateConfig) -> int:
 
         write_text(
             state,
-            json.dumps({"pid": proc.pid, "url": f"http://{cfg.host}:{cfg.port}", "data_dir": cfg.data_dir}) + "\n",
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "url": f"http://{cfg.host}:{cfg.port}",
+                    "data_dir": cfg.data_dir,
+                    "image_root": str(Path(cfg.image_root or ".").resolve()),
+                    "log": str(log_path.resolve()),
+                }
+            )
+            + "\n",
         )
+        print(f"starting Label Studio (a new data folder migrates its database first, about a minute); "
+              f"its log: {log_path}", flush=True)  # fmt: skip
+        wait_ready(cfg, token, proc, timeout_s=900, log_path=log_path)
+        print(banner(cfg, log_path), flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         stop(proc.pid)

@@ -8,9 +8,16 @@ from typing import Any
 
 import orjson
 
-from annotation.client import Connection, require_project
+from annotation.client import Connection, require_image_root, require_project
 from annotation.config import AnnotateConfig
-from annotation.lead import annotator_stats, disagreements, format_annotators, parse_time
+from annotation.lead import (
+    annotator_stats,
+    disagreements,
+    format_annotators,
+    format_prefill,
+    parse_time,
+    prefill_stats,
+)
 from annotation.pull import convert_export, export_tasks, users_map
 from annotation.push import task_count
 
@@ -24,9 +31,11 @@ def _export(conn: Connection | None, cfg: AnnotateConfig, from_export: Path | No
         return tasks, {}, None, None, len(tasks)  # a UI export has every task only if it was asked for all
     assert conn is not None
     project = require_project(conn)
+    require_image_root(conn, project)  # the same image checks as pull, so the counts agree
     url = f"{cfg.url.rstrip('/')}/projects/{project.id}/data?tab=1&task={{task_id}}"
     # the snapshot holds only tasks with annotations; the project's total comes from the server
-    return export_tasks(conn, project.id), users_map(conn), project, url, task_count(conn, project.id)
+    tasks = export_tasks(conn, project.id, with_predictions=True)
+    return tasks, users_map(conn), project, url, task_count(conn, project.id)
 
 
 def status(
@@ -38,8 +47,8 @@ def status(
         if since_t is None:
             raise ValueError(f"--since {since!r}: not an ISO time (e.g. 2026-11-30T08:00:00Z)")
     tasks, users, project, _, n_tasks = _export(conn, cfg, from_export)
-    result = convert_export(tasks, cfg, users)
-    overlap = getattr(project, "maximum_annotations", None) or cfg.overlap
+    result = convert_export(tasks, cfg, users, _doc_root(cfg))
+    overlap = getattr(project, "maximum_annotations", None) or cfg.overlap or 1
     annotated = complete = clean = skipped_only = 0
     for t in tasks:
         anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
@@ -62,7 +71,15 @@ def status(
         "rejected_annotations": result["counts"]["rejected"],
         "since": since,
         "annotators": annotator_stats(tasks, result["all"], users, since_t),
+        "prefill": prefill_stats(tasks),
     }
+
+
+def _doc_root(cfg: AnnotateConfig) -> Path | None:
+    """The document root when the image root is known (checks as pull does), else None (no file checks)."""
+    from annotation.server import document_root
+
+    return document_root(cfg) if cfg.image_root is not None else None
 
 
 def format_status(s: dict[str, Any]) -> str:
@@ -75,6 +92,7 @@ def format_status(s: dict[str, Any]) -> str:
     if s["since"]:
         lines.append(f"annotators since {s['since']}:")
     lines += format_annotators(s["annotators"])
+    lines += format_prefill(s["prefill"])
     return "\n".join(lines)
 
 
@@ -85,7 +103,7 @@ def disagreement_list(
     from sdg_data.jsonl import write_bytes
 
     tasks, users, _, url, _ = _export(conn, cfg, from_export)
-    rows = disagreements(convert_export(tasks, cfg, users)["all"], url)
+    rows = disagreements(convert_export(tasks, cfg, users, _doc_root(cfg))["all"], url)
     write_bytes(out, b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return {"overlap_images": len(rows), "disputed": sum(r["disagreement"] > 0 for r in rows), "top": rows[:top]}
 

@@ -31,6 +31,9 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
         f"cost ${s['cost_usd']}"
     )
     typer.echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
+    from sdg_data.report import require_kept
+
+    require_kept(s, out / "distill.rejects.jsonl")
 
 
 def register(app: typer.Typer) -> None:

@@ -92,3 +92,65 @@ def stage_files(folder: str | Path) -> dict[str, dict[str, Path]]:
     for p in sorted(Path(folder).glob(f"*{SUMMARY_SUFFIX}")):
         out.setdefault(p.name[: -len(SUMMARY_SUFFIX)], {})["summary"] = p
     return out
+
+
+class NothingKept(RuntimeError):
+    """A run that read input and kept none of it. The command exits non-zero: a run with nothing to show is not
+    a success, however cleanly it ended."""
+
+
+def _reason_shape(reason: str) -> str:
+    """A reason with its particulars (quoted names, numbers, paths) blanked, so rejects of one kind group."""
+    import re
+
+    shape = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    shape = re.sub(r"(/[^\s:;,)]+)+", "PATH", shape)
+    return re.sub(r"\d+(\.\d+)?", "N", shape)
+
+
+def top_reasons(rejects: list[dict[str, Any]], k: int = 3) -> list[tuple[str, int]]:
+    """The k most common kinds of reject, each as (one example reason, how many of its kind), most first."""
+    groups: dict[str, list[Any]] = {}
+    for r in rejects:
+        reason = str(r.get("reason", "?"))
+        g = groups.setdefault(_reason_shape(reason), [reason, 0])
+        g[1] += 1
+    return [(ex, n) for ex, n in sorted(groups.values(), key=lambda g: -g[1])[:k]]
+
+
+def read_rejects(path: str | Path) -> list[dict[str, Any]]:
+    """A rejects file's rows (a missing or unreadable file: none)."""
+    import orjson
+
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+    return out
+
+
+def require_kept(
+    summary: dict[str, Any], rejects_path: str | Path, what: str = "records", empty_ok: bool = False
+) -> None:
+    """Raise :class:`NothingKept` when a run read input and kept none of it (or read nothing, unless
+    ``empty_ok``), naming the count, the top 3 kinds of reason and the rejects file. Inputs left out on purpose
+    (a --limit, an annotator's skip) with nothing rejected are not a failure."""
+    read, kept, rejected = summary.get("read", 0), summary.get("kept", 0), summary.get("rejected", 0)
+    stage = summary.get("stage", "run")
+    if kept or (read and not rejected) or (not read and empty_ok):
+        return
+    if not read:
+        raise NothingKept(f"{stage}: read 0 {what}; nothing to do")
+    tops = top_reasons(read_rejects(rejects_path))
+    listed = "; ".join(f"{reason} (x{n})" if n > 1 else reason for reason, n in tops)
+    raise NothingKept(
+        f"{stage}: kept 0 of {read} {what} ({rejected} rejected, all in {rejects_path}); top reasons: {listed}"
+    )

@@ -282,7 +282,7 @@ def test_wrong_token_and_server_down_are_one_line_errors(ls_server, monkeypatch,
 
 
 @needs_server
-def test_predict_with_no_usable_line_writes_its_report_and_exits_cleanly(conn, ls_server, tmp_path, monkeypatch):
+def test_predict_with_no_usable_line_writes_its_report_and_fails(conn, ls_server, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from sdg_data.cli import app
@@ -290,13 +290,12 @@ def test_predict_with_no_usable_line_writes_its_report_and_exits_cleanly(conn, l
     preds = tmp_path / "preds.jsonl"
     preds.write_bytes(b'{"image_id": "nope", "defects": []}\n{not json\n{"image_id": "x", "response": "no tags"}\n')
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        f"url: {conn.cfg.url}\nproject_title: {conn.cfg.project_title}\nimage_root: {ls_server['images']}\n"
-    )
+    cfg.write_text(f"url: {conn.cfg.url}\nproject_title: {conn.cfg.project_title}\nwork_dir: {tmp_path}\n")
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     r = CliRunner().invoke(app, ["annotate", "predict", str(preds), "--model-version", "det-v0", "--config", str(cfg)])
-    assert r.exit_code == 0, r.output
-    assert "read 3: created 0 predictions (det-v0), rejected 3" in r.output
+    assert r.exit_code != 0, r.output  # nothing kept is not success
+    assert "read 3: det-v0: created 0, replaced 0, unchanged 0, rejected 3" in r.output
+    assert "kept 0 of 3 predictions" in r.output and "top reasons" in r.output
     summary = json.loads((tmp_path / "preds.predict.summary.json").read_text())
     assert summary["created"] == 0 and "nothing imported" in summary["note"]
     reasons = [json.loads(x)["reason"] for x in (tmp_path / "preds.predict.rejects.jsonl").read_text().splitlines()]
@@ -347,10 +346,11 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
         data = tmp_path / f"data-{how}"
         shutil.copytree(server.default_cache(TOKEN), data)  # the migrated folder the session fixture made
         port = _free_port()
+        console = tmp_path / f"serve-{how}.out"
         serve = subprocess.Popen(
             [sys.executable, "-m", "sdg_data.cli", "annotate", "serve", "--port", str(port), "--data-dir", str(data),
              "--image-root", str(images), "--label-studio-bin", str(LS_BIN)],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=tmp_path, env=env, stdout=console.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             cfg = _cfg(data_dir=str(data), port=port, image_root=str(images))
@@ -360,12 +360,30 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
             assert state["url"] == f"http://127.0.0.1:{port}"
             ls_pid = int(state["pid"])
             recipe = tmp_path / f"{how}.yaml"
-            recipe.write_text(f"data_dir: {data}\nimage_root: {images}\nproject_title: serve-{how}\n")
+            assert state["image_root"] == str(images.resolve())
+            recipe.write_text(f"data_dir: {data}\nproject_title: serve-{how}\nwork_dir: {tmp_path / 'work'}\n")
             r = subprocess.run(
                 [sys.executable, "-m", "sdg_data.cli", "annotate", "init", "--config", str(recipe)],
                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
-            assert r.returncode == 0 and "created project" in r.stdout, r.stderr[-1500:]  # found the port
+            assert r.returncode == 0 and "created project" in r.stdout, r.stderr[-1500:]  # found the port and root
+            if how == "sigterm":  # the README's lines as written: no --url, no --image-root after serve
+                src, _ = _samples(images, 2, "served", size=(64, 48))
+                for argv in (["push", str(src)], ["pull", "--out", str(tmp_path / "work" / "a.jsonl")]):
+                    r = subprocess.run(
+                        [sys.executable, "-m", "sdg_data.cli", "annotate", *argv, "--config", str(recipe)],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                    )  # fmt: skip
+                    assert r.returncode == 0, r.stdout + r.stderr[-1500:]
+                r = subprocess.run(
+                    [sys.executable, "-m", "sdg_data.cli", "annotate", "status", "--config", str(recipe)],
+                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                assert r.returncode == 0 and "2 tasks" in r.stdout, r.stdout + r.stderr[-1500:]
+            shown = console.read_text()
+            assert f"is up at http://127.0.0.1:{port}" in shown and "sdg annotate stop" in shown, shown
+            assert "password" in shown and ADMIN["LABEL_STUDIO_PASSWORD"] not in shown and TOKEN not in shown
+            assert "GET /api" not in shown and "/api/" in (data / "server.log").read_text()  # requests: the log
             if how == "sigterm":
                 serve.send_signal(signal.SIGTERM)
             else:
@@ -660,3 +678,35 @@ def test_judge_pairs_a_refine_manifest_with_its_sources(tmp_path):
     assert (a_method, b_method) == ("boxes+text", "original") and set(a) == set(b) == {"s1"}
     assert b["s1"].path == (tmp_path / "src" / "img" / "1.png").resolve()
     assert pair_id(a["s1"], b["s1"]) != pair_id(b["s1"], a["s1"])  # A and B are not interchangeable
+
+
+def test_serve_installs_label_studio_on_first_use_at_the_default_place(tmp_path, monkeypatch, capsys):
+    """No .venv-ls yet: serve creates it and pip-installs the pinned Label Studio there, saying so; a binary named
+    elsewhere is never installed over, only reported."""
+    import subprocess
+
+    from annotation import server
+
+    calls = []
+
+    def fake_call(argv, **kw):  # the venv and pip steps, recorded; the last one leaves the program in place
+        calls.append(argv)
+        if "label-studio==" + server.LABEL_STUDIO_VERSION in argv:
+            (tmp_path / ".venv-ls" / "bin").mkdir(parents=True, exist_ok=True)
+            (tmp_path / ".venv-ls" / "bin" / "label-studio").write_text("#!/bin/sh\n")
+        return 0
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    monkeypatch.delenv("SDG_LABEL_STUDIO_BIN", raising=False)
+    argv = server.command(AnnotateConfig(), install=True)
+    assert argv[0] == ".venv-ls/bin/label-studio" and argv[1] == "start"
+    assert calls[0][1:3] == ["-m", "venv"] and calls[-1][-1] == f"label-studio=={server.LABEL_STUDIO_VERSION}"
+    assert "installing it into .venv-ls" in capsys.readouterr().out
+    with pytest.raises(ServerError, match="no Label Studio at /nowhere/label-studio"):
+        server.command(AnnotateConfig(label_studio_bin="/nowhere/label-studio"), install=True)
+    calls.clear()
+    monkeypatch.setattr(subprocess, "call", lambda argv, **kw: calls.append(argv) or 1)
+    (tmp_path / ".venv-ls" / "bin" / "label-studio").unlink()
+    with pytest.raises(ServerError, match="installing Label Studio failed"):
+        server.command(AnnotateConfig(), install=True)

@@ -66,3 +66,30 @@ def test_unavailable_embedder_is_a_clear_error(tmp_path):
     res = demo("eval", "--embedder", str(tmp_path / "no-such-model"))
     assert res.exit_code == 2
     assert "cannot load embedder" in res.output and "--embedder lexical" in res.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["distill", "{src}", "--out", "{tmp}/d"],
+        ["build", "{src}", "--out", "{tmp}/ds"],
+        ["refine", "{src}", "--out", "{tmp}/r", "--backend", "dry-run"],
+    ],
+    ids=["distill", "build", "refine"],
+)
+def test_a_run_that_kept_nothing_exits_non_zero_with_its_reasons(argv, tmp_path):
+    """Every input line rejected: the command says how many, the top reasons and where the rejects are, and
+    exits non-zero (partial success stays 0, tested with each stage)."""
+    from typer.testing import CliRunner
+
+    from sdg_data.cli import app
+
+    src = tmp_path / "in.jsonl"
+    lines = [
+        {"image_id": f"x{i}", "image_path": f"missing/{i}.png", "caption": "a cat", "defects": []} for i in range(3)
+    ]
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines) + "{not json\n")
+    r = CliRunner().invoke(app, [a.format(src=src, tmp=tmp_path) for a in argv])
+    assert r.exit_code != 0, r.output
+    assert "0 of 4" in r.output and "rejects.jsonl" in r.output, r.output
+    assert "Traceback" not in r.output

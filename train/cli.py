@@ -118,6 +118,9 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
         f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
     )
     typer.echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
+    from sdg_data.report import require_kept
+
+    require_kept(s, out / "refine.rejects.jsonl")
 
 
 def register(root: typer.Typer) -> None:
