@@ -23,13 +23,18 @@ COLORS = {"artifact": "#D32F2F", "misalignment": "#1565C0"}
 # view while drawing. Rotation is off (rotated boxes change the anchor of x/y). The importance is a plain number input
 # with no default: a slider or a default would save a value nobody chose.
 IMAGE_MAX_HEIGHT = "calc(100vh - 230px)"
+# The editor measures the image's column before its tool bar (42 px) takes its place beside the image, and for an
+# image smaller than the column keeps the zoom it fitted to that first, wider measure: a 128 px image was drawn 42 px
+# larger than its frame, 21 px of each edge cut off. Leaving the tool bar's width out from the start makes the first
+# measure the final one (tests/test_browser.py checks small, medium and large images, wide and tall).
+IMAGE_MAX_WIDTH = "calc(100% - 42px)"
 LABEL_CONFIG = f"""<View>
   <Style>.sdg-caption {{ font-size: 15px; padding: 8px 12px; background: #f4f4f4; border-left: 4px solid #777;
   margin-bottom: 8px }}</Style>
   <View style="display: flex; gap: 16px; align-items: flex-start;">
     <View style="flex: 3; min-width: 0;">
       <Image name="{IMAGE}" value="$image" zoom="true" zoomControl="true" negativeZoom="true" zoomBy="1.5"
-             crosshair="true" maxWidth="100%" maxHeight="{IMAGE_MAX_HEIGHT}"/>
+             crosshair="true" maxWidth="{IMAGE_MAX_WIDTH}" maxHeight="{IMAGE_MAX_HEIGHT}"/>
     </View>
     <View style="flex: 2; min-width: 280px; max-width: 440px;">
       <Header value="Prompt the image was generated from" size="6"/>
@@ -39,10 +44,11 @@ LABEL_CONFIG = f"""<View>
 {chr(10).join(f'        <Label value="{lab}" background="{COLORS[lab]}" hotkey="{HOTKEYS[lab]}"/>' for lab in LABELS)}
       </RectangleLabels>
       <View visibleWhen="region-selected" whenTagName="{BOX}">
-        <Header value="Selected box" size="6"/>
+        <Header value="Selected box: description" size="6"/>
         <TextArea name="{TEXT}" toName="{IMAGE}" perRegion="true" editable="true" rows="3" maxSubmissions="1"
                   required="true" requiredMessage="Each box needs a description"
                   placeholder="Which part, what is wrong, what you see"/>
+        <Header value="Importance, 1 to 100 (1-14 barely visible, 90-100 the image fails)" size="6"/>
         <Number name="{NUMBER}" toName="{IMAGE}" perRegion="true" min="{IMPORTANCE_MIN}" max="{IMPORTANCE_MAX}"
                 step="1" required="true" requiredMessage="Each box needs an importance from 1 to 100"/>
       </View>

@@ -104,24 +104,33 @@ def project(ls_server, monkeypatch, request, tmp_path):
     cfg = AnnotateConfig(**{**ls_server["cfg"].__dict__, "project_title": f"ui-{tag}"})
     conn = Connection(cfg)
     p, _ = ensure_project(conn)
-    samples = _bordered_images(ls_server["images"], tag)
+    sizes = ALL_SIZES if "whole_image" in name else SIZES
+    samples = _bordered_images(ls_server["images"], tag, sizes)
     push(samples, conn, tmp_path)
     return {"conn": conn, "id": p.id, "tasks": server_tasks(conn, p.id), "url": cfg.url, "out": tmp_path}
 
 
 SIZES = {"square": (1024, 1024), "wide": (1536, 640), "tall": (640, 1536)}
+# the editor's own fitting was checked on large images only; the demo's 128 px images were drawn larger than their
+# frame (about 21 px of each edge cut off): every size class, square, wide and tall, in both views and window sizes
+ALL_SIZES = {
+    "small": (128, 128), "small-wide": (256, 128), "small-tall": (128, 256),
+    "medium": (512, 512), "medium-wide": (768, 320), "medium-tall": (320, 768),
+    **SIZES,
+}  # fmt: skip
 
 
-def _bordered_images(images: Path, tag: str) -> Path:
-    """Grey images with a red frame 1.5% of their size wide: the frame shows whether every edge is in view."""
+def _bordered_images(images: Path, tag: str, sizes: dict[str, tuple[int, int]] = SIZES) -> Path:
+    """Grey images with a red frame 1.5% of their size wide (4 px at least): the frame shows whether every edge is
+    in view."""
     from PIL import Image, ImageDraw
 
     folder = images / tag
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
-    for name, (w, h) in SIZES.items():
+    for name, (w, h) in sizes.items():
         im = Image.new("RGB", (w, h), (200, 200, 200))
-        ImageDraw.Draw(im).rectangle([0, 0, w - 1, h - 1], outline=BORDER, width=max(w, h) * 3 // 200)
+        ImageDraw.Draw(im).rectangle([0, 0, w - 1, h - 1], outline=BORDER, width=max(4, max(w, h) * 3 // 200))
         im.save(folder / f"{name}.png")
         lines.append({"image_id": name, "image_path": f"{tag}/{name}.png", "caption": f"a {name} photo of a cat",
                       "generator": "Z-Image-Turbo", "seed": 7, "split": "train", "defects": []})  # fmt: skip
@@ -145,6 +154,23 @@ def _image_box(page) -> dict:
     box = img.bounding_box()
     assert box and box["width"] > 50, box
     return box
+
+
+def _stage_box(page) -> dict | None:
+    """The box of the element that clips the image (the nearest ancestor with hidden overflow), or None."""
+    return page.evaluate(
+        """() => {
+            const img = document.querySelector("img[src^='blob:']");
+            for (let el = img && img.parentElement; el; el = el.parentElement) {
+                const s = getComputedStyle(el);
+                if (s.overflow.includes('hidden') || s.overflowX === 'hidden' || s.overflowY === 'hidden') {
+                    const r = el.getBoundingClientRect();
+                    return {x: r.x, y: r.y, width: r.width, height: r.height};
+                }
+            }
+            return null;
+        }"""
+    )
 
 
 def _at(box: dict, fx: float, fy: float) -> tuple[int, int]:
@@ -359,7 +385,7 @@ def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
 
     with _own_page(browser, viewport, f"whole-image-{viewport[0]}") as pg:
         _login(pg, project["url"], ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
-        views = [(name, lambda n=name: _open_task(pg, project, n)) for name in SIZES]
+        views = [(name, lambda n=name: _open_task(pg, project, n)) for name in ALL_SIZES]
         url = f"{project['url']}/projects/{project['id']}/data?labeling=1"
         views.append(("label-all-tasks", lambda: (pg.goto(url), _image_box(pg))[1]))
         for name, open_view in views:
@@ -375,7 +401,13 @@ def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
             for edge, (x, y) in {"left": (left + 1, mid_y), "right": (right - 2, mid_y),
                                  "top": (mid_x, top + 1), "bottom": (mid_x, bottom - 2)}.items():  # fmt: skip
                 r, g, b = im.getpixel((round(x), round(y)))
-                assert r > 200 and g < 80 and b < 80, f"{name} at {viewport}: the {edge} edge is hidden"
+                assert r > 200 and g < 80 and b < 80, f"{name} at {viewport}: the {edge} edge is hidden ({box})"
+            # and drawn no larger than the frame it sits in: what clips it is the stage around it, not the window
+            stage = _stage_box(pg)
+            assert stage is None or (
+                left >= stage["x"] - 1 and top >= stage["y"] - 1 and right <= stage["x"] + stage["width"] + 1
+                and bottom <= stage["y"] + stage["height"] + 1
+            ), (name, viewport, box, stage)  # fmt: skip
 
 
 def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(browser, project):
@@ -399,3 +431,20 @@ def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(bro
                 assert posted.value.status == 403
     emails = {u.email for u in project["conn"].client.users.list()}
     assert "second@sdg.test" in emails and "stranger@sdg.test" not in emails
+
+
+def test_the_importance_field_is_labelled_and_a_new_box_can_open_its_fields_at_once(browser, project):
+    """The importance field says what it takes; with the editor setting the guidelines name ("Select region after
+    creating it", kept per browser), a box just drawn shows its fields without another click."""
+    with _own_page(browser, (1400, 900), "select-after-create") as pg:
+        _login(pg, project["url"], ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
+        pg.evaluate("() => localStorage.setItem('labelStudio:settings', JSON.stringify({selectAfterCreate: true}))")
+        box = _open_task(pg, project, "square")
+        start, end = _at(box, 0.2, 0.2), _at(box, 0.5, 0.5)
+        _draw(pg, "1", start, end)
+        pg.locator("textarea").first.wait_for(state="visible", timeout=5_000)  # no click on the box
+        pg.get_by_text("Importance, 1 to 100").first.wait_for(state="visible")
+        _describe(pg, "two left feet", 65)
+        _submit(pg)
+    (d,) = _pull(project)["square"]["defects"]
+    assert (d["label"], d["importance"], d["description"]) == ("artifact", 65, "two left feet")
