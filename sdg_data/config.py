@@ -22,12 +22,62 @@ class ConfigError(ValueError):
     """A recipe or flag that does not fit its config dataclass."""
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML for recipes: no aliases. A few hundred bytes of nested aliases expand to billions of nodes (the
+    "billion laughs"); a recipe never needs one, so one is refused where it stands, in bounded time and memory."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(
+                f"{mark.name}: line {mark.line + 1}: YAML aliases (*name) are not allowed in a recipe; write the value"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, name: str = "<recipe>") -> Any:
+    """A recipe's YAML, parsed without aliases; a syntax error is one ConfigError line."""
+    try:
+        loader = _RecipeLoader(text)
+        loader.name = name
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, bounded in size however large or deep the value is."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlevel, r.maxlist, r.maxdict = 80, 80, 3, 6, 6
+    return r.repr(value)
+
+
 def _check(cls: type, name: str, value: Any, hint: Any, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
-            raise ConfigError(f"{source}: {cls.__name__}.{name} must be one of {typing.get_args(hint)}, got {value!r}")
+            raise ConfigError(
+                f"{source}: {cls.__name__}.{name} must be one of {typing.get_args(hint)}, got {_short(value)}"
+            )
         return value
+    if origin is list:
+        if not isinstance(value, list):  # a bare string would be read letter by letter ("/" an allowed root)
+            raise ConfigError(
+                f"{source}: {cls.__name__}.{name} must be a list (YAML: [a, b] or one '- item' per line), "
+                f"got {type(value).__name__} {_short(value)}"
+            )
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_check(cls, f"{name}[{i}]", v, item, source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {cls.__name__}.{name} must be a mapping, got {_short(value)}")
+        _, item = typing.get_args(hint) or (str, Any)
+        return {str(k): _check(cls, f"{name}[{k!r}]", v, item, source) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
@@ -35,14 +85,14 @@ def _check(cls: type, name: str, value: Any, hint: Any, source: str) -> Any:
         return _check(cls, name, value, args[0], source) if len(args) == 1 else value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {cls.__name__}.{name} must be true or false, got {value!r}")
+            raise ConfigError(f"{source}: {cls.__name__}.{name} must be true or false, got {_short(value)}")
         return value
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
-            raise ConfigError(f"{source}: {cls.__name__}.{name} must be a {hint.__name__}, got {value!r}")
+            raise ConfigError(f"{source}: {cls.__name__}.{name} must be a {hint.__name__}, got {_short(value)}")
         return hint(value)
     if hint is str and not isinstance(value, str):
-        raise ConfigError(f"{source}: {cls.__name__}.{name} must be a string, got {value!r}")
+        raise ConfigError(f"{source}: {cls.__name__}.{name} must be a string, got {_short(value)}")
     return value
 
 
@@ -54,7 +104,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"{p}: no such config file")
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{p}: must be a mapping of {cls.__name__} fields")
         data.update(loaded)

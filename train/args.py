@@ -87,8 +87,6 @@ def _peek(argv: list[str], dataclass_types: tuple[type, ...], names: tuple[str, 
     import argparse
     import dataclasses
 
-    import yaml
-
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--config")
     for n in names:
@@ -96,8 +94,10 @@ def _peek(argv: list[str], dataclass_types: tuple[type, ...], names: tuple[str, 
     known, _ = ap.parse_known_args(argv)
     recipe: dict[str, Any] = {}
     if known.config:
+        from sdg_data.config import load_yaml
+
         with open(known.config, encoding="utf-8") as f:
-            recipe = yaml.safe_load(f) or {}
+            recipe = load_yaml(f.read(), known.config) or {}
     out: dict[str, Any] = {}
     for n in names:
         value = getattr(known, n)
