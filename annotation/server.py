@@ -313,6 +313,24 @@ def serve(cfg: AnnotateConfig) -> int:
         state.unlink(missing_ok=True)
 
 
+def processes_of(data_dir: str | Path) -> list[int]:
+    """The Label Studio processes (any process group) serving ``data_dir``, read from /proc: what must be gone
+    after a stop. Empty where there is no /proc."""
+    want = str(Path(data_dir).resolve()).encode()
+    out = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if (b"label-studio" in cmd or b"label_studio" in cmd) and b"LABEL_STUDIO_BASE_DATA_DIR=" + want in env:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
 def stop_server(cfg: AnnotateConfig) -> dict | None:
     """``sdg annotate stop``: stop the server that ``serve`` started for this data folder; None if none runs."""
     state = read_state(cfg)
@@ -324,6 +342,8 @@ def stop_server(cfg: AnnotateConfig) -> dict | None:
         state_path(cfg).unlink(missing_ok=True)
         raise ServerError(f"pid {pid} in {state_path(cfg)} is not a Label Studio process; removed the stale file")
     stop(pid)
+    for left in processes_of(cfg.data_dir):  # a worker that left the group still serves this data folder
+        stop(left)
     state_path(cfg).unlink(missing_ok=True)
     return state
 

@@ -70,9 +70,22 @@ def ls_server(tmp_path_factory):
     _, images, cfg = _server(tmp_path_factory, "ls")
     t0 = time.monotonic()
     proc = server.start_from_cache(cfg, TOKEN, server.default_cache(TOKEN), env={**os.environ, **ADMIN})
-    yield {"cfg": cfg, "images": images, "proc": proc, "start_s": time.monotonic() - t0}
+    state = {"cfg": cfg, "images": images, "proc": proc, "start_s": time.monotonic() - t0}
+    yield state
+    _stop_all(state["proc"], cfg)
+
+
+def _stop_all(proc, cfg: AnnotateConfig) -> None:
+    """Stop the server a fixture holds now (a test may have replaced it, as the backup drill does) and check that
+    no process of its data folder is left, whoever started it."""
+    from annotation import server
+
     server.stop(proc.pid)
-    assert proc.wait(timeout=30) is not None
+    proc.wait(timeout=30)
+    left = server.processes_of(cfg.data_dir)
+    for pid in left:
+        server.stop(pid)
+    assert not left, f"Label Studio processes left running on {cfg.data_dir}: {left}"
 
 
 def pg_available() -> bool:
@@ -102,7 +115,9 @@ def pg_server(tmp_path_factory):
     pg = LocalPostgres(base / "pg", free_port())
     cache = server.default_cache(TOKEN, "postgresql")
     proc = server.start_on_postgres(cfg, TOKEN, pg, cache, env={**os.environ, **ADMIN})
-    yield {"cfg": cfg, "images": images, "proc": proc, "pg": pg, "base": base}
-    server.stop(proc.pid)
-    proc.wait(timeout=30)
-    pg.stop()
+    state = {"cfg": cfg, "images": images, "proc": proc, "pg": pg, "base": base}
+    yield state
+    try:
+        _stop_all(state["proc"], cfg)  # the drill's second server included (it used to be left running)
+    finally:
+        pg.stop()
