@@ -253,7 +253,7 @@ def restore(database: str, data_dir: str | Path, dump: str | Path, env: dict[str
         _run(args, "pg_restore", env=_libpq_env(pg))
     else:
         dest = Path(data_dir) / "label_studio.sqlite3"
-        if dest.exists():
+        if os.path.lexists(dest):  # a link, dangling or not, is "exists" too: never written through
             raise PostgresError(f"{dest} exists: restore into a new data_dir (the server is stopped)")
         check = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
         try:
@@ -265,5 +265,8 @@ def restore(database: str, data_dir: str | Path, dump: str | Path, env: dict[str
         if not sound:
             raise PostgresError(f"{dump} is not a sound SQLite database")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(dump, dest)
+        from sdg_data.jsonl import atomic_file
+
+        with open(dump, "rb") as src, atomic_file(dest, "wb") as f:
+            shutil.copyfileobj(src, f)
     return {"database": database, "from": str(dump), "seconds": time.monotonic() - started}

@@ -454,6 +454,9 @@ def _split(records: list[ImageRecord], cfg: BuildConfig) -> tuple[dict[str, int]
     return info, warnings
 
 
+FAILED_RUN = "failed-run"  # meta/failed-run/: the reports of the last build that kept nothing
+
+
 def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:
     """Write the dataset folder; returns the build summary (also ``meta/build.summary.json``)."""
     from tqdm.auto import tqdm
@@ -483,11 +486,13 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
     if not ds.kept:
         for p in (p for paths in temps.values() for p in paths):
             p.unlink(missing_ok=True)
-        report.write(out / "meta")
+        # the failed run's own place: a good dataset already in OUT keeps its meta/ and stays readable
+        failed = out / "meta" / FAILED_RUN
+        report.write(failed)
         first = "; ".join(sorted({r["reason"] for r in report.rejects})[:3])
         raise ValueError(
             f"{records_path}: built 0 of {n_read} records ({report.rejected} rejected, see "
-            f"{report.paths(out / 'meta')[0]}); first reasons: {first}"
+            f"{report.paths(failed)[0]}); first reasons: {first}"
         )
     return _publish_build(out, records_path.parent, ds, temps, report, split_info, warnings, t0)
 

@@ -10,7 +10,6 @@ annotations. ``file_name`` is the image path relative to the JSON's folder (or t
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ def export_coco(
 ) -> dict[str, Any]:
     """Write ``out_json`` from a records JSONL or an ``sdg build`` folder; images that fail their checks go to
     ``<out>.export.rejects.jsonl``. Returns the summary."""
-    from sdg_data.jsonl import input_kind, write_bytes, write_json
+    from sdg_data.jsonl import file_ids, input_kind, refuse_input, screen_records, write_bytes_new, write_json
     from sdg_data.paths import safe_filename
     from sdg_data.viz import iter_images
 
@@ -43,24 +42,24 @@ def export_coco(
     is_dataset = input_kind(Path(source)) in ("dataset", "images")
     copy_to = Path(copy_images) if copy_images else (out_json.with_suffix("") / "images" if is_dataset else None)
     images, annotations, rejects = [], [], []
-    for rec, im in iter_images(source, image_roots, rejects):
+    # every file the run reads, known before the first copy: a copy named after another record's id must never
+    # replace a source image (ids and file names can cross when --copy-images is the source folder)
+    inputs = file_ids([Path(source)] + ([p for _, _, p in screen_records(source, (), "export", image_roots or ())[0]]
+                                        if not is_dataset else []))  # fmt: skip
+    refuse_input(out_json, inputs)
+    for rec, got in iter_images(source, image_roots, rejects, checked=True):
         image_id = len(images) + 1
         if copy_to is not None:
-            dest = copy_to / f"{safe_filename(rec.image_id)}.{(im.format or 'png').lower()}"
-            src = _source_path(rec, source, image_roots)
-            if src is not None:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest)
-            else:  # a dataset's image: its verified bytes, re-encoded losslessly
-                import io
-
-                buf = io.BytesIO()
-                im.save(buf, format=im.format or "PNG")
-                write_bytes(dest, buf.getvalue())
+            dest = copy_to / f"{safe_filename(rec.image_id)}.{(got.format or 'png').lower()}"
+            try:  # the bytes that were checked, not the path read again (it may have changed since)
+                write_bytes_new(dest, got.data, inputs)
+            except OSError as exc:
+                rejects.append({"image_id": rec.image_id, "reason": f"copy: {exc}"})
+                continue
             file_name = _relative(dest, folder)
         else:
             file_name = _relative(_source_path(rec, source, image_roots), folder)  # type: ignore[arg-type]
-        w, h = im.size
+        w, h = got.width, got.height
         images.append({"id": image_id, "file_name": file_name, "width": w, "height": h,
                        "sdg_image_id": rec.image_id, "caption": rec.caption, "generator": rec.generator,
                        "split": rec.split, "seed": rec.seed})  # fmt: skip

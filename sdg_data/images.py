@@ -225,9 +225,12 @@ RACY_NS = 2_000_000_000  # a file modified this recently may change again withou
 
 
 def _stat_key(path: Path) -> tuple[str, int]:
-    """The file's identity for the cache (real path, device, inode, size, mtime), and its mtime."""
+    """The file's identity for the cache (real path, device, inode, size, mtime, ctime), and its mtime. The ctime
+    is set by the kernel on every write and cannot be set back (``touch -d`` restores an mtime, not a ctime), so a
+    same-size rewrite that puts the old mtime back is still a changed file."""
     st = path.stat()
-    return f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}", st.st_mtime_ns
+    key = f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    return key, st.st_mtime_ns
 
 
 def read_verified(

@@ -230,6 +230,40 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+class OutputError(OSError):
+    """An output that would land on an input, or be written through a link: refused before a byte is written."""
+
+
+def file_ids(paths: Iterable[str | Path]) -> set[tuple[int, int]]:
+    """(device, inode) of each existing file: the inputs a run read, which none of its outputs may replace."""
+    out = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def refuse_input(dest: str | Path, inputs: set[tuple[int, int]]) -> None:
+    """OutputError when ``dest`` names one of ``inputs`` (as itself or through a link), like ``cp`` refusing to
+    copy a file onto itself: an output never replaces what the run read. A link at ``dest`` that leads elsewhere
+    is fine: the atomic writers replace the link, never the file behind it."""
+    try:
+        st = os.stat(dest)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) in inputs:
+        raise OutputError(f"{dest} is one of this run's inputs: choose an output folder that holds none of them")
+
+
+def write_bytes_new(path: str | Path, data: bytes, inputs: set[tuple[int, int]]) -> None:
+    """:func:`write_bytes` for a file a run creates from its inputs: refused onto any of them."""
+    refuse_input(path, inputs)
+    write_bytes(path, data)
+
+
 def sweep_stale_temps(folder: str | Path) -> int:
     """Remove temp files (``.NAME.PID.XXXX.tmp``) that killed writers left below ``folder``: only those whose
     process is gone, so a process still writing (another rank) is never disturbed. Returns how many."""
@@ -249,7 +283,7 @@ def sweep_stale_temps(folder: str | Path) -> int:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes atomically."""
+    """Write bytes atomically (a temp file renamed over the name: a link there is replaced, not followed)."""
     with atomic_file(path, "wb") as f:
         f.write(data)
 
@@ -282,9 +316,17 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 # ------------------------------------------------------------------ resumable append-only sinks
+def refuse_link(path: str | Path) -> None:
+    """An output file that is a symbolic link is refused: appending or trimming it would change the file it points
+    at, which may be anything (git and rsync treat a link in the way of an output the same)."""
+    if os.path.islink(path):
+        raise OutputError(f"{path} is a symbolic link: an output is never written through one (remove it)")
+
+
 def repair_torn_tail(path: str | Path) -> bool:
     """Cut a last line that a killed writer left without its newline (that record is redone); True if cut."""
     path = Path(path)
+    refuse_link(path)
     if not path.exists():
         return False
     with path.open("rb+") as f:
@@ -329,7 +371,7 @@ class AppendSink:
     def __init__(self, path: str | Path, fsync: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_torn_tail(self.path)
+        repair_torn_tail(self.path)  # refuses a link
         self.fsync = fsync
         self._f = self.path.open("a", encoding="utf-8")
 

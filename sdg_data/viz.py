@@ -80,8 +80,14 @@ class VizConfig:
     """Folder that image_path may point into (repeatable). Default: the records file's folder."""
 
 
-def iter_images(source: str | Path, image_roots: list[str | Path] | None = None, rejects: list[dict] | None = None):
-    """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations.
+def iter_images(
+    source: str | Path,
+    image_roots: list[str | Path] | None = None,
+    rejects: list[dict] | None = None,
+    checked: bool = False,
+):
+    """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations;
+    with ``checked``, (record, CheckedImage): the bytes that were verified, for a writer that stores them.
 
     Records whose line, path or image fails its check are appended to ``rejects`` (if given) and skipped."""
     from sdg_data.images import ImageError, check_bytes, read_verified
@@ -100,7 +106,8 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
             images = read_rows(shard, ["images", "image"]).columns[0].to_pylist()  # the same rows, in order
             for rec, cell in zip(recs, images, strict=True):
                 try:
-                    yield rec, check_bytes(image_bytes(cell) or b"", pixels=True).open()
+                    got = check_bytes(image_bytes(cell) or b"", pixels=True)
+                    yield rec, got if checked else got.open()
                 except ImageError as exc:
                     rejects.append({"image_id": rec.image_id, "stage": "viz", "reason": f"image: {exc}"})
         return
@@ -110,7 +117,8 @@ def iter_images(source: str | Path, image_roots: list[str | Path] | None = None,
     rejects.extend(bad)
     for lineno, rec, path in ok:
         try:
-            yield rec, read_verified(path, (rec.width, rec.height), pixels=True).open()
+            got = read_verified(path, (rec.width, rec.height), pixels=True)
+            yield rec, got if checked else got.open()
         except ImageError as exc:
             rejects.append({"image_id": rec.image_id, "line": lineno, "stage": "viz", "reason": f"image: {exc}"})
 

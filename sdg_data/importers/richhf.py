@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sdg_data.boxes import boxes_from_heatmap
+from sdg_data.jsonl import write_bytes
 from sdg_data.records import Defect, ImageRecord
 from sdg_data.report import StageReport
 
@@ -127,7 +128,9 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
             if cfg.write_heatmaps:
                 maps_dir.mkdir(parents=True, exist_ok=True)
                 dest = maps_dir / f"{iid}.{label}.png"
-                Image.fromarray((heat * 255).round().astype("uint8")).save(dest)
+                buf = io.BytesIO()
+                Image.fromarray((heat * 255).round().astype("uint8")).save(buf, format="PNG")
+                write_bytes(dest, buf.getvalue())  # a temp file renamed over the name: a planted link is replaced
                 paths[label] = str(dest.relative_to(out.parent))
         scores = {s: round(float(np.asarray(ex[s]).reshape(-1)[0]), 4) for s in SCORES if ex.get(s) is not None}
         prov = {"source": "richhf-18k", "filename": name, "scores": scores, "heatmap_peaks": peaks,
