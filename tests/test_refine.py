@@ -152,3 +152,38 @@ def test_predictions_join_their_images(records, tmp_path):
     assert "<think>t</think>" in text and "no cat" in text  # the detector's full text goes to the editor
     with pytest.raises(ValueError, match="--images"):
         refine(pred, tmp_path / "o2", RefineConfig(backend="dry-run"))
+
+
+def test_heatmaps_go_through_the_same_root_check_as_the_image(tmp_path):
+    """A heatmap path outside the allowed roots, a FIFO (which would hang a read) and a non-image are rejects that
+    name the record and the field; the outside file is never read into an overlay."""
+    import os
+
+    work, outside = tmp_path / "work", tmp_path / "private"
+    work.mkdir()
+    outside.mkdir()
+    Image.new("RGB", (32, 32), (10, 10, 10)).save(work / "a.png")
+    Image.new("L", (16, 16), 255).save(outside / "secret.png")
+    os.mkfifo(work / "fifo.png")
+    (work / "text.png").write_text("not an image")
+    cases = {
+        "out": "../private/secret.png",
+        "fifo": "fifo.png",
+        "text": "text.png",
+        "abs": str(outside / "secret.png"),
+    }
+    recs = [
+        ImageRecord(k, [Defect(Box(0, 0, 500, 500), "artifact", "marked", 90)], image_path="a.png", width=32,
+                    height=32, caption="x", provenance={"heatmaps": {"artifact": v}})
+        for k, v in cases.items()
+    ]  # fmt: skip
+    write_records(work / "r.jsonl", recs)
+    s = refine(work / "r.jsonl", tmp_path / "o", RefineConfig(mode="heatmap+text", backend="dry-run"))
+    assert s["kept"] == 0 and s["rejected"] == 4
+    rej = {
+        json.loads(x)["image_id"]: json.loads(x)["reason"]
+        for x in (tmp_path / "o" / "refine.rejects.jsonl").read_text().splitlines()
+    }
+    assert all("field 'provenance.heatmaps'['artifact']" in r for r in rej.values()), rej
+    assert "outside the allowed image root" in rej["out"] and "outside the allowed image root" in rej["abs"]
+    assert "not a file" in rej["fifo"]

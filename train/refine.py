@@ -76,7 +76,7 @@ class Job:
     text: str  # the defects as the editor reads them (the SDG think + answer)
     png: bytes  # the original, verified, as PNG
     size: tuple[int, int]
-    heatmaps: dict[str, Path] = field(default_factory=dict)
+    heatmaps: dict[str, bytes] = field(default_factory=dict)  # label -> the verified heatmap image's bytes
     source: str = ""
 
     @property
@@ -102,8 +102,10 @@ def read_jobs(source: Path, cfg: RefineConfig) -> tuple[list[Job], list[dict[str
 def _from_records(source: Path, cfg: RefineConfig):
     from sdg_data.images import ImageError, read_verified
     from sdg_data.jsonl import screen_records
+    from sdg_data.paths import Resolver
 
     ok, rejects, n = screen_records(source, ("caption",), "refine", cfg.image_roots or ())
+    resolver = Resolver(source.parent, cfg.image_roots or ())  # every file a record names: image_path's roots
     jobs = []
     for line, rec, path in ok:
         try:
@@ -111,13 +113,35 @@ def _from_records(source: Path, cfg: RefineConfig):
         except ImageError as exc:
             rejects.append({"image_id": rec.image_id, "line": line, "stage": "refine", "reason": f"image: {exc}"})
             continue
+        try:
+            maps = _heatmaps(rec, resolver)
+        except ImageError as exc:
+            rejects.append({"image_id": rec.image_id, "line": line, "stage": "refine", "reason": str(exc)})
+            continue
         text = (
             render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
         )
-        maps = {k: source.parent / v for k, v in ((rec.provenance or {}).get("heatmaps") or {}).items()}
         jobs.append(Job(rec.image_id, rec.caption or "", list(rec.defects), text, _png(checked.open()),
                         (checked.width, checked.height), maps, f"{source}:{line}"))  # fmt: skip
     return jobs, rejects, n
+
+
+def _heatmaps(rec, resolver) -> dict[str, bytes]:
+    """The heatmaps a record names (``provenance.heatmaps``), each inside the allowed roots, a regular file and a
+    sound image under the pixel cap, as ``image_path`` is; ImageError naming the record and the field."""
+    from sdg_data.images import ImageError, load_image
+
+    named = (rec.provenance or {}).get("heatmaps") or {}
+    where = f"record {rec.image_id!r} field 'provenance.heatmaps'"
+    if not isinstance(named, dict):
+        raise ImageError(f"{where}: must be a mapping of label to path, got {type(named).__name__}")
+    out = {}
+    for k, v in named.items():
+        try:
+            out[str(k)] = load_image(v if isinstance(v, str) else "", resolver).data
+        except ImageError as exc:
+            raise ImageError(f"{where}[{k!r}]: {exc}") from None
+    return out
 
 
 def _from_predictions(source: Path, cfg: RefineConfig):
@@ -180,8 +204,8 @@ def overlay(job: Job, mode: str) -> bytes | None:
     import numpy as np
 
     out = np.asarray(im, dtype=np.float32)
-    for label, path in job.heatmaps.items():
-        with Image.open(path) as m:
+    for label, data in job.heatmaps.items():
+        with Image.open(io.BytesIO(data)) as m:
             heat = np.asarray(m.convert("L").resize(im.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255
         color = np.array(COLORS.get(label, (250, 200, 0)), dtype=np.float32)
         a = (0.6 * heat)[..., None]
