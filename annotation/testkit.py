@@ -103,10 +103,11 @@ class Annotator:
             self.errors.append(f"next: HTTP {r.status_code}{_detail(r)}")
             return True
         task = r.json()
+        size = self._image_size(task)
         if rng.random() < 0.05:  # skipped, as people do with an image that cannot be judged
             body = {"result": [], "was_cancelled": True, "lead_time": 3.0}
         else:
-            body = {"result": random_result(rng, 512, 512), "lead_time": round(rng.uniform(10, 90), 1)}
+            body = {"result": random_result(rng, *size), "lead_time": round(rng.uniform(10, 90), 1)}
         time.sleep(rng.uniform(*self.think_s))
         try:
             r = self.session.post(f"/api/tasks/{task['id']}/annotations/?project={self.project}", json=body)
@@ -119,6 +120,23 @@ class Annotator:
         else:
             self.submitted.append((task["id"], r.json()["id"]))
         return True
+
+    def _image_size(self, task: dict[str, Any]) -> tuple[int, int]:
+        """The image's natural size, as the browser measures it and writes it into every region: the task's image
+        fetched through the server (512 x 512 when it cannot be, as for tasks whose image is not served)."""
+        import io
+
+        from PIL import Image
+
+        url = str((task.get("data") or {}).get("image") or "")
+        try:
+            r = self.session.get(url) if url else None
+            if r is not None and r.status_code == 200:
+                with Image.open(io.BytesIO(r.content)) as im:
+                    return im.size
+        except (httpx.HTTPError, OSError):
+            pass
+        return 512, 512
 
     def work(self, stop, max_tasks: int | None = None) -> None:
         """Annotate until ``stop`` (a threading.Event) is set, the stream runs dry or ``max_tasks`` are done."""

@@ -142,6 +142,7 @@ def test_status_and_disagreements_on_the_real_server(ls_server, monkeypatch, tmp
         assert not p.errors, p.errors
     s = status(conn, cfg)
     assert (s["tasks"], s["annotated"], s["complete"], s["remaining"]) == (7, 5, 5, 2)  # 2 nobody opened yet
+    assert s["rejected_annotations"] == 0  # checked as pull checks them: regions drawn on the image's real size
     for p in people:
         a = s["annotators"][p.email]
         assert a["annotations"] + a["skipped"] == 5 and 1 <= a["overlap_images"] <= a["annotations"]
