@@ -81,6 +81,21 @@ class Connection:
                 before_retry()
         raise AssertionError("unreachable")
 
+    def get_json(self, what: str, path: str, params: dict[str, Any]) -> Any:
+        """One GET of the API as plain JSON, through :meth:`call` (retries, one-line errors): for listings where
+        the SDK's typed objects or its pager cost more than the fields we read."""
+        http = self.client._client_wrapper.httpx_client
+
+        def get() -> Any:
+            resp = http.request(path, method="GET", params=params)
+            if resp.status_code >= 400:
+                from label_studio_sdk.core.api_error import ApiError
+
+                raise ApiError(status_code=resp.status_code, body=resp.text[:300])
+            return resp.json()
+
+        return self.call(what, get)
+
     def whoami(self) -> Any:
         return self.call("whoami", lambda: self.client.users.whoami())
 

@@ -86,17 +86,7 @@ def _canonical(result: Any) -> bytes:
 
 def project_predictions(conn: Connection, project_id: int, model_version: str) -> dict[int, list[Any]]:
     """task id -> this model version's predictions on it (oldest first), read in one listing."""
-    http = conn.client._client_wrapper.httpx_client
-
-    def get():
-        resp = http.request("api/predictions/", method="GET", params={"project": project_id})
-        if resp.status_code >= 400:
-            from label_studio_sdk.core.api_error import ApiError
-
-            raise ApiError(status_code=resp.status_code, body=resp.text[:300])
-        return resp.json()
-
-    body = conn.call("list predictions", get)
+    body = conn.get_json("list predictions", "api/predictions/", {"project": project_id})
     rows = body.get("results", []) if isinstance(body, dict) else body
     out: dict[int, list[Any]] = {}
     for p in sorted(rows, key=lambda p: p.get("id") or 0):

@@ -33,7 +33,7 @@ def export_coco(
 ) -> dict[str, Any]:
     """Write ``out_json`` from a records JSONL or an ``sdg build`` folder; images that fail their checks go to
     ``<out>.export.rejects.jsonl``. Returns the summary."""
-    from sdg_data.jsonl import file_ids, input_kind, refuse_input, screen_records, write_bytes_new, write_json
+    from sdg_data.jsonl import file_ids, input_kind, refuse_input, screen_records, write_bytes, write_json
     from sdg_data.paths import safe_filename
     from sdg_data.viz import iter_images
 
@@ -52,7 +52,8 @@ def export_coco(
         if copy_to is not None:
             dest = copy_to / f"{safe_filename(rec.image_id)}.{(got.format or 'png').lower()}"
             try:  # the bytes that were checked, not the path read again (it may have changed since)
-                write_bytes_new(dest, got.data, inputs)
+                refuse_input(dest, inputs)
+                write_bytes(dest, got.data)
             except OSError as exc:
                 rejects.append({"image_id": rec.image_id, "reason": f"copy: {exc}"})
                 continue

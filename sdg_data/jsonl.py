@@ -258,12 +258,6 @@ def refuse_input(dest: str | Path, inputs: set[tuple[int, int]]) -> None:
         raise OutputError(f"{dest} is one of this run's inputs: choose an output folder that holds none of them")
 
 
-def write_bytes_new(path: str | Path, data: bytes, inputs: set[tuple[int, int]]) -> None:
-    """:func:`write_bytes` for a file a run creates from its inputs: refused onto any of them."""
-    refuse_input(path, inputs)
-    write_bytes(path, data)
-
-
 def sweep_stale_temps(folder: str | Path) -> int:
     """Remove temp files (``.NAME.PID.XXXX.tmp``) that killed writers left below ``folder``: only those whose
     process is gone, so a process still writing (another rank) is never disturbed. Returns how many."""

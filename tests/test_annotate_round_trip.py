@@ -45,6 +45,17 @@ def _conn(lead):
     return conn, require_project(conn)
 
 
+def _pushed(lead, n: int, tag: str):
+    """n 100 px images pushed through the CLI as the lead does (no --image-root); the records file, a connection,
+    the project and image id -> task id."""
+    from annotation.push import server_tasks
+
+    src, _ = samples(lead["images"], n, f"{tag}-{lead['title'][-6:]}", size=(100, 100))
+    assert _invoke("annotate", "push", src, "--config", lead["recipe"]).exit_code == 0
+    conn, project = _conn(lead)
+    return src, conn, project, server_tasks(conn, project.id)
+
+
 def _response(*boxes: tuple[list[int], str, int]) -> str:
     items = [{"box_2d": b, "label": lab, "description": f"{lab} at {b}", "importance": imp} for b, lab, imp in boxes]
     return f"<think>checked</think><answer>{json.dumps(items)}</answer>"
@@ -123,19 +134,14 @@ def test_predict_keeps_the_settings_and_a_rerun_never_duplicates(lead, tmp_path)
 
 @needs_server
 def test_pull_and_status_read_the_image_root_from_the_server_and_count_prefill(lead, tmp_path):
-    from annotation.push import server_tasks
-
     recipe, images = lead["recipe"], lead["images"]
     assert _invoke("annotate", "init", "--config", recipe, "--image-root", images).exit_code == 0
-    src, _ = samples(images, 4, f"pf-{lead['title'][-6:]}", size=(100, 100))
-    assert _invoke("annotate", "push", src, "--config", recipe).exit_code == 0
+    src, conn, project, tasks = _pushed(lead, 4, "pf")
     ids = [json.loads(x)["image_id"] for x in src.read_text().splitlines()]
     preds = tmp_path / "p.jsonl"
     boxes = (([100, 100, 300, 300], "artifact", 60), ([500, 500, 900, 900], "misalignment", 40))
     preds.write_text("".join(json.dumps({"image_id": i, "response": _response(*boxes)}) + "\n" for i in ids[:3]))
     assert _invoke("annotate", "predict", preds, "--model-version", "det-v1", "--config", recipe).exit_code == 0
-    conn, project = _conn(lead)
-    tasks = server_tasks(conn, project.id)
     preds_by_task = {p["task"]: p for p in _predictions(conn, project.id)}
 
     def regions(task_id: int) -> dict[str, list[dict]]:
@@ -193,12 +199,8 @@ def test_nothing_kept_exits_non_zero_with_the_top_reasons(lead, tmp_path):
     r = _invoke("annotate", "pull", "--out", tmp_path / "none.jsonl", "--config", recipe)
     assert r.exit_code == 0 and "no annotations yet" in r.output, r.output  # nothing to pull yet is not an error
 
-    from annotation.push import server_tasks
-
-    src, _ = samples(images, 1, f"nk-{lead['title'][-6:]}", size=(100, 100))
-    assert _invoke("annotate", "push", src, "--config", recipe).exit_code == 0
-    conn, project = _conn(lead)
-    tid = next(iter(server_tasks(conn, project.id).values()))
+    _, conn, project, tasks = _pushed(lead, 1, "nk")
+    tid = next(iter(tasks.values()))
     conn.client.annotations.create(id=tid, result=ui_region("r", "artifact", 5, 5, 10, 10, "x", 150, 100, 100))
     r = _invoke("annotate", "pull", "--out", tmp_path / "p.jsonl", "--config", recipe)
     assert r.exit_code != 0 and "kept 0 of 1 annotations" in r.output and "importance 150" in r.output, r.output
@@ -207,14 +209,11 @@ def test_nothing_kept_exits_non_zero_with_the_top_reasons(lead, tmp_path):
 @needs_server
 def test_pull_of_an_export_from_another_machine_names_the_folder_it_needs(lead, tmp_path):
     from annotation.pull import export_tasks
-    from annotation.push import server_tasks
 
     recipe, images = lead["recipe"], lead["images"]
     assert _invoke("annotate", "init", "--config", recipe, "--image-root", images).exit_code == 0
-    src, _ = samples(images, 1, f"ex-{lead['title'][-6:]}", size=(100, 100))
-    assert _invoke("annotate", "push", src, "--config", recipe).exit_code == 0
-    conn, project = _conn(lead)
-    tid = next(iter(server_tasks(conn, project.id).values()))
+    _, conn, project, tasks = _pushed(lead, 1, "ex")
+    tid = next(iter(tasks.values()))
     conn.client.annotations.create(
         id=tid, result=ui_region("r", "artifact", 5, 5, 10, 10, "a bent fork", 50, 100, 100)
     )
