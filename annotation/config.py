@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
 
 
 @dataclass
 class AnnotateConfig:
     url: str = "http://127.0.0.1:8089"  # the server; unset: $SDG_LABEL_STUDIO_URL, else serve's state file
     token_env: str = "LABEL_STUDIO_API_KEY"  # the variable holding the API token (never logged or written)
-    timeout_s: float = 600.0  # per request; imports and exports of 30K tasks take minutes
-    max_retries: int = 5  # connection failures and 5xx, with exponential backoff
-    backoff_base_s: float = 0.5  # first retry wait (doubles)
-    backoff_max_s: float = 20.0  # longest retry wait
+    timeout_s: Seconds = 600.0  # per request; imports and exports of 30K tasks take minutes
+    max_retries: Count = 5  # connection failures and 5xx, with exponential backoff
+    backoff_base_s: NonNegative = 0.5  # first retry wait (doubles)
+    backoff_max_s: NonNegative = 20.0  # longest retry wait
     project_title: str = "SDG defect grounding"  # the project's title (with a tag in its description)
     image_root: str | None = field(
         default=None,
@@ -22,18 +24,18 @@ class AnnotateConfig:
             "commands read it from the running server or the project's storage unless given."
         },
     )
-    overlap: int | None = None  # annotators per task (maximum_annotations); unset: init keeps the project's (1 if new)
+    overlap: Positive | None = None  # annotators per task (maximum_annotations); unset: keep the project's (1 if new)
     guidelines: str | None = None  # a markdown file; default annotation/guidelines.md
-    chunk_size: int = 2000  # tasks or predictions per import request
+    chunk_size: Positive = 2000  # tasks or predictions per import request
     work_dir: str = "outputs/annotate"  # push and predict write their rejects and summary here (not beside the input)
     consolidation: Literal["primary", "review"] = "primary"  # how pull picks the one record of an image
     primary_annotators: list[str] = field(default_factory=list)  # emails in priority order; default: earliest
     reviewers: list[str] = field(default_factory=list)  # for "review": their annotation wins when there is one
     check_image_size: bool = True  # compare the exported original size with the image file when it is readable
     judge_title: str = "SDG blind A/B"  # judge-*: the blind pairwise project's title
-    judge_seed: int = 0  # judge-push: seeds each pair's random left / right order (with the pair's id)
+    judge_seed: Count = 0  # judge-push: seeds each pair's random left / right order (with the pair's id)
     host: str = "127.0.0.1"  # serve: the address to bind
-    port: int = 8089  # serve: the port
+    port: Annotated[int, Bounds(ge=1, le=65535)] = 8089  # serve: the port
     data_dir: str = "outputs/label-studio"  # serve: LABEL_STUDIO_BASE_DATA_DIR, the SQLite database and media
     database: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD
     label_studio_bin: str = ".venv-ls/bin/label-studio"  # its own environment; or $SDG_LABEL_STUDIO_BIN

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdg_data.arrow import FIRST_PAIR, VIEWS
+from sdg_data.config import Count, Fraction, Positive
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
 from sdg_data.images import MAX_PIXELS, ImageError, read_verified
 from sdg_data.jitter import JitterConfig, pair_responses
@@ -45,8 +46,8 @@ _IMAGE_BYTES = "images.list.element.bytes"
 
 @dataclass
 class BuildConfig:
-    test_fraction: float = PAPER_TEST_FRACTION  # share of images held out, by whole prompts (prompt-disjoint)
-    test_images: int | None = None  # or an exact target count of test images (whole prompts, so >= this)
+    test_fraction: Fraction = PAPER_TEST_FRACTION  # share of images held out, by whole prompts (prompt-disjoint)
+    test_images: Count | None = None  # or an exact target count of test images (whole prompts, so >= this)
     split_salt: str = "sdg"  # changes which prompts go to test
     split_from: Literal["records", "fraction"] = "records"
     """Which split wins: 'records' keeps a split a record carries (from sdg generate) and splits only the rest by
@@ -54,17 +55,17 @@ class BuildConfig:
     image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
     """Folder that image_path may point into (repeatable). Default: the records file's folder. Paths that leave
     the allowed folders (.., absolute paths, symlinks) are rejected."""
-    max_pixels: int = MAX_PIXELS  # images whose header declares more are rejected (no decompression bombs)
-    epochs: int = 3  # SFT copies per image, jittered after the first
-    jitter: int = 10  # jitter amplitude in grid units
-    jitter_seed: int = 42  # seeds the jitter with the image id and epoch
+    max_pixels: Positive = MAX_PIXELS  # images whose header declares more are rejected (no decompression bombs)
+    epochs: Positive = 3  # SFT copies per image, jittered after the first
+    jitter: Count = 10  # jitter amplitude in grid units
+    jitter_seed: Count = 42  # seeds the jitter with the image id and epoch
     prompt_template: str | None = None  # detector user prompt file ({caption}); default prompts/detector_v1.txt
     license: str = "cc-by-nc-4.0"  # written to the dataset card
     pretty_name: str = "SDG: Structured Defect Grounding"  # the dataset card's title
-    max_shard_mb: int = 500  # parquet shards of at most this many MB of input
-    rows_per_group: int = 256  # row groups hold whole images (all their pairs), at most this many images
-    max_group_mb: int = 64  # ... and about this many MB of image bytes (the build holds two: one written, one read)
-    workers: int = 0  # threads that read and check images ahead of the writer; 0: one per CPU core
+    max_shard_mb: Positive = 500  # parquet shards of at most this many MB of input
+    rows_per_group: Positive = 256  # row groups hold whole images (all their pairs), at most this many images
+    max_group_mb: Positive = 64  # ... and about this many MB of image bytes (two are held: one written, one read)
+    workers: Count = 0  # threads that read and check images ahead of the writer; 0: one per CPU core
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:

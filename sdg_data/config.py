@@ -6,11 +6,12 @@ Data stages use this small loader instead of trl's parser so that scoring or ann
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -20,6 +21,71 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A recipe or flag that does not fit its config dataclass."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range a numeric setting must lie in, attached to its type (``Annotated[int, Bounds(ge=1)]``), so that
+    ``--limit -1`` or ``ema_decay: 2`` is a one-line error instead of a run that does something else."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def why_not(self, value: float) -> str | None:
+        """None when ``value`` is in range, else what it must be."""
+        tests = ((self.ge, ">=", value >= (self.ge or 0)), (self.gt, ">", value > (self.gt or 0)))
+        tests += ((self.le, "<=", value <= (self.le or 0)), (self.lt, "<", value < (self.lt or 0)))
+        wanted = [f"{op} {bound:g}" for bound, op, ok in tests if bound is not None and not ok]
+        return " and ".join(wanted) or None
+
+
+# The ranges settings use; a numeric field without one is only checked to be finite.
+Count = Annotated[int, Bounds(ge=0)]  # retries, seeds to skip: zero is a real choice
+Positive = Annotated[int, Bounds(ge=1)]  # sizes, limits, steps, workers in flight
+PositiveFloat = Annotated[float, Bounds(gt=0)]  # rates, epsilons, clip ranges
+Seconds = PositiveFloat  # timeouts
+NonNegative = Annotated[float, Bounds(ge=0)]  # prices, weights, scales
+Fraction = Annotated[float, Bounds(ge=0, le=1)]  # shares, thresholds
+Decay = Annotated[float, Bounds(ge=0, lt=1)]  # EMA decays, Adam betas (1 would freeze the average)
+Importance = Annotated[int, Bounds(ge=1, le=100)]  # the answer schema's importance scale
+
+
+def _bounds(hint: Any) -> tuple[Any, list[Bounds]]:
+    """A type hint without its Annotated layer (also inside ``X | None``), and the Bounds it carried."""
+    if typing.get_origin(hint) is Annotated:
+        base, *extra = typing.get_args(hint)
+        return base, [e for e in extra if isinstance(e, Bounds)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [_bounds(a) for a in typing.get_args(hint)]
+        return typing.Union[tuple(p[0] for p in parts)], [b for p in parts for b in p[1]]  # noqa: UP007
+    return hint, []
+
+
+def check_value(where: str, value: Any, bounds: list[Bounds]) -> None:
+    """Raise ConfigError when a number is not finite or is outside the given Bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value}")
+    for b in bounds:
+        if (why := b.why_not(value)) is not None:
+            raise ConfigError(f"{where} must be {why}, got {value:g}")
+
+
+def check_bounds(obj: Any) -> None:
+    """Check every numeric field of a config dataclass instance (for configs that trl's parser builds: call it
+    from ``__post_init__``; :func:`load_config` checks its own)."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            hint = hints[f.name]
+            if isinstance(value, list):
+                hint = (typing.get_args(_bounds(hint)[0]) or (Any,))[0]
+            where = f"{type(obj).__name__}.{f.name}" + (f"[{i}]" if isinstance(value, list) else "")
+            check_value(where, v, _bounds(hint)[1])
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -58,6 +124,17 @@ def _short(value: Any) -> str:
 
 
 def _check(cls: type, name: str, value: Any, hint: Any, source: str) -> Any:
+    hint, bounds = _bounds(hint)
+    value = _check_type(cls, name, value, hint, source)
+    if bounds or isinstance(value, float):
+        try:
+            check_value(f"{cls.__name__}.{name}", value, bounds)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return value
+
+
+def _check_type(cls: type, name: str, value: Any, hint: Any, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
@@ -108,7 +185,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{p}: must be a mapping of {cls.__name__} fields")
         data.update(loaded)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

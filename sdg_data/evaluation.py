@@ -25,6 +25,7 @@ import numpy as np
 
 from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
 from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
+from sdg_data.config import Positive
 from sdg_data.embedding import CachedEmbedder
 from sdg_data.matching import MatchMethod, match
 from sdg_data.records import LABELS, Defect, ImageRecord
@@ -51,9 +52,9 @@ class EvalConfig:
     """Images whose boxes enter the defect-level metrics: those with type-t ground truth (paper) or all."""
     strict_format: bool = False
     """Count any response that fails the format check as no defect (default: keep what parses)."""
-    embed_batch_size: int = 64
+    embed_batch_size: Positive = 64
     """Descriptions per embedder call."""
-    embed_max_length: int = 256
+    embed_max_length: Positive = 256
     """Tokens kept of each description."""
 
 

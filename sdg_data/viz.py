@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from sdg_data.config import Positive
 from sdg_data.records import ImageRecord
 
 
@@ -74,7 +75,7 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
 
 @dataclass
 class VizConfig:
-    limit: int | None = None  # draw at most this many images
+    limit: Positive | None = None  # draw at most this many images
     ids: str | None = None  # comma-separated image ids to draw
     image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
     """Folder that image_path may point into (repeatable). Default: the records file's folder."""

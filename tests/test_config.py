@@ -87,3 +87,74 @@ def test_a_yaml_alias_bomb_is_one_line_in_bounded_memory(tmp_path):
         load_config(BuildConfig, recipe)
     assert len(str(err.value)) < 300 and "\n" not in str(err.value)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KB: no expansion happened
+
+
+def _configs():
+    """Every config dataclass a command or a training script builds."""
+    from annotation.config import AnnotateConfig
+    from distill.config import DistillConfig
+    from sdg_data.build import BuildConfig
+    from sdg_data.generate.runner import GenerateConfig
+    from sdg_data.importers.richhf import RichHFConfig
+    from sdg_data.viz import VizConfig
+    from train.boxflow_config import BoxFlowConfig, BoxFlowRewardConfig
+    from train.detect import DetectConfig
+    from train.lora_eval import LoraEvalConfig
+    from train.refine import RefineConfig
+
+    return [
+        AnnotateConfig, DistillConfig, BuildConfig, GenerateConfig, RichHFConfig, VizConfig, EvalConfig,
+        RewardConfig, BoxFlowConfig, BoxFlowRewardConfig, DetectConfig, LoraEvalConfig, RefineConfig,
+    ]  # fmt: skip
+
+
+def test_every_numeric_setting_is_finite_and_in_its_range():
+    """The class, not the examples: for every numeric field of every config, NaN and infinity fail, and a value just
+    outside a declared range fails with the field's name, through the recipe/flag path and (for the configs trl's
+    parser builds) through the constructor."""
+    import dataclasses
+    import math
+    import typing
+
+    from sdg_data.config import _bounds
+
+    checked = bounded = 0
+    for cls in _configs():
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            base, bounds = _bounds(hints[f.name])
+            kinds = set(typing.get_args(base)) or {base}
+            if not kinds & {int, float}:
+                continue
+            build = (lambda **kw: cls(**kw)) if hasattr(cls, "__post_init__") and "Box" in cls.__name__ else None
+            probes = [math.nan, math.inf] if float in kinds else []
+            for b in bounds:
+                probes += [x for x in (b.ge - 1 if b.ge is not None else None, b.gt, b.le, b.lt) if x is not None]
+                probes += [b.le + 1] if b.le is not None else []
+                bounded += 1
+            probes = [p for p in probes if any(b.why_not(p) for b in bounds) or not math.isfinite(p)]
+            for p in probes:
+                with pytest.raises(ConfigError, match=rf"{cls.__name__}\.{f.name} must be"):
+                    load_config(cls, None, {f.name: p})
+                if build:
+                    with pytest.raises(ConfigError, match=f.name):
+                        build(**{f.name: p})
+                checked += 1
+    assert bounded > 80 and checked > 150, (bounded, checked)
+
+
+@pytest.mark.parametrize(
+    "cls_name, over, msg",
+    [
+        ("GenerateConfig", {"limit": -1}, "limit must be >= 1, got -1"),
+        ("DistillConfig", {"max_retries": -3}, "max_retries must be >= 0"),
+        ("GenerateConfig", {"lora_scale": float("nan")}, "lora_scale must be a finite number"),
+        ("BoxFlowConfig", {"ema_decay": 2.0}, "ema_decay must be < 1"),
+        ("BoxFlowConfig", {"save_steps": 0}, "save_steps must be >= 1"),
+    ],
+)
+def test_the_reported_out_of_range_settings_fail(cls_name, over, msg):
+    cls = {c.__name__: c for c in _configs()}[cls_name]
+    with pytest.raises(ConfigError, match=msg):
+        load_config(cls, None, over)
+    load_config(cls, None, {})  # the defaults are in range

@@ -13,6 +13,8 @@ from typing import Any
 
 from trl import ScriptArguments
 
+from sdg_data.config import Positive, check_bounds
+
 
 # The paper's image resolution bounds (MIN_PIXELS / MAX_PIXELS of the SFT run).
 PAPER_MIN_PIXELS = 200_704
@@ -30,21 +32,28 @@ class SDGScriptArguments(ScriptArguments):
     dataset_test_split: str | None = field(
         default=None, metadata={"help": "Split to evaluate on during training (the sft/grpo configs have none)."}
     )
-    min_pixels: int | None = field(
+    min_pixels: Positive | None = field(
         default=PAPER_MIN_PIXELS, metadata={"help": "Fewest pixels an image is resized to (paper: 200,704)."}
     )
-    max_pixels: int | None = field(
+    max_pixels: Positive | None = field(
         default=PAPER_MAX_PIXELS, metadata={"help": "Most pixels an image is resized to (paper: 1,280,000)."}
     )
     freeze_vision: bool = field(default=True, metadata={"help": "Freeze the vision encoder (the paper's freeze_vit)."})
-    global_batch_size: int | None = field(
+    global_batch_size: Positive | None = field(
         default=None,
         metadata={
             "help": "Samples per optimizer step over all processes. When set, gradient_accumulation_steps is derived "
             "from it (global / (world size x per-device batch)), so one recipe runs on 1 GPU or 16."
         },
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (smoke runs)."})
+    max_train_samples: Positive | None = field(
+        default=None, metadata={"help": "Use only the first N rows (smoke runs)."}
+    )
+
+    def __post_init__(self) -> None:
+        if hasattr(super(), "__post_init__"):
+            super().__post_init__()
+        check_bounds(self)
 
 
 @dataclass

@@ -21,9 +21,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from sdg_data.answer import parse_response
+from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
 from sdg_data.detector_prompt import conversation, template_id
 from sdg_data.jsonl import AppendSink, read_finished, screen_records, write_jsonl
 from sdg_data.report import StageReport
@@ -45,24 +46,24 @@ class DetectConfig:
     dataset_config: str = "test"  # for a dataset folder: the config to read
     split: str = "test"  # for a dataset folder: the split to read
     allow_missing_caption: bool = False  # else an image without a caption is rejected
-    limit: int | None = None  # only the first N images
-    max_new_tokens: int = 4096  # longest response
-    temperature: float = 0.0  # 0 = greedy (reproducible evaluation)
-    top_p: float = 1.0  # nucleus sampling, when temperature > 0
-    batch_size: int = 8  # transformers: images per generate call
+    limit: Positive | None = None  # only the first N images
+    max_new_tokens: Positive = 4096  # longest response
+    temperature: NonNegative = 0.0  # 0 = greedy (reproducible evaluation)
+    top_p: Annotated[float, Bounds(gt=0, le=1)] = 1.0  # nucleus sampling, when temperature > 0
+    batch_size: Positive = 8  # transformers: images per generate call
     device: str = "auto"  # transformers: auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # transformers: auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32
-    min_pixels: int | None = 200_704  # transformers: fewest pixels an image is resized to
-    max_pixels: int | None = 1_280_000  # transformers: most pixels an image is resized to
+    min_pixels: Positive | None = 200_704  # transformers: fewest pixels an image is resized to
+    max_pixels: Positive | None = 1_280_000  # transformers: most pixels an image is resized to
     attn_implementation: str | None = None  # transformers: sdpa, flash_attention_2, eager
     base_url: str = "http://127.0.0.1:17142/v1"  # openai: the server's URL
     api_key_env: str = "SDG_DETECTOR_API_KEY"  # openai: the variable holding the key (never logged)
-    max_in_flight: int = 32  # openai: requests in flight
-    timeout_s: float = 300.0  # openai: per request
-    max_retries: int = 4  # openai: transient failures per request
-    backoff_base_s: float = 1.0  # openai: first retry wait (doubles, with jitter)
-    backoff_max_s: float = 30.0  # openai: longest retry wait
-    image_max_side: int = 1024  # openai: the image is resized so its longer side is at most this
+    max_in_flight: Positive = 32  # openai: requests in flight
+    timeout_s: Seconds = 300.0  # openai: per request
+    max_retries: Count = 4  # openai: transient failures per request
+    backoff_base_s: NonNegative = 1.0  # openai: first retry wait (doubles, with jitter)
+    backoff_max_s: NonNegative = 30.0  # openai: longest retry wait
+    image_max_side: Positive = 1024  # openai: the image is resized so its longer side is at most this
     image_format: Literal["png", "jpeg"] = "png"  # openai: how the image is encoded for the request
     progress: bool = field(default=True, metadata={"cli": False})  # progress bars
 

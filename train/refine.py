@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdg_data.answer import render_answer, render_response
+from sdg_data.config import Count, NonNegative, Positive, Seconds
 from sdg_data.records import Defect
 
 
@@ -45,20 +46,20 @@ class RefineConfig:
     """Folder that record image paths may point into (repeatable). Default: the records file's folder."""
     template: str | None = None  # instruction file ({caption}, {defects}); default train/prompts/refine_v1.txt
     include_clean: bool = False  # also edit images with no defect (skipped and counted by default, in every mode)
-    limit: int | None = None  # only the first N inputs
+    limit: Positive | None = None  # only the first N inputs
     base_url: str = "https://api.openai.com/v1"  # openai: the server
     api_key_env: str = "OPENAI_API_KEY"  # openai: the variable holding the key (never logged or written)
-    max_in_flight: int = 8  # openai: requests at once
-    timeout_s: float = 300.0  # openai: per request
-    max_retries: int = 4  # openai: transient failures per request
-    backoff_base_s: float = 1.0  # openai: first retry wait (doubles, with jitter)
-    backoff_max_s: float = 30.0  # openai: longest retry wait
+    max_in_flight: Positive = 8  # openai: requests at once
+    timeout_s: Seconds = 300.0  # openai: per request
+    max_retries: Count = 4  # openai: transient failures per request
+    backoff_base_s: NonNegative = 1.0  # openai: first retry wait (doubles, with jitter)
+    backoff_max_s: NonNegative = 30.0  # openai: longest retry wait
     size: str = "auto"  # openai: output size (auto, 1024x1024, ...)
-    input_price_per_mtok: float = 0.0  # openai: price of a million input tokens, for the cost in the summary
-    output_price_per_mtok: float = 0.0  # openai: price of a million output tokens
-    steps: int = 28  # diffusers: denoising steps
-    guidance_scale: float = 2.5  # diffusers: guidance (Kontext's default)
-    seed: int = 0  # diffusers: seed of every edit
+    input_price_per_mtok: NonNegative = 0.0  # openai: price of a million input tokens, for the cost in the summary
+    output_price_per_mtok: NonNegative = 0.0  # openai: price of a million output tokens
+    steps: Positive = 28  # diffusers: denoising steps
+    guidance_scale: NonNegative = 2.5  # diffusers: guidance (Kontext's default)
+    seed: Count = 0  # diffusers: seed of every edit
     device: str = "auto"  # diffusers: auto | cpu | cuda | cuda:N
     call_kwargs: dict[str, Any] = field(default_factory=dict)  # diffusers: more arguments for the pipeline call
     progress: bool = field(default=True, metadata={"cli": False})  # progress bars

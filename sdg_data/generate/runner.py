@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sdg_data.config import Count, Fraction, NonNegative, Positive
 from sdg_data.generate.prompts import Prompt, decide_split, read_prompts
 from sdg_data.generate.registry import GeneratorSpec, resolve, slug
 from sdg_data.jsonl import (
@@ -49,12 +50,12 @@ class GenerateConfig:
     model_root: str | None = None  # folder with local copies of the four: ROOT/flux2, z-image, longcat, sana
     model_paths: dict[str, str] = field(default_factory=dict)  # registry name -> local copy of its checkpoint
     assign: Literal["spread", "all"] = "spread"  # spread: each prompt to one generator, evenly; all: to every one
-    seeds: int = 1  # images per (prompt, generator), seeds base_seed .. base_seed + seeds - 1
-    base_seed: int = 0  # the first seed
-    height: int = 1024  # image height in pixels (a multiple of 16)
-    width: int = 1024  # image width in pixels (a multiple of 16)
-    steps: int | None = None  # denoising steps; default: the generator's recommended value
-    guidance_scale: float | None = None  # default: the generator's recommended value
+    seeds: Positive = 1  # images per (prompt, generator), seeds base_seed .. base_seed + seeds - 1
+    base_seed: Count = 0  # the first seed
+    height: Positive = 1024  # image height in pixels (a multiple of 16)
+    width: Positive = 1024  # image width in pixels (a multiple of 16)
+    steps: Positive | None = None  # denoising steps; default: the generator's recommended value
+    guidance_scale: NonNegative | None = None  # default: the generator's recommended value
     call_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per generator name, extra call args
     lora: str | None = None  # a LoRA to load into the pipeline: a folder (e.g. sdg train boxflow's) or .safetensors
     lora_scale: float = 1.0  # how strongly the LoRA applies (0 = the base model)
@@ -62,13 +63,13 @@ class GenerateConfig:
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     cpu_offload: bool = False  # enable_model_cpu_offload: one component on the GPU at a time
     vae_tiling: bool = False  # decode in tiles (large images on small GPUs)
-    batch_size: int = 1  # prompts per pipeline call
-    test_fraction: float = PAPER_TEST_FRACTION  # share of prompts held out, when the input does not fix a split
+    batch_size: Positive = 1  # prompts per pipeline call
+    test_fraction: Fraction = PAPER_TEST_FRACTION  # share of prompts held out, when the input does not fix a split
     split_salt: str = "sdg"  # changes which prompts go to test
-    max_retries: int = 2  # per image, after an error, a NaN or an all-black output
-    black_threshold: float = 2.0  # mean pixel value (0-255) at or below which an image counts as all black
+    max_retries: Count = 2  # per image, after an error, a NaN or an all-black output
+    black_threshold: NonNegative = 2.0  # mean pixel value (0-255) at or below which an image counts as all black
     safety_checker: str | None = None  # "module:function" taking (PIL image, prompt) -> (ok, reason)
-    limit: int | None = None  # only the first N prompts
+    limit: Positive | None = None  # only the first N prompts
     progress: bool = field(default=True, metadata={"cli": False})  # progress bars
 
     def __post_init__(self) -> None:

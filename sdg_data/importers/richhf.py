@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sdg_data.boxes import boxes_from_heatmap
+from sdg_data.config import Fraction, Positive
 from sdg_data.jsonl import write_bytes
 from sdg_data.records import Defect, ImageRecord
 from sdg_data.report import StageReport
@@ -38,8 +39,8 @@ PAPER_THRESHOLD = 0.33  # the authors' code: a heatmap whose maximum exceeds thi
 class RichHFConfig:
     images: str | None = None  # folder of the Pick-a-Pic images, named as RichHF's `filename`
     captions: str | None = None  # JSONL or CSV with `filename` and `caption`; else NAME.txt beside each image
-    threshold: float = PAPER_THRESHOLD  # heatmap value (0-1) above which a pixel is marked
-    min_pixels: int = 16  # marked regions smaller than this many heatmap pixels are not boxes
+    threshold: Fraction = PAPER_THRESHOLD  # heatmap value (0-1) above which a pixel is marked
+    min_pixels: Positive = 16  # marked regions smaller than this many heatmap pixels are not boxes
     split: str | None = None  # the split recorded in every record (RichHF's train / dev / test file)
     write_heatmaps: bool = True  # write each map as OUT.heatmaps/<id>.<type>.png (for heatmap baselines)
 
@@ -148,7 +149,7 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
 
 @dataclass
 class ImageLevelConfig:
-    threshold: float = PAPER_THRESHOLD  # ground truth present when the heatmap maximum exceeds this (0-1)
+    threshold: Fraction = PAPER_THRESHOLD  # ground truth present when the heatmap maximum exceeds this (0-1)
     box_order: str = "xyxy"  # how the predictions write box_2d: xyxy or yxyx
 
     def __post_init__(self) -> None:
