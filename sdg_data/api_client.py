@@ -53,7 +53,9 @@ def _retry_after(headers: Any) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return float(ms) / 1000.0
+            wait = float(ms) / 1000.0
+            if wait == wait and wait >= 0:  # NaN or negative: fall back to the next form, then to backoff
+                return wait
         except ValueError:
             pass
     ra = headers.get("retry-after")
@@ -197,7 +199,8 @@ class ChatClient:
             if n == cfg.max_retries:
                 break
             self.stats.transient_retries += 1
-            await asyncio.sleep(min(wait, 600.0) if wait is not None else self._backoff(n))
+            # a server's Retry-After is honoured up to the user's own bound on a wait (--backoff-max-s)
+            await asyncio.sleep(min(wait, self.cfg.backoff_max_s) if wait is not None else self._backoff(n))
         raise TransportError(f"gave up after {cfg.max_retries + 1} tries; last: {last}")
 
     async def close(self) -> None:

@@ -105,7 +105,8 @@ def test_retry_after_is_honoured_and_transport_failures_are_not_cached(tmp_path)
     (tmp_path / "images").symlink_to(SAMPLE.parent / "images")
     with FakeTeacherServer(teacher) as srv:
         t0 = time.perf_counter()
-        s = distill_file(one, tmp_path / "o", _api(srv, max_retries=2, image_roots=[str(SAMPLE.parent)]))
+        cfg = _api(srv, max_retries=2, backoff_max_s=5.0, image_roots=[str(SAMPLE.parent)])
+        s = distill_file(one, tmp_path / "o", cfg)
         assert time.perf_counter() - t0 >= 0.6  # two waits of the server's 0.3 s, not our 10 ms backoff
         assert s["rejected"] == 1 and s["requests"] == 3
         (r,) = _lines(tmp_path / "o" / "distill.rejects.jsonl")
@@ -113,6 +114,18 @@ def test_retry_after_is_honoured_and_transport_failures_are_not_cached(tmp_path)
         s = distill_file(one, tmp_path / "o", _api(srv, max_retries=0, image_roots=[str(SAMPLE.parent)]))
         assert s["this_run"]["requests"] == 1  # asked again: a transport failure is not a verdict
         assert s["requests"] == 4  # and the summary accounts for both runs
+
+
+def test_a_servers_retry_after_is_bounded_by_backoff_max(tmp_path):
+    """A server that asks for an hour's wait does not override the user's --backoff-max-s."""
+    teacher = FakeTeacher(fault_rate=1.0, faults=("429",), retry_after="retry-after:3600")
+    one = tmp_path / "one.jsonl"
+    one.write_text(SAMPLE.read_text().splitlines()[0] + "\n")
+    (tmp_path / "images").symlink_to(SAMPLE.parent / "images")
+    with FakeTeacherServer(teacher) as srv:
+        t0 = time.perf_counter()
+        s = distill_file(one, tmp_path / "o", _api(srv, max_retries=3, image_roots=[str(SAMPLE.parent)]))
+        assert time.perf_counter() - t0 < 10 and s["requests"] == 4  # 3 waits of at most 0.05 s each
 
 
 def test_bad_input_lines_are_rejected_with_record_and_field(tmp_path):
