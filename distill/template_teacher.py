@@ -66,8 +66,12 @@ def describe(fact: dict[str, Any], min_words: int = 18, max_words: int = 45) -> 
     if count_words(text) < min_words:
         text += " It stands out on close inspection of that region and should be corrected."
     words = text.split()
-    while count_words(" ".join(words)) > max_words and len(words) > 1:
-        words.pop()
+    if count_words(text) > max_words:  # keep the longest prefix within the limit (binary search: a note of any
+        lo, hi = 1, len(words)  # length costs n log n, not n^2)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if count_words(" ".join(words[:mid])) <= max_words else (lo, mid - 1)
+        words = words[:lo]
     return " ".join(words).rstrip(",;:") + ("" if words[-1].endswith(".") else ".")
 
 

@@ -187,3 +187,18 @@ def test_sigkill_midway_then_rerun_loses_and_repeats_nothing(tmp_path):
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         DistillConfig(**bad)
+
+
+def test_the_template_teacher_cuts_a_long_note_in_log_many_counts(monkeypatch):
+    """A 250 KB annotator note costs O(n log n): the cut to max_words counts words a logarithmic number of times
+    (it was once per dropped word, quadratic), and keeps the longest prefix within the limit."""
+    import distill.template_teacher as tt
+
+    calls = []
+    real = tt.count_words
+    monkeypatch.setattr(tt, "count_words", lambda text: calls.append(1) or real(text))
+    note = "word " * 50_000
+    text = tt.describe({"box_2d": [100, 100, 300, 300], "label": "artifact", "annotator_note": note}, 18, 45)
+    assert real(text) == 45 and text.endswith(".") and len(calls) < 40
+    short = tt.describe({"box_2d": [100, 100, 300, 300], "label": "artifact", "annotator_note": "a hand"}, 18, 45)
+    assert 18 <= real(short) <= 45
