@@ -12,6 +12,7 @@ import typer
 from sdg_data.build import BuildConfig
 from sdg_data.cli_kit import arg, config_command, guarded, opt, out_option
 from sdg_data.importers.richhf import RichHFConfig
+from sdg_data.report import require_kept
 from sdg_data.viz import VizConfig
 
 
@@ -85,6 +86,7 @@ def export_coco_cmd(
     s = export_coco(source, out, copy_images, image_root)
     typer.echo(f"read {s['read']}: exported {s['kept']} images, {s['annotations']} boxes; rejected {s['rejected']}")
     typer.echo(f"output: {out}")
+    require_kept(s, out.with_name(f"{out.stem}.export.rejects.jsonl"))
 
 
 def import_coco_cmd(
@@ -98,6 +100,7 @@ def import_coco_cmd(
     s = import_coco(coco, out)
     typer.echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} defects; rejected {s['rejected']}")
     typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
+    require_kept(s, out.with_name(f"{out.stem}.import.rejects.jsonl"), "COCO images")
 
 
 def run_import_richhf(cfg: RichHFConfig, tfrecord: Path, out: Path) -> None:
@@ -112,6 +115,7 @@ def run_import_richhf(cfg: RichHFConfig, tfrecord: Path, out: Path) -> None:
     s = import_richhf(tfrecord, out, cfg)
     typer.echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} boxes; rejected {s['rejected']}")
     typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
+    require_kept(s, out.with_name(f"{out.stem}.import.rejects.jsonl"), "TFRecord examples")
 
 
 def register(app: typer.Typer) -> None:

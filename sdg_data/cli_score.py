@@ -122,6 +122,10 @@ def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) ->
             f"raw box order check on {agreement['images']} images: mean IoU with translated boxes "
             f"{agreement['mean_iou_raw_as_xyxy']:.3f} if raw is xyxy, {agreement['mean_iou_raw_as_yxyx']:.3f} if yxyx"
         )
+    from sdg_data.report import require_kept
+
+    where = rejects or out.with_name(f"{out.stem}.import.rejects.jsonl")
+    require_kept({**report.summary(), "stage": "import-sdg30k"}, where, "rows")
 
 
 def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path | None) -> None:

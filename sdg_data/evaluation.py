@@ -251,6 +251,20 @@ def index_predictions(
     return out, stats
 
 
+def require_shared_ids(gt: list[ImageRecord], preds: dict[str, Any], stats: dict[str, Any], pred_path: Any) -> None:
+    """Count predictions missing and unknown into ``stats``; refuse a scoring with no image in common (it would print
+    an all-zero table and look like a result)."""
+    gt_ids = {r.image_id for r in gt}
+    stats["missing_predictions"] = sum(1 for r in gt if r.image_id not in preds)
+    stats["unknown_image_ids"] = sum(1 for iid in preds if iid not in gt_ids)
+    if stats["missing_predictions"] == len(gt):
+        raise ValueError(
+            f"{pred_path}: no prediction for any of the {len(gt)} ground-truth images "
+            f"({stats['lines']} prediction lines, {stats['unknown_image_ids']} with unknown image ids); "
+            "are --gt and --pred from the same set?"
+        )
+
+
 def evaluate_files(
     gt_path: str | Path, pred_path: str | Path, out_path: str | Path | None, cfg: EvalConfig
 ) -> dict[str, Any]:
@@ -268,15 +282,7 @@ def evaluate_files(
         else iter_jsonl(pp)
     )
     preds, stats = index_predictions(rows, cfg, source=str(pred_path))
-    gt_ids = {r.image_id for r in gt}
-    stats["missing_predictions"] = sum(1 for r in gt if r.image_id not in preds)
-    stats["unknown_image_ids"] = sum(1 for iid in preds if iid not in gt_ids)
-    if stats["missing_predictions"] == len(gt):
-        raise ValueError(
-            f"{pred_path}: no prediction for any of the {len(gt)} ground-truth images "
-            f"({stats['lines']} prediction lines, {stats['unknown_image_ids']} with unknown image ids); "
-            "are --gt and --pred from the same set?"
-        )
+    require_shared_ids(gt, preds, stats, pred_path)
     embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
     report = evaluate(gt, preds, cfg, embedder)
     report["predictions"] = stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,21 +26,26 @@ class LineError(ValueError):
     """One line that is not usable JSON; the message is the reason (without file and line)."""
 
 
-def _surrogate_path(obj: Any) -> str | None:
-    """The field path of the first string (or key) holding a lone surrogate, or None. Iterative: the object may
-    be deep. Keys in the path are escaped, so the path itself prints anywhere."""
+def _bad_value(obj: Any) -> tuple[str, str] | None:
+    """The field path and reason of the first value JSON should not hold: a string (or key) with a lone surrogate,
+    or a NaN / Infinity (Python's json reads them; no other JSON reader does). Iterative: the object may be deep.
+    Keys in the path are escaped, so the path itself prints anywhere."""
     stack: list[tuple[str, Any]] = [("", obj)]
     while stack:
         where, v = stack.pop()
         if isinstance(v, str):
             if has_surrogate(v):
-                return where or "<line>"
+                return where or "<line>", "holds a lone surrogate (text must be valid Unicode)"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                token = "NaN" if v != v else "Infinity" if v > 0 else "-Infinity"
+                return where or "<line>", f"is {token}, which is not a JSON number (write null or a finite number)"
         elif isinstance(v, dict):
             for k, x in v.items():
                 key = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
                 sub = f"{where}.{key}" if where else key
                 if isinstance(k, str) and has_surrogate(k):
-                    return sub
+                    return sub, "holds a lone surrogate (text must be valid Unicode)"
                 stack.append((sub, x))
         elif isinstance(v, list):
             stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
@@ -50,8 +56,8 @@ def parse_line(raw: bytes) -> Any:
     """One JSONL line -> a value; LineError with the reason otherwise. Never raises anything else.
 
     orjson takes the common case (and refuses invalid UTF-8, lone surrogates, NaN and nesting past 1,024). What it
-    refuses goes to the stdlib so that the reason is precise and a record with a NaN or a huge number in a field
-    reaches the record checks, which name the field."""
+    refuses goes to the stdlib so that the reason is precise and names the field (a NaN anywhere, a lone surrogate);
+    a huge integer in a field reaches the record checks, which name it."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -71,11 +77,11 @@ def parse_line(raw: bytes) -> Any:
         raise LineError("not usable JSON: nested too deeply") from None
     except (ValueError, MemoryError) as exc:  # e.g. an integer past Python's 4,300-digit limit
         raise LineError(f"not usable JSON: {str(exc).split(';')[0]}") from None
-    where = _surrogate_path(obj)
-    if where is not None:
+    bad = _bad_value(obj)
+    if bad is not None:
         rid = obj.get("image_id") if isinstance(obj, dict) else None
         rid = rid if isinstance(rid, str) and not has_surrogate(rid) else None
-        raise LineError(f"record {rid or '?'!r} field {where!r}: holds a lone surrogate (text must be valid Unicode)")
+        raise LineError(f"record {rid or '?'!r} field {bad[0]!r}: {bad[1]}")
     return obj
 
 
@@ -294,7 +300,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     n = 0
     with atomic_file(path) as f:
         for row in rows:
-            line = json.dumps(row, ensure_ascii=False)
+            line = json.dumps(row, ensure_ascii=False, allow_nan=False)  # NaN is not JSON: fail, never write it
             f.write((redact(line, secrets) if secrets else line) + "\n")
             n += 1
     return n
@@ -370,7 +376,7 @@ class AppendSink:
         self._f = self.path.open("a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._f.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
+        self._f.write(redact(json.dumps(row, ensure_ascii=False, allow_nan=False)) + "\n")
         self._f.flush()
         if self.fsync:
             os.fsync(self._f.fileno())

@@ -145,3 +145,100 @@ def test_eval_image_level_prints_table3_beside_the_papers_rows(richhf):
     assert "ImageDoctor @0.33" in res.stdout and "SDG (paper)" in res.stdout and "this run" in res.stdout
     report = json.loads((root / "t3.json").read_text())
     assert report["artifact"]["tp"] == 1 and report["misalignment"]["fn"] == 1 and report["images"] == 2
+
+
+def _frame(data: bytes) -> bytes:
+    """One TFRecord frame with correct CRCs."""
+    import struct
+
+    from sdg_data.importers.richhf import _masked_crc
+
+    head = struct.pack("<Q", len(data))
+    return head + struct.pack("<I", _masked_crc(head)) + data + struct.pack("<I", _masked_crc(data))
+
+
+def _run_import(root: Path, tfrecord: Path, img: Path, caps: Path):
+    out = root / "r.jsonl"
+    res = subprocess.run([SDG, "import", "richhf", str(tfrecord), "--images", str(img), "--captions", str(caps),
+                          "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    rejects = root / "r.import.rejects.jsonl"
+    got = [json.loads(x)["reason"] for x in rejects.read_text().splitlines()] if rejects.exists() else []
+    rows = [json.loads(x)["image_id"] for x in out.read_text().splitlines()] if out.exists() else []
+    return res, rows, got
+
+
+def test_a_hostile_tfrecord_costs_bounded_memory_and_each_bad_record_is_a_reject(richhf):
+    """Lengths and CRCs are checked before anything is allocated: a 20-byte file claiming 600 MB is one line; a
+    record whose data fails its CRC, one that is not an Example, a heatmap past the pixel cap and a NaN score are
+    each a reject with the record and field, and the good records around them are kept."""
+    import resource
+    import struct
+
+    from sdg_data.importers.richhf import _masked_crc
+
+    root, tfrecord, img, caps = richhf
+    good = tfrecord.read_bytes()
+    bomb = root / "bomb.tfrecord"
+    head = struct.pack("<Q", 600 * 2**20)
+    bomb.write_bytes(head + struct.pack("<I", _masked_crc(head)) + b"\0" * 8)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    res, rows, reasons = _run_import(root, bomb, img, caps)
+    assert res.returncode != 0 and rows == [] and "claims 629145600 bytes" in reasons[0], (res.stderr, reasons)
+    assert "kept 0 of 1" in res.stderr and "Traceback" not in res.stderr
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss - before < 400_000  # KB: no 600 MB buffer
+
+    # good records, then: a flipped data byte, a payload that is no Example, a 5000 x 5000 map, a NaN score
+    flipped = bytearray(good[: len(good) // 3])
+    (n_a,) = struct.unpack("<Q", good[:8])
+    first = good[: 16 + n_a]
+    bad = bytearray(first)
+    bad[20] ^= 0xFF
+    big = np.zeros((5000, 5000), np.float32)
+    extra = root / "extra.tfrecord"
+    _tfrecord(extra, [{"filename": "a.png", "artifact": big, "misalignment": big},
+                      {"filename": "b.png", "artifact": big[:8, :8], "misalignment": big[:8, :8],
+                       "artifact_score": float("nan")}])  # fmt: skip
+    mixed = root / "mixed.tfrecord"
+    mixed.write_bytes(first + bytes(bad) + _frame(b"\xff\xff not a protobuf") + extra.read_bytes() + good[16 + n_a :])
+    del flipped
+    res, rows, reasons = _run_import(root, mixed, img, caps)
+    assert res.returncode == 0, res.stderr
+    assert rows == ["a", "b"], rows  # the first and the last file's good records
+    assert len(reasons) == 5, reasons  # bad CRC, not an Example, the big map, the NaN score, missing.png
+    assert "record #2: its data fails its CRC" in reasons[0] and "not a tf.train.Example" in reasons[1]
+    assert "'artifact_map'" in reasons[2] and "pixel cap" in reasons[2]
+    assert "'artifact_score'" in reasons[3] and "finite" in reasons[3]
+    assert subprocess.run([SDG, "validate", str(root / "r.jsonl")], capture_output=True).returncode == 0
+
+    # a truncated tail: the records before it are kept, the tail is one reject
+    cut = root / "cut.tfrecord"
+    cut.write_bytes(good[:-7])
+    res, rows, reasons = _run_import(root, cut, img, caps)
+    assert rows == ["a", "b"] and any("claims" in r or "ends inside" in r for r in reasons), reasons
+
+
+def test_nan_in_any_field_is_refused_on_read_and_never_written(tmp_path):
+    from sdg_data.jsonl import write_jsonl
+
+    line = {"image_id": "x", "image_path": "x.png", "caption": "c", "defects": [], "provenance": {"s": float("nan")}}
+    with pytest.raises(ValueError):
+        write_jsonl(tmp_path / "w.jsonl", [line])
+    assert not (tmp_path / "w.jsonl").exists()
+    p = tmp_path / "nan.jsonl"
+    p.write_text('{"image_id": "x", "caption": "c", "defects": [], "provenance": {"scores": {"a": NaN}}}\n')
+    res = subprocess.run([SDG, "validate", str(p)], capture_output=True, text=True)
+    assert (
+        res.returncode != 0 and "'provenance.scores.a'" in res.stdout + res.stderr and "NaN" in res.stdout + res.stderr
+    )
+
+
+def test_eval_image_level_with_no_shared_ids_fails_as_eval_does(richhf):
+    root, tfrecord, img, caps = richhf
+    out = root / "r.jsonl"
+    import_richhf(tfrecord, out, RichHFConfig(images=str(img), captions=str(caps)))
+    pred = root / "pred.jsonl"
+    pred.write_text(json.dumps({"image_id": "zzz", "defects": []}) + "\n")
+    res = subprocess.run(
+        [SDG, "eval-image-level", "--gt", str(out), "--pred", str(pred)], capture_output=True, text=True
+    )
+    assert res.returncode != 0 and "no prediction for any of the 2" in res.stderr, res.stdout

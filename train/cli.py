@@ -79,6 +79,9 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
         f"{s['format_fail']} fail), rejected {s['rejected']}, resumed {s['resumed']}; {s['seconds']} s"
     )
     typer.echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
+    from sdg_data.report import require_kept
+
+    require_kept(s, out / "detect.rejects.jsonl", "images")
 
 
 def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:

@@ -30,6 +30,9 @@ def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
         f"by split {json.dumps(s['by_split'])}"
     )
     typer.echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
+    from sdg_data.report import require_kept
+
+    require_kept(s, out / "generate.rejects.jsonl", "planned images")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,30 +52,115 @@ class RichHFConfig:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
 
 
-def read_tfrecord(path: str | Path):
-    """The examples of a RichHF-18K TFRecord file as dicts (maps decoded to float arrays in [0, 1])."""
+MAX_HEATMAP_PIXELS = 4096 * 4096  # RichHF's maps are 512 x 512; a header declaring more is a bad entry, not a map
+
+
+class FrameError(ValueError):
+    """The file's framing is broken at record ``n``: nothing after it can be located."""
+
+    def __init__(self, n: int, message: str) -> None:
+        super().__init__(f"record #{n}: {message}")
+        self.n = n
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of ``data``."""
+    import crc32c
+
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _frames(path: str | Path) -> Iterator[tuple[int, bytes | ValueError]]:
+    """``(n, payload)`` per TFRecord frame, or ``(n, error)`` for a frame whose data fails its CRC (the next frame
+    is still found). A length that fails its CRC or claims more bytes than the file holds ends the file with a
+    FrameError: memory is never sized by an unchecked length (a 20-byte file once claimed 600 MB)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        n = 0
+        while True:
+            at = f.tell()
+            head = f.read(12)
+            if not head:
+                return
+            n += 1
+            if len(head) < 12:
+                raise FrameError(n, f"the file ends inside a record header (byte {at})")
+            (length,), (want,) = struct.unpack("<Q", head[:8]), struct.unpack("<I", head[8:])
+            if _masked_crc(head[:8]) != want:
+                raise FrameError(n, f"the length at byte {at} fails its CRC (not a TFRecord, or corrupt)")
+            if length + 4 > size - at - 12:
+                raise FrameError(n, f"claims {length} bytes at byte {at}, the file holds {size - at - 16}")
+            data, (crc,) = f.read(length), struct.unpack("<I", f.read(4))
+            yield n, data if _masked_crc(data) == crc else ValueError(f"record #{n}: its data fails its CRC")
+
+
+def read_tfrecord(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | ValueError]]:
+    """``(n, example)`` per record of a RichHF-18K TFRecord file, with byte features as bytes and float features
+    as lists; ``(n, error)`` for a record that fails its checks. Length and CRCs are verified before anything is
+    allocated or parsed; a broken frame ends the file with one more ``(n, FrameError)``."""
     try:
-        from tfrecord import tfrecord_loader
+        from google.protobuf.message import DecodeError
+        from tfrecord import example_pb2
     except ImportError as exc:
         raise ImportError(f"{exc}; install the interop extra: pip install 'sdg[interop]'") from None
-    spec = {"filename": "byte", MAPS["artifact"]: "byte", MAPS["misalignment"]: "byte",
-            "prompt_misalignment_label": "byte", **{s: "float" for s in SCORES}}  # fmt: skip
-    yield from enumerate(tfrecord_loader(str(path), None, spec), 1)
+    try:
+        for n, data in _frames(path):
+            if isinstance(data, ValueError):
+                yield n, data
+                continue
+            ex = example_pb2.Example()
+            try:
+                ex.ParseFromString(data)
+            except (DecodeError, RecursionError) as exc:
+                yield n, ValueError(f"record #{n}: not a tf.train.Example ({type(exc).__name__})")
+                continue
+            out: dict[str, Any] = {}
+            for key, feat in ex.features.feature.items():
+                kind = feat.WhichOneof("kind")
+                if kind == "bytes_list" and feat.bytes_list.value:
+                    out[key] = bytes(feat.bytes_list.value[0])
+                elif kind == "float_list":
+                    out[key] = list(feat.float_list.value)
+                elif kind == "int64_list":
+                    out[key] = list(feat.int64_list.value)
+            yield n, out
+    except FrameError as exc:
+        yield exc.n, exc
 
 
-def _decode_map(data: Any) -> np.ndarray:
+def _decode_map(data: Any, field: str) -> np.ndarray:
     from PIL import Image
 
-    raw = bytes(np.asarray(data, dtype=np.uint8)) if not isinstance(data, (bytes, bytearray)) else bytes(data)
-    with Image.open(io.BytesIO(raw)) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    if not isinstance(data, bytes):
+        raise ValueError(f"field {field!r}: missing or not an encoded image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_HEATMAP_PIXELS:  # checked on the header, before any decoding
+                raise ValueError(
+                    f"field {field!r}: a {im.width} x {im.height} map is past the "
+                    f"{MAX_HEATMAP_PIXELS:,}-pixel cap for heatmaps"
+                )
+            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise ValueError(f"field {field!r}: not a decodable image ({type(exc).__name__})") from None
 
 
 def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    raw = value if isinstance(value, (bytes, bytearray)) else bytes(np.asarray(value, dtype=np.uint8))
-    return raw.decode("utf-8", errors="replace")
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else ""
+
+
+def _scores(ex: dict[str, Any]) -> dict[str, float]:
+    """The four scores that are present; a score that is not one finite number is a bad entry, not a value."""
+    out = {}
+    for s in SCORES:
+        v = ex.get(s)
+        if v is None:
+            continue
+        if len(v) != 1 or not math.isfinite(v[0]):
+            raise ValueError(f"field {s!r}: {v[:3]} is not one finite number")
+        out[s] = round(float(v[0]), 4)
+    return out
 
 
 def _captions(cfg: RichHFConfig) -> dict[str, str]:
@@ -106,9 +194,14 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
     rows = []
     for n, ex in read_tfrecord(tfrecord):
         report.read += 1
+        if isinstance(ex, ValueError):  # a record that fails its CRC or does not parse: a reject, the run goes on
+            report.reject(f"{tfrecord}: {ex}", f"richhf-{n}", f"{tfrecord}#{n}", None)
+            continue
         name = _text(ex.get("filename"))
         iid = Path(name).stem or f"richhf-{n}"
         try:
+            if not name:
+                raise ValueError("field 'filename': missing or empty")
             img = load_image(name, resolver)
             caption = captions.get(name)
             side = (root / name).with_suffix(".txt")
@@ -116,8 +209,9 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
                 caption = side.read_text(encoding="utf-8").strip()
             if not caption:
                 raise ValueError(f"no caption for {name} (give --captions or put {side.name} beside the image)")
-            maps = {t: _decode_map(ex[key]) for t, key in MAPS.items()}
-        except (ImageError, ValueError, OSError, KeyError) as exc:
+            maps = {t: _decode_map(ex.get(key), key) for t, key in MAPS.items()}
+            scores = _scores(ex)
+        except (ImageError, ValueError, OSError) as exc:
             report.reject(f"record {iid!r}: {exc}", iid, f"{tfrecord}#{n}", None)
             continue
         defects, peaks, paths = [], {}, {}
@@ -133,7 +227,6 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
                 Image.fromarray((heat * 255).round().astype("uint8")).save(buf, format="PNG")
                 write_bytes(dest, buf.getvalue())  # a temp file renamed over the name: a planted link is replaced
                 paths[label] = str(dest.relative_to(out.parent))
-        scores = {s: round(float(np.asarray(ex[s]).reshape(-1)[0]), 4) for s in SCORES if ex.get(s) is not None}
         prov = {"source": "richhf-18k", "filename": name, "scores": scores, "heatmap_peaks": peaks,
                 "threshold": cfg.threshold, "prompt_misalignment_label": _text(ex.get("prompt_misalignment_label")),
                 "heatmaps": paths}  # fmt: skip
@@ -205,7 +298,7 @@ def format_table3(result: dict[str, Any], name: str = "this run") -> str:
 
 def write_image_level(gt_path, pred_path, out_path, threshold: float, box_order: str = "xyxy") -> dict[str, Any]:
     """``sdg eval-image-level``: read records and predictions (as ``sdg eval`` does), score, write JSON."""
-    from sdg_data.evaluation import EvalConfig, index_predictions
+    from sdg_data.evaluation import EvalConfig, index_predictions, require_shared_ids
     from sdg_data.jsonl import iter_jsonl, load_records, write_json
 
     gt = load_records(gt_path)
@@ -213,8 +306,9 @@ def write_image_level(gt_path, pred_path, out_path, threshold: float, box_order:
         raise ValueError(f"{gt_path}: no ground-truth records; nothing to score")
     preds, stats = index_predictions(iter_jsonl(pred_path), EvalConfig(embedder="none", box_order=box_order),
                                      source=str(pred_path))  # fmt: skip
+    require_shared_ids(gt, preds, stats, pred_path)
     result = image_level(gt, preds, threshold)
-    result["predictions"] = {**stats, "missing": sum(r.image_id not in preds for r in gt)}
+    result["predictions"] = {**stats, "missing": stats["missing_predictions"]}
     if out_path:
         write_json(out_path, result)
     return result
