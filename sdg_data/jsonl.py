@@ -14,7 +14,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from sdg_data.boxes import BoxOrder
-from sdg_data.records import ImageRecord, RecordError, has_surrogate
+from sdg_data.records import ImageRecord, RecordError, bad_value, has_surrogate
 from sdg_data.secrets import redact, secret_values
 
 
@@ -26,38 +26,13 @@ class LineError(ValueError):
     """One line that is not usable JSON; the message is the reason (without file and line)."""
 
 
-def _bad_value(obj: Any) -> tuple[str, str] | None:
-    """The field path and reason of the first value JSON should not hold: a string (or key) with a lone surrogate,
-    or a NaN / Infinity (Python's json reads them; no other JSON reader does). Iterative: the object may be deep.
-    Keys in the path are escaped, so the path itself prints anywhere."""
-    stack: list[tuple[str, Any]] = [("", obj)]
-    while stack:
-        where, v = stack.pop()
-        if isinstance(v, str):
-            if has_surrogate(v):
-                return where or "<line>", "holds a lone surrogate (text must be valid Unicode)"
-        elif isinstance(v, float):
-            if not math.isfinite(v):
-                token = "NaN" if v != v else "Infinity" if v > 0 else "-Infinity"
-                return where or "<line>", f"is {token}, which is not a JSON number (write null or a finite number)"
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                key = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
-                sub = f"{where}.{key}" if where else key
-                if isinstance(k, str) and has_surrogate(k):
-                    return sub, "holds a lone surrogate (text must be valid Unicode)"
-                stack.append((sub, x))
-        elif isinstance(v, list):
-            stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
-    return None
-
-
 def parse_line(raw: bytes) -> Any:
     """One JSONL line -> a value; LineError with the reason otherwise. Never raises anything else.
 
     orjson takes the common case (and refuses invalid UTF-8, lone surrogates, NaN and nesting past 1,024). What it
-    refuses goes to the stdlib so that the reason is precise and names the field (a NaN anywhere, a lone surrogate);
-    a huge integer in a field reaches the record checks, which name it."""
+    refuses goes to the stdlib so that the reason is precise and a record with a NaN or a huge number in a field
+    reaches the record checks, which name the field (a model's prediction with a NaN importance is a verdict on
+    the model, not a broken file)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -77,7 +52,7 @@ def parse_line(raw: bytes) -> Any:
         raise LineError("not usable JSON: nested too deeply") from None
     except (ValueError, MemoryError) as exc:  # e.g. an integer past Python's 4,300-digit limit
         raise LineError(f"not usable JSON: {str(exc).split(';')[0]}") from None
-    bad = _bad_value(obj)
+    bad = bad_value(obj)
     if bad is not None:
         rid = obj.get("image_id") if isinstance(obj, dict) else None
         rid = rid if isinstance(rid, str) and not has_surrogate(rid) else None
@@ -294,13 +269,41 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(redact(text))
 
 
+def _tokens(value: Any) -> Any:
+    """A copy with each NaN / Infinity as the text JSON readers print for it (kept as evidence, not as a number)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: _tokens(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tokens(v) for v in value]
+    return value
+
+
+def dumps_row(row: dict[str, Any]) -> str:
+    """One output line. NaN is not JSON: a row holding one fails (a bug upstream, never written), except inside a
+    reject's ``record``, the bad input kept as evidence, where it is written as the text ``"NaN"``."""
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        if not isinstance(row.get("record"), (dict, list, float)):
+            raise ValueError(
+                f"row {row.get('image_id')!r}: a NaN or Infinity in an output row; NaN is not JSON"
+            ) from None
+    try:
+        safe = {**row, "record": _tokens(row["record"])}
+    except RecursionError:
+        safe = {**row, "record": repr(row["record"])[:2000]}
+    return json.dumps(safe, ensure_ascii=False, allow_nan=False)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows atomically, one JSON object a line, with configured keys masked; returns the count."""
     secrets = secret_values()
     n = 0
     with atomic_file(path) as f:
         for row in rows:
-            line = json.dumps(row, ensure_ascii=False, allow_nan=False)  # NaN is not JSON: fail, never write it
+            line = dumps_row(row)
             f.write((redact(line, secrets) if secrets else line) + "\n")
             n += 1
     return n
@@ -376,7 +379,7 @@ class AppendSink:
         self._f = self.path.open("a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._f.write(redact(json.dumps(row, ensure_ascii=False, allow_nan=False)) + "\n")
+        self._f.write(redact(dumps_row(row)) + "\n")
         self._f.flush()
         if self.fsync:
             os.fsync(self._f.fileno())

@@ -55,6 +55,33 @@ def has_surrogate(text: str) -> bool:
         return True
 
 
+def bad_value(obj: Any, numbers: bool = False) -> tuple[str, str] | None:
+    """The field path and reason of the first value JSON should not hold: a string (or key) with a lone surrogate,
+    or (``numbers``) a NaN / Infinity (Python's json reads them; no other JSON reader does). Iterative: the object
+    may be deep. Keys in the path are escaped, so the path itself prints anywhere. The line reader uses the
+    text form; the record checks use the ``numbers`` form on provenance, which nothing else checks."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if has_surrogate(v):
+                return where or "<line>", "holds a lone surrogate (text must be valid Unicode)"
+        elif isinstance(v, float) and numbers:
+            if not math.isfinite(v):
+                token = "NaN" if v != v else "Infinity" if v > 0 else "-Infinity"
+                return where or "<line>", f"is {token}, which is not a JSON number (write null or a finite number)"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                key = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
+                sub = f"{where}.{key}" if where else key
+                if isinstance(k, str) and has_surrogate(k):
+                    return sub, "holds a lone surrogate (text must be valid Unicode)"
+                stack.append((sub, x))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
+    return None
+
+
 def clean_text(text: str) -> str:
     """Text safe to embed, tokenize and write as UTF-8: lone surrogates become U+FFFD."""
     if not has_surrogate(text):
@@ -173,6 +200,8 @@ class Defect:
         prov = obj.get("provenance") or {}
         if not isinstance(prov, Mapping):
             raise RecordError(record_id, f"{where}.provenance", "must be an object")
+        if (bad := bad_value(prov, numbers=True)) is not None:
+            raise RecordError(record_id, f"{where}.provenance.{bad[0]}", bad[1])
         d = cls(box=box, label=label, description=description, importance=importance, provenance=dict(prov))
         d.validate(record_id, where)
         return d
@@ -269,6 +298,8 @@ class ImageRecord:
         prov = obj.get("provenance") or {}
         if not isinstance(prov, Mapping):
             raise RecordError(rid, "provenance", "must be an object")
+        if (bad := bad_value(prov, numbers=True)) is not None:
+            raise RecordError(rid, f"provenance.{bad[0]}", bad[1])
         rec = cls(
             image_id=rid,
             defects=defects,

@@ -218,7 +218,7 @@ def test_importer_rejects_bad_lines_and_normalised_boxes(tmp_path):
         tmp_path, "test.jsonl", {**row, "ann_translated_bboxes": items}, b"\xff\xfe not json", {**row, "filepath": 3}
     )
     res = runner.invoke(app, ["import-sdg30k", str(src), "--out", str(tmp_path / "o.jsonl")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2 and "kept 0 of 3 rows" in res.output, res.output  # a run that kept nothing fails
     rej = [json.loads(x) for x in (tmp_path / "o.import.rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rej] == [1, 2, 3]
     assert "looks normalised to 0-1" in rej[0]["reason"] and "not valid UTF-8" in rej[1]["reason"]
