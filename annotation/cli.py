@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from annotation.config import AnnotateConfig, resolve_server
-from sdg_data.cli_kit import arg, config_command, guarded, opt
+from sdg_data.cli_kit import arg, config_command, echo, guarded, opt, printable
 
 
 HELP = (
@@ -55,9 +55,9 @@ def run_stop(cfg: AnnotateConfig) -> None:
 
     state = stop_server(cfg)
     if state is None:
-        typer.echo(f"no server running for {cfg.data_dir}")
+        echo(f"no server running for {cfg.data_dir}")
     else:
-        typer.echo(f"stopped Label Studio at {state.get('url')} (pid {state.get('pid')})")
+        echo(f"stopped Label Studio at {state.get('url')} (pid {state.get('pid')})")
 
 
 def run_init(cfg: AnnotateConfig) -> None:
@@ -67,7 +67,7 @@ def run_init(cfg: AnnotateConfig) -> None:
     from annotation.client import ensure_project, project_settings
 
     project, created = ensure_project(_conn(cfg))
-    typer.echo(f"{'created' if created else 'updated'} project: {json.dumps(project_settings(project))}")
+    echo(f"{'created' if created else 'updated'} project: {json.dumps(project_settings(project))}")
 
 
 def run_push(cfg: AnnotateConfig, samples: Path) -> None:
@@ -78,7 +78,7 @@ def run_push(cfg: AnnotateConfig, samples: Path) -> None:
     from sdg_data.report import require_kept
 
     s = push(samples, _conn(cfg))
-    typer.echo(
+    echo(
         f"read {s['read']}: created {s['created']}, already on the server {s['already_on_server']}, "
         f"rejected {s['rejected']}; {s['tasks_on_server']} tasks in project {s['project']}; "
         f"report: {s['reports']}/{samples.stem}.push.summary.json"
@@ -94,7 +94,7 @@ def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> N
     from sdg_data.report import require_kept
 
     s = predict(predictions, _conn(cfg), model_version)
-    typer.echo(
+    echo(
         f"read {s['read']}: {model_version}: created {s['created']}, replaced {s['replaced']}, unchanged "
         f"{s['unchanged']}, rejected {s['rejected']}"
         + (f", {s['repeats_removed']} repeated predictions removed" if s["repeats_removed"] else "")
@@ -118,14 +118,14 @@ def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Pat
 
     bad_tasks = f", {s['malformed_tasks']} malformed tasks rejected" if s.get("malformed_tasks") else ""
     unreviewed = f", {s['unreviewed_images']} not reviewed yet (left out)" if only_reviewed else ""
-    typer.echo(
+    echo(
         f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
         f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean){unreviewed} -> {out}"
     )
     if s.get("hint"):
-        typer.secho(f"warning: {s['hint']}", fg=typer.colors.YELLOW, err=True)
+        typer.secho(printable(f"warning: {s['hint']}"), fg=typer.colors.YELLOW, err=True)
     if not s["read"]:
-        typer.echo("no annotations yet: nothing to pull")
+        echo("no annotations yet: nothing to pull")
     require_kept(s, out.parent / f"{out.stem}.pull.rejects.jsonl", "annotations", empty_ok=True)
 
 
@@ -148,7 +148,7 @@ def agreement_cmd(
             f"{annotations}: {len(report['annotators'])} annotators, but no image annotated by two of them yet "
             "(overlap tasks give agreement)"
         )
-    typer.echo(format_agreement(report))
+    echo(format_agreement(report))
 
 
 def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None, out: Path | None) -> None:
@@ -162,7 +162,7 @@ def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None,
         from sdg_data.jsonl import write_json
 
         write_json(out, s)
-    typer.echo(format_status(s))
+    echo(format_status(s))
 
 
 def run_disagreements(cfg: AnnotateConfig, out: Path, top: int, from_export: Path | None) -> None:
@@ -172,7 +172,7 @@ def run_disagreements(cfg: AnnotateConfig, out: Path, top: int, from_export: Pat
     from annotation.status import disagreement_list, format_disagreements
 
     s = disagreement_list(None if from_export is not None else _conn(cfg), cfg, out, top, from_export)
-    typer.echo(format_disagreements(s, out))
+    echo(format_disagreements(s, out))
 
 
 def run_backup(cfg: AnnotateConfig, out: Path) -> None:
@@ -181,7 +181,7 @@ def run_backup(cfg: AnnotateConfig, out: Path) -> None:
     from annotation.postgres import backup
 
     s = backup(cfg.database, cfg.data_dir, out)
-    typer.echo(f"backed up {cfg.database} to {s['out']} ({s['bytes'] / 1e6:.1f} MB, {s['seconds']:.1f} s)")
+    echo(f"backed up {cfg.database} to {s['out']} ({s['bytes'] / 1e6:.1f} MB, {s['seconds']:.1f} s)")
 
 
 def run_restore(cfg: AnnotateConfig, dump: Path) -> None:
@@ -190,7 +190,7 @@ def run_restore(cfg: AnnotateConfig, dump: Path) -> None:
     from annotation.postgres import restore
 
     s = restore(cfg.database, cfg.data_dir, dump)
-    typer.echo(f"restored {s['from']} into {cfg.database} ({s['seconds']:.1f} s); start the server on it")
+    echo(f"restored {s['from']} into {cfg.database} ({s['seconds']:.1f} s); start the server on it")
 
 
 def run_judge_init(cfg: AnnotateConfig) -> None:
@@ -199,7 +199,7 @@ def run_judge_init(cfg: AnnotateConfig) -> None:
     from annotation.judge import ensure_judge_project
 
     project, created = ensure_judge_project(_conn(cfg))
-    typer.echo(f"{'created' if created else 'updated'} judging project {project.id}: {cfg.judge_title!r}")
+    echo(f"{'created' if created else 'updated'} judging project {project.id}: {cfg.judge_title!r}")
 
 
 def run_judge_push(cfg: AnnotateConfig, a: Path, b: Path, a_name: str | None, b_name: str | None) -> None:
@@ -212,7 +212,7 @@ def run_judge_push(cfg: AnnotateConfig, a: Path, b: Path, a_name: str | None, b_
     from annotation.judge import judge_push
 
     s = judge_push(_conn(cfg), a, b, a.parent, a_name, b_name)
-    typer.echo(f"{s['kept']} pairs ({s['a_method']} vs {s['b_method']}): created {s['created']}, "
+    echo(f"{s['kept']} pairs ({s['a_method']} vs {s['b_method']}): created {s['created']}, "
                f"rejected {s['rejected']}; project {s['project']}")  # fmt: skip
 
 
@@ -222,8 +222,8 @@ def run_judge_pull(cfg: AnnotateConfig, out: Path, from_export: Path | None) -> 
     from annotation.judge import format_tally, judge_pull
 
     s = judge_pull(None if from_export is not None else _conn(cfg), out, from_export)
-    typer.echo(format_tally(s["tally"]))
-    typer.echo(f"{s['judgments']} judgments, {s['rejected']} rejected -> {out}, {out.with_suffix('.tally.json')}")
+    echo(format_tally(s["tally"]))
+    echo(f"{s['judgments']} judgments, {s['rejected']} rejected -> {out}, {out.with_suffix('.tally.json')}")
 
 
 def register(root: typer.Typer) -> None:

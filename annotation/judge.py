@@ -170,14 +170,27 @@ def judge_push(
 
 # ------------------------------------------------------------------ pull and tally
 def _verdict(ann: dict[str, Any]) -> tuple[str | None, str]:
+    """The annotation's choice and comment; ValueError naming the field when a result is not the labeling
+    config's shape (a hand-edited export, another tool's)."""
     choice, comment = None, ""
-    for r in ann.get("result") or []:
+    results = ann.get("result") or []
+    if not isinstance(results, list):
+        raise ValueError(f"field 'result': must be a list, got {type(results).__name__}")
+    for k, r in enumerate(results):
+        if not isinstance(r, dict) or not isinstance(r.get("value") or {}, dict):
+            raise ValueError(f"field 'result[{k}]': must be an object with an object 'value'")
+        value = r.get("value") or {}
         if r.get("from_name") == "verdict":
-            got = (r.get("value") or {}).get("choices") or []
+            got = value.get("choices") or []
+            if not isinstance(got, list) or len(got) > 1:
+                raise ValueError(f"field 'result[{k}].value.choices': must be a list of one choice, got {got!r:.60}")
             choice = got[0] if got else None
         elif r.get("from_name") == "comment":
-            text = (r.get("value") or {}).get("text") or []
-            comment = text[0] if isinstance(text, list) and text else str(text or "")
+            text = value.get("text") or []
+            text = text if isinstance(text, list) else [text]
+            if not all(isinstance(t, str) for t in text):
+                raise ValueError(f"field 'result[{k}].value.text': must be text, got {text!r:.60}")
+            comment = " ".join(text)
     return choice, comment
 
 
@@ -189,25 +202,59 @@ def unblind(choice: str, order: str) -> str:
     return "good" if (choice == LEFT) == a_left else "bad"
 
 
-def judgments(tasks: list[dict[str, Any]], users: dict[int, str]) -> tuple[list[dict], list[dict]]:
+def _who(ann: dict[str, Any], users: dict[int, str]) -> str:
+    who = ann.get("completed_by")
+    key = who.get("id") if isinstance(who, dict) else who
+    if isinstance(key, int) and not isinstance(key, bool):
+        return users.get(key, f"user-{key}")
+    return who.get("email") if isinstance(who, dict) and isinstance(who.get("email"), str) else str(key)
+
+
+_META = ("a_method", "b_method", "a_image_id", "b_image_id")
+
+
+def judgments(tasks: list[Any], users: dict[int, str]) -> tuple[list[dict], list[dict]]:
+    """One row per verdict, un-blinded; every task or annotation that cannot be read is a reject naming the task,
+    the annotation and the field (one bad entry never stops the pull)."""
     rows, rejects = [], []
-    for t in tasks:
-        meta = t.get("meta") or {}
-        if meta.get("judge") != JUDGE_VERSION or meta.get("order") not in ("ab", "ba"):
-            rejects.append({"task_id": t.get("id"), "reason": "task has no recorded order (not pushed by judge-push)"})
+    for n, t in enumerate(tasks):
+        if not isinstance(t, dict):
+            rejects.append(
+                {"task_id": None, "where": f"tasks[{n}]", "reason": f"not a task object ({type(t).__name__})"}
+            )
             continue
-        for ann in t.get("annotations") or []:
-            if ann.get("was_cancelled"):
+        tid = t.get("id") if isinstance(t.get("id"), (int, str)) else None
+        meta, data = t.get("meta"), t.get("data")
+        if not isinstance(meta, dict) or meta.get("judge") != JUDGE_VERSION or meta.get("order") not in ("ab", "ba"):
+            rejects.append({"task_id": tid, "where": f"tasks[{n}].meta",
+                            "reason": "task has no recorded order (not pushed by judge-push)"})  # fmt: skip
+            continue
+        bad = [k for k in _META if not isinstance(meta.get(k), str)]
+        if bad or not isinstance(data, dict) or not isinstance(data.get("pair_id"), str):
+            field = f"meta.{bad[0]}" if bad else "data.pair_id"
+            rejects.append({"task_id": tid, "where": f"tasks[{n}].{field}", "reason": f"field {field!r}: missing or "
+                            "not text (the task was edited after judge-push)"})  # fmt: skip
+            continue
+        anns = t.get("annotations") or []
+        for k, ann in enumerate(anns if isinstance(anns, list) else [anns]):
+            where = f"tasks[{n}].annotations[{k}]"
+            if not isinstance(ann, dict):
+                rejects.append({"task_id": tid, "where": where, "reason": "not an annotation object"})
                 continue
-            choice, comment = _verdict(ann)
-            who = ann.get("completed_by")
-            who = users.get(who.get("id") if isinstance(who, dict) else who, str(who))
+            if ann.get("was_cancelled") is True:
+                continue
+            who = _who(ann, users)
+            try:
+                choice, comment = _verdict(ann)
+            except ValueError as exc:
+                rejects.append({"task_id": tid, "annotator": who, "where": where, "reason": str(exc)})
+                continue
             if choice not in (LEFT, SAME, RIGHT):
-                rejects.append({"task_id": t.get("id"), "annotator": who, "reason": f"no verdict ({choice!r})"})
+                rejects.append({"task_id": tid, "annotator": who, "where": where,
+                                "reason": f"no verdict ({choice!r:.60})"})  # fmt: skip
                 continue
-            rows.append({"pair_id": t["data"].get("pair_id"), "task_id": t.get("id"), "annotator": who,
-                         "a_method": meta["a_method"], "b_method": meta["b_method"], "a_image_id": meta["a_image_id"],
-                         "b_image_id": meta["b_image_id"], "order": meta["order"], "choice": choice,
+            rows.append({"pair_id": data.get("pair_id"), "task_id": tid, "annotator": who,
+                         **{k: meta[k] for k in _META}, "order": meta["order"], "choice": choice,
                          "verdict": unblind(choice, meta["order"]), "comment": comment})  # fmt: skip
     return rows, rejects
 
@@ -279,7 +326,10 @@ def judge_pull(conn: Connection | None, out: Path, from_export: Path | None = No
     from annotation.pull import export_tasks, users_map
 
     if from_export is not None:
-        tasks, users, project_id = orjson.loads(Path(from_export).read_bytes()), {}, None
+        try:
+            tasks, users, project_id = orjson.loads(Path(from_export).read_bytes()), {}, None
+        except orjson.JSONDecodeError as exc:
+            raise AnnotateError(f"{from_export}: not valid JSON ({exc})") from None
         if not isinstance(tasks, list):
             raise AnnotateError(f"{from_export}: not a Label Studio JSON export (a list of tasks)")
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from distill.config import DistillConfig
-from sdg_data.cli_kit import arg, config_command, out_option
+from sdg_data.cli_kit import arg, config_command, echo, out_option
 
 
 def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
@@ -23,14 +23,14 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
     from distill.runner import distill_file
 
     s = distill_file(records, out, cfg)
-    typer.echo(
+    echo(
         f"read {s['read']}: distilled {s['distilled']}, rejected {s['rejected']} {s['rejected_by_stage']}; "
         f"{s['from_cache']} from cache, {s['this_run']['requests']} requests this run, "
         f"{s['transient_retries']} transient retries, {s['rule_retries']} rule retries; all runs into {out}: "
         f"{s['requests']} requests, tokens {s['prompt_tokens']} in / {s['completion_tokens']} out, "
         f"cost ${s['cost_usd']}"
     )
-    typer.echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
+    echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
     from sdg_data.report import require_kept
 
     require_kept(s, out / "distill.rejects.jsonl")

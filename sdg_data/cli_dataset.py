@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from sdg_data.build import BuildConfig
-from sdg_data.cli_kit import arg, config_command, guarded, opt, out_option
+from sdg_data.cli_kit import arg, config_command, echo, guarded, opt, out_option, printable
 from sdg_data.importers.richhf import RichHFConfig
 from sdg_data.report import require_kept
 from sdg_data.viz import VizConfig
@@ -26,9 +26,9 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
 
     s = build_dataset(records, out, cfg)
     for w in s.get("warnings", []):
-        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
-    typer.echo(
+        typer.secho(printable(f"warning: {w}"), fg=typer.colors.YELLOW, err=True)
+    echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
+    echo(
         f"size {s['total_bytes'] / 1e6:.2f} MB = {s['size_ratio']:.3f} x (each image once "
         f"{s['unique_image_bytes'] / 1e6:.2f} MB + text {s['text_bytes'] / 1e6:.2f} MB), all four configs"
     )
@@ -36,8 +36,8 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
         from sdg_data.hub import push_dataset
 
         push_dataset(out, push_to_hub, private)
-        typer.echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
-    typer.echo(f"dataset: {out}")
+        echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+    echo(f"dataset: {out}")
 
 
 def stats_cmd(
@@ -52,8 +52,8 @@ def stats_cmd(
 
     s = dataset_stats(dataset)
     path = write_report(s, report or dataset / "report.html")
-    typer.echo(format_stats(s))
-    typer.echo(f"report: {path}")
+    echo(format_stats(s))
+    echo(f"report: {path}")
 
 
 def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
@@ -63,7 +63,7 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
 
     n, rejects = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots)
     extra = f"; {len(rejects)} rejected (see {out / 'viz.rejects.jsonl'})" if rejects else ""
-    typer.echo(f"drew {n} images into {out}{extra}")
+    echo(f"drew {n} images into {out}{extra}")
 
 
 def export_coco_cmd(
@@ -84,8 +84,8 @@ def export_coco_cmd(
     from sdg_data.coco import export_coco
 
     s = export_coco(source, out, copy_images, image_root)
-    typer.echo(f"read {s['read']}: exported {s['kept']} images, {s['annotations']} boxes; rejected {s['rejected']}")
-    typer.echo(f"output: {out}")
+    echo(f"read {s['read']}: exported {s['kept']} images, {s['annotations']} boxes; rejected {s['rejected']}")
+    echo(f"output: {out}")
     require_kept(s, out.with_name(f"{out.stem}.export.rejects.jsonl"))
 
 
@@ -98,8 +98,8 @@ def import_coco_cmd(
     from sdg_data.coco import import_coco
 
     s = import_coco(coco, out)
-    typer.echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} defects; rejected {s['rejected']}")
-    typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
+    echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} defects; rejected {s['rejected']}")
+    echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
     require_kept(s, out.with_name(f"{out.stem}.import.rejects.jsonl"), "COCO images")
 
 
@@ -113,8 +113,8 @@ def run_import_richhf(cfg: RichHFConfig, tfrecord: Path, out: Path) -> None:
     from sdg_data.importers.richhf import import_richhf
 
     s = import_richhf(tfrecord, out, cfg)
-    typer.echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} boxes; rejected {s['rejected']}")
-    typer.echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
+    echo(f"read {s['read']}: imported {s['kept']} images, {s['defects']} boxes; rejected {s['rejected']}")
+    echo(f"output: {out}, {out.with_suffix('')}.import.rejects.jsonl")
     require_kept(s, out.with_name(f"{out.stem}.import.rejects.jsonl"), "TFRecord examples")
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import io
+import re
 import textwrap
 import tokenize
 import types
@@ -25,12 +26,31 @@ from typing import Annotated, Any, Optional
 import typer
 
 
+# ------------------------------------------------------------------ what reaches the terminal
+# C0 controls but tab and newline, DEL, C1 controls and the bidirectional overrides: text from a server or a file
+# (an annotator's name, a reason quoting a record) could otherwise move the cursor, retitle the terminal or reorder
+# what the user reads. They are shown as escapes.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``), so printing it is inert."""
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
+
+
+def echo(message: Any = "", err: bool = False, nl: bool = True) -> None:
+    """Print a line of a command's output; text from records and servers goes through :func:`printable`."""
+    typer.echo(printable(str(message)), err=err, nl=nl)
+
+
 # ------------------------------------------------------------------ the error boundary
 def one_line(exc: BaseException) -> str:
-    """An exception as one redacted line (keys masked, newlines folded, long server bodies cut)."""
+    """An exception as one redacted, printable line (keys masked, newlines folded, long server bodies cut)."""
     from sdg_data.secrets import redact
 
-    text = redact(" ".join(str(exc).split()) or type(exc).__name__)
+    text = printable(redact(" ".join(str(exc).split()) or type(exc).__name__))
     return text if len(text) <= 2000 else text[:2000] + " ..."
 
 

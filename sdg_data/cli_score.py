@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from sdg_data.cli_kit import arg, config_command, opt, out_option, param
+from sdg_data.cli_kit import arg, config_command, echo, opt, out_option, param
 from sdg_data.evaluation import EvalConfig
 from sdg_data.importers.richhf import ImageLevelConfig
 from sdg_data.importers.sdg30k import ImportConfig
@@ -49,15 +49,15 @@ def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
     from sdg_data.evaluation import evaluate_files, format_table
 
     report = evaluate_files(gt, pred, out, cfg)
-    typer.echo(format_table(report, title=pred.stem))
+    echo(format_table(report, title=pred.stem))
     p = report["predictions"]
-    typer.echo(
+    echo(
         f"predictions: {p['lines']} lines, {p['format_failures']} format failures "
         f"({p['unparseable']} with no usable defect), {p['missing_predictions']} images without a prediction, "
         f"{p['unknown_image_ids']} unknown image ids"
     )
     if out:
-        typer.echo(f"report: {out}")
+        echo(f"report: {out}")
 
 
 def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str | None) -> None:
@@ -71,12 +71,12 @@ def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str
     from sdg_data.reward import reward_files
 
     _, summary = reward_files(gt, pred, out, cfg, embedder or DEFAULT_EMBEDDER)
-    typer.echo(
+    echo(
         f"{int(summary['completions'])} completions: mean reward {summary['reward']:.4f}, "
         f"R_box {summary['r_box']:.4f}, R_desc {summary['r_desc']:.4f}, R_imp {summary['r_imp']:.4f}, "
         f"format failures {int(summary['parse_failures'])}"
     )
-    typer.echo(f"rewards: {out}")
+    echo(f"rewards: {out}")
 
 
 @dataclass
@@ -99,9 +99,9 @@ def run_validate(cfg: ValidateConfig, records: Path) -> None:
     clean = sum(not r.defects for r in recs)
     if many:
         n_img = len({r.image_id for r in recs})
-        typer.echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: valid")
+        echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: valid")
     else:
-        typer.echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
+        echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
 
 
 def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) -> None:
@@ -113,12 +113,12 @@ def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) ->
 
     report, agreement = import_sdg30k(src, out, rejects, cfg)
     x = report.extras
-    typer.echo(
+    echo(
         f"read {report.read}: wrote {report.kept} ({x['clean']} clean), rejected {report.rejected}; "
         f"placeholder boxes dropped {x['placeholders_dropped']}; defect source {json.dumps(x['by_source'])}"
     )
     if agreement["images"]:
-        typer.echo(
+        echo(
             f"raw box order check on {agreement['images']} images: mean IoU with translated boxes "
             f"{agreement['mean_iou_raw_as_xyxy']:.3f} if raw is xyxy, {agreement['mean_iou_raw_as_yxyx']:.3f} if yxyx"
         )
@@ -138,9 +138,9 @@ def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path 
     from sdg_data.importers.richhf import format_table3, write_image_level
 
     result = write_image_level(gt, pred, out, cfg.threshold, cfg.box_order)
-    typer.echo(format_table3(result))
+    echo(format_table3(result))
     if out:
-        typer.echo(f"report: {out}")
+        echo(f"report: {out}")
 
 
 def register(app: typer.Typer) -> None:

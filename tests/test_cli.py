@@ -93,3 +93,15 @@ def test_a_run_that_kept_nothing_exits_non_zero_with_its_reasons(argv, tmp_path)
     assert r.exit_code != 0, r.output
     assert "0 of 4" in r.output and "rejects.jsonl" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def test_text_from_files_and_servers_prints_inert(tmp_path):
+    """An annotator's name or a record id with terminal escapes (retitle, cursor moves, a bidi override) is shown
+    as escapes in every command's output and errors, never sent raw to the terminal."""
+    from sdg_data.cli_kit import printable
+
+    assert printable("ann\x1b]0;pwned\x07\u202eevil\r\nok\tx") == "ann\\x1b]0;pwned\\x07\\u202eevil\\x0d\nok\tx"
+    bad = tmp_path / "r.jsonl"
+    bad.write_text(json.dumps({"image_id": "a\x1b[2J\x1b]0;x\x07", "caption": 5, "defects": []}) + "\n")
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code != 0 and "\x1b" not in res.output and "\\x1b[2J" in res.output, res.output

@@ -99,3 +99,42 @@ def test_import_rejects_what_is_not_a_defect_and_keeps_the_rest(tmp_path):
     bad.write_text("{not json")
     res = _run("import", "coco", str(bad), "--out", str(tmp_path / "z.jsonl"))
     assert res.returncode != 0 and "not a readable COCO JSON" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_import_accounts_for_every_entry_and_coerces_nothing(tmp_path):
+    """An annotation whose image is unknown, image entries sharing an id, an importance of true and a description
+    that is an object: each is a reject with its entry and field, nothing is dropped or converted silently, and
+    read = kept + rejected over images and orphan annotations."""
+    ok = {"width": 100, "height": 100}
+    data = {
+        "images": [
+            {"id": 1, "file_name": "a.png", **ok}, {"id": 2, "file_name": "b.png", **ok},
+            {"id": 2, "file_name": "b2.png", **ok}, {"id": 3, "file_name": "c.png", **ok},
+            {"id": 4, "file_name": "d.png", **ok}, {"id": 5, "file_name": "sub/a.png", **ok},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 50, 50], "attributes": {"description": "hand"}},
+            {"id": 2, "image_id": 99, "category_id": 1, "bbox": [0, 0, 5, 5], "attributes": {"description": "lost"}},
+            {"id": 3, "image_id": "1", "category_id": 1, "bbox": [0, 0, 5, 5], "attributes": {"description": "str"}},
+            {"id": 4, "image_id": 3, "category_id": 1, "bbox": [0, 0, 5, 5],
+             "attributes": {"description": "x", "importance": True}},
+            {"id": 5, "image_id": 4, "category_id": 1, "bbox": [0, 0, 5, 5], "attributes": {"description": {"a": 1}}},
+            "not an object",
+        ],
+        "categories": [{"id": 1, "name": "artifact"}],
+    }  # fmt: skip
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(data))
+    res = _run("import", "coco", str(src), "--out", str(tmp_path / "r.jsonl"))
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in rows] == ["a"] and [d["description"] for d in rows[0]["defects"]] == ["hand"]
+    rej = [json.loads(x) for x in (tmp_path / "r.import.rejects.jsonl").read_text().splitlines()]
+    reasons = " | ".join(r["reason"] for r in rej)
+    assert "image_id 99 names no image entry" in reasons and "image_id '1' names no image entry" in reasons
+    assert "annotations[5]: not an object" in reasons
+    assert reasons.count("used by 2 image entries") == 2
+    assert "'importance' must be whole, got True" in reasons and "'description' must be text" in reasons
+    assert "'a' (from sdg_image_id or the file name) is already imported" in reasons
+    s = json.loads((tmp_path / "r.import.summary.json").read_text())
+    assert (s["read"], s["kept"], s["rejected"]) == (6 + 3, 1, 8)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from sdg_data.cli_kit import arg, config_command, fail, opt
+from sdg_data.cli_kit import arg, config_command, echo, fail, opt
 from train.detect import DetectConfig
 from train.lora_eval import LoraEvalConfig
 from train.refine import RefineConfig
@@ -49,7 +49,7 @@ def _forward(script: str, ctx: typer.Context) -> None:
     except ValueError as exc:
         raise fail(exc) from None
     if cmd is not None:
-        typer.echo(" ".join(cmd), err=True)
+        echo(" ".join(cmd), err=True)
         os.execv(cmd[0], cmd)  # the launcher takes this process's place, as `trl sft --accelerate_config` does
     try:
         module = __import__(f"train.{script}", fromlist=["main"])
@@ -74,11 +74,11 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
     from train.detect import detect
 
     s = detect(source, out, cfg)
-    typer.echo(
+    echo(
         f"read {s['read']}: predicted {s['predicted']} ({s['format_ok']} pass the format check, "
         f"{s['format_fail']} fail), rejected {s['rejected']}, resumed {s['resumed']}; {s['seconds']} s"
     )
-    typer.echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
+    echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
     from sdg_data.report import require_kept
 
     require_kept(s, out / "detect.rejects.jsonl", "images")
@@ -96,8 +96,8 @@ def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:
     from train.lora_eval import evaluate, table
 
     result = evaluate(prompts, out, cfg)
-    typer.echo(table(result))
-    typer.echo(f"output: {out}/lora_eval.json, {out}/lora_eval.md, {out}/base, {out}/lora")
+    echo(table(result))
+    echo(f"output: {out}/lora_eval.json, {out}/lora_eval.md, {out}/base, {out}/lora")
 
 
 def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
@@ -116,11 +116,11 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
 
     s = refine(source, out, cfg)
     limited = f", {s['left_out_by_limit']} left out by --limit" if s["left_out_by_limit"] else ""
-    typer.echo(
+    echo(
         f"read {s['read']}: edited {s['kept']}, rejected {s['rejected']}, clean skipped {s['clean_skipped']}"
         f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
     )
-    typer.echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
+    echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
     from sdg_data.report import require_kept
 
     require_kept(s, out / "refine.rejects.jsonl")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sdg_data.cli_kit import config_command, opt
+from sdg_data.cli_kit import config_command, echo, opt
 from sdg_data.generate.runner import GenerateConfig
 
 
@@ -24,12 +24,12 @@ def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
     s = generate(prompts, out, cfg)
     if "images" not in s:  # a non-zero rank: rank 0 reports
         return
-    typer.echo(
+    echo(
         f"prompts: {s['prompt_rows']} read, {s['prompts_rejected']} rejected; images: {s['images']} of "
         f"{s['planned_images']} planned, {s['failed']} failed; by generator {json.dumps(s['by_generator'])}; "
         f"by split {json.dumps(s['by_split'])}"
     )
-    typer.echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
+    echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
     from sdg_data.report import require_kept
 
     require_kept(s, out / "generate.rejects.jsonl", "planned images")
