@@ -7,8 +7,11 @@ value with ``***`` wherever text leaves the process. Stages name extra variables
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import os
+import re
 from typing import Any
 
 
@@ -36,11 +39,61 @@ def secret_values() -> list[str]:
     return sorted((v for v in vals if len(v) >= _MIN_LEN), key=len, reverse=True)
 
 
+# Between two characters of a key, what a server's line folding or a JSON/HTTP echo may insert: whitespace and
+# escaped newlines (a key split across lines is still the key).
+_GAP = r"(?:\s|\\[nrt])*"
+_B64 = "A-Za-z0-9+/_-"
+
+
+def _b64_cores(key: str) -> list[str]:
+    """The base64 text that encodes ``key`` wherever it sits in the encoded data (three alignments, standard and
+    URL-safe alphabets), cut to the characters that depend on the key alone, so a key inside ``Basic`` credentials
+    or any encoded header is found."""
+    raw, out = key.encode("utf-8"), []
+    for pad in range(3):
+        enc = base64.b64encode(b"\0" * pad + raw).decode()
+        core = enc[(0, 2, 3)[pad] : (pad + len(raw)) // 3 * 4]
+        if len(core) >= 8:
+            out += [core, core.replace("+", "-").replace("/", "_")]
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _pattern(secrets: tuple[str, ...]) -> tuple[re.Pattern[str], int]:
+    """One pattern for every form of every key: broken by whitespace or escaped newlines (group-less alternatives
+    first), then the base64 cores; and the number of the first base64 alternative's group."""
+    gapped = [_GAP.join(re.escape(c) for c in key) for key in secrets]
+    cores = [re.escape(core) for key in secrets for core in _b64_cores(key)]
+    text = "|".join(gapped) if gapped else "(?!)"
+    return re.compile(f"{text}|({'|'.join(cores)})" if cores else text), 1
+
+
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-=")
+
+
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with every key value replaced by ``***``."""
-    for s in secret_values() if secrets is None else secrets:
-        if s in text:
-            text = text.replace(s, MASK)
+    """``text`` with every key value replaced by ``***``: verbatim, split across lines, or base64-encoded (then
+    the whole base64 token goes)."""
+    secrets = secret_values() if secrets is None else secrets
+    if not secrets:
+        return text
+    for key in secrets:  # the common case, and cheap: the key verbatim
+        text = text.replace(key, MASK)
+    pattern, group = _pattern(tuple(secrets))
+    spans = []
+    for m in pattern.finditer(text):
+        start, end = m.span()
+        if m.group(group) is not None:  # widen a base64 core to its whole token
+            while start > 0 and text[start - 1] in _B64_CHARS:
+                start -= 1
+            while end < len(text) and text[end] in _B64_CHARS:
+                end += 1
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    for start, end in reversed(spans):
+        text = text[:start] + MASK + text[end:]
     return text
 
 

@@ -190,3 +190,35 @@ def test_push_to_hub_failure_is_one_line_without_the_body(tmp_path):
     err = [x for x in res.stderr.splitlines() if x.startswith("error")]
     assert len(err) == 1 and "push to the Hub failed" in err[0] and "HTTP 401" in err[0], res.stderr
     assert KEY not in res.stdout + res.stderr and "denied" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["verbatim", "newline", "escaped newline", "folded", "basic auth", "base64 offset 1", "base64 offset 2", "urlsafe"],
+)
+def test_a_key_is_masked_in_every_form_a_server_echoes_it(monkeypatch, shape):
+    """A key split by a newline (or a JSON-escaped one), folded by a proxy, or base64-encoded inside an echoed
+    header (Basic credentials) at any byte offset is masked; the whole base64 token goes."""
+    import base64
+
+    from sdg_data.secrets import redact
+
+    key = "sk-live-9f8e7d6c5b4a3f2e1d0c"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    text = {
+        "verbatim": f"echo {key} end",
+        "newline": f"echo {key[:9]}\n{key[9:]} end",
+        "escaped newline": f"echo {key[:9]}\\n{key[9:]} end",
+        "folded": f"echo {key[:12]}\r\n  {key[12:]} end",
+        "basic auth": f"Authorization: Basic {b64(b'user:' + key.encode())} end",
+        "base64 offset 1": f"h {b64(b'x' + key.encode() + b'yz')} end",
+        "base64 offset 2": f"h {b64(b'xy' + key.encode())} end",
+        "urlsafe": f"h {base64.urlsafe_b64encode(b'?' + key.encode()).decode()} end",
+    }[shape]
+    out = redact(text)
+    assert out.endswith(" end") and "***" in out, out
+    assert key not in out.replace("\n", "").replace("\\n", "").replace(" ", "").replace("\r", "")
+    for decoded in (text.split()[-2],):
+        assert decoded not in out or shape in ("verbatim", "newline", "escaped newline", "folded")
+    assert redact("an ordinary sk-live line") == "an ordinary sk-live line"
