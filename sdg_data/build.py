@@ -27,6 +27,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sdg_data import png
 from sdg_data.arrow import FIRST_PAIR, VIEWS
 from sdg_data.config import Count, Fraction, Positive
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
@@ -292,7 +293,11 @@ def _image_cell(rec: ImageRecord, path: Path, max_pixels: int) -> dict[str, Any]
     """The image column's cell: exactly the bytes that were verified as an image of the record's size, and their
     SHA-256 (which the writer dedupes by and the fingerprint takes; not a column)."""
     checked = read_verified(path, (rec.width, rec.height), max_pixels)
-    return {"bytes": checked.data, "path": path.name, "sha256": checked.digest}
+    data, digest = checked.data, checked.digest
+    if checked.format == "PNG" and (cut := png.end_of_image(data)) is not None and cut < len(data):
+        data = data[:cut]  # data after IEND: no decoder reads it, no check covered it, so it is not stored
+        digest = hashlib.sha256(data).digest()
+    return {"bytes": data, "path": path.name, "sha256": digest}
 
 
 def _prefetched(loaded: list, cfg: BuildConfig):

@@ -31,6 +31,22 @@ _STEP = 4 << 20  # inflate at most this many bytes at a time: memory stays bound
 _LEN = struct.Struct(">I")
 
 
+def end_of_image(data: bytes | memoryview) -> int | None:
+    """The offset just past a PNG's IEND chunk (walking chunk headers only), or None when there is none. Bytes
+    after it are read by no decoder: they are not part of the image, and not checked by any check."""
+    mv = memoryview(data)
+    if bytes(mv[:8]) != SIGNATURE:
+        return None
+    pos, end = 8, len(mv)
+    while pos + 12 <= end:
+        (length,) = _LEN.unpack_from(mv, pos)
+        kind = bytes(mv[pos + 4 : pos + 8])
+        pos += 12 + length
+        if kind == b"IEND":
+            return pos if pos <= end else None
+    return None
+
+
 def decodes(data: bytes | memoryview) -> bool | None:
     """True: these PNG bytes decode completely (checked without unfiltering). None: not established here (damaged,
     or a kind this check does not cover); decode in full to know, and to say why."""

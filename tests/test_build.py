@@ -267,3 +267,20 @@ def test_records_sharing_one_image_keep_it_stored_once(tmp_path):
         i = int(row["image_id"][1:])
         assert row["images"][0]["bytes"] == (tmp_path / "img" / f"{i}.png").read_bytes()
         assert row["images"][0]["path"] == f"{i}.png"
+
+
+def test_data_after_iend_is_not_stored(tmp_path):
+    """Bytes after a PNG's IEND are read by no decoder and covered by no check: the dataset stores the image up to
+    IEND, and dedupes by those bytes."""
+    import pyarrow.parquet as pq
+
+    src = noise_records(tmp_path)
+    img = tmp_path / "img" / "3.png"
+    clean = img.read_bytes()
+    img.write_bytes(clean + b"PAYLOAD after the image: sk-whatever")
+    build_dataset(src, tmp_path / "ds", BuildConfig(), progress=False)
+    stored = {}
+    for shard in (tmp_path / "ds" / "data").glob("*/*.parquet"):
+        for row in pq.read_table(shard, columns=["image_id", "images"]).to_pylist():
+            stored[row["image_id"]] = row["images"][0]["bytes"]
+    assert stored["r3"] == clean and all(b"PAYLOAD" not in b for b in stored.values())

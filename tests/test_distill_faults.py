@@ -194,7 +194,16 @@ def test_push_to_hub_failure_is_one_line_without_the_body(tmp_path):
 
 @pytest.mark.parametrize(
     "shape",
-    ["verbatim", "newline", "escaped newline", "folded", "basic auth", "base64 offset 1", "base64 offset 2", "urlsafe"],
+    [
+        "verbatim",
+        "newline",
+        "escaped newline",
+        "folded",
+        "basic auth",
+        "base64 offset 1",
+        "base64 offset 2",
+        "urlsafe",
+    ],
 )
 def test_a_key_is_masked_in_every_form_a_server_echoes_it(monkeypatch, shape):
     """A key split by a newline (or a JSON-escaped one), folded by a proxy, or base64-encoded inside an echoed

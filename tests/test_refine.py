@@ -187,3 +187,33 @@ def test_heatmaps_go_through_the_same_root_check_as_the_image(tmp_path):
     assert all("field 'provenance.heatmaps'['artifact']" in r for r in rej.values()), rej
     assert "outside the allowed image root" in rej["out"] and "outside the allowed image root" in rej["abs"]
     assert "not a file" in rej["fifo"]
+
+
+def test_an_edit_is_stored_as_its_pixels_alone(records, tmp_path, monkeypatch):
+    """An editor's reply carrying text chunks (one once held the key the server saw) and data after IEND is stored
+    re-encoded from its decoded pixels: no chunk but the image's, nothing after IEND, the key nowhere."""
+    from PIL import PngImagePlugin
+
+    import sdg_data.testkit.image_server as srv_mod
+    from sdg_data.testkit.image_server import LoopbackEditor, LoopbackEditServer
+
+    key = "sk-refine-echo-777777"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    plain = srv_mod.tint
+
+    def chatty(png: bytes) -> bytes:
+        with Image.open(io.BytesIO(plain(png))) as im:
+            info = PngImagePlugin.PngInfo()
+            info.add_text("Comment", f"seen Authorization: Bearer {key}")
+            buf = io.BytesIO()
+            im.save(buf, format="PNG", pnginfo=info)
+        return buf.getvalue() + b"trailing " + key.encode()
+
+    monkeypatch.setattr(srv_mod, "tint", chatty)
+    with LoopbackEditServer(LoopbackEditor()) as srv:
+        s = refine(records, tmp_path / "o", RefineConfig(base_url=srv.base_url, limit=2, backoff_base_s=0.01))
+    assert s["kept"] == 2
+    for f in (tmp_path / "o" / "edits").iterdir():
+        data = f.read_bytes()
+        assert b"tEXt" not in data and key.encode() not in data and data.endswith(b"IEND\xaeB`\x82"), f
+        assert np.asarray(Image.open(f).convert("RGB"))[0, 0, 1] > 90  # the edit's pixels are what was kept

@@ -87,8 +87,11 @@ class Job:
 
 # ------------------------------------------------------------------ inputs
 def _png(image: Any) -> bytes:
+    """PNG bytes of the pixels alone: no text chunks, profile or EXIF a source file (or an editor) put there."""
+    rgb = image.convert("RGB")
+    rgb.info = {}
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
+    rgb.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -280,14 +283,15 @@ def _record(job: Job, cfg: RefineConfig, model: str, rel: str, size: tuple[int, 
 
 
 def _save_edit(data: bytes, out: Path, job: Job, cfg: RefineConfig) -> tuple[str, tuple[int, int]]:
-    """Verify the editor's bytes as an image and store them (atomically) under edits/."""
+    """Verify the editor's bytes as an image and store it (atomically) under edits/, re-encoded from the decoded
+    pixels: what a remote server sent beside the pixels (text chunks once held the key it saw) is not stored."""
     from sdg_data.images import check_bytes
     from sdg_data.jsonl import write_bytes
     from sdg_data.paths import safe_filename
 
     checked = check_bytes(data)
     rel = f"edits/{safe_filename(job.image_id)}.{cfg.mode.replace('+', '_')}.png"
-    write_bytes(out / rel, data if checked.format == "PNG" else _png(checked.open()))
+    write_bytes(out / rel, _png(checked.open()))
     return rel, (checked.width, checked.height)
 
 
