@@ -40,6 +40,15 @@ def draw_boxes(im: Image.Image, defects, size: int | None = None) -> Image.Image
     return im
 
 
+# The legend strip is bounded whatever a record holds (3,000 boxes once made a 137-megapixel strip): at most this
+# many defects listed, lines per entry and lines in all; the boxes themselves are all drawn.
+LEGEND_DEFECTS, LEGEND_ENTRY_LINES, LEGEND_LINES = 40, 4, 120
+
+
+def _cut(text: str, most: int = 600) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Image.Image:
     """A copy of ``image`` (upscaled so small images stay legible) with numbered boxes and a legend strip below it:
     id, generator, caption, then each defect's label, importance and description, wrapped to the image width, in
@@ -52,17 +61,20 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
         im = im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.NEAREST)
     w, h = im.size
     size = text_size(w)
-    entries = [f"{rec.image_id} | {rec.generator or '?'} | {rec.caption or ''}"]
+    entries = [_cut(f"{rec.image_id} | {rec.generator or '?'} | {rec.caption or ''}")]
     draw_boxes(im, rec.defects, size)
-    for k, defect in enumerate(rec.defects, 1):
-        entries.append(f"{k}. [{defect.label}, {defect.importance}] {defect.description}")
+    for k, defect in enumerate(rec.defects[:LEGEND_DEFECTS], 1):
+        entries.append(_cut(f"{k}. [{defect.label}, {defect.importance}] {defect.description}"))
+    if len(rec.defects) > LEGEND_DEFECTS:
+        entries.append(f"... and {len(rec.defects) - LEGEND_DEFECTS} more defects (boxed above; all in the records)")
     if not rec.defects:
         entries.append("clean: no defect")
     pad, step = size // 2, round(size * 1.3)
     lines = []
     for entry in entries:
         shown, fnt = pick(entry, size)
-        lines.extend((part, fnt) for part in wrap(shown, fnt, w - 2 * pad))
+        lines.extend((part, fnt) for part in wrap(shown, fnt, w - 2 * pad)[:LEGEND_ENTRY_LINES])
+    lines = lines[:LEGEND_LINES]
     strip = Image.new("RGB", (w, step * len(lines) + 2 * pad), (250, 250, 250))
     sd = ImageDraw.Draw(strip)
     for i, (line, fnt) in enumerate(lines):

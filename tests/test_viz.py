@@ -73,3 +73,22 @@ def test_report_tables_come_from_frames_with_one_row_per_image_and_defect():
     assert img.loc[0, "covered_artifact"] == pytest.approx(0.25)  # two boxes on the same place: a quarter
     q = _quantile_table(dfs, "importance")
     assert q.loc["artifact", "50%"] == 50 and q.loc["all", "n"] == 2
+
+
+def test_the_legend_is_bounded_whatever_the_record_holds():
+    """3,000 boxes with long descriptions and a 100 KB caption: every box is drawn, the legend lists the first
+    ones and says how many more, and the picture stays a few megapixels (it was 137)."""
+    from PIL import Image
+
+    from sdg_data.boxes import Box
+    from sdg_data.records import Defect, ImageRecord
+    from sdg_data.viz import LEGEND_DEFECTS, draw_record
+
+    defects = [Defect(Box.from_grid([i % 900, i % 800, i % 900 + 50, i % 800 + 60]), "artifact", "word " * 200, 50)
+               for i in range(3000)]  # fmt: skip
+    out = draw_record(Image.new("RGB", (512, 512)), ImageRecord(image_id="x", defects=defects, caption="c" * 100_000))
+    assert out.width == 768 and out.width * out.height < 5_000_000, out.size
+    short = [Defect(d.box, d.label, "a smear", 50) for d in defects]
+    listed = draw_record(Image.new("RGB", (512, 512)), ImageRecord(image_id="y", defects=short[:LEGEND_DEFECTS]))
+    cut = draw_record(Image.new("RGB", (512, 512)), ImageRecord(image_id="y", defects=short))
+    assert cut.height == listed.height + round(text_size(768) * 1.3)  # one line more: "... and 2960 more defects"
