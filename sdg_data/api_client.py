@@ -193,7 +193,14 @@ class ChatClient:
                     raise TransportError(f"HTTP {exc.status_code}: {exc.message[:300]}") from None
                 kind, last = str(exc.status_code), f"HTTP {exc.status_code}: {exc.message[:200]}"
                 wait = _retry_after(exc.response.headers)
-            except (ValueError, TypeError, KeyError, AttributeError, openai.APIResponseValidationError) as exc:
+            except (
+                ValueError,
+                TypeError,
+                KeyError,
+                AttributeError,
+                RecursionError,
+                openai.APIResponseValidationError,
+            ) as exc:
                 kind, last = "malformed", f"malformed reply: {type(exc).__name__}: {str(exc)[:200]}"
             self.stats.fault(kind)
             if n == cfg.max_retries:

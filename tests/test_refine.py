@@ -217,3 +217,29 @@ def test_an_edit_is_stored_as_its_pixels_alone(records, tmp_path, monkeypatch):
         data = f.read_bytes()
         assert b"tEXt" not in data and key.encode() not in data and data.endswith(b"IEND\xaeB`\x82"), f
         assert np.asarray(Image.open(f).convert("RGB"))[0, 0, 1] > 90  # the edit's pixels are what was kept
+
+
+def test_a_rerun_with_other_settings_never_reuses_the_folders_edits(records, tmp_path):
+    """Edits finished in one mode or backend are not taken for another's: a rerun into the same --out with other
+    settings is refused with what differs; the same settings resume; the first run's outputs are untouched."""
+    out = tmp_path / "o"
+    first = refine(records, out, RefineConfig(mode="boxes+text", backend="dry-run"))
+    kept = (out / "refined.jsonl").read_bytes()
+    with pytest.raises(ValueError, match=r"other settings \(mode 'boxes\+text' -> 'text-only'\)"):
+        refine(records, out, RefineConfig(mode="text-only", backend="dry-run"))
+    with pytest.raises(ValueError, match="backend 'dry-run' -> 'openai'"):
+        refine(records, out, RefineConfig(mode="boxes+text", backend="openai", model="m"))
+    assert (out / "refined.jsonl").read_bytes() == kept
+    again = refine(records, out, RefineConfig(mode="boxes+text", backend="dry-run"))
+    assert again["resumed"] == first["kept"] == 4
+
+
+def test_an_editor_reply_nested_past_any_parser_is_a_retried_fault(records, tmp_path):
+    from sdg_data.testkit.image_server import LoopbackEditor, LoopbackEditServer
+
+    editor = LoopbackEditor(fault_rate=0.5, faults=("deep",), seed=3)
+    with LoopbackEditServer(editor) as srv:
+        s = refine(records, tmp_path / "o", RefineConfig(base_url=srv.base_url, max_retries=8, backoff_base_s=0.01,
+                                                         backoff_max_s=0.02))  # fmt: skip
+    assert editor.injected["deep"] > 0 and s["faults"].get("malformed") == editor.injected["deep"]
+    assert s["kept"] == 4 and s["rejected"] == 0

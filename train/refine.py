@@ -222,6 +222,37 @@ def _settings(cfg: RefineConfig, model: str, tpl_text: str) -> dict[str, Any]:
             "template_sha256": hashlib.sha256(tpl_text.encode()).hexdigest()[:12]}  # fmt: skip
 
 
+def _run_settings(cfg: RefineConfig, model: str) -> dict[str, Any]:
+    """What decides an edit: a rerun into the same folder reuses finished edits only when all of it is the same."""
+    tpl = Path(cfg.template) if cfg.template else None
+    sha = hashlib.sha256(tpl.read_bytes()).hexdigest()[:12] if tpl and tpl.is_file() else None
+    out = {"mode": cfg.mode, "backend": cfg.backend, "model": model, "template_sha256": sha}
+    if cfg.backend == "openai":
+        out["size"] = cfg.size
+    if cfg.backend == "diffusers":
+        out.update(steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+    return out
+
+
+def _same_run(out: Path, settings: dict[str, Any]) -> None:
+    """Record this run's settings in ``OUT/refine.run.json``, or refuse when the folder's finished edits were made
+    with others: they would be reused as if they were this run's (another mode's or backend's edits)."""
+    import json
+
+    from sdg_data.jsonl import write_json
+
+    path = out / "refine.run.json"
+    before = json.loads(path.read_text()) if path.is_file() else None
+    if before is not None and before != settings and (out / "refine.rows.jsonl").exists():
+        diff = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v)
+        raise ValueError(
+            f"{out} holds edits made with other settings ({diff}); give another --out, or delete "
+            f"{out / 'refine.rows.jsonl'} to redo them"
+        )
+    if before != settings:
+        write_json(path, settings)
+
+
 # ------------------------------------------------------------------ the run
 def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[str, Any]:
     """Run ``sdg refine``; returns the summary (also ``OUT/refine.summary.json``)."""
@@ -241,6 +272,7 @@ def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[s
     todo = todo[: cfg.limit] if cfg.limit is not None else todo
     report.left_out = len(clean) + len(limited)
     model = cfg.model or DEFAULT_MODELS[cfg.backend]
+    _same_run(out, _run_settings(cfg, model))
     done = read_finished(out / "refine.rows.jsonl")
     sink = AppendSink(out / "refine.rows.jsonl")
     runner = {"openai": _run_api, "diffusers": _run_local, "dry-run": _run_dry}[cfg.backend]

@@ -95,6 +95,8 @@ class _Handler(JSONHandler):
             time.sleep(editor.hang_s)
         if fault == "malformed":
             return self._send(200, b'{"created": 1, "data": [{"b64_json": "trunc')
+        if fault == "deep":  # valid JSON nested 100,000 deep: past any parser's recursion limit
+            return self._send(200, b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
         fields, files = _parts(self.headers.get("Content-Type", ""), raw)
         with editor.lock:
             editor.log.append({"image_id": image_id, "images": len(files), "prompt": fields.get("prompt", ""),
