@@ -95,7 +95,7 @@ def annotator_stats(
 
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"done": 0, "skipped": 0, "times": [], "leads": []})
     for task in tasks:
-        for ann in task.get("annotations") or []:
+        for ann in _listed(task, "annotations"):
             if not isinstance(ann, Mapping):
                 continue
             created = parse_time(ann.get("created_at"))
@@ -203,6 +203,21 @@ def format_annotators(stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 # ------------------------------------------------------------------ what prefill is worth
+def _listed(obj: Any, key: str) -> list[Any]:
+    """``obj[key]`` when ``obj`` is a mapping and that is a list, else [] (an export edited by hand or another tool
+    is read as far as it has the expected shape; pull names what it cannot use)."""
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, list) else []
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | None:
+    return round(float(value), 4) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _regions(result: Any) -> dict[str, dict[str, Any]]:
     """Region id -> its label, box (x, y, w, h in percent), description and importance, from an editor result."""
     from annotation.labeling import BOX, NUMBER, TEXT
@@ -215,8 +230,9 @@ def _regions(result: Any) -> dict[str, dict[str, Any]]:
         v = r.get("value") if isinstance(r.get("value"), Mapping) else {}
         name = r.get("from_name")
         if name == BOX:
-            reg["box"] = tuple(round(float(v.get(k) or 0.0), 4) for k in ("x", "y", "width", "height"))
-            reg["label"] = tuple(v.get("rectanglelabels") or ())
+            reg["box"] = tuple(_number(v.get(k)) for k in ("x", "y", "width", "height"))
+            labels = v.get("rectanglelabels")
+            reg["label"] = tuple(map(str, labels)) if isinstance(labels, list) else (str(labels),)
         elif name == TEXT:
             reg["text"] = tuple(v.get("text") or ()) if isinstance(v.get("text"), list) else (v.get("text"),)
         elif name == NUMBER:
@@ -238,15 +254,13 @@ def prefill_stats(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for task in tasks:
         if not isinstance(task, Mapping):
             continue
-        preds = {
-            p.get("id"): p for p in task.get("predictions") or [] if isinstance(p, Mapping) and p.get("id") is not None
-        }
-        for ann in task.get("annotations") or []:
+        preds = {p["id"]: p for p in _listed(task, "predictions") if isinstance(p, Mapping) and _is_id(p.get("id"))}
+        for ann in _listed(task, "annotations"):
             if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
                 continue
             lead = ann.get("lead_time")
             lead = float(lead) if isinstance(lead, (int, float)) and not isinstance(lead, bool) and lead >= 0 else None
-            parent = preds.get(ann.get("parent_prediction"))
+            parent = preds.get(ann["parent_prediction"]) if _is_id(ann.get("parent_prediction")) else None
             if parent is None:
                 if lead is not None:
                     no_prefill_leads.append(lead)

@@ -229,9 +229,16 @@ def backup(database: str, data_dir: str | Path, out: str | Path, env: dict[str, 
         src = Path(data_dir) / "label_studio.sqlite3"
         if not src.exists():
             raise PostgresError(f"no SQLite database at {src} (data_dir)")
+        part.unlink(missing_ok=True)  # a stale part (or a link planted there) is replaced, never written through
         source, dest = sqlite3.connect(f"file:{src}?mode=ro", uri=True), sqlite3.connect(part)
         try:
             source.backup(dest)
+            verdict = dest.execute("PRAGMA quick_check").fetchone()[0]  # a copy of a damaged file is no backup
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+        except sqlite3.Error as exc:
+            part.unlink(missing_ok=True)
+            raise PostgresError(f"{src}: cannot be backed up, the database is damaged or not SQLite ({exc})") from None
         finally:
             source.close()
             dest.close()

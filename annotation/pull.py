@@ -49,9 +49,11 @@ class RegionError(ValueError):
 
 
 def _user(value: Any, users: Mapping[int, str]) -> str | None:
+    """The annotator's name (email) as text, whatever shape the export gives it in; None when it names no one."""
     if isinstance(value, Mapping):
-        return value.get("email") or (str(value["id"]) if "id" in value else None)
-    if isinstance(value, int):
+        email = value.get("email")
+        return email if isinstance(email, str) and email else (str(value["id"]) if "id" in value else None)
+    if isinstance(value, int) and not isinstance(value, bool):
         return users.get(value, f"user-{value}")
     return str(value) if value is not None else None
 

@@ -51,7 +51,10 @@ def status(
     overlap = getattr(project, "maximum_annotations", None) or cfg.overlap or 1
     annotated = complete = clean = skipped_only = 0
     for t in tasks:
-        anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
+        if not isinstance(t, dict):  # a malformed task: convert_export counts it
+            continue
+        raw = t.get("annotations")
+        anns = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
         done = [a for a in anns if not a.get("was_cancelled")]
         if done:
             annotated += 1

@@ -225,3 +225,32 @@ def test_tfrecord_reader(payloads, tail, flip):
         got = list(read_tfrecord(path))
     assert len(got) <= len(payloads) + 1 + len(tail) // 12
     assert all(isinstance(x, (dict, ValueError)) for _, x in got)
+
+
+@SETTINGS
+@given(st.data())
+def test_status_and_disagreements_read_any_export(data):
+    """status and disagreements over an export of any shape (mixed id types, missing users, odd annotations):
+    figures or a one-line error, never a crash."""
+    from annotation.config import AnnotateConfig
+    from annotation.status import disagreement_list, format_disagreements, format_status, status
+
+    tasks = [mutate(data, _task(k), times=4) for k in range(3)]
+    for t in tasks[:2]:  # a second annotator on the same tasks, so there is something to disagree on
+        anns = t.get("annotations") if isinstance(t, dict) else None
+        if isinstance(anns, list) and anns and isinstance(anns[0], dict):
+            t["annotations"].append(
+                {**t["annotations"][0], "id": data.draw(anything), "completed_by": data.draw(anything)}
+            )
+    if data.draw(st.booleans()):
+        tasks.append(data.draw(anything))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "export.json"
+        src.write_text(json.dumps(tasks, allow_nan=True))
+        try:
+            s = status(None, AnnotateConfig(), from_export=src)
+            format_status(s)
+            d = disagreement_list(None, AnnotateConfig(), Path(tmp) / "d.jsonl", 5, from_export=src)
+            format_disagreements(d, Path(tmp) / "d.jsonl")
+        except ValueError as exc:
+            assert "\n" not in str(exc)

@@ -164,3 +164,30 @@ def test_a_push_retry_after_a_lost_answer_creates_no_duplicate(ls_server, monkey
     tasks = server_tasks(conn, _project(conn))
     assert (s["created"], s["tasks_on_server"], len(tasks)) == (7, 7, 7)
     assert calls == [3, 3, 1]  # chunks 2 and 3 lost their answers; each retry found them stored and sent nothing
+
+
+@pytest.mark.parametrize("damage", ["not sqlite", "torn page"])
+def test_backup_of_a_damaged_sqlite_file_is_one_line_and_leaves_nothing(tmp_path, damage):
+    """No traceback and no half-made backup: the error names the file, and neither OUT nor OUT.part exists."""
+    import sqlite3
+
+    from annotation.postgres import PostgresError, backup
+
+    db = tmp_path / "data" / "label_studio.sqlite3"
+    db.parent.mkdir()
+    if damage == "not sqlite":
+        db.write_bytes(b"this is not a database at all" * 100)
+    else:
+        con = sqlite3.connect(db)
+        con.execute("create table t (x text)")
+        con.executemany("insert into t values (?)", [(f"row {i} " * 50,) for i in range(2000)])
+        con.commit()
+        con.close()
+        raw = bytearray(db.read_bytes())
+        raw[4096 * 3 : 4096 * 3 + 200] = b"\xff" * 200  # a b-tree page overwritten
+        db.write_bytes(bytes(raw))
+    out = tmp_path / "b" / "ls.sqlite3"
+    with pytest.raises(PostgresError, match="cannot be backed up") as exc:
+        backup("sqlite", db.parent, out)
+    assert "\n" not in str(exc.value) and str(db) in str(exc.value)
+    assert not out.exists() and not out.with_name(out.name + ".part").exists()
