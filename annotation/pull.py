@@ -434,8 +434,6 @@ def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
-    _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
-    _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
     counts = result["counts"]
     # one unit per annotation, plus each task whose shape could not be read at all
     report = StageReport("pull", read=counts["annotations"] + counts["malformed_tasks"], kept=counts["valid"])
@@ -444,6 +442,9 @@ def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = 
         report.reject(r["reason"], r.get("image_id"), f"task {r.get('task_id')}", None,
                       **{k: v for k, v in r.items() if k not in ("reason", "image_id")})  # fmt: skip
     report.extras = {**counts, **(extra or {})}
+    if not report.failed:  # a pull that kept nothing leaves the last good records as they were
+        _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
+        _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
     return report.write(out.parent, prefix=f"{out.stem}.")
 
 

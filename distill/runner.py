@@ -178,7 +178,8 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     elapsed = time.perf_counter() - t0
 
     report, distilled, attempts = _assemble(items, records, cache, failures, n_read)
-    write_jsonl(out_dir / "distilled.jsonl", distilled)
+    if not report.failed:  # a run that kept nothing leaves an earlier distilled.jsonl as it was
+        write_jsonl(out_dir / "distilled.jsonl", distilled)
     from_cache = len(jobs) - len(todo)
     report.extras = _figures(report, distilled, attempts, from_cache, len(todo), cfg, tpl, stats, ledger, elapsed)
     summary = report.write(out_dir)

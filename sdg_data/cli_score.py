@@ -122,9 +122,9 @@ def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) ->
             f"raw box order check on {agreement['images']} images: mean IoU with translated boxes "
             f"{agreement['mean_iou_raw_as_xyxy']:.3f} if raw is xyxy, {agreement['mean_iou_raw_as_yxyx']:.3f} if yxyx"
         )
-    from sdg_data.report import require_kept
+    from sdg_data.report import FAILED_RUN, require_kept
 
-    where = rejects or out.with_name(f"{out.stem}.import.rejects.jsonl")
+    where = rejects or out.parent / (FAILED_RUN if report.failed else "") / f"{out.stem}.import.rejects.jsonl"
     require_kept({**report.summary(), "stage": "import-sdg30k"}, where, "rows")
 
 

@@ -77,8 +77,9 @@ def export_coco(
         "annotations": annotations,
         "categories": CATEGORIES,
     }
-    write_json(out_json, coco)
     report = StageReport("export", read=len(images) + len(rejects), kept=len(images))
+    if len(images) or not rejects:
+        write_json(out_json, coco)
     for r in rejects:
         report.reject(r["reason"], r.get("image_id"), f"line {r['line']}" if r.get("line") else None, None)
     report.extras = {"annotations": len(annotations), "images_copied_to": str(copy_to) if copy_to else None}
@@ -147,7 +148,8 @@ def import_coco(coco_json: str | Path, out_jsonl: str | Path) -> dict[str, Any]:
         seen.add(rec.image_id)
         rows.append(rec.to_json())
         report.kept += 1
-    write_jsonl(out_jsonl, rows)
+    if not report.failed:
+        write_jsonl(out_jsonl, rows)
     report.extras = {"defects": sum(len(r["defects"]) for r in rows)}
     return report.write(out_jsonl.parent, prefix=f"{out_jsonl.stem}.")
 

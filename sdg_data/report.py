@@ -15,6 +15,7 @@ from typing import Any
 
 REJECTS_SUFFIX = ".rejects.jsonl"
 SUMMARY_SUFFIX = ".summary.json"
+FAILED_RUN = "failed-run"  # where a run that kept nothing writes its reports, beside the outputs it left alone
 
 
 @dataclass
@@ -47,6 +48,12 @@ class StageReport:
     def rejected(self) -> int:
         return len(self.rejects)
 
+    @property
+    def failed(self) -> bool:
+        """Read input and kept none of it: such a run must not replace a good earlier output with nothing. Its
+        stage writes no outputs, and :meth:`write` puts its reports in ``FOLDER/failed-run/``."""
+        return bool(self.read and not self.kept and self.rejected)
+
     def by_stage(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.rejects:
@@ -73,13 +80,22 @@ class StageReport:
 
     def write(self, folder: str | Path, prefix: str = "") -> dict[str, Any]:
         """Reconcile, then write ``{prefix}{stage}.rejects.jsonl`` and ``{prefix}{stage}.summary.json`` in
-        ``folder``; returns the summary."""
+        ``folder`` (a failed run: in ``folder/failed-run/``, so the reports of the last good run stay with its
+        outputs; a good run clears a failed run's reports); returns the summary."""
         from sdg_data.jsonl import write_json, write_jsonl
 
         self.reconcile()
+        folder = Path(folder)
+        if self.failed:
+            folder = folder / FAILED_RUN
+        else:
+            for stale in self.paths(folder / FAILED_RUN, prefix):
+                stale.unlink(missing_ok=True)
         rejects_path, summary_path = self.paths(folder, prefix)
         write_jsonl(rejects_path, self.rejects)
         summary = self.summary()
+        if self.failed:
+            summary["failed_run"] = str(folder)
         write_json(summary_path, summary)
         return summary
 
@@ -145,6 +161,8 @@ def require_kept(
     (a --limit, an annotator's skip) with nothing rejected are not a failure."""
     read, kept, rejected = summary.get("read", 0), summary.get("kept", 0), summary.get("rejected", 0)
     stage = summary.get("stage", "run")
+    if summary.get("failed_run"):  # the reports went to the failed run's own place
+        rejects_path = Path(summary["failed_run"]) / Path(rejects_path).name
     if kept or (read and not rejected) or (not read and empty_ok):
         return
     if not read:
@@ -152,5 +170,6 @@ def require_kept(
     tops = top_reasons(read_rejects(rejects_path))
     listed = "; ".join(f"{reason} (x{n})" if n > 1 else reason for reason, n in tops)
     raise NothingKept(
-        f"{stage}: kept 0 of {read} {what} ({rejected} rejected, all in {rejects_path}); top reasons: {listed}"
+        f"{stage}: kept 0 of {read} {what} ({rejected} rejected, all in {rejects_path}; earlier outputs left as they "
+        f"were); top reasons: {listed}"
     )

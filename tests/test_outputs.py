@@ -147,3 +147,79 @@ def test_a_failed_rebuild_keeps_the_good_dataset_readable(tmp_path):
     assert {p.name: p.read_bytes() for p in meta.glob("*.json*")} == before
     assert (meta / FAILED_RUN / "build.rejects.jsonl").exists()
     assert dataset_stats(tmp_path / "ds")["images"] == 4  # still readable by the next command
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command", ["distill", "import coco", "import-sdg30k", "refine", "pull --from-export"])
+def test_a_run_that_keeps_nothing_leaves_the_last_good_outputs_as_they_were(tmp_path, command):
+    """The rule for every command with outputs (build has its own test above): a good run, then a run whose every
+    input is rejected into the same --out. The second exits non-zero, its reports go to failed-run/, and every file
+    the good run wrote is byte for byte as it was; a later good run clears the failed run's reports."""
+    import shutil
+    import subprocess
+    import sys
+
+    demo = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "sample"
+    sdg = str(Path(sys.executable).parent / "sdg")
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copytree(demo / "images", work / "images")
+    good_lines = (demo / "records.jsonl").read_text().splitlines()[:3]
+    good, bad = work / "good.jsonl", work / "bad.jsonl"
+    good.write_text("\n".join(good_lines) + "\n")
+    bad.write_text("".join(json.dumps({**json.loads(x), "caption": 5}) + "\n" for x in good_lines))
+    if command == "import coco":
+        coco = {"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}], "annotations": [],
+                "categories": []}  # fmt: skip
+        good.write_text(json.dumps(coco))
+        bad.write_text(json.dumps({**coco, "images": [{"id": 1, "file_name": "a.png", "width": 0, "height": 10}]}))
+    if command == "import-sdg30k":
+        row = {
+            "filepath": "images/flux/1.png",
+            "caption": "a cat",
+            "generator": "FLUX.2-dev",
+            "ann_translated_bboxes": [],
+        }
+        good.write_text(json.dumps(row) + "\n")
+        bad.write_text(json.dumps({**row, "filepath": 3}) + "\n")
+    if command == "pull --from-export":
+        task = {"id": 1, "data": {"image": "/data/local-files/?d=images/demo-00.png", "image_id": "demo-00",
+                                  "caption": "c"},
+                "annotations": [{"id": 5, "completed_by": 1, "result": []}]}  # fmt: skip
+        good.write_text(json.dumps([task]))
+        bad_ann = {"id": 5, "completed_by": 1, "result": [{"id": "r", "from_name": "nope", "value": {}}]}
+        bad.write_text(json.dumps([{**task, "annotations": [bad_ann]}]))
+    out = work / "out"
+    args = {
+        "distill": lambda src: ["distill", str(src), "--out", str(out)],
+        "import coco": lambda src: ["import", "coco", str(src), "--out", str(out / "r.jsonl")],
+        "import-sdg30k": lambda src: ["import-sdg30k", str(src), "--out", str(out / "r.jsonl")],
+        "refine": lambda src: ["refine", str(src), "--out", str(out), "--backend", "dry-run"],
+        "pull --from-export": lambda src: [
+            "annotate",
+            "pull",
+            "--from-export",
+            str(src),
+            "--out",
+            str(out / "r.jsonl"),
+            "--image-root",
+            str(work / "images"),
+        ],  # fmt: skip
+    }[command]
+    out.mkdir()
+    first = subprocess.run([sdg, *args(good)], capture_output=True, text=True, cwd=work)
+    assert first.returncode == 0, first.stderr
+    before = _snapshot(out)
+    second = subprocess.run([sdg, *args(bad)], capture_output=True, text=True, cwd=work)
+    assert second.returncode != 0 and "kept 0 of" in second.stderr and "Traceback" not in second.stderr, second
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if not k.startswith("failed-run")} == before
+    assert any(k.startswith("failed-run/") and k.endswith(".rejects.jsonl") for k in after), sorted(after)
+    assert "failed-run" in second.stderr  # the error names where the rejects are
+    third = subprocess.run([sdg, *args(good)], capture_output=True, text=True, cwd=work)
+    assert third.returncode == 0 and not any(
+        k.startswith("failed-run/") and k.endswith(".rejects.jsonl") for k in _snapshot(out)
+    )

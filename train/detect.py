@@ -373,13 +373,14 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
     done = read_finished(pred_path)
     order = [it.image_id for it in inputs.items if it.image_id in done]
     stale = sorted(set(done) - {it.image_id for it in inputs.items})
-    write_jsonl(pred_path, (done[i] for i in order))
     by_id = {it.image_id: it for it in inputs.items}
     report = StageReport("detect", read=inputs.read, kept=len(order), left_out=inputs.limited_out)
     for r in inputs.rejects:
         report.reject(r["reason"], r.get("image_id"), r.get("source"), line=r.get("line"))
     for iid, why in failures.items():
         report.reject(why, iid, by_id[iid].source if iid in by_id else None)
+    if not report.failed:  # a run that kept nothing leaves the predictions file as it was
+        write_jsonl(pred_path, (done[i] for i in order))
     n_ok = sum(done[i]["format_ok"] for i in order)
     report.extras = {
         "source": str(source),

@@ -289,8 +289,9 @@ def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[s
             rows.append(finished[j.out_id])
         else:
             report.reject(failures.get(j.out_id, "not finished"), j.image_id, j.source, None, stage="edit")
-    write_jsonl(out / "refined.jsonl", rows)
     report.kept = len(rows)
+    if not report.failed:
+        write_jsonl(out / "refined.jsonl", rows)
     report.extras = {
         "mode": cfg.mode,
         "backend": cfg.backend,

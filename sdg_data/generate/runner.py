@@ -572,7 +572,6 @@ def _merge(
             fails.append(failed[it.image_id])
         else:
             missing.append(it.image_id)
-    write_jsonl(out / "manifest.jsonl", rows)
     per_gen: dict[str, int] = defaultdict(int)
     per_split: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -601,5 +600,7 @@ def _merge(
         "ranks": rank_summaries,
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
     }
+    if not report.failed:  # a run that made nothing leaves an earlier manifest as it was
+        write_jsonl(out / "manifest.jsonl", rows)
     summary = report.write(out)
     return summary

@@ -235,7 +235,8 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
                           caption=caption, split=cfg.split, provenance=prov)  # fmt: skip
         rows.append(rec.to_json())
         report.kept += 1
-    write_jsonl(out, rows)
+    if not report.failed:
+        write_jsonl(out, rows)
     report.extras = {"defects": sum(len(r["defects"]) for r in rows), "threshold": cfg.threshold}
     return report.write(out.parent, prefix=f"{out.stem}.")
 

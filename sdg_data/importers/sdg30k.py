@@ -232,7 +232,9 @@ def import_sdg30k(
         counts["by_source"][used] = counts["by_source"].get(used, 0) + 1
     if report.read == 0:
         raise InputError(f"{src}: no rows (an empty file); nothing to import")
-    report.kept = write_records(out, records)
+    report.kept = len(records)
+    if not report.failed:
+        write_records(out, records)
     agreement = order_agreement(raw_rows, cfg.translated_order)
     report.extras = {**counts, "box_order_check": agreement}
     if rejects is None:
