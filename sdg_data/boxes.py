@@ -224,18 +224,22 @@ class Box(NamedTuple):
             return f"box {self.to_grid()} lies outside the image (0-{GRID})"
         return None
 
-    def grid_cells(self, rows: int, cols: int) -> tuple[int, int, int, int]:
+    def grid_cells(self, rows: int, cols: int, keep_thin: bool = False) -> tuple[int, int, int, int]:
         """The cells ``(r0, r1, c0, c1)`` (half-open) the box covers on a ``rows`` x ``cols`` grid laid over the
         image, e.g. a diffusion transformer's token grid (FLUX at 512 px: 32 x 32).
 
-        Each edge maps by int truncation of ``coord * side / 1000`` (the paper's rule), so a box on cell edges
-        covers exactly the cells inside it; a box thinner than a cell still covers the one it starts in (a defect
-        never vanishes from the map). The box is clamped to the image first."""
+        Each edge maps by int truncation of ``coord * side / 1000`` (the released trainer's rule), clamped to the
+        grid, so a box on cell edges covers exactly the cells inside it and a box thinner than a cell, between two
+        edges, covers nothing (``r0 == r1``). ``keep_thin``: such a box covers the cell it starts in instead, so a
+        thin defect never vanishes from the map. The box is clamped to the image first."""
         if rows < 1 or cols < 1:
             raise BoxError(f"grid must be at least 1 x 1, got {rows} x {cols}")
         x0, y0, x1, y1 = self.clamp()
-        r0, c0 = min(int(y0 * rows / GRID), rows - 1), min(int(x0 * cols / GRID), cols - 1)
-        r1, c1 = max(r0 + 1, int(y1 * rows / GRID)), max(c0 + 1, int(x1 * cols / GRID))
+        r0, c0 = min(int(y0 * rows / GRID), rows), min(int(x0 * cols / GRID), cols)
+        r1, c1 = min(int(y1 * rows / GRID), rows), min(int(x1 * cols / GRID), cols)
+        if keep_thin:
+            r0, c0 = min(r0, rows - 1), min(c0, cols - 1)
+            r1, c1 = max(r0 + 1, r1), max(c0 + 1, c1)
         return r0, r1, c0, c1
 
     def iou(self, other: Box) -> float:
@@ -331,12 +335,15 @@ def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _diou(tuple(ca), tuple(cb))
 
 
-def max_weight_map(boxes: Sequence[Box], weights: Sequence[float], rows: int, cols: int) -> np.ndarray:
+def max_weight_map(
+    boxes: Sequence[Box], weights: Sequence[float], rows: int, cols: int, keep_thin: bool = False
+) -> np.ndarray:
     """A ``(rows, cols)`` float32 map holding, at each cell, the largest weight of the boxes covering it (0 where
-    none does): overlapping boxes of one kind do not add up. BoxFlow-GRPO's per-type penalty map W_t."""
+    none does): overlapping boxes of one kind do not add up. BoxFlow-GRPO's per-type penalty map W_t. Cells as
+    :meth:`Box.grid_cells` maps them (``keep_thin`` as there)."""
     out = np.zeros((rows, cols), dtype=np.float32)
     for box, w in zip(boxes, weights, strict=True):
-        r0, r1, c0, c1 = box.grid_cells(rows, cols)
+        r0, r1, c0, c1 = box.grid_cells(rows, cols, keep_thin)
         np.maximum(out[r0:r1, c0:c1], np.float32(w), out=out[r0:r1, c0:c1])
     return out
 
@@ -364,5 +371,6 @@ def boxes_from_heatmap(heatmap: np.ndarray, threshold: float, min_pixels: int = 
 
 def heatmap_from_boxes(boxes: Sequence[Box], weights: Sequence[float], height: int, width: int) -> np.ndarray:
     """A ``(height, width)`` float32 map: the union of the boxes, each pixel the largest weight of the boxes over
-    it (importance / 100 as intensity), 0 elsewhere. The inverse of :func:`boxes_from_heatmap` up to pixel edges."""
-    return max_weight_map(boxes, weights, height, width)
+    it (importance / 100 as intensity), 0 elsewhere. The inverse of :func:`boxes_from_heatmap` up to pixel edges
+    (a box thinner than a pixel keeps the pixel it starts in)."""
+    return max_weight_map(boxes, weights, height, width, keep_thin=True)

@@ -271,17 +271,30 @@ def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed
     as embedded JPEG thumbnails."""
     from sdg_data.viz import draw_record, iter_images
 
-    pool: dict[str, list[tuple[ImageRecord, Any]]] = {}
-    for rec, im in iter_images(folder):
-        pool.setdefault(rec.generator or "unknown", []).append((rec, im))
-    out = []
+    # one pass, a reservoir per generator (and one clean image each): memory holds a few images per generator,
+    # however large the dataset
     rng = random.Random(seed)
+    pool: dict[str, list[tuple[ImageRecord, Any]]] = {}
+    clean: dict[str, tuple[ImageRecord, Any]] = {}
+    seen: dict[str, list[int]] = {}
+    for rec, im in iter_images(folder):
+        gen = rec.generator or "unknown"
+        n = seen.setdefault(gen, [0, 0])
+        n[0] += 1
+        chosen = pool.setdefault(gen, [])
+        if len(chosen) < per_generator:
+            chosen.append((rec, im))
+        elif (j := rng.randrange(n[0])) < per_generator:
+            chosen[j] = (rec, im)
+        if not rec.defects:
+            n[1] += 1
+            if rng.randrange(n[1]) == 0:
+                clean[gen] = (rec, im)
+    out = []
     for gen in sorted(pool):
-        items = pool[gen]
-        clean = [x for x in items if not x[0].defects]
-        chosen = rng.sample(items, min(per_generator, len(items)))
-        if clean and not any(not r.defects for r, _ in chosen):
-            chosen[-1] = rng.choice(clean)  # a clean one too: what the annotators left alone matters
+        chosen = pool[gen]
+        if gen in clean and not any(not r.defects for r, _ in chosen):
+            chosen[-1] = clean[gen]  # a clean one too: what the annotators left alone matters
         for rec, im in chosen:
             drawn = draw_record(im, rec)
             drawn.thumbnail((520, 900))

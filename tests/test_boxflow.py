@@ -16,7 +16,7 @@ import torch
 
 from sdg_data.boxes import Box, max_weight_map
 from sdg_data.records import Defect
-from train.boxflow_advantages import advantages, clipped_loss, penalty_maps
+from train.boxflow_advantages import BoxArithmetic, advantages, clipped_loss, penalty_maps
 from train.flow_sde import noise_scale, sde_step
 
 
@@ -128,7 +128,8 @@ def test_flux_token_grid_at_512_px_and_boxes_on_cell_edges():
     assert Box(0, 0, 500, 500).grid_cells(32, 32) == (0, 16, 0, 16)
     assert Box(3 * cell, 5 * cell, 7 * cell, 6 * cell).grid_cells(32, 32) == (5, 6, 3, 7)
     assert Box(0, 0, 1000, 1000).grid_cells(32, 32) == (0, 32, 0, 32)
-    assert Box(3 * cell + 1, 0, 4 * cell - 1, 10).grid_cells(32, 32) == (0, 1, 3, 4)  # inside one cell: that cell
+    thin = Box(3 * cell + 1, 0, 4 * cell - 1, 10)  # inside one cell: covers nothing (released), or that cell (keep)
+    assert thin.grid_cells(32, 32) == (0, 0, 3, 3) and thin.grid_cells(32, 32, keep_thin=True) == (0, 1, 3, 4)
     assert Box(990, 990, 1000, 1000).grid_cells(32, 32) == (31, 32, 31, 32)
     m = max_weight_map([Box(0, 0, 500, 500)], [0.4], 32, 32)
     assert m.sum() == pytest.approx(0.4 * 256) and m[15, 15] == pytest.approx(0.4) and m[16, 16] == 0
@@ -139,13 +140,16 @@ def _d(box, label, imp):
     return Defect(Box(*box), label, "x", imp)
 
 
-def test_box_mode_without_boxes_is_scalar_mode_exactly():
+def test_box_mode_without_boxes_is_the_normalised_scalar_reward():
     r = torch.tensor([0.2, 0.5, 0.9, 0.4, 0.1, 0.3, 0.8, 0.6])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     z = torch.zeros(8, 64)
-    box = advantages("box", r, groups, z, z)
+    box = advantages("box", r, groups, z, z)  # the released arithmetic: unbiased std, floored, not clipped
+    torch.testing.assert_close(box.values[:4, 0], (r[:4] - r[:4].mean()) / r[:4].std())
+    assert torch.equal(box.values, box.values[:, :1].expand(8, 64))
     scalar = advantages("scalar", r, groups, z, z)
-    assert torch.equal(box.values, scalar.values) and box.values.abs().sum() > 0
+    ours = BoxArithmetic(unbiased_std=False, sigma_min=0.0, eps=1e-4, clip=5.0)  # the scalar modes' arithmetic
+    assert torch.equal(advantages("box", r, groups, z, z, box=ours).values, scalar.values)
     # scalar mode is Flow-GRPO's group-normalised reward, one value per image
     mean, std = r[:4].mean(), r[:4].std(unbiased=False)
     torch.testing.assert_close(scalar.values[:4, 0], (r[:4] - mean) / (std + 1e-4))
@@ -162,14 +166,104 @@ def test_penalty_maps_take_the_max_within_a_type_and_add_across_types():
     assert a0[0, 0] == pytest.approx(0.4) and a0[1, 1] == pytest.approx(0.8) and a0[3, 3] == 0  # max, not 0.4 + 0.8
     r = torch.tensor([1.0, 0.0])
     adv = advantages("box", r, torch.tensor([0, 0]), w_art, w_mis, c_art=0.5, c_mis=0.05)
-    sigma = 0.5  # population std of (1, 0)
+    sigma = 2**-0.5  # the unbiased std of (1, 0)
     pen1 = (0.5 * sigma * w_art[1] + 0.05 * sigma * w_mis[1]).reshape(4, 4)
-    assert pen1[0, 0] == pytest.approx(0.5 * 0.5 * 0.6 + 0.05 * 0.5 * 0.5)  # the two types add
+    assert pen1[0, 0] == pytest.approx(0.5 * sigma * 0.6 + 0.05 * sigma * 0.5)  # the two types add
     torch.testing.assert_close(adv.penalty[1].reshape(4, 4), pen1)
-    # by hand at cell (0, 0): R_D = 1 - 0.25 * 0.4 = 0.9 and 0 - (0.25 * 0.6 + 0.025 * 0.5) = -0.1625
-    rd = torch.tensor([0.9, -0.1625])
-    expect = (rd - rd.mean()) / (((rd - rd.mean()) ** 2).mean().sqrt() + 1e-4)
-    torch.testing.assert_close(adv.values[:, 0], expect)
+    # by hand at cell (0, 0): R_D = 1 - 0.5 s 0.4 and 0 - (0.5 s 0.6 + 0.05 s 0.5); two values, each 1/sqrt(2) of
+    # their unbiased std from the mean: +-0.7071 wherever they differ
+    rd = torch.tensor([1 - 0.5 * sigma * 0.4, -(0.5 * sigma * 0.6 + 0.05 * sigma * 0.5)])
+    torch.testing.assert_close(adv.reward_map[:, 0], rd)
+    torch.testing.assert_close(adv.values[:, 0], torch.tensor([2**-0.5, -(2**-0.5)]))
+
+
+def _released(rewards, boxes, group_size, grid, c_art=0.5, c_mis=0.05, sigma_min=1e-6):
+    """The released trainer's box-mode arithmetic, written independently in plain Python from the method notes:
+    a_t = c_t * unbiased std of the group's R (0 for one), boxes to cells by int truncation of both edges
+    ([r0, r1) x [c0, c1), clamped), a box without importance weighs 1.0, the max within a type, the types add,
+    then per location (R_D - mean) / max(unbiased std, sigma_min), no clip."""
+    import statistics
+
+    n = len(rewards)
+    out = [[0.0] * (grid * grid) for _ in range(n)]
+    rd = [[0.0] * (grid * grid) for _ in range(n)]
+    for g0 in range(0, n, group_size):
+        idx = list(range(g0, min(n, g0 + group_size)))
+        rs = [rewards[i] for i in idx]
+        sd = statistics.stdev(rs) if len(rs) > 1 else 0.0
+        for i in idx:
+            w = {"artifact": [0.0] * (grid * grid), "misalignment": [0.0] * (grid * grid)}
+            for (x0, y0, x1, y1), label, imp in boxes[i]:
+                r0, r1 = min(int(y0 * grid / 1000), grid), min(int(y1 * grid / 1000), grid)
+                c0, c1 = min(int(x0 * grid / 1000), grid), min(int(x1 * grid / 1000), grid)
+                for r in range(r0, r1):
+                    for c in range(c0, c1):
+                        k = r * grid + c
+                        w[label][k] = max(w[label][k], (100 if imp is None else imp) / 100)
+            for k in range(grid * grid):
+                rd[i][k] = rewards[i] - c_art * sd * w["artifact"][k] - c_mis * sd * w["misalignment"][k]
+        for k in range(grid * grid):
+            col = [rd[i][k] for i in idx]
+            mean = sum(col) / len(col)
+            sdk = statistics.stdev(col) if len(col) > 1 else 0.0
+            for i in idx:
+                out[i][k] = (rd[i][k] - mean) / max(sdk, sigma_min)
+    return out
+
+
+def _ours(rewards, boxes, group_size, grid):
+    items = [[_d(b, label, imp) for b, label, imp in bs] for bs in boxes]
+    w_art, w_mis = penalty_maps(items, grid, grid)
+    groups = torch.arange(len(rewards)) // group_size
+    return advantages("box", torch.tensor(rewards, dtype=torch.float64), groups, w_art.double(), w_mis.double())
+
+
+def test_box_mode_is_the_released_arithmetic_on_hand_computed_groups():
+    """A group of two, a flat group, a box thinner than a cell and a box without importance, by hand (2 x 2 grid)."""
+    # a group of two, one artifact box without importance over the left column: weighs 1.0
+    adv = _ours([0.8, 0.2], [[((0, 0, 500, 1000), "artifact", None)], []], 2, 2)
+    s = 0.6 / 2**0.5  # the unbiased std of (0.8, 0.2)
+    torch.testing.assert_close(
+        adv.reward_map[0].reshape(2, 2)[:, 0], torch.full((2,), 0.8 - 0.5 * s, dtype=torch.float64)
+    )
+    # the left column: 0.8 - 0.2121 = 0.5879 vs 0.2, still ahead, so each is 1/sqrt(2) from the mean; the right: same
+    torch.testing.assert_close(adv.values[:, 0], torch.tensor([2**-0.5, -(2**-0.5)], dtype=torch.float64))
+    # a flat group: std 0, so no penalty and, with the floor, advantage 0 everywhere (no division by zero)
+    flat = _ours([0.5, 0.5, 0.5], [[((0, 0, 1000, 1000), "artifact", 90)], [], []], 3, 2)
+    assert torch.equal(flat.penalty, torch.zeros_like(flat.penalty)) and torch.equal(
+        flat.values, torch.zeros(3, 4, dtype=torch.float64)
+    )
+    # a box thinner than a cell (between two cell edges) covers nothing: the same as no box
+    thin = _ours([0.9, 0.1], [[((510, 10, 740, 490), "artifact", 80)], []], 2, 2)
+    assert torch.equal(thin.penalty, torch.zeros_like(thin.penalty))
+    kept = advantages("box", torch.tensor([0.9, 0.1]), torch.tensor([0, 0]),
+                      *penalty_maps([[_d((510, 10, 740, 490), "artifact", 80)], []], 2, 2, keep_thin=True),
+                      box=BoxArithmetic(keep_thin=True))  # fmt: skip
+    assert kept.penalty[0].tolist() == pytest.approx([0, 0.5 * 0.8 * 0.8 / 2**0.5, 0, 0])  # ours: its cell
+    # a group of one: std 0, advantage 0
+    assert torch.equal(
+        _ours([0.7], [[((0, 0, 1000, 1000), "artifact", 50)]], 1, 2).values, torch.zeros(1, 4, dtype=torch.float64)
+    )
+
+
+def test_box_mode_matches_an_independent_reference_on_300_random_groups():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        size, grid = rng.randint(2, 16), rng.choice([4, 8, 16, 32])
+        rewards = [round(rng.random(), 3) for _ in range(size)]
+        boxes = []
+        for _ in range(size):
+            bs = []
+            for _ in range(rng.randint(0, 3)):
+                x0, y0 = rng.randint(0, 990), rng.randint(0, 990)
+                box = (x0, y0, rng.randint(x0 + 1, 1000), rng.randint(y0 + 1, 1000))
+                bs.append((box, rng.choice(["artifact", "misalignment"]), rng.choice([None, rng.randint(1, 100)])))
+            boxes.append(bs)
+        got = _ours(rewards, boxes, size, grid).values
+        want = torch.tensor(_released(rewards, boxes, size, grid), dtype=torch.float64)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)  # the maps are float32
 
 
 def test_a_box_over_everything_shifts_every_location_equally():

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import torch  # noqa: E402
 
-from train.boxflow_advantages import advantages, clipped_loss, penalty_maps  # noqa: E402
+from train.boxflow_advantages import BoxArithmetic, advantages, clipped_loss, penalty_maps  # noqa: E402
 from train.boxflow_config import BoxFlowConfig, BoxFlowRewardConfig  # noqa: E402
 from train.flow_models import Cond, FlowAdapter, Trajectory, load_pipeline, make_adapter, sample  # noqa: E402
 from train.flow_sde import sde_step  # noqa: E402
@@ -196,7 +196,8 @@ class Trainer:
         local = []
         for b in batches:
             r = b["reward"]
-            w_art, w_mis = penalty_maps(r.defects, rows, cols, self.rcfg.missing_importance)
+            keep_thin = self.cfg.thin_boxes == "keep"
+            w_art, w_mis = penalty_maps(r.defects, rows, cols, self.rcfg.missing_importance, keep_thin)
             for k, i in enumerate(b["indices"]):
                 arts = sum(d.label == "artifact" for d in r.defects[k])
                 head = [i, r.scores[k], r.detector_failed[k] is not None, r.judge_failed[k] is not None, arts,
@@ -220,7 +221,15 @@ class Trainer:
     def compute_advantages(self, g: dict[str, torch.Tensor]):
         groups = g["index"] // self.cfg.group_size
         c = self.cfg
-        return advantages(c.mode, g["R"], groups, g["w_art"], g["w_mis"], c.c_art, c.c_mis, c.adv_eps, c.adv_clip)  # type: ignore[arg-type]
+        box = BoxArithmetic(
+            unbiased_std=c.dense_std == "unbiased",
+            sigma_min=c.dense_sigma_min,
+            eps=c.dense_eps,
+            clip=c.dense_clip,
+            keep_thin=c.thin_boxes == "keep",
+            min_penalty=c.dense_min_penalty,
+        )
+        return advantages(c.mode, g["R"], groups, g["w_art"], g["w_mis"], c.c_art, c.c_mis, c.adv_eps, c.adv_clip, box)  # type: ignore[arg-type]
 
     # -------------------------------------------------------------- training
     def _loss(self, traj: Trajectory, j: int, cond: Cond, adv: torch.Tensor, mask) -> tuple[torch.Tensor, Any]:

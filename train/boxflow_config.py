@@ -46,8 +46,14 @@ class BoxFlowConfig:
     adam_epsilon: PositiveFloat = field(default=1e-8, **_h("AdamW epsilon."))
     max_grad_norm: PositiveFloat = field(default=1.0, **_h("Gradient clipping norm."))
     clip_range: PositiveFloat = field(default=1e-4, **_h("PPO ratio clip epsilon."))
-    adv_clip: PositiveFloat = field(default=5.0, **_h("Advantages are clamped to +-this."))
-    adv_eps: NonNegative = field(default=1e-4, **_h("Added to the group std when normalising."))
+    adv_clip: PositiveFloat = field(default=5.0, **_h("Scalar and mask modes: advantages clamped to +-this."))
+    adv_eps: NonNegative = field(default=1e-4, **_h("Scalar and mask modes: added to the group std."))
+    dense_std: str = field(default="unbiased", **_h("Box mode's stds (of R and per location): unbiased | population."))
+    dense_sigma_min: NonNegative = field(default=1e-6, **_h("Box mode: floor of the per-location std (released)."))
+    dense_eps: NonNegative = field(default=0.0, **_h("Box mode: added to the floored std (released 0)."))
+    dense_clip: PositiveFloat | None = field(default=None, **_h("Box mode: clamp the advantage (released: none)."))
+    thin_boxes: str = field(default="drop", **_h("A box thinner than a token cell: drop (released) | keep."))
+    dense_min_penalty: NonNegative = field(default=0.0, **_h("Box mode: floor of a covered cell's penalty."))
     kl_beta: NonNegative = field(default=0.0, **_h("KL to the frozen base (0: no reference pass)."))
     c_art: NonNegative = field(default=0.5, **_h("Box mode: artifact penalty scale (a_art = c_art x group std of R)."))
     c_mis: NonNegative = field(default=0.05, **_h("Box mode: misalignment penalty scale c_mis."))
@@ -68,6 +74,10 @@ class BoxFlowConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        if self.dense_std not in ("unbiased", "population"):
+            raise ValueError(f"dense_std must be unbiased or population, got {self.dense_std!r}")
+        if self.thin_boxes not in ("drop", "keep"):
+            raise ValueError(f"thin_boxes must be drop or keep, got {self.thin_boxes!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("steps", "group_size", "prompts_per_step", "per_device_batch_size", "updates_per_step"):
@@ -107,7 +117,9 @@ class BoxFlowRewardConfig:
     reward_retries: Count = field(default=2, **_h("Retries of a failed reward request."))
     reward_concurrency: Positive = field(default=32, **_h("Reward requests in flight."))
     strict_rewards: bool = field(default=False, **_h("Fail the step on any reward failure instead of counting it."))
-    missing_importance: Importance = field(default=50, **_h("Importance given to a detector box that states none."))
+    missing_importance: Importance = field(
+        default=100, **_h("Importance of a detector box that states none (released: 100, full weight).")
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
