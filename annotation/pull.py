@@ -430,7 +430,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
     write_bytes(path, redact(data.decode("utf-8")).encode("utf-8") if secret_values() else data)
 
 
-def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = None) -> dict[str, Any]:
+def write_outputs(
+    result: dict[str, Any], out: str | Path, extra: dict | None = None, image_root: Path | None = None
+) -> dict[str, Any]:
+    """Write the records (one per image), all annotations and the reports; the image root the records were checked
+    in travels with them (:func:`sdg_data.paths.vouch`), so distill needs no --image-root."""
+    from sdg_data.paths import vouch
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
@@ -441,7 +447,7 @@ def write_outputs(result: dict[str, Any], out: str | Path, extra: dict | None = 
     for r in result["rejects"]:
         report.reject(r["reason"], r.get("image_id"), f"task {r.get('task_id')}", None,
                       **{k: v for k, v in r.items() if k not in ("reason", "image_id")})  # fmt: skip
-    report.extras = {**counts, **(extra or {})}
+    report.extras = {**counts, **(extra or {}), **(vouch(out, [image_root]) if image_root else {})}
     if not report.failed:  # a pull that kept nothing leaves the last good records as they were
         _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
         _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
@@ -476,7 +482,7 @@ def pull_from_export(
         hint = missing_hint(result["counts"], cfg, tasks)
         if hint:
             extra["hint"] = hint
-        return write_outputs(result, out, extra)
+        return write_outputs(result, out, extra, Path(cfg.image_root or document_root(cfg)).resolve())
 
 
 def since_filter(since: str) -> str:
@@ -572,6 +578,6 @@ def pull(conn: Connection, out: str | Path, since: str | None = None, only_revie
         hint = missing_hint(result["counts"], conn.cfg, tasks)
         if hint:
             extra["hint"] = hint
-        summary = write_outputs(result, out, extra)
+        summary = write_outputs(result, out, extra, Path(conn.cfg.image_root or document_root(conn.cfg)).resolve())
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary

@@ -26,6 +26,7 @@ from distill.prompting import TeacherTemplate, annotation_hash, facts, image_dat
 from sdg_data.api_client import AuthError, ChatClient, Stats, TransportError, drain
 from sdg_data.images import ImageError, read_verified
 from sdg_data.jsonl import InputError, screen_records, write_jsonl
+from sdg_data.paths import Resolver, vouch
 from sdg_data.records import ImageRecord
 from sdg_data.report import StageReport
 
@@ -182,6 +183,9 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
         write_jsonl(out_dir / "distilled.jsonl", distilled)
     from_cache = len(jobs) - len(todo)
     report.extras = _figures(report, distilled, attempts, from_cache, len(todo), cfg, tpl, stats, ledger, elapsed)
+    # the roots this run checked the images in travel with distilled.jsonl, so build needs no --image-root
+    roots = Resolver.for_records(records, cfg.image_roots or ()).roots
+    report.extras.update(vouch(out_dir / "distilled.jsonl", roots))
     summary = report.write(out_dir)
     return summary
 

@@ -41,7 +41,7 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
 
 
 def stats_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by sdg build.")],
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by sdg build, or a records JSONL.")],
     report: Annotated[
         Optional[Path], typer.Option("--report", help="HTML report path (default DATASET/report.html).")
     ] = None,
@@ -51,7 +51,8 @@ def stats_cmd(
     from sdg_data.stats import dataset_stats, format_stats, write_report
 
     s = dataset_stats(dataset)
-    path = write_report(s, report or dataset / "report.html")
+    default = dataset / "report.html" if dataset.is_dir() else dataset.with_name(f"{dataset.stem}.report.html")
+    path = write_report(s, report or default)
     echo(format_stats(s))
     echo(f"report: {path}")
 

@@ -47,6 +47,7 @@ def export_coco(
     inputs = file_ids([Path(source)] + ([p for _, _, p in screen_records(source, (), "export", image_roots or ())[0]]
                                         if not is_dataset else []))  # fmt: skip
     refuse_input(out_json, inputs)
+    resolver = _resolver(source, image_roots)
     for rec, got in iter_images(source, image_roots, rejects, checked=True):
         image_id = len(images) + 1
         if copy_to is not None:
@@ -59,7 +60,7 @@ def export_coco(
                 continue
             file_name = _relative(dest, folder)
         else:
-            file_name = _relative(_source_path(rec, source, image_roots), folder)  # type: ignore[arg-type]
+            file_name = _relative(resolver.resolve(rec.image_path), folder)  # type: ignore[union-attr]
         w, h = got.width, got.height
         images.append({"id": image_id, "file_name": file_name, "width": w, "height": h,
                        "sdg_image_id": rec.image_id, "caption": rec.caption, "generator": rec.generator,
@@ -86,14 +87,15 @@ def export_coco(
     return report.write(folder, prefix=f"{out_json.stem}.")
 
 
-def _source_path(rec: ImageRecord, source: str | Path, image_roots) -> Path | None:
-    """The verified file a JSONL record points at (None for a dataset's images, which live in parquet)."""
+def _resolver(source: str | Path, image_roots):
+    """The resolver of a JSONL source's image paths (one per export: folder lookups are cached inside it), None
+    for a dataset folder, whose images live in parquet."""
     from sdg_data.jsonl import input_kind
     from sdg_data.paths import Resolver
 
     if input_kind(Path(source)) in ("dataset", "images"):
         return None
-    return Resolver(Path(source).parent, image_roots or ()).resolve(rec.image_path)
+    return Resolver.for_records(source, image_roots)
 
 
 def import_coco(coco_json: str | Path, out_jsonl: str | Path) -> dict[str, Any]:

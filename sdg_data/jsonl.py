@@ -129,7 +129,7 @@ def screen_records(
     from sdg_data.paths import PathError, Resolver
 
     path = Path(path)
-    resolver = Resolver(path.parent, image_roots)
+    resolver = Resolver.for_records(path, image_roots)
     ok: list[tuple[int, ImageRecord, Path]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()

@@ -2,7 +2,13 @@
 
 A record's ``image_path`` is data, not a command: it may only name a file inside an allowed root (the records
 file's folder, or the roots given with ``--image-root`` or ``$SDG_IMAGE_ROOT``); ``..`` out of it, an absolute
-path elsewhere and a symlink leading out are refused. File names made from ids go through :func:`safe_filename`,
+path elsewhere and a symlink leading out are refused.
+
+Roots travel between stages: a stage that writes records pointing at images it verified (distill, pull, the
+importers) vouches for its roots in its summary, bound to that records file by an HMAC with a key kept in the
+user's cache (:func:`vouch`). The next stage, given no ``--image-root``, also allows the roots vouched for its input
+(:func:`vouched_roots`), so ``distill -> build`` runs on defaults; a summary written elsewhere, or edited, or a
+records file moved, vouches for nothing. File names made from ids go through :func:`safe_filename`,
 so an id such as ``../../x`` or ``/etc/x`` can never steer a write outside the output folder.
 """
 
@@ -28,6 +34,55 @@ def env_image_roots() -> list[str]:
     return [p for p in os.environ.get(IMAGE_ROOT_ENV, "").split(os.pathsep) if p]
 
 
+def _key() -> bytes:
+    """This user's provenance key (32 random bytes in ``$XDG_CACHE_HOME/sdg/provenance.key``, created on first
+    use, readable by the user alone): what makes a vouch unforgeable by a file that arrived with the data."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdg"
+    path = cache / "provenance.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        cache.mkdir(parents=True, exist_ok=True)
+        key = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+    except FileExistsError:  # pragma: no cover - another process made it between the read and the create
+        return path.read_bytes()
+
+
+def _mac(records: str | Path, roots: Sequence[str]) -> str:
+    import hmac
+
+    msg = "\0".join([os.path.realpath(records), *roots]).encode("utf-8", "surrogateescape")
+    return hmac.new(_key(), msg, hashlib.sha256).hexdigest()
+
+
+def vouch(records: str | Path, roots: Sequence[str | Path]) -> dict[str, object]:
+    """The summary fields by which a stage vouches that ``records``' image paths lie in ``roots`` (checked by it)."""
+    real = [os.path.realpath(r) for r in roots]
+    return {"image_roots": real, "image_roots_mac": _mac(records, real)}
+
+
+def vouched_roots(records: str | Path) -> list[str]:
+    """The image roots a stage on this machine vouched for ``records`` (in a ``*.summary.json`` beside it), or []."""
+    import hmac
+    import json
+
+    records = Path(records)
+    for summary in sorted(records.parent.glob("*.summary.json")):
+        try:
+            got = json.loads(summary.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        roots, mac = (got.get("image_roots"), got.get("image_roots_mac")) if isinstance(got, dict) else (None, None)
+        if isinstance(roots, list) and all(isinstance(r, str) for r in roots) and isinstance(mac, str):
+            if hmac.compare_digest(mac, _mac(records, roots)):
+                return [r for r in roots if os.path.isdir(r)]
+    return []
+
+
 class Resolver:
     """Resolve record paths inside allowed roots. Folder resolutions are cached: 30K files in a few folders cost a
     few ``realpath`` calls, not 30K."""
@@ -36,6 +91,15 @@ class Resolver:
         self.base = str(base)
         self.roots = [os.path.realpath(r) for r in (roots or env_image_roots() or [base])]
         self._dirs: dict[str, str] = {}
+
+    @classmethod
+    def for_records(cls, records: str | Path, roots: Sequence[str | Path] = ()) -> Resolver:
+        """The resolver for a records file's image paths: the given roots (or ``$SDG_IMAGE_ROOT``), else the file's
+        folder plus the roots the stage that wrote it vouched for."""
+        records = Path(records)
+        if roots or env_image_roots():
+            return cls(records.parent, roots)
+        return cls(records.parent, [records.parent, *vouched_roots(records)])
 
     def describe(self) -> str:
         return ", ".join(self.roots)

@@ -102,13 +102,21 @@ def _composition(img, by: str | None):
 
 
 def dataset_stats(folder: str | Path) -> dict[str, Any]:
+    """The figures of a built dataset, or of a records JSONL (annotations before a build: the rejects are those of
+    the stage reports beside it)."""
     from sdg_data.arrow import dataset_shards, read_parquet_records
+    from sdg_data.jsonl import input_kind, load_records
 
     folder = Path(folder)
-    shards = dataset_shards(folder, "annotations")
-    if not shards:
-        raise FileNotFoundError(f"{folder}: not a dataset built by sdg build (no annotations shards)")
-    recs = [r for shard in shards for r in read_parquet_records(shard)]
+    if folder.is_file() and input_kind(folder) == "jsonl":
+        recs, meta = load_records(folder), folder.parent
+    else:
+        shards = dataset_shards(folder, "annotations")
+        if not shards:
+            raise FileNotFoundError(
+                f"{folder}: neither a dataset built by sdg build (no annotations shards) nor a records JSONL"
+            )
+        recs, meta = [r for shard in shards for r in read_parquet_records(shard)], folder / "meta"
     img, dfs = frames(recs)
     n = len(img)
     comp = Counter(img["kind"]) if n else Counter()
@@ -120,7 +128,7 @@ def dataset_stats(folder: str | Path) -> dict[str, Any]:
     from sdg_data.report import stage_files
 
     rejects = []  # every stage's rejects that travelled with the dataset (generate, pull, distill, build, ...)
-    for stage, found in stage_files(folder / "meta").items():
+    for stage, found in stage_files(meta).items():
         for r in _read_jsonl(found["rejects"]) if "rejects" in found else []:
             rejects.append({**r, "stage": r.get("stage") or stage})
     reasons = Counter((r.get("stage", "?"), str(r.get("reason", ""))[:90]) for r in rejects)

@@ -96,9 +96,12 @@ def _png(image: Any) -> bytes:
 
 
 def read_jobs(source: Path, cfg: RefineConfig) -> tuple[list[Job], list[dict[str, Any]], int]:
-    """The jobs, the rejects and the number of inputs read: records (with image paths) or predictions + images."""
-    from sdg_data.jsonl import iter_lines
+    """The jobs, the rejects and the number of inputs read: records (with image paths), a dataset folder from
+    ``sdg build`` (its images are in it), or predictions + images."""
+    from sdg_data.jsonl import input_kind, iter_lines
 
+    if input_kind(source) == "dataset":
+        return _from_dataset(source)
     first = next((obj for _, obj in iter_lines(source) if isinstance(obj, dict)), {})
     return _from_records(source, cfg) if "image_path" in first else _from_predictions(source, cfg)
 
@@ -109,7 +112,7 @@ def _from_records(source: Path, cfg: RefineConfig):
     from sdg_data.paths import Resolver
 
     ok, rejects, n = screen_records(source, ("caption",), "refine", cfg.image_roots or ())
-    resolver = Resolver(source.parent, cfg.image_roots or ())  # every file a record names: image_path's roots
+    resolver = Resolver.for_records(source, cfg.image_roots or ())  # every file a record names: the same roots
     jobs = []
     for line, rec, path in ok:
         try:
@@ -128,6 +131,22 @@ def _from_records(source: Path, cfg: RefineConfig):
         jobs.append(Job(rec.image_id, rec.caption or "", list(rec.defects), text, _png(checked.open()),
                         (checked.width, checked.height), maps, f"{source}:{line}"))  # fmt: skip
     return jobs, rejects, n
+
+
+def _from_dataset(source: Path):
+    """Jobs from a built dataset's annotations (every split), with the images stored in it."""
+    from sdg_data.viz import iter_images
+
+    rejects: list[dict[str, Any]] = []
+    jobs = []
+    for rec, im in iter_images(source, None, rejects):
+        text = (
+            render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
+        )
+        jobs.append(Job(rec.image_id, rec.caption or "", list(rec.defects), text, _png(im), im.size, {},
+                        f"{source}:{rec.image_id}"))  # fmt: skip
+    rejects = [{"stage": "refine", **r} for r in rejects]
+    return jobs, rejects, len(jobs) + len(rejects)
 
 
 def _heatmaps(rec, resolver) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ import numpy as np
 from sdg_data.boxes import boxes_from_heatmap
 from sdg_data.config import Fraction, Positive
 from sdg_data.jsonl import write_bytes
+from sdg_data.paths import vouch
 from sdg_data.records import Defect, ImageRecord
 from sdg_data.report import StageReport
 
@@ -238,6 +239,7 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
     if not report.failed:
         write_jsonl(out, rows)
     report.extras = {"defects": sum(len(r["defects"]) for r in rows), "threshold": cfg.threshold}
+    report.extras.update(vouch(out, [root]))  # the Pick-a-Pic folder travels with the records to the next stage
     return report.write(out.parent, prefix=f"{out.stem}.")
 
 

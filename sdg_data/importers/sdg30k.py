@@ -237,6 +237,10 @@ def import_sdg30k(
         write_records(out, records)
     agreement = order_agreement(raw_rows, cfg.translated_order)
     report.extras = {**counts, "box_order_check": agreement}
+    if cfg.image_root:  # the records' image paths lie under it: it travels with them to the next stage
+        from sdg_data.paths import vouch
+
+        report.extras.update(vouch(out, [cfg.image_root]))
     if rejects is None:
         report.write(out.parent, prefix=f"{out.stem}.")
     else:  # the user named the rejects file: the summary goes beside it
