@@ -220,6 +220,9 @@ def load_embedder(spec: str | None, **kwargs) -> CachedEmbedder | None:
         return None
     if spec == LEXICAL:
         return CachedEmbedder(LexicalEmbedder())  # model options do not apply
+    from sdg_data.hub import require_model
+
+    require_model(spec, "--embedder", "embedder")  # in seconds; 'lexical' and 'none' need no model
     try:
         return CachedEmbedder(TransformersEmbedder(spec, **kwargs))
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -25,3 +26,43 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False) -> Non
         raise RuntimeError(f"push to the Hub failed: could not {step} {repo_id}: HTTP {status}{hint}") from None
     except OSError as exc:  # no network, DNS, TLS: the type says enough, the text may hold a URL with a token
         raise RuntimeError(f"push to the Hub failed: could not {step} {repo_id}: {type(exc).__name__}") from None
+
+
+def _offline() -> bool:
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in names)
+
+
+def _hub_reachable(timeout_s: float = 4.0) -> bool:
+    """One short request to the Hub's endpoint, no retries: a model id that is not cached fails in seconds when
+    the Hub cannot be reached (transformers would retry for minutes, then say something misleading)."""
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=timeout_s, follow_redirects=True)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def require_model(model: str, flag: str, what: str = "model") -> None:
+    """Return when ``model`` is a local folder, a cached Hub id, or a Hub id the Hub can serve now; otherwise raise
+    one OSError line saying how to get it and which flag takes a local folder."""
+    if Path(model).expanduser().is_dir():
+        return
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise OSError(f"{what} {model!r}: no such folder (give {flag} an existing folder or a Hub id)")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json") or try_to_load_from_cache(model, "model_index.json")
+    except ValueError:  # not a valid repo id
+        raise OSError(f"{what} {model!r}: neither a folder nor a Hub model id (give {flag} a local folder)") from None
+    if isinstance(cached, str):
+        return
+    how = f"download it where the Hub is reachable (hf download {model}) or give {flag} a local folder"
+    if _offline():
+        raise OSError(f"{what} {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {how}")
+    if not _hub_reachable():
+        raise OSError(f"{what} {model!r} is not in the local Hugging Face cache and the Hub is not reachable: {how}")

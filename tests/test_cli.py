@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -105,3 +107,27 @@ def test_text_from_files_and_servers_prints_inert(tmp_path):
     bad.write_text(json.dumps({"image_id": "a\x1b[2J\x1b]0;x\x07", "caption": 5, "defects": []}) + "\n")
     res = runner.invoke(app, ["validate", str(bad)])
     assert res.exit_code != 0 and "\x1b" not in res.output and "\\x1b[2J" in res.output, res.output
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_model_id_not_in_the_cache_is_one_line_at_once(tmp_path, monkeypatch, offline):
+    """Whether the Hub is switched off or cannot be reached (a closed port here), an uncached id is one line that
+    says how to get it and which flag takes a folder, before any retrying download."""
+    import socket
+    import subprocess
+    import sys
+
+    sdg = str(Path(sys.executable).parent / "sdg")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    env = {**os.environ, "HF_HUB_OFFLINE": "1" if offline else "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+    gt = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "gt.jsonl"
+    res = subprocess.run([sdg, "eval", "--gt", str(gt), "--pred", str(gt), "--embedder", "someone/not-cached"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    why = "HF_HUB_OFFLINE is set" if offline else "the Hub is not reachable"
+    assert "'someone/not-cached' is not in the local Hugging Face cache" in lines[0] and why in lines[0]
+    assert "hf download someone/not-cached" in lines[0] and "--embedder a local folder" in lines[0]

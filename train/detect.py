@@ -220,8 +220,10 @@ class TransformersDetector:
     def __init__(self, cfg: DetectConfig):
         import torch
 
+        from sdg_data.hub import require_model
         from train.modeling import load_model, load_processor
 
+        require_model(cfg.model, "--model", "detector")  # in seconds, not after minutes of retries
         self.cfg = cfg
         device = cfg.device
         if device == "auto":

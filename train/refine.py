@@ -384,6 +384,9 @@ def _run_local(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, 
         return {}
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    from sdg_data.hub import require_model
+
+    require_model(model, "--model", "editor")
     pipe = diffusers.DiffusionPipeline.from_pretrained(model, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     import inspect

@@ -229,6 +229,9 @@ def load_pipeline(spec: GeneratorSpec, cfg: GenerateConfig, device: str):
         from transformers import Qwen2VLProcessor
 
         kwargs["text_processor"] = image_only(Qwen2VLProcessor).from_pretrained(root / "text_processor")
+    from sdg_data.hub import require_model
+
+    require_model(spec.model_id, "--model-root (or model_paths in the recipe)", f"generator {spec.name}")
     pipe = cls.from_pretrained(spec.model_id, **kwargs)
     if cfg.lora:
         weights, _ = lora_file(cfg.lora)
