@@ -19,11 +19,31 @@ HELP = (
 )
 ALL = tuple(AnnotateConfig.__dataclass_fields__)
 SERVE = ("host", "port", "data_dir", "database", "label_studio_bin", "image_root", "token_env")  # serve's settings
-ONLY_SERVE = ("host", "port", "database", "label_studio_bin")  # what the client commands do not take
+# Every client command talks to the server the same way; each then takes only the settings it uses as flags (a
+# recipe may still hold them all: one AnnotateConfig for the team).
+CLIENT = ("url", "token_env", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s", "project_title",
+          "data_dir", "image_root")  # fmt: skip
+PULL = ("consolidation", "primary_annotators", "reviewers", "check_image_size")
+OWN = {
+    "init": (*CLIENT, "overlap", "guidelines"),
+    "push": (*CLIENT, "chunk_size", "work_dir"),
+    "predict": (*CLIENT, "chunk_size", "work_dir"),
+    "pull": (*CLIENT, *PULL),
+    "status": (*CLIENT, *PULL, "overlap"),
+    "disagreements": (*CLIENT, *PULL),
+    "judge-init": (*CLIENT, "judge_title", "overlap"),
+    "judge-push": (*CLIENT, "judge_title", "judge_seed", "chunk_size", "work_dir"),
+    "judge-pull": (*CLIENT, "judge_title"),
+}
 
 
 def _but(keep: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in ALL if n not in keep)
+
+
+def _own(command: str) -> tuple[str, ...]:
+    """The settings a command does not take as flags."""
+    return _but(OWN[command])
 
 
 def _server(cfg: AnnotateConfig) -> AnnotateConfig:
@@ -228,16 +248,15 @@ def run_judge_pull(cfg: AnnotateConfig, out: Path, from_export: Path | None) -> 
 
 def register(root: typer.Typer) -> None:
     app = typer.Typer(help=HELP, no_args_is_help=True)
-    client_only = ONLY_SERVE
     config_command(app, "serve", AnnotateConfig, run_serve, exclude=_but(SERVE), extra="annotate")
     config_command(app, "stop", AnnotateConfig, run_stop, exclude=_but(("data_dir",)), extra="annotate")
-    config_command(app, "init", AnnotateConfig, run_init, exclude=client_only, extra="annotate")
+    config_command(app, "init", AnnotateConfig, run_init, exclude=_own("init"), extra="annotate")
     samples = arg("samples", Path, "Records JSONL (sdg generate's manifest.jsonl): image, caption...")
-    config_command(app, "push", AnnotateConfig, run_push, [samples], exclude=client_only, extra="annotate")
+    config_command(app, "push", AnnotateConfig, run_push, [samples], exclude=_own("push"), extra="annotate")
     predictions = arg("predictions", Path, "Detector output JSONL: raw 'response' text or 'defects'.")
     version = opt("model_version", str, "--model-version", "Name annotators see on the boxes.")
     config_command(
-        app, "predict", AnnotateConfig, run_predict, [predictions, version], exclude=client_only, extra="annotate"
+        app, "predict", AnnotateConfig, run_predict, [predictions, version], exclude=_own("predict"), extra="annotate"
     )
     pull_params = [
         opt("out", Path, "--out", "Records JSONL, one per image (plus .all, .pull.rejects, .pull.summary)."),
@@ -251,7 +270,7 @@ def register(root: typer.Typer) -> None:
         ),
         opt("only_reviewed", bool, "--only-reviewed", "Only images a reviewer annotated (the review pass).", False),
     ]
-    config_command(app, "pull", AnnotateConfig, run_pull, pull_params, exclude=client_only, extra="annotate")
+    config_command(app, "pull", AnnotateConfig, run_pull, pull_params, exclude=_own("pull"), extra="annotate")
     app.command("agreement")(guarded(agreement_cmd, "annotate"))
     export_opt = opt("from_export", Optional[Path], "--from-export", "A JSON export from the UI (offline).", None)
     status_params = [
@@ -259,31 +278,41 @@ def register(root: typer.Typer) -> None:
         export_opt,
         opt("out", Optional[Path], "--out", "Also write the figures as JSON.", None),
     ]
-    config_command(app, "status", AnnotateConfig, run_status, status_params, exclude=client_only, extra="annotate")
+    config_command(app, "status", AnnotateConfig, run_status, status_params, exclude=_own("status"), extra="annotate")
     disputes = [
         opt("out", Path, "--out", "Every overlap image, most disputed first (JSONL)."),
         opt("top", int, "--top", "How many to print.", 20),
         export_opt,
     ]
     config_command(
-        app, "disagreements", AnnotateConfig, run_disagreements, disputes, exclude=client_only, extra="annotate"
+        app,
+        "disagreements",
+        AnnotateConfig,
+        run_disagreements,
+        disputes,
+        exclude=_own("disagreements"),
+        extra="annotate",
     )
     db_only = _but(("data_dir", "database"))
     backup_out = [opt("out", Path, "--out", "The backup file (e.g. backups/ls-2026-11-30.dump).")]
     config_command(app, "backup", AnnotateConfig, run_backup, backup_out, exclude=db_only, extra="annotate")
     restore_from = [opt("dump", Path, "--from", "A file written by sdg annotate backup.")]
     config_command(app, "restore", AnnotateConfig, run_restore, restore_from, exclude=db_only, extra="annotate")
-    config_command(app, "judge-init", AnnotateConfig, run_judge_init, exclude=client_only, extra="annotate")
+    config_command(app, "judge-init", AnnotateConfig, run_judge_init, exclude=_own("judge-init"), extra="annotate")
     judge = [
         opt("a", Path, "--a", "Method A: an sdg refine manifest (refined.jsonl), the method under test."),
         opt("b", Path, "--b", "Method B: another refine manifest, or the records of the source images."),
         opt("a_name", Optional[str], "--a-name", "Method A's name (default: its refine mode or file name).", None),
         opt("b_name", Optional[str], "--b-name", "Method B's name.", None),
     ]
-    config_command(app, "judge-push", AnnotateConfig, run_judge_push, judge, exclude=client_only, extra="annotate")
+    config_command(
+        app, "judge-push", AnnotateConfig, run_judge_push, judge, exclude=_own("judge-push"), extra="annotate"
+    )
     judged = [
         opt("out", Path, "--out", "A line per judgment (JSONL); the tally beside it (.tally.json)."),
         opt("from_export", Optional[Path], "--from-export", "A JSON export downloaded from the UI (offline).", None),
     ]
-    config_command(app, "judge-pull", AnnotateConfig, run_judge_pull, judged, exclude=client_only, extra="annotate")
+    config_command(
+        app, "judge-pull", AnnotateConfig, run_judge_pull, judged, exclude=_own("judge-pull"), extra="annotate"
+    )
     root.add_typer(app, name="annotate")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import sys
 from importlib.metadata import entry_points
+from typing import Annotated
 
 import typer
+import typer.main
 
 from sdg_data import cli_dataset, cli_score
-from sdg_data.cli_kit import one_line
+from sdg_data.cli_kit import one_line, tidy
 from sdg_data.generate import cli as generate_cli
 
 
@@ -30,10 +32,27 @@ HELP = (
 ENTRY_POINT_GROUP = "sdg.commands"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sdg {version('sdg')}")
+        raise typer.Exit()
+
+
 def make_app() -> typer.Typer:
     app = typer.Typer(
         name="sdg", help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
     )
+
+    @app.callback()
+    def root(
+        version: Annotated[  # noqa: ARG001 - handled by its callback
+            bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        ] = False,
+    ) -> None:
+        pass
+
     for module in (cli_score, cli_dataset, generate_cli):
         module.register(app)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -55,7 +74,7 @@ def main() -> None:
 
     install_log_filter()
     try:
-        app()
+        tidy(typer.main.get_command(app))(prog_name="sdg")
     except KeyboardInterrupt:
         typer.secho("interrupted", fg=typer.colors.RED, err=True)
         sys.exit(130)

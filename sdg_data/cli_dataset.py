@@ -11,6 +11,7 @@ import typer
 
 from sdg_data.build import BuildConfig
 from sdg_data.cli_kit import arg, config_command, echo, guarded, opt, out_option, printable
+from sdg_data.cli_score import run_import
 from sdg_data.importers.richhf import RichHFConfig
 from sdg_data.report import require_kept
 from sdg_data.viz import VizConfig
@@ -131,7 +132,7 @@ def register(app: typer.Typer) -> None:
     export = typer.Typer(help="Export to other formats: sdg export coco SOURCE --out coco.json", no_args_is_help=True)
     export.command("coco")(guarded(export_coco_cmd))
     app.add_typer(export, name="export")
-    imports = typer.Typer(help="Import from other formats: sdg import coco coco.json --out records.jsonl",
+    imports = typer.Typer(help="Import from other formats: sdg import sdg30k | coco | richhf FILE --out records.jsonl",
                           no_args_is_help=True)  # fmt: skip
     imports.command("coco")(guarded(import_coco_cmd))
     richhf = [
@@ -139,4 +140,8 @@ def register(app: typer.Typer) -> None:
         opt("out", Path, "--out", "Records JSONL to write (rejects, summary and heatmap PNGs beside it)."),
     ]
     config_command(imports, "richhf", RichHFConfig, run_import_richhf, richhf, extra="interop")
+    from sdg_data.cli_score import sdg30k_params
+    from sdg_data.importers.sdg30k import ImportConfig
+
+    config_command(imports, "sdg30k", ImportConfig, run_import, sdg30k_params())
     app.add_typer(imports, name="import")

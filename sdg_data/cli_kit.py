@@ -45,6 +45,58 @@ def echo(message: Any = "", err: bool = False, nl: bool = True) -> None:
     typer.echo(printable(str(message)), err=err, nl=nl)
 
 
+# ------------------------------------------------------------------ one help style
+_REST = re.compile(r":(?:func|class|mod|meth|attr):`~?([^`]+)`|``([^`]+)``")
+
+
+def plain(text: str | None) -> str | None:
+    """Help text without reST markup (docstrings double as help): ``x`` and :func:`x` read as x."""
+    return None if text is None else _REST.sub(lambda m: (m.group(1) or m.group(2)).split(".")[-1] if m.group(1)
+                                               else m.group(2), text)  # fmt: skip
+
+
+def _one_line_summary(text: str | None) -> str | None:
+    """The first paragraph (the command list's summary) as one line; the rest as written."""
+    if not text:
+        return text
+    first, sep, rest = inspect.cleandoc(text).partition("\n\n")
+    return " ".join(first.split()) + sep + rest
+
+
+def _kind(annotation: Any) -> str:
+    if typing.get_origin(annotation) is list:
+        return _kind((typing.get_args(annotation) or (str,))[0])
+    return {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH", bool: ""}.get(annotation, "TEXT")
+
+
+def tidy(command: Any) -> Any:
+    """One placeholder style over every command and group under ``command`` (the click command typer builds):
+    arguments by their name (SAMPLES), values by their kind (INT, NUMBER, TEXT, PATH, or the choices), flags and
+    --help without one; help text without reST markup. Returns ``command``."""
+    from typer.core import TyperArgument
+
+    stack = [command]
+    while stack:
+        cmd = stack.pop()
+        cmd.help = _one_line_summary(plain(cmd.help))
+        stack.extend(getattr(cmd, "commands", {}).values())
+        helper = cmd.get_help_option(cmd.context_class(cmd))
+        for p in [*cmd.params, *([helper] if helper is not None else [])]:
+            p.help = plain(getattr(p, "help", None))
+            desc = getattr(p, "type_descriptor", None)
+            if isinstance(p, TyperArgument):  # SAMPLES in the usage line and the table, no type column
+                p.metavar = name = p.name.upper()
+                p._usage_display_name = (lambda n: lambda: n)(name if p.required else f"[{name}]")
+                p.display_type_rich = lambda ctx: None
+            elif getattr(p, "is_flag", False) or p.name == "help" or desc is None:
+                p.metavar = ""
+            elif desc.is_choice:
+                p.metavar = "|".join(map(str, desc.choices or ()))
+            else:
+                p.metavar = _kind(desc.annotation)
+    return command
+
+
 # ------------------------------------------------------------------ the error boundary
 def one_line(exc: BaseException) -> str:
     """An exception as one redacted, printable line (keys masked, newlines folded, long server bodies cut)."""
@@ -140,6 +192,8 @@ def _default_text(f: dataclasses.Field) -> str:
         return ""
     if isinstance(value, float):
         value = f"{value:.6g}"
+    if value is None or value == []:
+        return " (default: unset)" if value is None else " (default: none)"
     return f" (default: {value})"
 
 
@@ -208,6 +262,7 @@ def config_command(
     help: str | None = None,
     exclude: Sequence[str] = (),
     extra: str | None = None,
+    hidden: bool = False,
 ) -> None:
     """Add command ``name``: its own ``params`` (files, folders), then one option per field of ``cfg_cls``, then
     ``--config``. The body builds the config (recipe, then flags) and calls ``run(cfg, **params)`` inside the
@@ -226,4 +281,4 @@ def config_command(
     recipe = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOpt)
     command.__signature__ = inspect.Signature([*params, *opts, recipe])  # type: ignore[attr-defined]
     command.__doc__ = help or run.__doc__
-    app.command(name)(guarded(command, extra))
+    app.command(name, hidden=hidden)(guarded(command, extra))

@@ -87,27 +87,40 @@ class ValidateConfig:
     for files named *.all.jsonl) or not (one record per image)."""
 
 
+VALIDATE_SHOWN = 20  # bad lines printed; the rest are counted
+
+
 def run_validate(cfg: ValidateConfig, records: Path) -> None:
-    """Check every line of a records file; print counts, or the first error with its line, record and field."""
-    from sdg_data.jsonl import InputError, read_records
+    """Check every line of a records file; print the counts, and every bad line (the first 20, then a count) with
+    its line, record, field and reason. Exits 2 when any line is bad."""
+    from sdg_data.jsonl import InputError, check_records
 
     many = records.name.endswith(".all.jsonl") if cfg.per_annotation is None else cfg.per_annotation
-    recs = read_records(records, order=cfg.box_order, unique=not many)
-    if not recs:
+    recs, bad = [], []
+    for _, got in check_records(records, order=cfg.box_order, unique=not many):
+        (bad if isinstance(got, str) else recs).append(got)
+    if not recs and not bad:
         raise InputError(f"{records}: no records (an empty file)")
+    for line in bad[:VALIDATE_SHOWN]:
+        echo(line, err=True)
+    if len(bad) > VALIDATE_SHOWN:
+        echo(f"... and {len(bad) - VALIDATE_SHOWN} more bad lines", err=True)
     n_def = sum(len(r.defects) for r in recs)
     clean = sum(not r.defects for r in recs)
+    verdict = "valid" if not bad else f"{len(bad)} of {len(bad) + len(recs)} lines bad"
     if many:
         n_img = len({r.image_id for r in recs})
-        echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: valid")
+        echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: {verdict}")
     else:
-        echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: valid")
+        echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: {verdict}")
+    if bad:
+        raise typer.Exit(code=2)
 
 
 def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) -> None:
     """Bring the published SDG-30K annotations into core records, and check the raw box order on the data.
 
-    Usage: sdg import-sdg30k SDG-30K/annotations/test.jsonl --out test.records.jsonl
+    Usage: sdg import sdg30k SDG-30K/annotations/test.jsonl --out test.records.jsonl
     """
     from sdg_data.importers.sdg30k import import_sdg30k
 
@@ -143,6 +156,13 @@ def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path 
         echo(f"report: {out}")
 
 
+def sdg30k_params() -> list:
+    """``sdg import sdg30k``'s own parameters (also under its old name, ``sdg import-sdg30k``)."""
+    src = arg("src", Path, "Released annotations JSONL (annotations/train.jsonl or test.jsonl).")
+    rejects = opt("rejects", Optional[Path], "--rejects", "Rows that could not be converted, with reasons.", None)
+    return [src, out_option("Records JSONL to write."), rejects]
+
+
 def register(app: typer.Typer) -> None:
     out_opt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the JSON report.")]
     config_command(app, "eval", EvalConfig, run_eval, [GT, PRED, param("out", out_opt, None)], extra="embed")
@@ -153,10 +173,7 @@ def register(app: typer.Typer) -> None:
     )
     records = arg("records", Path, "A records JSONL file to check against the data contract.")
     config_command(app, "validate", ValidateConfig, run_validate, [records])
-    src = arg("src", Path, "Released annotations JSONL (annotations/train.jsonl or test.jsonl).")
-    rejects = opt("rejects", Optional[Path], "--rejects", "Rows that could not be converted, with reasons.", None)
-    out = out_option("Records JSONL to write.")
-    config_command(app, "import-sdg30k", ImportConfig, run_import, [src, out, rejects])
+    config_command(app, "import-sdg30k", ImportConfig, run_import, sdg30k_params(), hidden=True)  # the old name
     report = param("out", out_opt, None)
     gt = opt("gt", Path, "--gt", "Records from sdg import richhf (heatmap peaks in provenance), or any records.")
     config_command(app, "eval-image-level", ImageLevelConfig, run_eval_image_level, [gt, PRED, report])

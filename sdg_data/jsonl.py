@@ -88,21 +88,38 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
         yield lineno, obj
 
 
-def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True) -> list[ImageRecord]:
-    """Read and validate records; the first bad one raises InputError naming file, line, record, field, reason."""
-    records: list[ImageRecord] = []
+def check_records(
+    path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
+) -> Iterator[tuple[int, ImageRecord | str]]:
+    """``(line, record)`` for each valid line of a records file and ``(line, "FILE:LINE: reason")`` for each bad one
+    (not JSON, breaks the contract, or repeats an image id), reading on past every bad line."""
     seen: dict[str, int] = {}
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_lines(path):
+        if isinstance(obj, LineError):
+            yield lineno, f"{path}:{lineno}: {obj}"
+            continue
         try:
             rec = ImageRecord.from_json(obj, order=order)
         except RecordError as exc:
-            raise InputError(f"{path}:{lineno}: {exc}") from None
+            yield lineno, f"{path}:{lineno}: {exc}"
+            continue
         if unique and rec.image_id in seen:
-            raise InputError(
-                f"{path}:{lineno}: record {rec.image_id!r} field 'image_id': duplicate of line {seen[rec.image_id]}"
+            yield (
+                lineno,
+                (f"{path}:{lineno}: record {rec.image_id!r} field 'image_id': duplicate of line {seen[rec.image_id]}"),
             )
+            continue
         seen[rec.image_id] = lineno
-        records.append(rec)
+        yield lineno, rec
+
+
+def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True) -> list[ImageRecord]:
+    """Read and validate records; the first bad one raises InputError naming file, line, record, field, reason."""
+    records: list[ImageRecord] = []
+    for _, got in check_records(path, order, unique):
+        if isinstance(got, str):
+            raise InputError(got)
+        records.append(got)
     return records
 
 

@@ -80,24 +80,35 @@ class StageReport:
 
     def write(self, folder: str | Path, prefix: str = "") -> dict[str, Any]:
         """Reconcile, then write ``{prefix}{stage}.rejects.jsonl`` and ``{prefix}{stage}.summary.json`` in
-        ``folder`` (a failed run: in ``folder/failed-run/``, so the reports of the last good run stay with its
-        outputs; a good run clears a failed run's reports); returns the summary."""
+        ``folder`` (a failed run where a good run's reports are: in ``folder/failed-run/``, so those stay with the
+        outputs they describe; a good run clears a failed run's reports); returns the summary."""
         from sdg_data.jsonl import write_json, write_jsonl
 
         self.reconcile()
         folder = Path(folder)
         if self.failed:
-            folder = folder / FAILED_RUN
+            if _kept_before(self.paths(folder, prefix)[1]):  # a good run's reports are there: leave them
+                folder = folder / FAILED_RUN
         else:
             for stale in self.paths(folder / FAILED_RUN, prefix):
                 stale.unlink(missing_ok=True)
         rejects_path, summary_path = self.paths(folder, prefix)
         write_jsonl(rejects_path, self.rejects)
         summary = self.summary()
-        if self.failed:
+        if folder.name == FAILED_RUN:
             summary["failed_run"] = str(folder)
         write_json(summary_path, summary)
         return summary
+
+
+def _kept_before(summary_path: Path) -> bool:
+    """Whether the summary already at this place is a run's that kept something."""
+    import json
+
+    try:
+        return bool(json.loads(summary_path.read_text(encoding="utf-8")).get("kept"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def stage_files(folder: str | Path) -> dict[str, dict[str, Path]]:

@@ -661,7 +661,7 @@ def test_judge_pull_from_an_export_file_unblinds_offline(tmp_path):
     assert res.returncode == 0, res.stderr
     tally = json.loads((tmp_path / "j.tally.json").read_text())["tally"]["boxes+text vs caption-only"]
     assert tally["good"]["count"] == 60 and tally["judgments"] == 60  # A always preferred, whichever side it was on
-    assert tally["annotator_agreement"]["1 ~ 2"]["agreement"] == 1.0
+    assert tally["annotator_agreement"]["user-1 ~ user-2"]["agreement"] == 1.0  # named as pull names them
 
 
 def test_judge_pairs_a_refine_manifest_with_its_sources(tmp_path):
