@@ -105,17 +105,18 @@ def agreement_file(all_path: str | Path, out: str | Path | None = None) -> dict[
 
 def format_agreement(report: dict[str, Any]) -> str:
     lines = [f"annotators: {report['annotators']}"]
-    head = f"{'pair':<44} {'images':>6} | " + " | ".join(f"{lab[:5]} BoxF1@.5 DetF1 ImpMAE" for lab in LABELS)
+    keys = ("BoxF1@0.5", "DetTypeF1", "importance_MAE")  # the JSON's names
+    head = f"{'pair':<44} {'images':>6} | " + " | ".join(
+        f"{lab[:5]:<6} " + " ".join(f"{k:>14}" for k in keys) for lab in LABELS
+    )
     lines += [head, "-" * len(head)]
     rows = list(report["pairs"].items()) + ([("overall", report["overall"])] if report["overall"] else [])
 
     def f(v):
-        return "   -  " if v is None else f"{v:6.3f}"
+        return f"{'-':>14}" if v is None else f"{v:14.3f}"
 
     for name, s in rows:
-        cells = " | ".join(
-            f"      {f(s[lab]['BoxF1@0.5'])} {f(s[lab]['DetTypeF1'])} {f(s[lab]['importance_MAE'])}" for lab in LABELS
-        )
+        cells = " | ".join(f"{'':<6} " + " ".join(f(s[lab][k]) for k in keys) for lab in LABELS)
         lines.append(f"{name[:44]:<44} {s['images']:>6} | {cells}")
     lines.append("paper's human agreement (BoxF1@0.5): artifact 0.278, misalignment 0.409")
     return "\n".join(lines)

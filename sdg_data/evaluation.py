@@ -190,21 +190,23 @@ def evaluate(
 
 def format_table(report: Mapping[str, Any], title: str = "pred") -> str:
     """The paper's Table 2 layout: one row per model (and per generator), six columns per defect type."""
-    cols = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "ImpAcc@0.1")
-    short = ("DetF1", "ClnAcc", "BoxF1@.1", "BoxF1@.5", "DescCos", "ImpAcc")
+    cols = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "ImpAcc@0.1")  # the JSON's names
+    widths = [max(8, len(c)) for c in cols]
     name_w = max(24, len(title) + 2, *(len(g) + 10 for g in report.get("by_generator", {})))
 
     def cells(block: Mapping[str, Any]) -> str:
         parts = []
         for label in LABELS:
             vals = block[label]
-            parts.append(" ".join(f"{'-' if vals[c] is None else format(vals[c], '.3f'):>8}" for c in cols))
+            parts.append(" ".join(f"{'-' if vals[c] is None else format(vals[c], '.3f'):>{w}}"
+                                  for c, w in zip(cols, widths, strict=True)))  # fmt: skip
         return " | ".join(parts)
 
     width = len(cells({label: dict.fromkeys(cols) for label in LABELS})) // 2
     lines = [
         f"{'':<{name_w}} | {'Artifact':^{width - 1}}| {'Misalignment':^{width - 1}}",
-        f"{'':<{name_w}} | " + " | ".join(" ".join(f"{s:>8}" for s in short) for _ in LABELS),
+        f"{'':<{name_w}} | " + " | ".join(" ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True))
+                                          for _ in LABELS),  # fmt: skip
         "-" * (name_w + 3 + 2 * width + 2),
     ]
     counts = report.get("counts", {})
