@@ -27,6 +27,7 @@ from sdg_data.api_client import AuthError, ChatClient, Stats, TransportError, dr
 from sdg_data.images import ImageError, read_verified
 from sdg_data.jsonl import InputError, screen_records, write_jsonl
 from sdg_data.paths import Resolver, vouch
+from sdg_data.progress import progress_bar
 from sdg_data.records import ImageRecord
 from sdg_data.report import StageReport
 
@@ -141,7 +142,6 @@ def _template(job: Job, tpl: TeacherTemplate, cfg: DistillConfig) -> dict:
 
 def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -> dict[str, Any]:
     """Run the distill stage; returns the summary also written to ``out_dir/distill.summary.json``."""
-    from tqdm.auto import tqdm
 
     records, out_dir = Path(records), Path(out_dir)
     tpl = TeacherTemplate.load(cfg.template)
@@ -162,7 +162,8 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     if cfg.teacher == "openai" and todo:  # the client and its imports (a second) are not part of the request phase
         teacher = ChatClient(cfg, stats, ledger)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="distill", unit="img", disable=not cfg.progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc="distill", unit="img",
+                       enabled=cfg.progress)  # fmt: skip
     try:
         if cfg.teacher == "template":
             for j in todo:

@@ -7,6 +7,12 @@ DEMO=sdg_data/demo
 OUT=outputs/demo
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# quiet: no progress bars or library warnings on 24 images (VERBOSE=1 make demo shows them)
+if [ -z "${VERBOSE:-}" ]; then
+    export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error \
+        TRANSFORMERS_NO_ADVISORY_WARNINGS=1 PYTHONWARNINGS=ignore
+fi
+start=$(date +%s)
 
 echo "== generate: the four generator classes as tiny random pipelines (noise images; real ids need the hub)"
 "${PY:-.venv/bin/python}" -m sdg_data.testkit.pipelines "$OUT/tiny-pipelines" >/dev/null
@@ -19,9 +25,8 @@ echo "== validate the bundled annotated sample (24 images, 4 generators)"
 echo "== distill with the offline template teacher (use --teacher openai --base-url ... for a real VLM)"
 "$SDG" distill "$DEMO/sample/records.jsonl" --out "$OUT/distill"
 
-echo "== build the dataset (annotations, sft, grpo, test)"
-"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml \
-    --image-root "$DEMO/sample"
+echo "== build the dataset (annotations, sft, grpo, test); the image folder distill checked travels with its output"
+"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml
 
 echo "== dataset statistics and report"
 "$SDG" stats "$OUT/dataset" --report "$OUT/report.html"
@@ -57,4 +62,13 @@ echo "== RichHF-18K interop on a synthetic TFRecord drawn from the sample's boxe
     --captions "$OUT/richhf/captions.jsonl" --out "$OUT/richhf/records.jsonl" --min-pixels 1
 "$SDG" eval-image-level --gt "$OUT/richhf/records.jsonl" --pred "$DEMO/sample/records.jsonl" \
     --out "$OUT/richhf/table3.json"
-echo "done: dataset $OUT/dataset, report $OUT/report.html, eval $OUT/eval.json, rewards $OUT/rewards.jsonl"
+cat <<EOF
+
+done in $(( $(date +%s) - start )) s. Where to look first:
+  $OUT/report.html          the dataset report: composition, plots, a gallery with the boxes (open in a browser)
+  $OUT/viz/                 images drawn with their numbered boxes
+  $OUT/dataset/             the Hugging Face dataset (datasets.load_dataset("parquet", data_dir=...) or sdg stats)
+  $OUT/eval.json            SDG-Eval of the bundled detector output (the table above)
+  $OUT/refine-bundles/      what an image editor would be sent for each defective image
+Next: README "Your first real dataset" (your prompts and images, a teacher behind an API, a team in Label Studio).
+EOF

@@ -35,6 +35,7 @@ from sdg_data.images import MAX_PIXELS, ImageError, read_verified
 from sdg_data.jitter import JitterConfig, pair_responses
 from sdg_data.jsonl import screen_records, write_text
 from sdg_data.pagecache import WriteBehind
+from sdg_data.progress import progress_bar
 from sdg_data.records import ImageRecord
 from sdg_data.report import StageReport, stage_files
 from sdg_data.splits import PAPER_TEST_FRACTION, assign_splits
@@ -465,7 +466,6 @@ FAILED_RUN = "failed-run"  # meta/failed-run/: the reports of the last build tha
 
 def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:
     """Write the dataset folder; returns the build summary (also ``meta/build.summary.json``)."""
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     records_path, out = Path(records_path), Path(out_dir)
@@ -477,7 +477,9 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
     report = StageReport("build", read=n_read, rejects=rejects)
     try:
         stream = _prefetched(loaded, cfg)
-        for line, rec, got in tqdm(stream, total=len(loaded), desc="build", unit="img", disable=not progress):
+        for line, rec, got in progress_bar(
+            iterable=stream, total=len(loaded), desc="build", unit="img", enabled=progress
+        ):
             if isinstance(got, ImageError):
                 reason = f"record {rec.image_id!r} field 'image_path': {got}"
                 report.reject(reason, rec.image_id, f"{records_path}:{line}", rec.to_json(), line=line)

@@ -205,8 +205,8 @@ def format_table(report: Mapping[str, Any], title: str = "pred") -> str:
     width = len(cells({label: dict.fromkeys(cols) for label in LABELS})) // 2
     lines = [
         f"{'':<{name_w}} | {'Artifact':^{width - 1}}| {'Misalignment':^{width - 1}}",
-        f"{'':<{name_w}} | " + " | ".join(" ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True))
-                                          for _ in LABELS),  # fmt: skip
+        f"{'':<{name_w}} | "
+        + " | ".join(" ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)) for _ in LABELS),  # fmt: skip
         "-" * (name_w + 3 + 2 * width + 2),
     ]
     counts = report.get("counts", {})

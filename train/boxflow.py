@@ -495,7 +495,7 @@ def build_trainer(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> Trainer:
 
 def train(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> dict[str, Any]:
     """Run (or resume) the training; return the summary written to output_dir/summary.json."""
-    from tqdm.auto import tqdm
+    from sdg_data.progress import progress_bar
 
     trainer = build_trainer(cfg, rcfg)
     out = trainer.out
@@ -507,8 +507,8 @@ def train(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> dict[str, Any]:
         log.info("resumed from %s at step %d", ck, trainer.step)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=cfg.max_steps, initial=trainer.step, desc="boxflow", unit="step",
-               disable=not cfg.progress or not acc.is_main_process)  # fmt: skip
+    bar = progress_bar(total=cfg.max_steps, initial=trainer.step, desc="boxflow", unit="step",
+                       enabled=cfg.progress and acc.is_main_process)  # fmt: skip
     t0 = time.perf_counter()
     try:
         while trainer.step < cfg.max_steps:

@@ -27,6 +27,7 @@ from sdg_data.answer import parse_response
 from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
 from sdg_data.detector_prompt import conversation, template_id
 from sdg_data.jsonl import AppendSink, read_finished, screen_records, write_jsonl
+from sdg_data.progress import progress_bar
 from sdg_data.report import StageReport
 
 
@@ -341,7 +342,6 @@ def _provenance(cfg: DetectConfig) -> dict[str, Any]:
 
 def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[str, Any]:
     """Run the detector over ``source``; returns the summary also written to ``detect.summary.json``."""
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -352,12 +352,12 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
     todo = [it for it in inputs.items if it.image_id not in done]
     meta = _provenance(cfg)
     failures: dict[str, str] = {}
-    bar = tqdm(
+    bar = progress_bar(
         total=len(inputs.items),
         initial=len(inputs.items) - len(todo),
         desc="detect",
         unit="img",
-        disable=not cfg.progress,
+        enabled=cfg.progress,
     )
     sink = AppendSink(pred_path)
     try:

@@ -24,8 +24,10 @@ def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
     s = generate(prompts, out, cfg)
     if "images" not in s:  # a non-zero rank: rank 0 reports
         return
+    dup = s.get("prompts_repeated", 0)
     echo(
-        f"prompts: {s['prompt_rows']} read, {s['prompts_rejected']} rejected; images: {s['images']} of "
+        f"prompts: {s['prompt_rows']} read, {dup} repeats skipped, {s['prompts_rejected'] - dup} rejected; "
+        f"images: {s['images']} of "
         f"{s['planned_images']} planned, {s['failed']} failed; by generator {json.dumps(s['by_generator'])}; "
         f"by split {json.dumps(s['by_split'])}"
     )

@@ -33,6 +33,7 @@ from sdg_data.jsonl import (
     write_json,
     write_jsonl,
 )
+from sdg_data.progress import progress_bar
 from sdg_data.records import ImageRecord
 from sdg_data.report import StageReport
 from sdg_data.splits import PAPER_TEST_FRACTION
@@ -348,7 +349,6 @@ def _use_model_root(cfg: GenerateConfig) -> None:
 
 def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfig) -> dict[str, Any]:
     """Run this rank's share of the plan; rank 0 merges and returns the summary (other ranks return theirs)."""
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -373,7 +373,8 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     stats: dict[str, Any] = {"generated": 0, "skipped_existing": len(mine) - len(todo), "failed": 0, "retries": 0}
     timing: dict[str, float] = defaultdict(float)
     quiet = not cfg.progress or rank != 0
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"generate[{rank}]", unit="img", disable=quiet)
+    bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), desc=f"generate[{rank}]", unit="img",
+                       enabled=not quiet)  # fmt: skip
     try:
         by_gen: dict[str, list[Item]] = defaultdict(list)
         for it in todo:
@@ -591,6 +592,7 @@ def _merge(
     report.extras = {
         "prompt_rows": n_rows,
         "prompts_rejected": len(prompt_rejects),
+        "prompts_repeated": sum("repeats an earlier prompt" in r["reason"] for r in prompt_rejects),
         "prompts_left_out_by_limit": limited_out,
         "prompts_used": n_rows - len(prompt_rejects) - limited_out,
         "planned_images": len(items),
