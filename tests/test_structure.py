@@ -1,5 +1,5 @@
 """The house rules that keep the code changeable: the core imports no stage, settings are declared once, the
-README's file tree is the tree, and the command line is built from the configs."""
+docs/files.md's file tree is the tree, and the command line is built from the configs."""
 
 import ast
 import dataclasses
@@ -126,9 +126,8 @@ def test_sdg_train_relaunches_itself_under_accelerate(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "no such file" in res.output
 
 
-def test_the_readme_file_tree_matches_the_tree():
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Files", 1)[1].split("```", 2)[1]
+def test_the_documented_file_tree_matches_the_tree():
+    block = (ROOT / "docs" / "files.md").read_text().split("```", 2)[1]
     listed = []
     for line in block.splitlines():
         if not line.strip() or line.startswith(" "):
@@ -140,12 +139,12 @@ def test_the_readme_file_tree_matches_the_tree():
             i += 1
             listed.append(tokens[i].rstrip(","))
     missing = [p for p in listed if not any(ROOT.glob(p.rstrip("/")))]
-    assert not missing, f"the README lists paths that do not exist: {missing}"
+    assert not missing, f"docs/files.md lists paths that do not exist: {missing}"
     for path in sorted(ROOT.glob("*/**/*.py")):
         rel = str(path.relative_to(ROOT))
         if rel.startswith(("tests/", "bench/", ".venv")) or path.name == "__init__.py":
             continue
-        assert any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in listed), f"{rel} not in README"
+        assert any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in listed), f"{rel} not in docs/files.md"
 
 
 def test_make_bench_runs_every_bench():
