@@ -195,11 +195,30 @@ h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;paddin
 table.t{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
 table.t th,table.t td{border:1px solid #ddd;padding:.25rem .55rem;text-align:right}
 table.t th{background:#f4f4f4} table.t td:first-child,table.t th:first-child{text-align:left}
-.plots{display:flex;flex-wrap:wrap;gap:1rem} .plots figure{margin:0}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:.8rem}
-.gallery figure{margin:0;border:1px solid #ddd;padding:.3rem;background:#fafafa}
-.gallery img{width:100%;height:auto} figcaption{font-size:.8rem;color:#555}
+.plots figure{margin:1rem 0} .plots img{width:100%;height:auto}
+.filters{margin:.6rem 0} .filters label{margin-right:1.2rem;font-size:.9rem}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.8rem}
+.card{margin:0;border:1px solid #ddd;padding:.4rem;background:#fafafa}
+.card img{width:100%;height:auto;cursor:zoom-in} figcaption{font-size:.85rem;color:#333}
+.meta{color:#777;font-size:.78rem} .cap{font-style:italic;margin:.2rem 0}
+ol{margin:.3rem 0;padding-left:1.3rem} li.clean{list-style:none;margin-left:-1.3rem;color:#2a7}
+.full{display:none} .full:target{display:block;position:fixed;inset:0;background:rgba(0,0,0,.88);overflow:auto;
+ padding:1.5rem;z-index:9;color:#eee} .full img{max-width:100%;height:auto;display:block;margin:0 auto}
+.full .close{color:#fff;float:right;font-size:1.1rem}
 .note{color:#666;font-size:.9rem}
+"""
+_FILTER_JS = """
+const sel = [...document.querySelectorAll('select[data-filter]')];
+function apply() {
+  const want = Object.fromEntries(sel.map(s => [s.dataset.filter, s.value]));
+  for (const c of document.querySelectorAll('.card')) {
+    const ok = (!want.generator || c.dataset.generator === want.generator)
+      && (!want.split || c.dataset.split === want.split)
+      && (!want.label || c.dataset.labels.split(' ').includes(want.label));
+    c.style.display = ok ? '' : 'none';
+  }
+}
+sel.forEach(s => s.addEventListener('change', apply));
 """
 
 
@@ -274,10 +293,13 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+THUMB_SIDE, FULL_SIDE = 420, 1024  # gallery thumbnails and the full view, in pixels (the longer side)
+
+
 def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed: int = 0) -> list[dict[str, str]]:
     """Sample images per generator (a fixed seed; clean ones included when there are any) drawn with their boxes,
     as embedded JPEG thumbnails."""
-    from sdg_data.viz import draw_record, iter_images
+    from sdg_data.viz import draw_boxes, iter_images
 
     # one pass, a reservoir per generator (and one clean image each): memory holds a few images per generator,
     # however large the dataset
@@ -304,19 +326,66 @@ def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed
         if gen in clean and not any(not r.defects for r, _ in chosen):
             chosen[-1] = clean[gen]  # a clean one too: what the annotators left alone matters
         for rec, im in chosen:
-            drawn = draw_record(im, rec)
-            drawn.thumbnail((520, 900))
-            buf = io.BytesIO()
-            drawn.save(buf, format="JPEG", quality=85)
-            out.append({"generator": gen, "image_id": rec.image_id, "boxes": str(len(rec.defects)),
-                        "src": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()})  # fmt: skip
+            full = draw_boxes(_upscaled(im.convert("RGB"), FULL_SIDE), rec.defects)
+            thumb = full.copy()
+            thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            labels = sorted({d.label for d in rec.defects}) or ["clean"]
+            out.append({"generator": gen, "image_id": rec.image_id, "split": rec.split or "", "labels": labels,
+                        "caption": rec.caption or "", "record": rec, "thumb": _jpeg(thumb),
+                        "full": _jpeg(full, 90)})  # fmt: skip
     return out
 
 
+def _upscaled(im: Any, side: int) -> Any:
+    """Small images upscaled (nearest) so boxes and numbers stay legible; large ones shrunk to ``side``."""
+    from PIL import Image
+
+    k = side / max(im.size)
+    if k < 1:
+        im = im.copy()
+        im.thumbnail((side, side))
+        return im
+    return im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.NEAREST)
+
+
+def _jpeg(im: Any, quality: int = 85) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _card(k: int, g: dict[str, Any]) -> str:
+    """One gallery card: the thumbnail (opens the full image with its boxes, no script needed), the caption and
+    each defect as text, in the reader's own fonts, so any script shows."""
+    esc = html.escape
+    rec = g["record"]
+    items = "".join(
+        f"<li><b>{esc(d.label)}</b>{'' if d.importance is None else f' ({d.importance})'}: {esc(d.description)}</li>"
+        for d in rec.defects
+    )
+    items = items or "<li class='clean'>clean: no defect</li>"
+    return (
+        f"<figure class='card' data-generator='{esc(g['generator'])}' data-split='{esc(g['split'])}' "
+        f"data-labels='{esc(' '.join(g['labels']))}'>"
+        f"<a href='#full-{k}'><img src='{g['thumb']}' alt='{esc(g['image_id'])}'></a>"
+        f"<figcaption><div class='meta'>{esc(g['generator'])} &middot; {esc(g['image_id'])}"
+        f"{' &middot; ' + esc(g['split']) if g['split'] else ''}</div><div class='cap'>{esc(g['caption'])}</div>"
+        f"<ol>{items}</ol></figcaption></figure>"
+        f"<div class='full' id='full-{k}'><a href='#gallery' class='close'>close</a>"
+        f"<img src='{g['full']}' alt='{esc(g['image_id'])} with its boxes'><ol>{items}</ol></div>"
+    )
+
+
 def _table(df, caption: str) -> str:
+    """A table with its row labels as an ordinary first column (no empty index-name row above the header)."""
     if df is None or len(df) == 0:
         return f"<h3>{html.escape(caption)}</h3><p class='note'>none</p>"
-    return f"<h3>{html.escape(caption)}</h3>" + df.to_html(classes="t", border=0, float_format=lambda v: f"{v:,.4g}")
+    df = df.copy()
+    df.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in df.columns]
+    names = [n or "" for n in df.index.names]
+    df = df.reset_index(names=names if any(names) else [""] * len(names))
+    return f"<h3>{html.escape(caption)}</h3>" + df.to_html(classes="t", border=0, index=False,
+                                                            float_format=lambda v: f"{v:,.4g}")  # fmt: skip
 
 
 def report_html(s: dict[str, Any]) -> str:
@@ -349,11 +418,15 @@ def report_html(s: dict[str, Any]) -> str:
         tables.append(_table(None, "Rejects by stage and reason"))
     plots = "".join(f"<figure><img src='{src}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption>"
                     f"</figure>" for t, src in _plots(s))  # fmt: skip
-    cards = "".join(
-        f"<figure><img src='{g['src']}' alt='{html.escape(g['image_id'])}'><figcaption>{html.escape(g['generator'])}"
-        f" &middot; {html.escape(g['image_id'])} &middot; {g['boxes']} box(es)</figcaption></figure>"
-        for g in gallery(s["_raw"]["folder"])
-    )
+    shown = gallery(s["_raw"]["folder"])
+    cards = "".join(_card(k, g) for k, g in enumerate(shown))
+
+    def choices(name: str, values) -> str:
+        opts = "".join(f"<option value='{html.escape(v)}'>{html.escape(v)}</option>" for v in sorted(set(values)) if v)
+        return f"<label>{name} <select data-filter='{name}'><option value=''>all</option>{opts}</select></label>"
+
+    filters = (choices("generator", [g["generator"] for g in shown]) + choices("label", ["artifact", "misalignment",
+               "clean"]) + choices("split", [g["split"] for g in shown]))  # fmt: skip
     head = (
         f"{s['images']} images ({', '.join(f'{k}: {v}' for k, v in s['splits'].items())}); "
         f"{sum(s['defects'].values())} defects; importance mean {s['importance_mean']}; "
@@ -363,9 +436,10 @@ def report_html(s: dict[str, Any]) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>SDG dataset report</title>"
         f"<style>{_CSS}</style></head><body><h1>SDG dataset report</h1><p class='note'>{html.escape(head)}</p>"
         f"<h2>Tables</h2>{''.join(tables)}<h2>Plots</h2><div class='plots'>{plots}</div>"
-        f"<h2>Gallery</h2><p class='note'>Up to {GALLERY_PER_GENERATOR} images per generator (fixed seed), boxes "
-        f"drawn as in sdg viz; red: artifact, blue: misalignment.</p><div class='gallery'>{cards}</div>"
-        "</body></html>"
+        f"<h2 id='gallery'>Gallery</h2><p class='note'>Up to {GALLERY_PER_GENERATOR} images per generator (fixed "
+        f"seed), boxes numbered as in the lists (red: artifact, blue: misalignment); click an image for its full size."
+        f"</p><div class='filters'>{filters}</div><div class='gallery'>{cards}</div>"
+        f"<script>{_FILTER_JS}</script></body></html>"
     )
 
 
