@@ -21,8 +21,9 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
     Finished records are cached under OUT/cache: rerunning after a crash sends only what is missing.
     """
     from distill.runner import distill_file
+    from sdg_data.viz import records_input
 
-    s = distill_file(records, out, cfg)
+    s = distill_file(records_input(records, out / "source"), out, cfg)  # a dataset folder: its images written out
     echo(
         f"read {s['read']}: distilled {s['distilled']}, rejected {s['rejected']} {s['rejected_by_stage']}; "
         f"{s['from_cache']} from cache, {s['this_run']['requests']} requests this run, "

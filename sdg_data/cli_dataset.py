@@ -23,9 +23,18 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
 
     Usage: sdg build work/distill/distilled.jsonl --out work/dataset --image-root work
     """
-    from sdg_data.build import build_dataset
+    import tempfile
 
-    s = build_dataset(records, out, cfg)
+    from sdg_data.build import build_dataset
+    from sdg_data.jsonl import input_kind
+    from sdg_data.viz import records_input
+
+    if input_kind(records) == "dataset":  # rebuild from a dataset (other jitter, split): its records written out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.source-") as tmp:
+            s = build_dataset(records_input(records, tmp), out, cfg)
+    else:
+        s = build_dataset(records, out, cfg)
     for w in s.get("warnings", []):
         typer.secho(printable(f"warning: {w}"), fg=typer.colors.YELLOW, err=True)
     echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")

@@ -97,8 +97,15 @@ def run_validate(cfg: ValidateConfig, records: Path) -> None:
 
     many = records.name.endswith(".all.jsonl") if cfg.per_annotation is None else cfg.per_annotation
     recs, bad = [], []
-    for _, got in check_records(records, order=cfg.box_order, unique=not many):
-        (bad if isinstance(got, str) else recs).append(got)
+    from sdg_data.jsonl import input_kind
+
+    if records.is_dir() and input_kind(records) == "dataset":  # a built dataset: every split's records as stored
+        from sdg_data.arrow import dataset_shards, read_parquet_records
+
+        recs = [r for shard in dataset_shards(records, "annotations") for r in read_parquet_records(shard)]
+    else:
+        for _, got in check_records(records, order=cfg.box_order, unique=not many):
+            (bad if isinstance(got, str) else recs).append(got)
     if not recs and not bad:
         raise InputError(f"{records}: no records (an empty file)")
     for line in bad[:VALIDATE_SHOWN]:

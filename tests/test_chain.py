@@ -79,6 +79,11 @@ def test_the_readme_chain_runs_on_defaults_from_one_folder(tmp_path, tiny_pipeli
     _run(work, "refine", "ds", "--out", "refine", "--backend", "dry-run")
     _run(work, "refine", "dist/distilled.jsonl", "--out", "refine2", "--backend", "dry-run")
     assert (work / "ds" / "report.html").is_file() and (work / "ann" / "records.report.html").is_file()
+    # a built dataset is an input like a records file: validate it, distill it again, rebuild it
+    _run(work, "validate", "ds")
+    _run(work, "distill", "ds", "--out", "dist-again")
+    _run(work, "build", "ds", "--out", "ds-again")
+    assert json.loads((work / "ds-again" / "meta" / "build.summary.json").read_text())["built"] == 4
 
 
 def test_a_vouch_is_bound_to_its_file_and_this_machine(tmp_path, monkeypatch):
