@@ -222,7 +222,8 @@ def load_embedder(spec: str | None, **kwargs) -> CachedEmbedder | None:
         return CachedEmbedder(LexicalEmbedder())  # model options do not apply
     from sdg_data.hub import require_model
 
-    require_model(spec, "--embedder", "embedder")  # in seconds; 'lexical' and 'none' need no model
+    offline = "or use --embedder lexical (offline, not comparable with the paper) or --embedder none"
+    require_model(spec, "--embedder", "embedder", also=offline)  # in seconds; 'lexical' and 'none' need no model
     try:
         return CachedEmbedder(TransformersEmbedder(spec, **kwargs))
     except OSError as exc:

@@ -46,22 +46,25 @@ def _hub_reachable(timeout_s: float = 4.0) -> bool:
         return False
 
 
-def require_model(model: str, flag: str, what: str = "model") -> None:
+def require_model(model: str, flag: str, what: str = "model", also: str = "") -> None:
     """Return when ``model`` is a local folder, a cached Hub id, or a Hub id the Hub can serve now; otherwise raise
-    one OSError line saying how to get it and which flag takes a local folder."""
+    one OSError line saying how to get it and which flag takes a local folder (``also``: other ways out)."""
+    also = f"; {also}" if also else ""
     if Path(model).expanduser().is_dir():
         return
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise OSError(f"{what} {model!r}: no such folder (give {flag} an existing folder or a Hub id)")
+        raise OSError(f"{what} {model!r}: no such folder (give {flag} an existing folder or a Hub id){also}")
     from huggingface_hub import try_to_load_from_cache
 
     try:
         cached = try_to_load_from_cache(model, "config.json") or try_to_load_from_cache(model, "model_index.json")
     except ValueError:  # not a valid repo id
-        raise OSError(f"{what} {model!r}: neither a folder nor a Hub model id (give {flag} a local folder)") from None
+        raise OSError(
+            f"{what} {model!r}: neither a folder nor a Hub model id (give {flag} a local folder){also}"
+        ) from None
     if isinstance(cached, str):
         return
-    how = f"download it where the Hub is reachable (hf download {model}) or give {flag} a local folder"
+    how = f"download it where the Hub is reachable (hf download {model}) or give {flag} a local folder{also}"
     if _offline():
         raise OSError(f"{what} {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {how}")
     if not _hub_reachable():

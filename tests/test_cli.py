@@ -67,7 +67,7 @@ def test_validate(tmp_path):
 def test_unavailable_embedder_is_a_clear_error(tmp_path):
     res = demo("eval", "--embedder", str(tmp_path / "no-such-model"))
     assert res.exit_code == 2
-    assert "cannot load embedder" in res.output and "--embedder lexical" in res.output
+    assert "no such folder" in res.output and "--embedder lexical" in res.output
 
 
 @pytest.mark.parametrize(

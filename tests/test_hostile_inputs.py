@@ -186,6 +186,10 @@ def test_every_reader_gives_one_line_with_file_line_and_reason(tmp_path, cmd, ca
     assert res.exit_code == 2, res.output
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
     lines = [x for x in res.output.splitlines() if x.strip()]
+    if cmd == "validate":  # validate reads on: each bad line (file:line: reason), then the counts
+        assert len(lines) == 2 and lines[0].startswith(f"{bad}:2: ") and why in lines[0], res.output
+        assert lines[1].endswith("1 of 2 lines bad"), res.output
+        return
     assert len(lines) == 1 and lines[0].startswith("error: "), res.output
     assert "bad.jsonl:2: " in lines[0]
     assert why in lines[0], lines[0]
