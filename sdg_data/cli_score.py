@@ -50,6 +50,10 @@ def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
 
     report = evaluate_files(gt, pred, out, cfg)
     echo(format_table(report, title=pred.stem))
+    if "ap" in report:
+        from sdg_data.ap import format_ap
+
+        echo(format_ap(report["ap"]))
     p = report["predictions"]
     echo(
         f"predictions: {p['lines']} lines, {p['format_failures']} format failures "

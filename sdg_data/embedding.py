@@ -198,6 +198,11 @@ class CachedEmbedder:
             cache.popitem(last=False)
         return out
 
+    def cosine_matrix(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """Cosine of every ``a[i]`` with every ``b[j]`` (the vectors are unit length)."""
+        va, vb = self.encode(list(a)).astype(np.float64), self.encode(list(b)).astype(np.float64)
+        return va @ vb.T
+
     def pair_cosines(self, a: Sequence[str], b: Sequence[str], chunk: int = 4096) -> np.ndarray:
         """Cosine of ``a[i]`` with ``b[i]`` for every i: one encode call for both sides of each ``chunk`` pairs,
         so memory stays bounded (100K images' pairs are never all held as vectors at once)."""

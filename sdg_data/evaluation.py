@@ -56,6 +56,8 @@ class EvalConfig:
     """Descriptions per embedder call."""
     embed_max_length: Positive = 256
     """Tokens kept of each description."""
+    ap: bool = True
+    """Also COCO AP (pycocotools, importance as the score) and joint box + description AP, beside the paper's."""
 
 
 @dataclass
@@ -287,6 +289,10 @@ def evaluate_files(
     require_shared_ids(gt, preds, stats, pred_path)
     embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
     report = evaluate(gt, preds, cfg, embedder)
+    if cfg.ap:
+        from sdg_data.ap import ap_report
+
+        report["ap"] = ap_report(gt, preds, embedder)
     report["predictions"] = stats
     if out_path:
         write_json(out_path, report)
