@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from sdg_data.cli_kit import arg, config_command, echo, opt, out_option, param
+from sdg_data.cli_kit import arg, config_command, echo, guarded, opt, out_option, param
 from sdg_data.evaluation import EvalConfig
 from sdg_data.importers.richhf import ImageLevelConfig
 from sdg_data.importers.sdg30k import ImportConfig
@@ -54,6 +54,12 @@ def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
         from sdg_data.ap import format_ap
 
         echo(format_ap(report["ap"]))
+    if "bootstrap" in report:
+        b = report["bootstrap"]
+        echo(f"{b['level']:.0%} intervals over {b['n']} bootstrap draws of the images:")
+        for label in (k for k in b if isinstance(b[k], dict)):
+            cells = ", ".join(f"{m} [{v[0]:.3f}, {v[1]:.3f}]" for m, v in b[label].items() if v is not None)
+            echo(f"  {label}: {cells}")
     p = report["predictions"]
     echo(
         f"predictions: {p['lines']} lines, {p['format_failures']} format failures "
@@ -174,6 +180,29 @@ def sdg30k_params() -> list:
     return [src, out_option("Records JSONL to write."), rejects]
 
 
+def compare_cmd(
+    a: Annotated[Path, typer.Argument(help="The first run's report (sdg eval --out A.json), the reference.")],
+    b: Annotated[Path, typer.Argument(help="The second run's report, scored on the same ground truth.")],
+    draws: Annotated[int, typer.Option("--draws", min=1, help="Paired bootstrap draws.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the draws.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the comparison as JSON.")] = None,
+) -> None:
+    """Compare two sdg eval runs: B minus A for every SDG-Eval metric, with paired bootstrap intervals over the
+    images both scored, so you can say whether GRPO beat SFT on your data.
+
+    Usage: sdg compare runs/sft-eval.json runs/grpo-eval.json
+    """
+    from sdg_data.evaluation import compare, format_compare
+
+    c = compare(a, b, draws, seed)
+    echo(format_compare(c))
+    if out:
+        from sdg_data.jsonl import write_json
+
+        write_json(out, c)
+        echo(f"report: {out}")
+
+
 def register(app: typer.Typer) -> None:
     out_opt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the JSON report.")]
     config_command(app, "eval", EvalConfig, run_eval, [GT, PRED, param("out", out_opt, None)], extra="embed")
@@ -182,6 +211,7 @@ def register(app: typer.Typer) -> None:
     config_command(
         app, "reward", RewardConfig, run_reward, [GT, PRED, param("out", reward_out), embedder], extra="embed"
     )
+    app.command("compare")(guarded(compare_cmd))
     records = arg("records", Path, "A records JSONL file to check against the data contract.")
     config_command(app, "validate", ValidateConfig, run_validate, [records])
     config_command(app, "import-sdg30k", ImportConfig, run_import, sdg30k_params(), hidden=True)  # the old name

@@ -25,7 +25,7 @@ import numpy as np
 
 from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
 from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
-from sdg_data.config import Positive
+from sdg_data.config import Count, Positive
 from sdg_data.embedding import CachedEmbedder
 from sdg_data.matching import MatchMethod, match
 from sdg_data.records import LABELS, Defect, ImageRecord
@@ -58,6 +58,50 @@ class EvalConfig:
     """Tokens kept of each description."""
     ap: bool = True
     """Also COCO AP (pycocotools, importance as the score) and joint box + description AP, beside the paper's."""
+    bootstrap: Count = 0
+    """Resample the images this many times for 95% intervals of every SDG-Eval metric (0: none; 1000 is usual)."""
+    seed: Count = 0
+    """Seeds the bootstrap."""
+
+
+# Per image and label, the sums every SDG-Eval metric is a ratio of (so a bootstrap resamples images and adds).
+FIELDS = ("tp", "fp", "fn", "tn", "n_gt", "n_pred", "m0.1", "m0.5", "pairs", "cos_sum", "imp_n", "imp_sum")
+F = {name: k for k, name in enumerate(FIELDS)}
+HEADLINE = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "ImpAcc@0.1")
+
+
+def metrics_from_sums(sums: np.ndarray, has_cos: bool) -> dict[str, float | None]:
+    """The headline metrics of one label from its summed fields (one row of ``FIELDS``)."""
+
+    def ratio(a: float, b: float) -> float | None:
+        return float(a / b) if b else None
+
+    x = dict(zip(FIELDS, sums, strict=True))
+    return {
+        "DetTypeF1": ratio(2 * x["tp"], 2 * x["tp"] + x["fp"] + x["fn"]),
+        "ClnAcc": ratio(x["tn"], x["tn"] + x["fp"]),
+        "BoxF1@0.1": ratio(2 * x["m0.1"], x["n_gt"] + x["n_pred"]),
+        "BoxF1@0.5": ratio(2 * x["m0.5"], x["n_gt"] + x["n_pred"]),
+        "DescCos@0.1": ratio(x["cos_sum"], x["pairs"]) if has_cos else None,
+        "ImpAcc@0.1": ratio(x["imp_sum"], x["imp_n"]),
+    }
+
+
+def bootstrap(per_image: Mapping[str, Any], n: int, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Percentile intervals of every headline metric, per label, resampling images with replacement ``n`` times."""
+    sums = np.asarray(per_image["sums"], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {lab: {m: [] for m in HEADLINE} for lab in per_image["labels"]}
+    for _ in range(n):
+        w = np.bincount(rng.integers(0, len(sums), len(sums)), minlength=len(sums)).astype(np.float64)
+        total = np.einsum("i,ilf->lf", w, sums)
+        for k, lab in enumerate(per_image["labels"]):
+            for m, v in metrics_from_sums(total[k], per_image["has_cos"]).items():
+                if v is not None:
+                    draws[lab][m].append(v)
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {lab: {m: ([float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else None)
+                  for m, v in ms.items()} for lab, ms in draws.items()} | {"n": n, "level": level}  # fmt: skip
 
 
 @dataclass
@@ -130,11 +174,13 @@ def evaluate(
     imp_score: list[float] = []
     images_by_gen: dict[str, int] = defaultdict(int)
 
-    for rec in gt:
+    per_image = np.zeros((len(gt), len(LABELS), len(FIELDS)), dtype=np.float64)
+    image_pairs: list[tuple[int, int, list[int]]] = []  # (image, label, pair indices) for the cosine sums
+    for n_img, rec in enumerate(gt):
         images_by_gen[rec.generator or "unknown"] += 1
         pred = preds.get(rec.image_id, ())
         accs = (groups["__all__"], groups[rec.generator or "unknown"])
-        for label in LABELS:
+        for k_label, label in enumerate(LABELS):
             g = [d for d in rec.defects if d.label == label]
             p = [d for d in pred if d.label == label]
             pairs: list[tuple[int, int, float]] = []
@@ -167,9 +213,29 @@ def evaluate(
                     for t in THRESHOLDS:
                         label_acc.matched[t] += sum(1 for _, _, v in pairs if v + _TOL >= t)
                     label_acc.pair_idx.extend(new_idx)
+            row = per_image[n_img, k_label]
+            row[F["tp"]], row[F["fp"]], row[F["fn"]], row[F["tn"]] = (
+                bool(g and p),
+                bool(p and not g),
+                bool(g and not p),
+                not (g or p),
+            )
+            if in_scope:
+                row[F["n_gt"]], row[F["n_pred"]] = len(g), len(p)
+                for t in THRESHOLDS:
+                    row[F[f"m{t}"]] = sum(1 for _, _, v in pairs if v + _TOL >= t)
+                image_pairs.append((n_img, k_label, new_idx))
 
     cos = embedder.pair_cosines(gt_desc, pred_desc) if embedder is not None else None
     imp = np.asarray(imp_score, dtype=np.float64)
+    for n_img, k_label, idx in image_pairs:
+        row = per_image[n_img, k_label]
+        row[F["pairs"]] = len(idx)
+        if cos is not None and idx:
+            row[F["cos_sum"]] = float(cos[idx].sum())
+        vals = imp[idx] if idx else imp[:0]
+        vals = vals[~np.isnan(vals)]
+        row[F["imp_n"]], row[F["imp_sum"]] = vals.size, float(vals.sum())
 
     def block(accs: dict[str, _Acc]) -> dict[str, Any]:
         return {label: accs[label].metrics(cos, imp) for label in LABELS}
@@ -180,6 +246,8 @@ def evaluate(
     report["counts"] = {label: overall[label].counts() for label in LABELS}
     report["counts"]["images"] = len(gt)
     report["counts"]["by_generator"] = dict(sorted(images_by_gen.items()))
+    report["per_image"] = {"image_ids": [r.image_id for r in gt], "fields": list(FIELDS), "labels": list(LABELS),
+                           "has_cos": cos is not None, "sums": per_image}  # fmt: skip
     report["config"] = {
         "match": cfg.match,
         "box_scope": cfg.box_scope,
@@ -294,6 +362,91 @@ def evaluate_files(
 
         report["ap"] = ap_report(gt, preds, embedder)
     report["predictions"] = stats
+    per_image = report.pop("per_image")
+    if cfg.bootstrap:
+        report["bootstrap"] = bootstrap(per_image, cfg.bootstrap, cfg.seed)
     if out_path:
+        out_path = Path(out_path)
+        side = out_path.with_name(out_path.stem + ".per_image.npz")
+        write_per_image(side, per_image)
+        report["per_image_file"] = side.name  # what sdg compare pairs two runs by
         write_json(out_path, report)
     return report
+
+
+def write_per_image(path: Path, per_image: Mapping[str, Any]) -> None:
+    """The per-image sums beside the report (compact; a paired comparison of two runs reads them)."""
+    import io
+
+    from sdg_data.jsonl import write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image_ids=np.asarray(per_image["image_ids"], dtype=str), sums=per_image["sums"],
+                        has_cos=np.asarray(per_image["has_cos"]), labels=np.asarray(per_image["labels"]))  # fmt: skip
+    write_bytes(path, buf.getvalue())
+
+
+def read_per_image(report_path: str | Path) -> dict[str, Any]:
+    """A report's per-image sums (``sdg eval --out`` writes them beside the report)."""
+    import json
+
+    report_path = Path(report_path)
+    name = json.loads(report_path.read_text(encoding="utf-8")).get("per_image_file")
+    if not isinstance(name, str) or "/" in name or not (report_path.parent / name).is_file():
+        raise ValueError(f"{report_path}: no per-image file beside it (rerun sdg eval with --out to write one)")
+    with np.load(report_path.parent / name, allow_pickle=False) as z:
+        return {"image_ids": z["image_ids"].tolist(), "sums": z["sums"], "has_cos": bool(z["has_cos"]),
+                "labels": z["labels"].tolist(), "fields": list(FIELDS)}  # fmt: skip
+
+
+def compare(a: str | Path, b: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """B minus A for every headline metric, with a paired bootstrap over the images both runs scored: each draw
+    resamples the shared images once and recomputes both runs on it, so image difficulty cancels out."""
+    pa, pb = read_per_image(a), read_per_image(b)
+    idx_b = {iid: k for k, iid in enumerate(pb["image_ids"])}
+    shared = [(k, idx_b[iid]) for k, iid in enumerate(pa["image_ids"]) if iid in idx_b]
+    if not shared:
+        raise ValueError(f"{a} and {b} share no image: compare runs scored on the same ground truth")
+    sa = pa["sums"][[i for i, _ in shared]]
+    sb = pb["sums"][[j for _, j in shared]]
+    has_cos = pa["has_cos"] and pb["has_cos"]
+    rng = np.random.default_rng(seed)
+    labels = pa["labels"]
+    point = {lab: {} for lab in labels}
+    for k, lab in enumerate(labels):
+        ma, mb = metrics_from_sums(sa[:, k].sum(0), has_cos), metrics_from_sums(sb[:, k].sum(0), has_cos)
+        point[lab] = {m: (ma[m], mb[m]) for m in HEADLINE}
+    diffs: dict[str, dict[str, list[float]]] = {lab: {m: [] for m in HEADLINE} for lab in labels}
+    for _ in range(n):
+        w = np.bincount(rng.integers(0, len(shared), len(shared)), minlength=len(shared)).astype(np.float64)
+        ta, tb = np.einsum("i,ilf->lf", w, sa), np.einsum("i,ilf->lf", w, sb)
+        for k, lab in enumerate(labels):
+            ma, mb = metrics_from_sums(ta[k], has_cos), metrics_from_sums(tb[k], has_cos)
+            for m in HEADLINE:
+                if ma[m] is not None and mb[m] is not None:
+                    diffs[lab][m].append(mb[m] - ma[m])
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out: dict[str, Any] = {"a": str(a), "b": str(b), "images": len(shared), "n": n, "level": level, "metrics": {}}
+    for lab in labels:
+        for m in HEADLINE:
+            va, vb = point[lab][m]
+            d = diffs[lab][m]
+            ci = [float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d else None
+            out["metrics"][f"{lab}/{m}"] = {"a": va, "b": vb, "diff": None if va is None or vb is None else vb - va,
+                                            "ci": ci, "clear": bool(ci and (ci[0] > 0 or ci[1] < 0))}  # fmt: skip
+    return out
+
+
+def format_compare(c: Mapping[str, Any]) -> str:
+    def f(v) -> str:
+        return f"{v:8.3f}" if v is not None else f"{'-':>8}"
+
+    lines = [f"B - A over {c['images']} shared images ({c['n']} paired bootstrap draws, {c['level']:.0%} intervals)",
+             f"  A: {c['a']}", f"  B: {c['b']}",
+             f"{'metric':<28}{'A':>9}{'B':>9}{'B - A':>9}   interval"]  # fmt: skip
+    for name, v in c["metrics"].items():
+        ci = "-" if v["ci"] is None else f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+        mark = "  *" if v["clear"] else ""
+        lines.append(f"{name:<28}{f(v['a'])} {f(v['b'])} {f(v['diff'])}   {ci}{mark}")
+    lines.append("* the interval excludes 0: B and A differ on this metric beyond resampling noise")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import pytest
 
 from sdg_data.embedding import CachedEmbedder
 from sdg_data.evaluation import EvalConfig, evaluate, evaluate_files, format_table, index_predictions
-from sdg_data.records import ImageRecord
+from sdg_data.records import LABELS, ImageRecord
 from tests.conftest import TableEmbedder, defect
 
 
@@ -187,3 +187,43 @@ def test_bad_prediction_lines_name_line_and_field():
         )
     with pytest.raises(ValueError, match="need 'defects' or 'response'"):
         index_predictions([(1, {"image_id": "a"})], EvalConfig(), "pred")
+
+
+def test_per_image_sums_give_back_every_reported_metric_and_the_intervals_hold_them(tmp_path):
+    """The bootstrap resamples per-image sums: added over all images they must reproduce the report exactly, and
+    each interval must hold its point value."""
+    from sdg_data.evaluation import HEADLINE, bootstrap, metrics_from_sums
+    from tests.conftest import DEMO
+
+    cfg = EvalConfig(embedder="lexical", bootstrap=300)
+    r = evaluate_files(DEMO / "gt.jsonl", DEMO / "pred.jsonl", tmp_path / "e.json", cfg)
+    from sdg_data.evaluation import read_per_image
+
+    per = read_per_image(tmp_path / "e.json")
+    total = per["sums"].sum(axis=0)
+    for k, label in enumerate(LABELS):
+        again = metrics_from_sums(total[k], per["has_cos"])
+        for m in HEADLINE:
+            assert again[m] == pytest.approx(r[label][m]) if r[label][m] is not None else again[m] is None, (label, m)
+            ci = r["bootstrap"][label][m]
+            if ci is not None and r[label][m] is not None:
+                assert ci[0] - 1e-9 <= r[label][m] <= ci[1] + 1e-9, (label, m, ci, r[label][m])
+    assert bootstrap(per, 50, seed=1) == bootstrap(per, 50, seed=1)  # seeded
+
+
+def test_compare_is_paired_and_says_when_a_difference_is_clear(tmp_path):
+    from sdg_data.evaluation import compare
+    from tests.conftest import DEMO
+
+    cfg = EvalConfig(embedder="none")
+    evaluate_files(DEMO / "gt.jsonl", DEMO / "pred.jsonl", tmp_path / "a.json", cfg)
+    same = compare(tmp_path / "a.json", tmp_path / "a.json", n=200)
+    assert all(v["diff"] in (0, None) and not v["clear"] for v in same["metrics"].values())
+    # B predicts the ground truth itself: better on every box metric, and clearly so on artifact boxes
+    evaluate_files(DEMO / "gt.jsonl", DEMO / "gt.jsonl", tmp_path / "b.json", cfg)
+    c = compare(tmp_path / "a.json", tmp_path / "b.json", n=400)
+    assert c["images"] == 8 and c["metrics"]["artifact/BoxF1@0.1"]["diff"] > 0
+    assert c["metrics"]["artifact/BoxF1@0.5"]["b"] == 1.0 and c["metrics"]["artifact/BoxF1@0.5"]["clear"]
+    (tmp_path / "c.json").write_text(json.dumps({"per_image_file": "../x.npz"}))
+    with pytest.raises(ValueError, match="no per-image file"):
+        compare(tmp_path / "a.json", tmp_path / "c.json")
