@@ -150,19 +150,49 @@ class LexicalEmbedder:
 
     def __init__(self, dim: int = 1024):
         self.dim = dim
+        # every distinct word seen, as an id, and its features (the word, weight 1, and its padded character
+        # trigrams, 0.5 each) as buckets in one flat table: descriptions reuse a small vocabulary, so each word is
+        # hashed once and a text costs a dictionary lookup per word
+        self._ids: dict[str, int] = {}
+        self._flat_buckets: list[int] = []
+        self._flat_weights: list[float] = []
+        self._starts: list[int] = []
+        self._lens: list[int] = []
 
     def _bucket(self, feature: str) -> int:
         return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little") % self.dim
 
+    def _add(self, word: str) -> int:
+        padded = f"#{word}#"
+        feats = ["w:" + word, *("c:" + padded[k : k + 3] for k in range(len(padded) - 2))]
+        self._starts.append(len(self._flat_buckets))
+        self._lens.append(len(feats))
+        self._flat_buckets.extend(self._bucket(f) for f in feats)
+        self._flat_weights.extend([1.0] + [0.5] * (len(feats) - 1))
+        self._ids[word] = len(self._ids)
+        return self._ids[word]
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in self._token.findall(text.lower()):
-                out[row, self._bucket("w:" + word)] += 1.0
-                padded = f"#{word}#"
-                for k in range(len(padded) - 2):
-                    out[row, self._bucket("c:" + padded[k : k + 3])] += 0.5
-        return _normalize(out)
+        """Count vectors of every text, summed in one ``np.bincount`` over all their features, then unit length."""
+        ids, counts = [], []
+        get, find = self._ids.get, self._token.findall
+        for text in texts:
+            words = find(text.lower())
+            ids.extend(i if (i := get(w)) is not None else self._add(w) for w in words)
+            counts.append(len(words))
+        n = len(texts)
+        if not ids:
+            return np.zeros((n, self.dim), dtype=np.float32)
+        word = np.asarray(ids, dtype=np.int64)
+        row = np.repeat(np.arange(n, dtype=np.int64), counts)
+        lens = np.asarray(self._lens, dtype=np.int64)[word]
+        starts = np.asarray(self._starts, dtype=np.int64)[word]
+        ends = np.cumsum(lens)
+        pos = np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]), dtype=np.int64)
+        buckets = np.asarray(self._flat_buckets, dtype=np.int64)[pos] + np.repeat(row, lens) * self.dim
+        weights = np.asarray(self._flat_weights, dtype=np.float64)[pos]
+        flat = np.bincount(buckets, weights=weights, minlength=n * self.dim)
+        return _normalize(flat.reshape(n, self.dim).astype(np.float32))
 
 
 class CachedEmbedder:
@@ -197,11 +227,6 @@ class CachedEmbedder:
         while len(cache) > limit:
             cache.popitem(last=False)
         return out
-
-    def cosine_matrix(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        """Cosine of every ``a[i]`` with every ``b[j]`` (the vectors are unit length)."""
-        va, vb = self.encode(list(a)).astype(np.float64), self.encode(list(b)).astype(np.float64)
-        return va @ vb.T
 
     def pair_cosines(self, a: Sequence[str], b: Sequence[str], chunk: int = 4096) -> np.ndarray:
         """Cosine of ``a[i]`` with ``b[i]`` for every i: one encode call for both sides of each ``chunk`` pairs,

@@ -38,6 +38,25 @@ def test_coco_ap_by_hand():
     assert coco_ap(_gt(), {})["artifact"]["AP"] == 0.0
 
 
+def test_faster_coco_eval_gives_pycocotools_numbers():
+    rng = np.random.default_rng(1)
+    gt, preds = [], {}
+    for k in range(40):
+        boxes = []
+        for _ in range(int(rng.integers(0, 4))):
+            x0, y0 = rng.integers(0, 900, 2)
+            boxes.append(_d((x0, y0, x0 + rng.integers(5, 100), y0 + rng.integers(5, 100)), 50,
+                            str(rng.choice(["artifact", "misalignment"]))))  # fmt: skip
+        gt.append(ImageRecord(image_id=f"i{k}", defects=boxes))
+        preds[f"i{k}"] = [Defect(Box(*np.clip(np.array(b.box.to_grid()) + rng.integers(-15, 15, 4), 0, 1000)),
+                                 b.label, "x", int(rng.choice([10, 50, 90])) if rng.random() < 0.8 else None)
+                          for b in boxes if rng.random() < 0.8]  # fmt: skip
+    fast, ref = coco_ap(gt, preds), coco_ap(gt, preds, backend="pycocotools")
+    for name in fast:
+        for k, v in fast[name].items():
+            assert v == pytest.approx(ref[name][k], abs=1e-9) if v is not None else ref[name][k] is None, (name, k)
+
+
 def test_interpolated_ap_matches_pycocotools_on_random_rankings():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -61,7 +80,7 @@ def test_joint_ap_needs_the_box_and_the_description():
     preds = {"i": [_d((0, 0, 500, 500), 80, desc="a hand, odd")]}
 
     def sim(a, b):
-        return np.array([[1.0 if x == y else 0.6 for y in b] for x in a])
+        return np.array([1.0 if x == y else 0.6 for x, y in zip(a, b, strict=True)])
 
     got = joint_ap(gt, preds, sim)
     assert got["artifact"]["grid"]["0.5/0.5"] == 1.0 and got["artifact"]["grid"]["0.5/0.7"] == 0.0
@@ -69,3 +88,66 @@ def test_joint_ap_needs_the_box_and_the_description():
     assert got["misalignment"]["mAP"] is None
     exact = {"i": [_d((0, 0, 500, 500), 80, desc="a melted hand")]}
     assert joint_ap(gt, exact, sim)["artifact"]["mAP"] == 1.0
+
+
+def _joint_reference(gt, preds, sim, t, s):
+    """The plain algorithm, written out: every prediction over all images in score order; each takes the unmatched
+    ground-truth box of its image and label with the highest IoU among those reaching t and s."""
+    from sdg_data.boxes import boxes_array, iou_matrix
+
+    out = {}
+    for label in ("artifact", "misalignment"):
+        items, used, n_gt = [], {}, 0
+        for i, rec in enumerate(gt):
+            g = [d for d in rec.defects if d.label == label]
+            n_gt += len(g)
+            used[i] = [False] * len(g)
+            for j, d in enumerate(d for d in preds.get(rec.image_id, ()) if d.label == label):
+                items.append((-(d.importance if d.importance is not None else -1), i, j, d, g))
+        items.sort(key=lambda x: (x[0], x[1], x[2]))
+        tp = []
+        for _, i, _, d, g in items:
+            best, best_iou = None, -1.0
+            for r, gd in enumerate(g):
+                iou = float(iou_matrix(boxes_array([gd.box]), boxes_array([d.box]))[0, 0])
+                if not used[i][r] and iou >= t - 1e-9 and sim([gd.description], [d.description])[0] >= s - 1e-9:
+                    if iou > best_iou:
+                        best, best_iou = r, iou
+            if best is not None:
+                used[i][best] = True
+            tp.append(1.0 if best is not None else 0.0)
+        out[label] = interpolated_ap(np.asarray(tp), n_gt)
+    return out
+
+
+def test_joint_ap_equals_the_plain_algorithm_on_random_sets():
+    rng = np.random.default_rng(5)
+    words = ["hand", "face", "sky", "text", "dog"]
+
+    def sim(a, b):
+        return np.array([1.0 if x == y else (0.6 if x[:2] == y[:2] else 0.2) for x, y in zip(a, b, strict=True)])
+
+    for _ in range(30):
+        gt, preds = [], {}
+        for k in range(int(rng.integers(1, 12))):
+            boxes = []
+            for _ in range(int(rng.integers(0, 4))):
+                x0, y0 = rng.integers(0, 800, 2)
+                boxes.append(_d((x0, y0, x0 + rng.integers(20, 200), y0 + rng.integers(20, 200)), 50,
+                                str(rng.choice(["artifact", "misalignment"])), str(rng.choice(words))))  # fmt: skip
+            gt.append(ImageRecord(image_id=f"i{k}", defects=boxes))
+            guesses = []
+            for b in boxes + boxes[:1]:  # near each box, and a repeat of the first: several per box
+                x0, y0, x1, y1 = b.box.to_grid()
+                j = rng.integers(-30, 30, 4)
+                guesses.append(_d((max(0, x0 + j[0]), max(0, y0 + j[1]), min(1000, x1 + j[2] + 40),
+                                   min(1000, y1 + j[3] + 40)), int(rng.choice([20, 50, 80])) if rng.random() < 0.9
+                                  else None, b.label, str(rng.choice(words))))  # fmt: skip
+            preds[f"i{k}"] = guesses
+        got = joint_ap(gt, preds, sim, ious=(0.3, 0.5), sims=(0.5, 0.9))
+        for t in (0.3, 0.5):
+            for s in (0.5, 0.9):
+                want = _joint_reference(gt, preds, sim, t, s)
+                for label in ("artifact", "misalignment"):
+                    v = got[label]["grid"][f"{t}/{s}"]
+                    assert (v is None and want[label] is None) or v == pytest.approx(want[label]), (t, s, label)
