@@ -251,7 +251,7 @@ def register(root: typer.Typer) -> None:
     config_command(app, "serve", AnnotateConfig, run_serve, exclude=_but(SERVE), extra="annotate")
     config_command(app, "stop", AnnotateConfig, run_stop, exclude=_but(("data_dir",)), extra="annotate")
     config_command(app, "init", AnnotateConfig, run_init, exclude=_own("init"), extra="annotate")
-    samples = arg("samples", Path, "Records JSONL (sdg generate's manifest.jsonl): image, caption...")
+    samples = arg("samples", Path, "Records JSONL (sdg generate's manifest.jsonl) or a dataset folder (sdg build).")
     config_command(app, "push", AnnotateConfig, run_push, [samples], exclude=_own("push"), extra="annotate")
     predictions = arg("predictions", Path, "Detector output JSONL: raw 'response' text or 'defects'.")
     version = opt("model_version", str, "--model-version", "Name annotators see on the boxes.")

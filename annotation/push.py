@@ -160,6 +160,10 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     project = require_project(conn)
     root = require_image_root(conn, project)
     doc_root = document_root_of(cfg)
+    if samples.is_dir():  # a built dataset: its images written out under the image root, where the server serves
+        from sdg_data.viz import records_input
+
+        samples = records_input(samples, Path(root) / f"{samples.resolve().name}-images")
     n_before = task_count(conn, project.id)
     before = server_tasks(conn, project.id) if n_before else {}  # an empty project needs no listing
     if len(before) != n_before:

@@ -92,6 +92,33 @@ def test_init_is_idempotent_and_applies_the_config(conn):
 
 
 @needs_server
+def test_push_takes_a_built_dataset_and_serves_its_images(conn, ls_server, tmp_path):
+    """A dataset folder is an input like a records file: its images are written under the image root (where the
+    server can serve them) and pushed; a second push creates nothing."""
+    from annotation.push import push, server_tasks
+    from sdg_data.build import BuildConfig, build_dataset
+    from tests.conftest import noise_records
+
+    (tmp_path / "src").mkdir()
+    src = noise_records(tmp_path / "src", n=3)
+    for line in src.read_text().splitlines():
+        assert json.loads(line)["image_path"]
+    rows = [json.loads(x) for x in src.read_text().splitlines()]
+    src.write_text("".join(json.dumps({**r, "image_id": f"dsp-{k}", "think": "### Step 1: a\n### Step 2: b\n"
+                                             "### Step 3: c"}) + "\n" for k, r in enumerate(rows)))  # fmt: skip
+    build_dataset(src, tmp_path / "dsp", BuildConfig(test_fraction=0.0), progress=False)
+    first = push(tmp_path / "dsp", conn, tmp_path)
+    again = push(tmp_path / "dsp", conn, tmp_path)
+    assert first["created"] == 3 and again["created"] == 0 and again["already_on_server"] == 3
+    served = Path(ls_server["images"]) / "dsp-images" / "images"
+    assert sorted(p.name for p in served.iterdir()) == ["dsp-0.png", "dsp-1.png", "dsp-2.png"]
+    data = conn.client.tasks.get(id=server_tasks(conn, _pid(conn))["dsp-1"]).data
+    req = urllib.request.Request(conn.cfg.url + data["image"], headers={"Authorization": f"Token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.read() == (served / "dsp-1.png").read_bytes()
+
+
+@needs_server
 def test_push_twice_creates_once_and_rejects_bad_paths(conn, ls_server, tmp_path):
     from annotation.push import push, server_tasks
 

@@ -91,8 +91,13 @@ def load_model(
     attn_implementation: str | None = None,
     device_map: Any = None,
 ):
-    """The detector as ``AutoModelForImageTextToText`` (Qwen3VLForConditionalGeneration for Qwen3-VL)."""
+    """The detector as ``AutoModelForImageTextToText`` (Qwen3VLForConditionalGeneration for Qwen3-VL); a model id
+    that is not cached fails in seconds (:func:`sdg_data.hub.require_model`)."""
     from transformers import AutoModelForImageTextToText
+
+    from sdg_data.hub import require_model
+
+    require_model(name_or_path, "--model-name-or-path (or --model)", "model")
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
     if revision:
