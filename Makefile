@@ -16,7 +16,7 @@ export DS_BUILD_OPS := 0
 # Installed where missing when we may (root with apt-get); otherwise the browser tests are skipped and say so.
 CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
 
-.PHONY: install browser demo test train-smoke boxflow-smoke lint style bench clean
+.PHONY: gpu-wheels gpu-check install browser demo test train-smoke boxflow-smoke lint style bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -73,6 +73,20 @@ bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_annotate.py
 	$(BIN)/python bench/bench_team.py
 	$(BIN)/python bench/bench_boxflow.py
+
+# The GPU check (bench/gpu_check.py, about 41 MB of wheels): the device machine has Python 3.12 with torch,
+# transformers, accelerate and peft, and reaches no package index, so what it lacks is downloaded here first and
+# travels with the tree (.gpu-wheels/, ignored). On the device: make gpu-check (installs with --no-index, then runs).
+GPU_WHEELS := .gpu-wheels
+GPU_PKGS := diffusers==0.42.1 orjson==3.13.0 isal==1.9.1 scipy==1.17.1
+
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --no-deps -d $(GPU_WHEELS) \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 $(GPU_PKGS)
+
+gpu-check:
+	python3 -m pip install -q --no-index --no-deps --find-links $(GPU_WHEELS) $(GPU_PKGS)
+	python3 bench/gpu_check.py --out $${OUT:-outputs}/gpu_check.json
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

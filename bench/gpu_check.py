@@ -1,0 +1,299 @@
+"""The GPU check: real-size step time, memory and throughput, in one run of a few minutes on one GPU.
+
+    python bench/gpu_check.py --out gpu_check.json          # on the GPU machine (make gpu-check)
+    python bench/gpu_check.py --tiny --out tiny.json        # the same code on CPU with small configs (the tests)
+
+Models are built at full size with random weights from the configs kept in ``bench/gpu_configs/`` (nothing is
+downloaded): on the meta device, then materialised on the GPU. Each figure is the median of ``--reps`` timed steps
+after a warm-up step, with its peak GPU memory, and, where it has one, the baseline measured in the same run:
+
+1. ``boxflow``: one BoxFlow-GRPO training step of FLUX.1-dev's transformer at 512 px with the recipe's LoRA (r 64)
+   and gradient checkpointing: the SDE window's sampling passes (no grad), then the per-token log-probs of the
+   trained step, box-mode advantages, the clipped loss and the backward; box mode against scalar mode (ratio).
+2. ``detector_sft``: one optimiser step of Qwen3-VL-4B (full fine-tune, AdamW, bf16) on the recipe's per-device
+   batch at its sequence length: seconds, tokens/s, peak memory.
+3. ``reward``: the GRPO reward of 8 x 16 completions with the embedder (Qwen3-Embedding-0.6B's shape) on the
+   GPU, batched as sdg does it, against one embedding call per completion (the released approach): the ratio.
+4. ``build``: the cold real-size build (``bench/bench_build_real.py``) against a copy of the same bytes, on the
+   machine's cores.
+
+Generation throughput (``sdg generate`` against a plain diffusers loop at 1024 px) is not part of this check yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIGS = Path(__file__).resolve().parent / "gpu_configs"
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, reps: int, warmup: int = 1) -> dict[str, Any]:
+    """Median seconds of ``reps`` calls after ``warmup`` untimed ones, and the peak memory over the timed ones."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    return {"seconds": statistics.median(times), "all_seconds": times, "peak_gib": peak}
+
+
+def _materialise(model, device: str, dtype):
+    """A model built on the meta device, given storage on ``device`` and random weights there."""
+    import torch
+
+    model = model.to_empty(device=device).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    return model
+
+
+def _config(name: str, tiny: bool) -> dict[str, Any]:
+    data = json.loads((CONFIGS / f"{name}.json").read_text())
+    return data["tiny" if tiny else "full"]
+
+
+# ------------------------------------------------------------------ 1. BoxFlow-GRPO step
+def boxflow(device: str, tiny: bool, reps: int) -> dict[str, Any]:
+    import torch
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from peft import LoraConfig
+
+    from sdg_data.boxes import Box
+    from sdg_data.records import Defect
+    from train.boxflow_advantages import advantages, clipped_loss, penalty_maps
+    from train.flow_models import FLUX_LORA_TARGETS
+    from train.flow_sde import sde_step
+
+    cfg = _config("flux1_dev_transformer", tiny)
+    recipe = {"resolution": 64 if tiny else 512, "group": 4 if tiny else 16, "batch": 2, "steps": 10, "rank": 64}
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**cfg)
+    model = _materialise(model, device, dtype)
+    model.add_adapter(LoraConfig(r=4 if tiny else recipe["rank"], lora_alpha=8 if tiny else 128,
+                                 target_modules=FLUX_LORA_TARGETS, init_lora_weights="gaussian"))  # fmt: skip
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora" in n)
+    model.enable_gradient_checkpointing()
+    side = recipe["resolution"] // 16  # tokens per side: VAE 8x, then 2 x 2 packing
+    n, length, channels = recipe["batch"], side * side, cfg["in_channels"]
+    text_len = 16 if tiny else 512
+    g = torch.Generator(device=device).manual_seed(0)
+    latents = torch.randn((n, length, channels), generator=g, device=device)
+    text = torch.randn((n, text_len, cfg["joint_attention_dim"]), generator=g, device=device, dtype=dtype)
+    pooled = torch.randn((n, cfg["pooled_projection_dim"]), generator=g, device=device, dtype=dtype)
+    img_ids = FluxPipeline._prepare_latent_image_ids(n, side, side, device, dtype)
+    txt_ids = torch.zeros((text_len, 3), device=device, dtype=dtype)
+    guidance = torch.full((n,), 3.5, device=device)
+
+    def velocity(x, sigma):
+        return model(hidden_states=x.to(dtype), timestep=torch.full((n,), sigma, device=device, dtype=dtype),
+                     guidance=guidance, pooled_projections=pooled, encoder_hidden_states=text, txt_ids=txt_ids,
+                     img_ids=img_ids, return_dict=False)[0]  # fmt: skip
+
+    sigmas = [1.0 - k / recipe["steps"] for k in range(recipe["steps"])] + [0.0]
+    defects = [[Defect(Box(100, 100, 400, 300), "artifact", "x", 70)], []] * (n // 2)
+    w_art, w_mis = penalty_maps(defects, side, side)
+    rewards = torch.tensor([0.7, 0.4] * (n // 2))
+    groups = torch.zeros(n, dtype=torch.long)
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
+        """The round's sampling: every step with no grad, the window's step (index 1) an SDE step, kept."""
+        x = latents
+        with torch.no_grad():
+            for k in range(recipe["steps"]):
+                step = sde_step(velocity(x, sigmas[k]), x, sigmas[k], sigmas[k + 1], 0.7 if k == 1 else 0.0,
+                                generator=g)  # fmt: skip
+                if k == 1:
+                    kept = (x, step.sample, step.log_prob)
+                x = step.sample
+        return kept
+
+    x_window, x_next, old_logp = sample()
+
+    def train(mode: str) -> None:
+        step = sde_step(velocity(x_window, sigmas[1]), x_window, sigmas[1], sigmas[2], 0.7, prev_sample=x_next)
+        adv = advantages(mode, rewards, groups, w_art, w_mis).values.to(device)
+        parts = clipped_loss(step.log_prob, old_logp, adv, 1e-4, "token" if mode == "box" else "image")
+        parts.loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    out = {"resolution": recipe["resolution"], "batch": n, "tokens": length, "lora_rank": model.peft_config[
+        "default"].r, "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}  # fmt: skip
+    out["sampling_10_steps"] = timed(sample, device, reps)
+    out["train_step_box"] = timed(lambda: train("box"), device, reps)
+    out["train_step_scalar"] = timed(lambda: train("scalar"), device, reps)
+    out["box_over_scalar"] = out["train_step_box"]["seconds"] / out["train_step_scalar"]["seconds"]
+    return out
+
+
+# ------------------------------------------------------------------ 2. detector SFT step
+def detector_sft(device: str, tiny: bool, reps: int) -> dict[str, Any]:
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    cfg = Qwen3VLConfig(**_config("qwen3_vl_4b", tiny))
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device("meta"):
+        model = Qwen3VLForConditionalGeneration(cfg)
+    model = _materialise(model, device, dtype)
+    model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    seq = 64 if tiny else 5100  # the SFT recipe's max_length; per-device batch 1
+    ids = torch.randint(0, cfg.text_config.vocab_size, (1, seq), device=device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-5, fused=device != "cpu")
+
+    def step() -> None:
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    out = timed(step, device, reps)
+    out |= {"sequence": seq, "batch": 1, "tokens_per_s": seq / out["seconds"],
+            "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------ 3. the GRPO reward
+def reward(device: str, tiny: bool, reps: int) -> dict[str, Any]:
+    import random
+
+    import torch
+    from transformers import Qwen3Config, Qwen3Model
+
+    from sdg_data.embedding import CachedEmbedder, TransformersEmbedder
+    from sdg_data.reward import RewardConfig, reward_batch
+    from sdg_data.testkit.pipelines import qwen_byte_tokenizer
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from synth import jittered, response, test_set
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with torch.device("meta"):
+            model = Qwen3Model(Qwen3Config(**_config("qwen3_embedding_0_6b", tiny)))
+        model = _materialise(model, "cpu", torch.float32)
+        model.save_pretrained(tmp)
+        qwen_byte_tokenizer().save_pretrained(tmp)
+        del model
+        inner = TransformersEmbedder(tmp, device=device, dtype="bfloat16" if device.startswith("cuda") else "float32")
+    rng = random.Random(0)
+    gt = test_set(8, seed=3)
+    completions = [[response(rng, jittered(rng, r.defects)) for _ in range(16)] for r in gt]  # 8 prompts x 16
+    rcfg = RewardConfig()
+
+    def batched() -> None:
+        emb = CachedEmbedder(inner)
+        reward_batch([c for cs in completions for c in cs], [r.defects for r in gt for _ in range(16)], emb, rcfg)
+
+    def one_by_one() -> None:
+        for r, cs in zip(gt, completions, strict=True):
+            for c in cs:
+                reward_batch([c], [r.defects], CachedEmbedder(inner), rcfg)
+
+    out = {
+        "completions": 128,
+        "batched": timed(batched, device, reps),
+        "per_completion": timed(one_by_one, device, reps),
+    }
+    out["ratio"] = out["per_completion"]["seconds"] / out["batched"]["seconds"]
+    return out
+
+
+# ------------------------------------------------------------------ 4. the cold real-size build
+def build(images: int) -> dict[str, Any]:
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_build_real.py"), "--images", str(images)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    return {"images": images, "returncode": res.returncode, "output": res.stdout[-3000:] + res.stderr[-1000:]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="small configs on CPU: the same code path, for the tests")
+    ap.add_argument("--out", type=Path, required=True, help="where to write the figures (JSON)")
+    ap.add_argument("--only", nargs="*", choices=["boxflow", "detector_sft", "reward", "build"], default=None)
+    ap.add_argument("--reps", type=int, default=3, help="timed steps per figure (the median is reported)")
+    ap.add_argument("--build-images", type=int, default=300)
+    args = ap.parse_args(argv)
+    import torch
+
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    if not args.tiny and device == "cpu":
+        raise SystemExit("no GPU: run with --tiny for the CPU path, or on the GPU machine (make gpu-check)")
+    import diffusers
+    import transformers
+
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "tiny": args.tiny, "device": torch.cuda.get_device_name() if device ==
+        "cuda" else platform.processor() or "cpu", "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "diffusers": diffusers.__version__, "figures": {},
+    }  # fmt: skip
+    todo = args.only or ["boxflow", "detector_sft", "reward", "build"]
+    for name in todo:
+        t0 = time.perf_counter()
+        try:
+            if name == "build":
+                fig = build(args.build_images) if not args.tiny else {"skipped": "needs real-size images"}
+            else:
+                fig = {"boxflow": boxflow, "detector_sft": detector_sft, "reward": reward}[name](
+                    device, args.tiny, args.reps
+                )
+        except Exception as exc:  # noqa: BLE001 - one figure failing (out of memory) must not lose the others
+            fig = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        fig["wall_s"] = round(time.perf_counter() - t0, 1)
+        report["figures"][name] = fig
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))  # after each figure: a timeout keeps what was measured
+        print(f"{name}: {_line(fig)}", flush=True)
+    return report
+
+
+def _line(fig: dict[str, Any]) -> str:
+    if "error" in fig or "skipped" in fig:
+        return fig.get("error") or fig["skipped"]
+    parts = []
+    for k, v in fig.items():
+        if isinstance(v, dict) and "seconds" in v:
+            mem = f", peak {v['peak_gib']:.1f} GiB" if v.get("peak_gib") is not None else ""
+            parts.append(f"{k} {v['seconds']:.3f} s{mem}")
+        elif k in ("box_over_scalar", "ratio", "tokens_per_s"):
+            parts.append(f"{k} {v:.2f}")
+    if "seconds" in fig:
+        mem = f", peak {fig['peak_gib']:.1f} GiB" if fig.get("peak_gib") is not None else ""
+        parts.insert(0, f"{fig['seconds']:.3f} s{mem}")
+    return "; ".join(parts) or f"done in {fig['wall_s']} s"
+
+
+if __name__ == "__main__":
+    main()
