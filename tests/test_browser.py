@@ -8,8 +8,6 @@ leaves a screenshot in ``outputs/browser-failures/``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,21 +16,12 @@ import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.testkit import invite_link
+from tests.browserkit import chromium as _chromium
+from tests.browserkit import needs_browser
 from tests.lskit import ADMIN, ROOT, TOKEN, needs_server
 
 
-def _chromium() -> str | None:
-    return os.environ.get("SDG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-try:
-    import playwright.sync_api  # noqa: F401
-
-    _why = None if _chromium() else "no Chromium on PATH (make browser: apt-get install -y chromium)"
-except ImportError:
-    _why = "no Playwright in this environment (make browser installs it)"
-
-pytestmark = [needs_server, pytest.mark.skipif(_why is not None, reason=f"browser tests skipped: {_why}")]
+pytestmark = [needs_server, needs_browser]
 
 SHOTS = ROOT / "outputs" / "browser-failures"
 VIEWPORTS = [(1400, 900), (1280, 720)]

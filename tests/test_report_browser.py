@@ -4,25 +4,13 @@ there as text, the filters hide what they should, and a thumbnail opens the full
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
-import pytest
+from tests.browserkit import chromium as _chromium
+from tests.browserkit import needs_browser
 
 
-def _chromium() -> str | None:
-    return os.environ.get("SDG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-try:
-    import playwright.sync_api  # noqa: F401
-
-    _why = None if _chromium() else "no Chromium on PATH (make browser: apt-get install -y chromium)"
-except ImportError:
-    _why = "no Playwright in this environment (make browser installs it)"
-
-pytestmark = pytest.mark.skipif(_why is not None, reason=f"browser tests skipped: {_why}")
+pytestmark = needs_browser
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "sample" / "records.jsonl"
 
