@@ -151,3 +151,14 @@ def test_make_bench_runs_every_bench():
     makefile = (ROOT / "Makefile").read_text()
     for bench in sorted((ROOT / "bench").glob("bench_*.py")):
         assert f"bench/{bench.name}" in makefile, f"make bench does not run {bench.name}"
+
+
+def test_train_commands_show_kebab_flags_and_take_both_spellings():
+    from train.args import SDGScriptArguments, kebab_parser
+
+    parser = kebab_parser((SDGScriptArguments,))
+    shown = parser.format_usage()
+    assert "--dataset-name" in shown and "--dataset_name" not in shown
+    a = parser.parse_args_and_config(["--dataset-name", "x", "--max-pixels", "1000"])[0]
+    b = parser.parse_args_and_config(["--dataset_name", "x", "--max_pixels", "1000"])[0]
+    assert a.dataset_name == b.dataset_name == "x" and a.max_pixels == b.max_pixels == 1000

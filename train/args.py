@@ -81,14 +81,24 @@ def parse(
     """Parse a recipe plus flags with trl's parser. With ``global_batch_size`` set, the accumulation steps for the
     world size (this job's, or ``world`` to plan another) are derived first and passed on as a flag, so every value
     trl derives from them (GRPO's generation batch and its divisibility check) follows."""
-    from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = _peek(argv, dataclass_types, ("global_batch_size", "per_device_train_batch_size"))
     if wanted["global_batch_size"] is not None:
         accum = accumulation_for(int(wanted["global_batch_size"]), int(wanted["per_device_train_batch_size"]), world)
         argv = [*argv, "--gradient_accumulation_steps", str(accum)]
-    return TrlParser(dataclass_types).parse_args_and_config(argv)
+    return kebab_parser(dataclass_types).parse_args_and_config(argv)
+
+
+def kebab_parser(dataclass_types: tuple[type, ...]) -> Any:
+    """trl's parser with every flag shown kebab-case first (``--dataset-name``), as the rest of ``sdg`` writes
+    them; the snake-case spelling (``--dataset_name``) and the YAML keys still work."""
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types)
+    for action in parser._actions:
+        action.option_strings.sort(key=lambda s: (not s.startswith("--"), "_" in s))
+    return parser
 
 
 def _peek(argv: list[str], dataclass_types: tuple[type, ...], names: tuple[str, ...]) -> dict[str, Any]:

@@ -546,10 +546,10 @@ def train(cfg: BoxFlowConfig, rcfg: BoxFlowRewardConfig) -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None = None) -> tuple[BoxFlowConfig, BoxFlowRewardConfig]:
-    from trl import TrlParser
+    from train.args import kebab_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, rcfg = TrlParser((BoxFlowConfig, BoxFlowRewardConfig)).parse_args_and_config(argv)
+    cfg, rcfg = kebab_parser((BoxFlowConfig, BoxFlowRewardConfig)).parse_args_and_config(argv)
     return cfg, rcfg
 
 
