@@ -15,11 +15,14 @@ from sdg_data.jsonl import write_text
 
 
 def cache_key(image_id: str, annotation_hash: str, teacher: str, prompt_version: str) -> str:
+    """What a finished reply is filed under: a change of annotation, teacher or prompt asks again."""
     blob = json.dumps([image_id, annotation_hash, teacher, prompt_version], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class DiskCache:
+    """Finished replies, one JSON file each under ``root``, written atomically: a crash loses no finished work."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -29,6 +32,7 @@ class DiskCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The entry filed under ``key``, or None (a missing or unreadable file is a miss, never trusted)."""
         if key in self._seen:
             return self._seen[key]
         p = self._path(key)
@@ -42,6 +46,7 @@ class DiskCache:
         return entry
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
+        """File ``entry`` under ``key`` (a temporary file renamed over the name, keys masked)."""
         write_text(self._path(key), json.dumps(entry, ensure_ascii=False))  # atomic, keys masked
         self._seen[key] = entry
 
@@ -58,17 +63,20 @@ class UsageLedger:
         self._f = None
 
     def add(self, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+        """Append one line, flushed at once, so a killed run's requests are counted too."""
         if self._f is None:
             self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
         self._f.write(f"[{requests},{prompt_tokens},{completion_tokens}]\n")
         self._f.flush()  # in the OS's hands: survives the process being killed
 
     def close(self) -> None:
+        """Close the ledger's file (a later add reopens it)."""
         if self._f is not None:
             self._f.close()
             self._f = None
 
     def totals(self) -> dict[str, int]:
+        """Requests and tokens over every run into this folder (a torn last line skipped)."""
         req = pt = ct = 0
         try:
             lines = self.path.read_text(encoding="utf-8").split("\n")

@@ -41,10 +41,12 @@ class Cond:
     shared: dict[str, Any] = field(default_factory=dict)
 
     def select(self, index: list[int] | slice) -> Cond:
+        """The rows of these samples (the shared parts as they are)."""
         return Cond({k: v[index] for k, v in self.rows.items()}, self.shared)
 
     @staticmethod
     def cat(parts: list[Cond]) -> Cond:
+        """Several batches' conditioning as one (their shared parts must agree; the first's are kept)."""
         return Cond({k: torch.cat([p.rows[k] for p in parts]) for k in parts[0].rows}, parts[0].shared)
 
 
@@ -61,28 +63,36 @@ class FlowAdapter:
 
     @property
     def transformer(self) -> torch.nn.Module:
+        """The denoiser the LoRA attaches to."""
         return self.pipe.transformer
 
     # -- to be provided per pipeline
     def encode(self, prompts: list[str]) -> Cond:
+        """The prompts' text conditioning (no grad)."""
         raise NotImplementedError
 
     def init_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """Starting noise, one generator per sample (per-sample seeds)."""
         raise NotImplementedError
 
     def sigmas(self, steps: int) -> list[float]:
+        """The pipeline's own noise schedule for ``steps`` steps, ending at 0."""
         raise NotImplementedError
 
     def velocity(self, model: torch.nn.Module, latents: torch.Tensor, sigma: float, cond: Cond) -> torch.Tensor:
+        """The model's velocity at ``sigma`` (``model``: the transformer, with or without the LoRA)."""
         raise NotImplementedError
 
     def decode(self, latents: torch.Tensor) -> list[Any]:
+        """Final latents to PIL images."""
         raise NotImplementedError
 
     def token_grid(self) -> tuple[int, int]:
+        """The transformer's token grid (rows, columns): where box penalties land."""
         raise NotImplementedError
 
     def save_lora(self, folder: str, state_dict: dict[str, torch.Tensor]) -> None:
+        """Write the LoRA as the pipeline's loader reads it."""
         raise NotImplementedError
 
 
