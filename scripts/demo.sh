@@ -67,7 +67,7 @@ cat <<EOF
 done in $(( $(date +%s) - start )) s. Where to look first:
   $OUT/report.html          the dataset report: composition, plots, a gallery with the boxes (open in a browser)
   $OUT/viz/                 images drawn with their numbered boxes
-  $OUT/dataset/             the Hugging Face dataset (datasets.load_dataset("parquet", data_dir=...) or sdg stats)
+  $OUT/dataset/             the Hugging Face dataset: datasets.load_dataset("$OUT/dataset", "sft")
   $OUT/eval.json            SDG-Eval of the bundled detector output (the table above)
   $OUT/refine-bundles/      what an image editor would be sent for each defective image
 Next: README "Your first real dataset" (your prompts and images, a teacher behind an API, a team in Label Studio).
