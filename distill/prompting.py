@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,19 +84,6 @@ def read_facts(text: str) -> list[dict[str, Any]]:
     """The facts block back out of a user text (the loopback test server answers from it)."""
     start = text.index(FACTS_OPEN) + len(FACTS_OPEN)
     return json.loads(text[start : text.index(FACTS_CLOSE, start)])
-
-
-def image_data_url(image: Path | Any, max_side: int, fmt: str = "jpeg") -> str:
-    """The image (a path or a PIL image), shrunk so its longer side is at most ``max_side``, as a base64 data URL."""
-    from PIL import Image
-
-    with Image.open(image) if isinstance(image, (str, Path)) else nullcontext(image) as src:
-        im = src.convert("RGB")
-        if max(im.size) > max_side:
-            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG" if fmt == "jpeg" else "PNG", **({"quality": 90} if fmt == "jpeg" else {}))
-    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def teacher_messages(tpl: TeacherTemplate, cfg: DistillConfig, record: ImageRecord, image_url: str) -> list[dict]:

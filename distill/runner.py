@@ -22,7 +22,7 @@ from distill import template_teacher
 from distill.cache import DiskCache, UsageLedger, cache_key
 from distill.checks import check_reply
 from distill.config import DistillConfig
-from distill.prompting import TeacherTemplate, annotation_hash, facts, image_data_url, teacher_messages
+from distill.prompting import TeacherTemplate, annotation_hash, facts, teacher_messages
 from sdg_data.api_client import AuthError, ChatClient, Stats, TransportError, drain
 from sdg_data.images import ImageError, read_verified
 from sdg_data.jsonl import InputError, screen_records, write_jsonl
@@ -87,7 +87,9 @@ def _checked(job: Job, cfg: DistillConfig, pixels: bool = False):
 
 
 def _data_url(job: Job, cfg: DistillConfig) -> str:
-    return image_data_url(_checked(job, cfg, pixels=True).open(), cfg.image_max_side, cfg.image_format)
+    from sdg_data.images import data_url
+
+    return data_url(_checked(job, cfg, pixels=True).open(), cfg.image_max_side, fmt=cfg.image_format)
 
 
 async def _ask(job: Job, url: str, teacher: ChatClient, tpl: TeacherTemplate, cfg: DistillConfig) -> dict:

@@ -272,3 +272,23 @@ def load_image(
     except PathError as exc:
         raise ImageError(str(exc)) from None
     return read_verified(full, expect_size, max_pixels)
+
+
+def data_url(
+    image: str | Path | Image.Image, max_side: int | None = None, square: int | None = None, fmt: str = "jpeg"
+) -> str:
+    """An image (a path or a PIL image) as a base64 data URL for a model behind an API: shrunk so its longer side
+    is at most ``max_side`` (the teacher, the detector), or resized to ``square`` x ``square`` (the BoxFlow
+    detector reward, the paper's 512), encoded as JPEG (quality 90) or PNG. The one encoder every stage uses."""
+    import base64
+    from contextlib import nullcontext
+
+    with Image.open(image) if isinstance(image, (str, Path)) else nullcontext(image) as src:
+        im = src.convert("RGB")
+        if square and im.size != (square, square):
+            im = im.resize((square, square), Image.Resampling.BICUBIC)
+        elif max_side and max(im.size) > max_side:
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG" if fmt == "jpeg" else "PNG", **({"quality": 90} if fmt == "jpeg" else {}))
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode()

@@ -162,3 +162,32 @@ def test_train_commands_show_kebab_flags_and_take_both_spellings():
     a = parser.parse_args_and_config(["--dataset-name", "x", "--max-pixels", "1000"])[0]
     b = parser.parse_args_and_config(["--dataset_name", "x", "--max_pixels", "1000"])[0]
     assert a.dataset_name == b.dataset_name == "x" and a.max_pixels == b.max_pixels == 1000
+
+
+def test_no_stage_imports_another_stage():
+    """Stages meet through the core and the files they write, not through each other's modules (the one image
+    encoder lives in sdg_data.images; detect once borrowed distill's)."""
+    bad = {}
+    for stage in STAGES:
+        for path in sorted((ROOT / stage).rglob("*.py")):
+            hits = sorted(m for m in _imports(path) if m.split(".")[0] in STAGES and m.split(".")[0] != stage)
+            if hits:
+                bad[str(path.relative_to(ROOT))] = hits
+    assert not bad, bad
+
+
+def test_one_data_url_encoder():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from sdg_data.images import data_url
+
+    im = Image.new("RGB", (300, 100), (10, 20, 30))
+    head, body = data_url(im, max_side=150).split(",", 1)
+    assert head == "data:image/jpeg;base64" and Image.open(io.BytesIO(base64.b64decode(body))).size == (150, 50)
+    head, body = data_url(im, square=64, fmt="png").split(",", 1)
+    assert head == "data:image/png;base64" and Image.open(io.BytesIO(base64.b64decode(body))).size == (64, 64)
+    for path in [*ROOT.glob("distill/*.py"), *ROOT.glob("train/*.py")]:
+        assert "b64encode(buf.getvalue())" not in path.read_text(), f"{path}: a second data-URL encoder"

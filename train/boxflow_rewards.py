@@ -17,9 +17,7 @@ statistics. Keys are read from the environment and never written.
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib
-import io
 import logging
 import math
 import re
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sdg_data.answer import parse_defect_list, parse_response
+from sdg_data.images import data_url
 from sdg_data.records import Defect
 
 
@@ -85,18 +84,6 @@ def judge_scores(text: str) -> tuple[float, float, float]:
 
 def combine(scores: tuple[float, float, float], weights: tuple[float, ...] = JUDGE_WEIGHTS) -> float:
     return sum(w * s for w, s in zip(weights, scores)) / 5.0
-
-
-def png_data_url(image: Any, side: int | None) -> str:
-    """The image as a base64 PNG data URL, resized to ``side`` x ``side`` first when given (the paper's 512)."""
-    from PIL import Image
-
-    im = image.convert("RGB")
-    if side and im.size != (side, side):
-        im = im.resize((side, side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _endpoint(cfg: Any, name: str) -> Endpoint | None:
@@ -216,7 +203,7 @@ class RewardService:
     async def _judge(self, i: int, image: Any, prompt: str, image_id: str, out: RewardBatch) -> None:
         from sdg_data.api_client import AuthError
 
-        url = await asyncio.to_thread(png_data_url, image, None)
+        url = await asyncio.to_thread(data_url, image, None, None, "png")
         text = self.judge_tpl.format(prompt=prompt)  # type: ignore[union-attr]
         messages = [
             {
@@ -236,7 +223,7 @@ class RewardService:
         from sdg_data.api_client import AuthError
         from sdg_data.detector_prompt import conversation
 
-        url = await asyncio.to_thread(png_data_url, image, self.cfg.detector_image_side)
+        url = await asyncio.to_thread(data_url, image, None, self.cfg.detector_image_side, "png")
         messages = conversation(prompt, self.cfg.detector_template, image=url, flat_system=True)
         try:
             reply = await self._ask("detector", messages, image_id)

@@ -295,10 +295,10 @@ class ApiDetector:
         self.stats = self.client.stats
 
     async def one(self, item: Item) -> str:
-        from distill.prompting import image_data_url
+        from sdg_data.images import data_url
 
         url = await asyncio.to_thread(
-            lambda: image_data_url(item.image(), self.cfg.image_max_side, self.cfg.image_format)
+            lambda: data_url(item.image(), self.cfg.image_max_side, fmt=self.cfg.image_format)
         )
         messages = conversation(item.caption, self.cfg.prompt_template, image=url, flat_system=True)
         return await self.client.complete(messages, item.image_id)
