@@ -30,6 +30,7 @@ from annotation.client import (
 )
 from annotation.labeling import guidelines_html
 from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.records import is_id
 
 
 JUDGE_VERSION = "sdg-judge/1"
@@ -223,7 +224,7 @@ def judgments(tasks: list[Any], users: dict[int, str]) -> tuple[list[dict], list
                 {"task_id": None, "where": f"tasks[{n}]", "reason": f"not a task object ({type(t).__name__})"}
             )
             continue
-        tid = t.get("id") if isinstance(t.get("id"), (int, str)) else None
+        tid = t.get("id") if is_id(t.get("id")) else None
         meta, data = t.get("meta"), t.get("data")
         if not isinstance(meta, dict) or meta.get("judge") != JUDGE_VERSION or meta.get("order") not in ("ab", "ba"):
             rejects.append({"task_id": tid, "where": f"tasks[{n}].meta",

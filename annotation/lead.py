@@ -18,7 +18,7 @@ from itertools import combinations
 from typing import Any
 
 from annotation.agreement import matched_boxes
-from sdg_data.records import ImageRecord
+from sdg_data.records import ImageRecord, is_id
 
 
 SESSION_GAP_S = 20 * 60  # a pause longer than this between two submissions ends a work session
@@ -210,10 +210,6 @@ def _listed(obj: Any, key: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _is_id(value: Any) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
 def _number(value: Any) -> float | None:
     return round(float(value), 4) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -254,13 +250,13 @@ def prefill_stats(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for task in tasks:
         if not isinstance(task, Mapping):
             continue
-        preds = {p["id"]: p for p in _listed(task, "predictions") if isinstance(p, Mapping) and _is_id(p.get("id"))}
+        preds = {p["id"]: p for p in _listed(task, "predictions") if isinstance(p, Mapping) and is_id(p.get("id"))}
         for ann in _listed(task, "annotations"):
             if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
                 continue
             lead = ann.get("lead_time")
             lead = float(lead) if isinstance(lead, (int, float)) and not isinstance(lead, bool) and lead >= 0 else None
-            parent = preds.get(ann["parent_prediction"]) if _is_id(ann.get("parent_prediction")) else None
+            parent = preds.get(ann["parent_prediction"]) if is_id(ann.get("parent_prediction")) else None
             if parent is None:
                 if lead is not None:
                     no_prefill_leads.append(lead)

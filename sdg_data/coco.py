@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdg_data.boxes import Box, BoxError
-from sdg_data.records import LABELS, Defect, ImageRecord, RecordError
+from sdg_data.records import LABELS, Defect, ImageRecord, RecordError, is_id, short_repr
 from sdg_data.report import StageReport
 
 
@@ -113,33 +113,35 @@ def import_coco(coco_json: str | Path, out_jsonl: str | Path) -> dict[str, Any]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{coco_json}: field {key!r} must be a list")
-    cats = {c["id"]: c.get("name") for c in data["categories"] if isinstance(c, dict) and _hashable(c.get("id"))}
+    cats = {c["id"]: c.get("name") for c in data["categories"] if isinstance(c, dict) and is_id(c.get("id"))}
     # every image entry and every annotation that belongs to none is a unit: kept, or a reject with its reason
     ids: dict[Any, int] = {}
     for im in data["images"]:
-        if isinstance(im, dict) and _hashable(im.get("id")):
+        if isinstance(im, dict) and is_id(im.get("id")):
             ids[im["id"]] = ids.get(im["id"], 0) + 1
     by_image: dict[Any, list[dict]] = {}
     report = StageReport("import", read=len(data["images"]))
     for k, a in enumerate(data["annotations"]):
         key = a.get("image_id") if isinstance(a, dict) else None
-        if isinstance(a, dict) and _hashable(key) and key in ids:
+        if isinstance(a, dict) and is_id(key) and key in ids:
             by_image.setdefault(key, []).append(a)
             continue
         report.read += 1
-        why = (f"annotations[{k}]: image_id {_show(key)} names no image entry (image ids are matched by value and "
-               "type: 1 and \"1\" differ)") if isinstance(a, dict) else f"annotations[{k}]: not an object"  # fmt: skip
+        why = f"annotations[{k}]: not an object"
+        if isinstance(a, dict):
+            why = (f"annotations[{k}]: image_id {short_repr(key)} names no image entry (image ids are matched by "
+                   "value and type: 1 and \"1\" differ)")  # fmt: skip
         report.reject(why, None, f"annotations[{k}]", a)
     rows, seen = [], set()
     base = coco_json.parent
     for n, im in enumerate(data["images"]):
         try:
             key = im.get("id") if isinstance(im, dict) else None
-            if not _hashable(key) or key is None:
-                raise ValueError(f"field 'id': {_show(key)} is not an image id")
+            if not is_id(key) or key is None:
+                raise ValueError(f"field 'id': {short_repr(key)} is not an image id")
             if ids[key] > 1:
-                raise ValueError(f"field 'id': {_show(key)} is used by {ids[key]} image entries, so which image its "
-                                 "annotations belong to is ambiguous")  # fmt: skip
+                raise ValueError(f"field 'id': {short_repr(key)} is used by {ids[key]} image entries, so which image "
+                                 "its annotations belong to is ambiguous")  # fmt: skip
             rec = _record(im, by_image.get(key, []), cats, base, out_jsonl.parent)
             if rec.image_id in seen:
                 raise ValueError(f"image id {rec.image_id!r} (from sdg_image_id or the file name) is already imported")
@@ -154,15 +156,6 @@ def import_coco(coco_json: str | Path, out_jsonl: str | Path) -> dict[str, Any]:
         write_jsonl(out_jsonl, rows)
     report.extras = {"defects": sum(len(r["defects"]) for r in rows)}
     return report.write(out_jsonl.parent, prefix=f"{out_jsonl.stem}.")
-
-
-def _hashable(value: Any) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _record(im: Any, anns: list[dict], cats: dict, base: Path, out_folder: Path) -> ImageRecord:
@@ -184,10 +177,10 @@ def _record(im: Any, anns: list[dict], cats: dict, base: Path, out_folder: Path)
         box = Box.from_coco(a.get("bbox") or [], w, h).clamp()
         imp, desc = attrs.get("importance"), attrs.get("description", "")
         if not isinstance(desc, str):  # taken as given or refused: never a str() of whatever was there
-            raise ValueError(f"annotation {a.get('id')}: attribute 'description' must be text, got {_show(desc)}")
+            raise ValueError(f"annotation {a.get('id')}: attribute 'description' must be text, got {short_repr(desc)}")
         whole = (isinstance(imp, int) and not isinstance(imp, bool)) or (isinstance(imp, float) and imp.is_integer())
         if imp is not None and not whole:
-            raise ValueError(f"annotation {a.get('id')}: attribute 'importance' must be whole, got {_show(imp)}")
+            raise ValueError(f"annotation {a.get('id')}: attribute 'importance' must be whole, got {short_repr(imp)}")
         d = Defect(box, label, desc, int(imp) if imp is not None else None)
         d.validate(iid, f"annotations[{k}]")
         defects.append(d)

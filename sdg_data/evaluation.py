@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,20 +71,31 @@ HEADLINE = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "Imp
 
 
 def metrics_from_sums(sums: np.ndarray, has_cos: bool) -> dict[str, float | None]:
-    """The headline metrics of one label from its summed fields (one row of ``FIELDS``)."""
+    """Every metric of one label from its summed fields (one row of ``FIELDS``): the report, the bootstrap and
+    the comparison all compute them here. A metric whose denominator is zero is None."""
 
     def ratio(a: float, b: float) -> float | None:
         return float(a / b) if b else None
 
     x = dict(zip(FIELDS, sums, strict=True))
-    return {
+    out: dict[str, float | None] = {
         "DetTypeF1": ratio(2 * x["tp"], 2 * x["tp"] + x["fp"] + x["fn"]),
         "ClnAcc": ratio(x["tn"], x["tn"] + x["fp"]),
-        "BoxF1@0.1": ratio(2 * x["m0.1"], x["n_gt"] + x["n_pred"]),
-        "BoxF1@0.5": ratio(2 * x["m0.5"], x["n_gt"] + x["n_pred"]),
-        "DescCos@0.1": ratio(x["cos_sum"], x["pairs"]) if has_cos else None,
-        "ImpAcc@0.1": ratio(x["imp_sum"], x["imp_n"]),
     }
+    for t in THRESHOLDS:
+        out[f"BoxPr@{t}"] = ratio(x[f"m{t}"], x["n_pred"])
+        out[f"BoxRe@{t}"] = ratio(x[f"m{t}"], x["n_gt"])
+        out[f"BoxF1@{t}"] = ratio(2 * x[f"m{t}"], x["n_gt"] + x["n_pred"])
+    out["DescCos@0.1"] = ratio(x["cos_sum"], x["pairs"]) if has_cos else None
+    out["ImpAcc@0.1"] = ratio(x["imp_sum"], x["imp_n"])
+    return out
+
+
+def _counts(sums: np.ndarray) -> dict[str, int]:
+    x = dict(zip(FIELDS, sums.tolist(), strict=True))
+    return {"images_pos": int(x["tp"] + x["fn"]), "images_neg": int(x["tn"] + x["fp"]), "gt_boxes": int(x["n_gt"]),
+            "pred_boxes": int(x["n_pred"]), "matched@0.1": int(x["m0.1"]), "matched@0.5": int(x["m0.5"]),
+            "pairs@0.1": int(x["pairs"])}  # fmt: skip
 
 
 def bootstrap(per_image: Mapping[str, Any], n: int, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
@@ -96,57 +107,13 @@ def bootstrap(per_image: Mapping[str, Any], n: int, seed: int = 0, level: float 
         w = np.bincount(rng.integers(0, len(sums), len(sums)), minlength=len(sums)).astype(np.float64)
         total = np.einsum("i,ilf->lf", w, sums)
         for k, lab in enumerate(per_image["labels"]):
-            for m, v in metrics_from_sums(total[k], per_image["has_cos"]).items():
-                if v is not None:
-                    draws[lab][m].append(v)
+            got = metrics_from_sums(total[k], per_image["has_cos"])
+            for m in HEADLINE:
+                if got[m] is not None:
+                    draws[lab][m].append(got[m])
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {lab: {m: ([float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else None)
                   for m, v in ms.items()} for lab, ms in draws.items()} | {"n": n, "level": level}  # fmt: skip
-
-
-@dataclass
-class _Acc:
-    """Running sums for one defect type over a set of images."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-    n_gt: int = 0
-    n_pred: int = 0
-    matched: dict[float, int] = field(default_factory=lambda: {t: 0 for t in THRESHOLDS})
-    pair_idx: list[int] = field(default_factory=list)  # indices into the shared pair table (IoU >= 0.1)
-
-    def metrics(self, cos: np.ndarray | None, imp: np.ndarray) -> dict[str, float | None]:
-        def ratio(a: float, b: float) -> float | None:
-            return a / b if b else None
-
-        out: dict[str, float | None] = {
-            "DetTypeF1": ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn),
-            "ClnAcc": ratio(self.tn, self.tn + self.fp),
-        }
-        for t in THRESHOLDS:
-            m = self.matched[t]
-            out[f"BoxPr@{t}"] = ratio(m, self.n_pred)
-            out[f"BoxRe@{t}"] = ratio(m, self.n_gt)
-            out[f"BoxF1@{t}"] = ratio(2 * m, self.n_gt + self.n_pred)
-        idx = np.asarray(self.pair_idx, dtype=np.intp)
-        out["DescCos@0.1"] = float(cos[idx].mean()) if cos is not None and idx.size else None
-        imp_vals = imp[idx] if idx.size else imp[:0]
-        imp_vals = imp_vals[~np.isnan(imp_vals)]
-        out["ImpAcc@0.1"] = float(imp_vals.mean()) if imp_vals.size else None
-        return out
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "images_pos": self.tp + self.fn,
-            "images_neg": self.tn + self.fp,
-            "gt_boxes": self.n_gt,
-            "pred_boxes": self.n_pred,
-            "matched@0.1": self.matched[0.1],
-            "matched@0.5": self.matched[0.5],
-            "pairs@0.1": len(self.pair_idx),
-        }
 
 
 def prediction_defects(row: Mapping[str, Any], cfg: EvalConfig) -> ParseResult:
@@ -168,7 +135,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect."""
     cfg = cfg or EvalConfig()
-    groups: dict[str, dict[str, _Acc]] = defaultdict(lambda: {t: _Acc() for t in LABELS})
     gt_desc: list[str] = []
     pred_desc: list[str] = []
     imp_score: list[float] = []
@@ -179,7 +145,6 @@ def evaluate(
     for n_img, rec in enumerate(gt):
         images_by_gen[rec.generator or "unknown"] += 1
         pred = preds.get(rec.image_id, ())
-        accs = (groups["__all__"], groups[rec.generator or "unknown"])
         for k_label, label in enumerate(LABELS):
             g = [d for d in rec.defects if d.label == label]
             p = [d for d in pred if d.label == label]
@@ -197,22 +162,6 @@ def evaluate(
                     pred_desc.append(p[c].description)
                     sg, sp = g[r].importance, p[c].importance
                     imp_score.append(np.nan if sg is None else (0.0 if sp is None else 1.0 - abs(sg - sp) / 100.0))
-            for acc in accs:
-                label_acc = acc[label]
-                if g and p:
-                    label_acc.tp += 1
-                elif g:
-                    label_acc.fn += 1
-                elif p:
-                    label_acc.fp += 1
-                else:
-                    label_acc.tn += 1
-                if in_scope:
-                    label_acc.n_gt += len(g)
-                    label_acc.n_pred += len(p)
-                    for t in THRESHOLDS:
-                        label_acc.matched[t] += sum(1 for _, _, v in pairs if v + _TOL >= t)
-                    label_acc.pair_idx.extend(new_idx)
             row = per_image[n_img, k_label]
             row[F["tp"]], row[F["fp"]], row[F["fn"]], row[F["tn"]] = (
                 bool(g and p),
@@ -237,17 +186,21 @@ def evaluate(
         vals = vals[~np.isnan(vals)]
         row[F["imp_n"]], row[F["imp_sum"]] = vals.size, float(vals.sum())
 
-    def block(accs: dict[str, _Acc]) -> dict[str, Any]:
-        return {label: accs[label].metrics(cos, imp) for label in LABELS}
+    has_cos = cos is not None
+    gens = np.asarray([r.generator or "unknown" for r in gt], dtype=object)
 
-    overall = groups.pop("__all__", None) or {t: _Acc() for t in LABELS}
-    report: dict[str, Any] = block(overall)
-    report["by_generator"] = {gen: block(accs) for gen, accs in sorted(groups.items())}
-    report["counts"] = {label: overall[label].counts() for label in LABELS}
+    def block(rows: np.ndarray) -> dict[str, Any]:
+        total = rows.sum(axis=0) if len(rows) else np.zeros((len(LABELS), len(FIELDS)))
+        return {label: metrics_from_sums(total[k], has_cos) for k, label in enumerate(LABELS)}
+
+    report: dict[str, Any] = block(per_image)
+    report["by_generator"] = {gen: block(per_image[gens == gen]) for gen in sorted(images_by_gen)}
+    total = per_image.sum(axis=0) if len(gt) else np.zeros((len(LABELS), len(FIELDS)))
+    report["counts"] = {label: _counts(total[k]) for k, label in enumerate(LABELS)}
     report["counts"]["images"] = len(gt)
     report["counts"]["by_generator"] = dict(sorted(images_by_gen.items()))
     report["per_image"] = {"image_ids": [r.image_id for r in gt], "fields": list(FIELDS), "labels": list(LABELS),
-                           "has_cos": cos is not None, "sums": per_image}  # fmt: skip
+                           "has_cos": has_cos, "sums": per_image}  # fmt: skip
     report["config"] = {
         "match": cfg.match,
         "box_scope": cfg.box_scope,

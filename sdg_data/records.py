@@ -98,7 +98,12 @@ MAX_SIDE = 1 << 16  # pixels; larger sizes are a data error, not an image
 _I64 = -(1 << 63)
 
 
-def _show(value: Any, limit: int = 40) -> str:
+def is_id(value: Any) -> bool:
+    """Whether a value from outside can serve as an id: an int or a string (not a bool, not a list)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
     """``repr`` for an error message, cut short (a 400-digit integer or a long list stays readable)."""
     try:
         text = repr(value)
@@ -115,7 +120,7 @@ class RecordError(ValueError):
         self.field = field_name
         self.reason = reason
         rid = "?" if record_id is None else record_id
-        super().__init__(f"record {_show(rid, 200)} field {field_name!r}: {reason}")
+        super().__init__(f"record {short_repr(rid, 200)} field {field_name!r}: {reason}")
 
 
 def check_importance(value: Any) -> int | None:
@@ -123,12 +128,12 @@ def check_importance(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"must be an integer 1-100 or null, got {_show(value)}")
+        raise ValueError(f"must be an integer 1-100 or null, got {short_repr(value)}")
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
-        raise ValueError(f"must be an integer 1-100 or null, got {_show(value)}")
+        raise ValueError(f"must be an integer 1-100 or null, got {short_repr(value)}")
     v = int(value)
     if not IMPORTANCE_MIN <= v <= IMPORTANCE_MAX:
-        raise ValueError(f"must be within {IMPORTANCE_MIN}-{IMPORTANCE_MAX}, got {_show(v)}")
+        raise ValueError(f"must be within {IMPORTANCE_MIN}-{IMPORTANCE_MAX}, got {short_repr(v)}")
     return v
 
 
@@ -234,14 +239,14 @@ class ImageRecord:
     def validate(self) -> None:
         rid = self.image_id
         if not isinstance(rid, str) or not rid:
-            raise RecordError(None, "image_id", f"must be a non-empty string, got {_show(rid)}")
+            raise RecordError(None, "image_id", f"must be a non-empty string, got {short_repr(rid)}")
         for name in ("width", "height"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_SIDE):
-                raise RecordError(rid, name, f"must be a positive integer up to {MAX_SIDE}, got {_show(v)}")
+                raise RecordError(rid, name, f"must be a positive integer up to {MAX_SIDE}, got {short_repr(v)}")
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not _I64 <= seed < -_I64):
-            raise RecordError(rid, "seed", f"must be a 64-bit signed integer, got {_show(seed)}")
+            raise RecordError(rid, "seed", f"must be a 64-bit signed integer, got {short_repr(seed)}")
         if self.split is not None and self.split not in SPLITS:
             raise RecordError(rid, "split", f"must be one of {SPLITS}, got {self.split!r}")
         for name in ("image_path", "caption", "generator", "think"):
@@ -282,13 +287,13 @@ class ImageRecord:
             raise RecordError(None, "<line>", f"must be a JSON object, got {type(obj).__name__}")
         rid = obj.get("image_id")
         if not isinstance(rid, str) or not rid:
-            raise RecordError(None, "image_id", f"must be a non-empty string, got {_show(rid)}")
+            raise RecordError(None, "image_id", f"must be a non-empty string, got {short_repr(rid)}")
         unknown = set(obj) - _RECORD_KEYS
         if unknown:
             raise RecordError(rid, "<record>", f"unknown keys {sorted(unknown)}")
         version = obj.get("schema_version") or SCHEMA_VERSION
         if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise RecordError(rid, "schema_version", f"{_show(version)} is not compatible with {SCHEMA_VERSION}")
+            raise RecordError(rid, "schema_version", f"{short_repr(version)} is not compatible with {SCHEMA_VERSION}")
         if "defects" not in obj:
             raise RecordError(rid, "defects", "missing (use [] for a clean image)")
         raw = obj["defects"]
