@@ -170,7 +170,7 @@ def records_input(source: str | Path, folder: str | Path) -> Path:
     """A records JSONL for any stage that reads records and image files: ``source`` itself when it is one, else
     (a dataset folder from ``sdg build``) its annotations written out under ``folder`` (``records.jsonl`` and
     ``images/``, the checked bytes as stored), with the folder vouched for as their image root."""
-    from sdg_data.jsonl import input_kind, write_bytes, write_jsonl
+    from sdg_data.jsonl import input_kind, write_bytes, write_json, write_jsonl
     from sdg_data.paths import safe_filename, vouch
 
     source, folder = Path(source), Path(folder)
@@ -185,8 +185,6 @@ def records_input(source: str | Path, folder: str | Path) -> Path:
         raise ValueError(f"{source}: no image of the dataset could be read ({len(rejects)} rejected)")
     out = folder / "records.jsonl"
     write_jsonl(out, rows)
-    from sdg_data.jsonl import write_json
-
     write_json(folder / "source.summary.json", {"source": str(source), "records": len(rows),
                                                  "rejected": len(rejects), **vouch(out, [folder])})  # fmt: skip
     return out
