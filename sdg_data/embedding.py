@@ -143,21 +143,25 @@ class TransformersEmbedder:
 
 
 class LexicalEmbedder:
-    """Hashed word and character-trigram counts: offline, deterministic, no model. Not the paper's metric."""
+    """Hashed word and character-trigram counts: offline, deterministic, no model. Not the paper's metric.
+
+    Every distinct word seen gets an id and its features (the word, weight 1, and its padded character trigrams,
+    0.5 each) as buckets in one flat table, and every distinct text its word ids: descriptions reuse a small
+    vocabulary and a run asks for the same texts more than once (SDG-Eval, then joint AP), so a word is hashed
+    once and a text tokenized once. :meth:`pair_cosines` works on the sparse counts, never on dense vectors."""
 
     name = LEXICAL
     _token = re.compile(r"\w+", re.UNICODE)
+    _scan = re.compile(r"\w+|\0", re.UNICODE)  # words, and the NUL that ends each text in a joined scan
 
     def __init__(self, dim: int = 1024):
         self.dim = dim
-        # every distinct word seen, as an id, and its features (the word, weight 1, and its padded character
-        # trigrams, 0.5 each) as buckets in one flat table: descriptions reuse a small vocabulary, so each word is
-        # hashed once and a text costs a dictionary lookup per word
         self._ids: dict[str, int] = {}
         self._flat_buckets: list[int] = []
         self._flat_weights: list[float] = []
         self._starts: list[int] = []
         self._lens: list[int] = []
+        self._ids["\0"] = -1  # a text's end in :meth:`_word_ids`, never a word
 
     def _bucket(self, feature: str) -> int:
         return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little") % self.dim
@@ -169,30 +173,68 @@ class LexicalEmbedder:
         self._lens.append(len(feats))
         self._flat_buckets.extend(self._bucket(f) for f in feats)
         self._flat_weights.extend([1.0] + [0.5] * (len(feats) - 1))
-        self._ids[word] = len(self._ids)
+        self._ids[word] = len(self._starts) - 1
         return self._ids[word]
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Count vectors of every text, summed in one ``np.bincount`` over all their features, then unit length."""
-        ids, counts = [], []
-        get, find = self._ids.get, self._token.findall
-        for text in texts:
-            words = find(text.lower())
-            ids.extend(i if (i := get(w)) is not None else self._add(w) for w in words)
-            counts.append(len(words))
-        n = len(texts)
-        if not ids:
-            return np.zeros((n, self.dim), dtype=np.float32)
-        word = np.asarray(ids, dtype=np.int64)
-        row = np.repeat(np.arange(n, dtype=np.int64), counts)
+    def _word_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The word ids of every text, concatenated, and each text's word count. The texts are read as one string
+        (one lower-casing, one regex scan, with NUL as the end of each text) and the words mapped in one
+        C-level dictionary pass; words never seen before are hashed and the pass repeated."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        tokens = self._scan.findall("\0".join(t.replace("\0", " ") for t in texts).lower() + "\0")
+        ids = list(map(self._ids.get, tokens))
+        if None in ids:
+            for w in dict.fromkeys(w for w, i in zip(tokens, ids, strict=True) if i is None):
+                self._add(w)
+            ids = list(map(self._ids.__getitem__, tokens))
+        arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        ends = np.flatnonzero(arr < 0)  # the NUL after each text
+        counts = np.diff(ends, prepend=-1) - 1
+        return arr[arr >= 0], counts
+
+    def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, bucket, weight) of every feature of every text; a row's repeated buckets are not yet summed."""
+        word, counts = self._word_ids(texts)
+        row = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
         lens = np.asarray(self._lens, dtype=np.int64)[word]
         starts = np.asarray(self._starts, dtype=np.int64)[word]
         ends = np.cumsum(lens)
-        pos = np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]), dtype=np.int64)
-        buckets = np.asarray(self._flat_buckets, dtype=np.int64)[pos] + np.repeat(row, lens) * self.dim
-        weights = np.asarray(self._flat_weights, dtype=np.float64)[pos]
-        flat = np.bincount(buckets, weights=weights, minlength=n * self.dim)
+        pos = np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+        return (
+            np.repeat(row, lens),
+            np.asarray(self._flat_buckets, dtype=np.int64)[pos],
+            np.asarray(self._flat_weights, dtype=np.float64)[pos],
+        )
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Count vectors of every text, summed in one ``np.bincount`` over all their features, then unit length."""
+        n = len(texts)
+        row, bucket, weight = self._features(texts)
+        if not len(row):
+            return np.zeros((n, self.dim), dtype=np.float32)
+        flat = np.bincount(row * self.dim + bucket, weights=weight, minlength=n * self.dim)
         return _normalize(flat.reshape(n, self.dim).astype(np.float32))
+
+    def pair_cosines(self, a: Sequence[str], b: Sequence[str], block: int = 256) -> np.ndarray:
+        """Cosine of ``a[i]``'s and ``b[i]``'s count vectors, in float64 straight from the counts: ``block`` pairs
+        at a time go through a small dense buffer that stays in the CPU's cache (no float32 vectors, no
+        normalised copies). Equal to the cosine of :meth:`encode`'s vectors up to their float32 rounding (1e-7)."""
+        n, dim = len(a), self.dim
+        out = np.zeros(n, dtype=np.float64)
+        ra, ba, wa = self._features(a)
+        rb, bb, wb = self._features(b)
+        cut_a = np.searchsorted(ra, np.arange(0, n + block, block))  # rows are in order: slice each block
+        cut_b = np.searchsorted(rb, np.arange(0, n + block, block))
+        for k, lo in enumerate(range(0, n, block)):
+            m = min(block, n - lo)
+            sa, sb = slice(cut_a[k], cut_a[k + 1]), slice(cut_b[k], cut_b[k + 1])
+            va = np.bincount((ra[sa] - lo) * dim + ba[sa], weights=wa[sa], minlength=m * dim).reshape(m, dim)
+            vb = np.bincount((rb[sb] - lo) * dim + bb[sb], weights=wb[sb], minlength=m * dim).reshape(m, dim)
+            na = np.sqrt(np.einsum("ij,ij->i", va, va))
+            nb = np.sqrt(np.einsum("ij,ij->i", vb, vb))
+            out[lo : lo + m] = np.einsum("ij,ij->i", va, vb) / (np.maximum(na, 1e-12) * np.maximum(nb, 1e-12))
+        return out
 
 
 class CachedEmbedder:
@@ -202,12 +244,15 @@ class CachedEmbedder:
     prompt group) and bounded: past ``max_entries`` the least recently used vectors are dropped.
     """
 
+    max_pairs = 400_000  # pair cosines remembered (about 60 MB) before the memo starts over
+
     def __init__(self, inner: Embedder, max_entries: int = 200_000, max_bytes: int = 128 << 20):
         self.inner = inner
         self.name = inner.name
         self.max_entries = max_entries
         self.max_bytes = max_bytes  # the cache's vectors, at most (1024-dim float32: 32K texts in 128 MB)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pairs: dict[tuple[str, str], float] = {}  # (a, b) -> cosine; about 150 bytes a pair
         self.calls = 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -230,14 +275,32 @@ class CachedEmbedder:
 
     def pair_cosines(self, a: Sequence[str], b: Sequence[str], chunk: int = 4096) -> np.ndarray:
         """Cosine of ``a[i]`` with ``b[i]`` for every i: one encode call for both sides of each ``chunk`` pairs,
-        so memory stays bounded (100K images' pairs are never all held as vectors at once)."""
+        so memory stays bounded (100K images' pairs are never all held as vectors at once). Pairs already scored
+        in this run come from a memo (``sdg eval`` asks for most of its pairs twice: DescCos, then joint AP)."""
         n = len(a)
         if len(b) != n:
             raise ValueError(f"pair_cosines needs aligned lists, got {n} and {len(b)} texts")
+        if n > self.max_pairs:  # too many to remember: score them straight
+            return self._pair_cosines(list(a), list(b), chunk)
+        memo = self._pairs
+        if len(memo) + n > self.max_pairs:
+            memo.clear()
+        todo = list(dict.fromkeys(p for p in zip(a, b, strict=True) if p not in memo))
+        if todo:
+            ta, tb = [p[0] for p in todo], [p[1] for p in todo]
+            memo.update(zip(todo, self._pair_cosines(ta, tb, chunk).tolist(), strict=True))
+        return np.fromiter(map(memo.__getitem__, zip(a, b, strict=True)), dtype=np.float64, count=n)
+
+    def _pair_cosines(self, a: list[str], b: list[str], chunk: int) -> np.ndarray:
+        n = len(a)
         out = np.empty(n, dtype=np.float64)
+        sparse = getattr(self.inner, "pair_cosines", None)  # an embedder with a cheaper way than dense vectors
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            vecs = self.encode(list(a[lo:hi]) + list(b[lo:hi]))
+            if sparse is not None:
+                out[lo:hi] = sparse(a[lo:hi], b[lo:hi])
+                continue
+            vecs = self.encode(a[lo:hi] + b[lo:hi])
             k = hi - lo
             out[lo:hi] = np.einsum("ij,ij->i", vecs[:k].astype(np.float64), vecs[k:].astype(np.float64))
         return out

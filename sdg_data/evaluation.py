@@ -27,7 +27,7 @@ from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list
 from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
 from sdg_data.config import Count, Positive
 from sdg_data.embedding import CachedEmbedder
-from sdg_data.matching import MatchMethod, match
+from sdg_data.matching import MatchMethod, match, match_lone
 from sdg_data.records import LABELS, Defect, ImageRecord
 
 
@@ -141,7 +141,7 @@ def evaluate(
     images_by_gen: dict[str, int] = defaultdict(int)
 
     per_image = np.zeros((len(gt), len(LABELS), len(FIELDS)), dtype=np.float64)
-    image_pairs: list[tuple[int, int, list[int]]] = []  # (image, label, pair indices) for the cosine sums
+    pair_slot: list[int] = []  # each described pair's image * labels + label, for the cosine and importance sums
     for n_img, rec in enumerate(gt):
         images_by_gen[rec.generator or "unknown"] += 1
         pred = preds.get(rec.image_id, ())
@@ -150,14 +150,16 @@ def evaluate(
             p = [d for d in pred if d.label == label]
             pairs: list[tuple[int, int, float]] = []
             in_scope = bool(g) or cfg.box_scope == "all"
-            if g and p:
+            if len(g) == 1 and len(p) == 1:  # most images: no arrays for one pair
+                v = g[0].box.iou(p[0].box)
+                pairs = [(0, 0, v)] if match_lone(v, cfg.match) else []
+            elif g and p:
                 iou = iou_matrix(boxes_array([d.box for d in g]), boxes_array([d.box for d in p]))
                 rows, cols = match(iou, cfg.match)
                 pairs = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols)]
-            new_idx: list[int] = []
             for r, c, v in pairs:
                 if v + _TOL >= DESC_THRESHOLD:
-                    new_idx.append(len(gt_desc))
+                    pair_slot.append(n_img * len(LABELS) + k_label)
                     gt_desc.append(g[r].description)
                     pred_desc.append(p[c].description)
                     sg, sp = g[r].importance, p[c].importance
@@ -173,18 +175,22 @@ def evaluate(
                 row[F["n_gt"]], row[F["n_pred"]] = len(g), len(p)
                 for t in THRESHOLDS:
                     row[F[f"m{t}"]] = sum(1 for _, _, v in pairs if v + _TOL >= t)
-                image_pairs.append((n_img, k_label, new_idx))
 
     cos = embedder.pair_cosines(gt_desc, pred_desc) if embedder is not None else None
+    # each pair's sums land on its (image, label) slot, all at once, in pair order
     imp = np.asarray(imp_score, dtype=np.float64)
-    for n_img, k_label, idx in image_pairs:
-        row = per_image[n_img, k_label]
-        row[F["pairs"]] = len(idx)
-        if cos is not None and idx:
-            row[F["cos_sum"]] = float(cos[idx].sum())
-        vals = imp[idx] if idx else imp[:0]
-        vals = vals[~np.isnan(vals)]
-        row[F["imp_n"]], row[F["imp_sum"]] = vals.size, float(vals.sum())
+    slot = np.asarray(pair_slot, dtype=np.int64)
+    n_slots = len(gt) * len(LABELS)
+
+    def per_slot(which: np.ndarray | slice, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(slot[which], weights=weights, minlength=n_slots).reshape(len(gt), len(LABELS))
+
+    per_image[:, :, F["pairs"]] = per_slot(slice(None))
+    if cos is not None:
+        per_image[:, :, F["cos_sum"]] = per_slot(slice(None), cos)
+    known = ~np.isnan(imp)
+    per_image[:, :, F["imp_n"]] = per_slot(known)
+    per_image[:, :, F["imp_sum"]] = per_slot(known, imp[known])
 
     has_cos = cos is not None
     gens = np.asarray([r.generator or "unknown" for r in gt], dtype=object)

@@ -60,6 +60,16 @@ def greedy(score: np.ndarray, min_score: float = 0.0) -> tuple[np.ndarray, np.nd
     return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
 
 
+def match_lone(score: float, method: MatchMethod = "hungarian") -> bool:
+    """Whether one box against one box is a matched pair: :func:`match` on a 1 x 1 score without the arrays
+    (the Hungarian assignment always pairs them; the greedy one only above zero)."""
+    if method == "hungarian":
+        return True
+    if method == "greedy":
+        return score > 0.0
+    raise ValueError(f"match method must be one of {MATCH_METHODS}, got {method!r}")
+
+
 def match(score: np.ndarray, method: MatchMethod = "hungarian") -> tuple[np.ndarray, np.ndarray]:
     if method == "hungarian":
         return hungarian(score)

@@ -236,7 +236,9 @@ class ImageRecord:
     def defects_of(self, label: str) -> list[Defect]:
         return [d for d in self.defects if d.label == label]
 
-    def validate(self) -> None:
+    def validate(self, defects: bool = True) -> None:
+        """Raise :class:`RecordError` on the first bad field; ``defects=False`` checks the record's own fields only
+        (the reader has checked each defect as it parsed it)."""
         rid = self.image_id
         if not isinstance(rid, str) or not rid:
             raise RecordError(None, "image_id", f"must be a non-empty string, got {short_repr(rid)}")
@@ -255,7 +257,7 @@ class ImageRecord:
                 raise RecordError(rid, name, f"must be a string, got {type(v).__name__}")
         if not isinstance(self.defects, list):
             raise RecordError(rid, "defects", "must be a list (empty for a clean image)")
-        for i, d in enumerate(self.defects):
+        for i, d in enumerate(self.defects if defects else ()):
             d.validate(rid, f"defects[{i}]")
 
     def require(self, *names: str) -> None:
@@ -319,5 +321,5 @@ class ImageRecord:
             schema_version=version,
             think=obj.get("think"),
         )
-        rec.validate()
+        rec.validate(defects=False)  # each defect was checked as it was parsed
         return rec

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -297,10 +297,12 @@ class SDGReward:
         return [r.reward for r in self.last]
 
 
+_BREAKDOWN_FIELDS = [f.name for f in fields(RewardBreakdown)]
+
+
 def breakdown_row(image_id: str, r: RewardBreakdown) -> Mapping[str, Any]:
-    row = {"image_id": image_id}
-    row.update(asdict(r))
-    return row
+    """One ``sdg reward`` output line (the fields are scalars: a shallow copy, not ``asdict``'s deep one)."""
+    return {"image_id": image_id, **{name: getattr(r, name) for name in _BREAKDOWN_FIELDS}}
 
 
 def reward_files(

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdg_data.boxes import Box, BoxError, boxes_array, diou_matrix, diou_rows, iou_matrix
+from sdg_data.boxes import Box, BoxError, boxes_array, diou_matrix, diou_rows, grid_array, iou_matrix
 
 
 coord = st.integers(min_value=0, max_value=1000)
@@ -112,3 +112,23 @@ def test_diou_rows_is_the_matrix_diagonal_bit_for_bit(pairs):
     assert rows.shape == (len(pairs),)
     if pairs:
         assert np.array_equal(rows, np.diagonal(diou_matrix(A, B)))
+
+
+coord_f = st.floats(min_value=0, max_value=1000, allow_nan=False)
+
+
+@given(st.lists(st.tuples(coord_f, coord_f, coord_f, coord_f), min_size=2, max_size=2), st.booleans())
+def test_scalar_iou_is_the_matrix_entry_bit_for_bit(corners, snap):
+    """Box.iou (plain floats, the lone-pair fast path of eval and joint AP) does the matrix's arithmetic."""
+    boxes = []
+    for x0, y0, x1, y1 in corners:
+        b = Box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        boxes.append(Box(*map(float, b.to_grid())) if snap else b)
+    a, b = boxes
+    assert a.iou(b) == float(iou_matrix(boxes_array([a]), boxes_array([b]))[0, 0])
+    assert b.iou(a) == float(iou_matrix(boxes_array([b]), boxes_array([a]))[0, 0])
+
+
+def test_grid_array_is_to_grid_of_each_row():
+    rows = np.array([[0.5, 1.49, 2.5, 999.5], [0.0, 0.49999, 10.5000001, 1000.0]])
+    assert grid_array(rows).tolist() == [Box(*r).to_grid() for r in rows.tolist()]

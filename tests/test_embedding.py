@@ -102,3 +102,33 @@ def test_bidirectional_model_keeps_the_padding_mask(tmp_path):
     assert not emb.causal
     texts = ["a", "a much longer text than the first"]
     np.testing.assert_allclose(emb.encode(texts)[0], emb.encode(texts[:1])[0], atol=1e-5)
+
+
+def test_lexical_pair_cosines_equal_the_dense_vectors():
+    """The sparse pair path (``sdg eval`` and ``sdg reward`` with ``lexical``) gives the cosines of encode()'s vectors
+    (up to their float32 rounding), for empty texts, unseen words, NUL characters and non-ASCII case folding."""
+    texts = ["six fingers on the left hand", "", "!!", "x\0y blurred", "ΑΣ Straße ÄÖ", "the the the hand"]
+    rng = np.random.default_rng(0)
+    words = "hand finger melted text sign blurred extra limb face sky logo garbled".split()
+    texts += [" ".join(rng.choice(words, rng.integers(1, 30))) for _ in range(300)]
+    a = texts
+    b = [texts[i] for i in rng.permutation(len(texts))]
+    dense = LexicalEmbedder()
+    va, vb = dense.encode(a).astype(np.float64), dense.encode(b).astype(np.float64)
+    want = np.einsum("ij,ij->i", va, vb)
+    got = LexicalEmbedder().pair_cosines(a, b, block=7)  # a block size that leaves a remainder
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert LexicalEmbedder().pair_cosines(a, a).tolist() == pytest.approx([0.0 if i in (1, 2) else 1.0
+                                                                            for i in range(len(a))])  # fmt: skip
+
+
+def test_pair_cosines_are_remembered_within_a_run():
+    emb = CachedEmbedder(LexicalEmbedder())
+    first = emb.pair_cosines(["a b", "c d", "a b"], ["a b c", "d", "a b c"])
+    assert len(emb._pairs) == 2  # the repeated pair is scored once
+    emb.inner = None  # a second ask must not reach the embedder
+    assert np.array_equal(emb.pair_cosines(["c d", "a b"], ["d", "a b c"]), first[[1, 0]])
+    big = CachedEmbedder(LexicalEmbedder())
+    big.max_pairs = 2  # past the bound the pairs are scored straight, not remembered
+    big.pair_cosines(["a", "b", "c"], ["a", "b", "c"])
+    assert big._pairs == {}
