@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from sdg_data.boxes import boxes_array, iou_matrix
-from sdg_data.evaluation import EvalConfig, evaluate
-from sdg_data.jsonl import read_records, write_json
+from sdg_data.io.files import write_json
+from sdg_data.io.jsonl import read_records
 from sdg_data.matching import match
 from sdg_data.records import LABELS, Defect, ImageRecord
+from sdg_data.scoring.evaluation import EvalConfig, evaluate
 
 
 def matched_boxes(a: ImageRecord, b: ImageRecord) -> list[tuple[str, Defect, Defect]]:

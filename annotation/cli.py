@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from annotation.config import AnnotateConfig, resolve_server
-from sdg_data.cli_kit import arg, config_command, echo, guarded, opt, printable
+from sdg_data.io.cli_kit import arg, config_command, echo, guarded, opt, printable
 
 
 HELP = (
@@ -95,7 +95,7 @@ def run_push(cfg: AnnotateConfig, samples: Path) -> None:
     Rejects (missing file, path outside the image root, duplicate ids) go to WORK_DIR/SAMPLES.push.rejects.jsonl
     (outputs/annotate/ by default; never beside the input). Exits 1 when no line could be pushed."""
     from annotation.push import push
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     s = push(samples, _conn(cfg))
     echo(
@@ -111,7 +111,7 @@ def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> N
     same --model-version replaces that version's predictions in place (or leaves identical ones alone): never a
     second prefilled tab. Only the predictions and the model version shown change; overlap and guidelines stay."""
     from annotation.predict import predict
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     s = predict(predictions, _conn(cfg), model_version)
     echo(
@@ -134,7 +134,7 @@ def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Pat
         s = pull_from_export(from_export, out, cfg, only_reviewed)
     else:
         s = pull(_conn(cfg), out, since, only_reviewed)
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     bad_tasks = f", {s['malformed_tasks']} malformed tasks rejected" if s.get("malformed_tasks") else ""
     unreviewed = f", {s['unreviewed_images']} not reviewed yet (left out)" if only_reviewed else ""
@@ -179,7 +179,7 @@ def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None,
 
     s = status(None if from_export is not None else _conn(cfg), cfg, since, from_export)
     if out is not None:
-        from sdg_data.jsonl import write_json
+        from sdg_data.io.files import write_json
 
         write_json(out, s)
     echo(format_status(s))

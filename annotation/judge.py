@@ -29,7 +29,8 @@ from annotation.client import (
     require_image_root,
 )
 from annotation.labeling import guidelines_html
-from sdg_data.jsonl import iter_jsonl, write_json, write_jsonl
+from sdg_data.io.files import write_json, write_jsonl
+from sdg_data.io.jsonl import iter_jsonl
 from sdg_data.records import is_id
 
 
@@ -124,7 +125,7 @@ def judge_push(
     default to each manifest's refine mode (plain records: the file's name)."""
     from annotation.push import image_url, resolve_inside, server_tasks
     from annotation.server import document_root
-    from sdg_data.report import StageReport
+    from sdg_data.io.report import StageReport
 
     title = conn.cfg.judge_title
     project = find_judge_project(conn, title)

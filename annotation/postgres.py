@@ -272,7 +272,7 @@ def restore(database: str, data_dir: str | Path, dump: str | Path, env: dict[str
         if not sound:
             raise PostgresError(f"{dump} is not a sound SQLite database")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        from sdg_data.jsonl import atomic_file
+        from sdg_data.io.files import atomic_file
 
         with open(dump, "rb") as src, atomic_file(dest, "wb") as f:
             shutil.copyfileobj(src, f)

@@ -17,9 +17,9 @@ from annotation.labeling import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS
 from annotation.push import server_tasks
 from annotation.uiform import ui_region
 from sdg_data.answer import parse_response
-from sdg_data.jsonl import usable_lines
+from sdg_data.io.jsonl import usable_lines
+from sdg_data.io.report import StageReport
 from sdg_data.records import Defect, RecordError
-from sdg_data.report import StageReport
 
 
 def region_results(rid: str, d: Defect, width: int | None, height: int | None) -> list[dict[str, Any]]:

@@ -28,10 +28,10 @@ from annotation.client import Connection, require_project
 from annotation.config import AnnotateConfig
 from annotation.labeling import BOX, CONFIG_VERSION, IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, NUMBER, TEXT
 from sdg_data.boxes import Box, BoxError, label_studio_problem
-from sdg_data.gc_pause import gc_paused
+from sdg_data.io.gc_pause import gc_paused
+from sdg_data.io.report import StageReport
+from sdg_data.io.secrets import secret_values
 from sdg_data.records import Defect, ImageRecord
-from sdg_data.report import StageReport
-from sdg_data.secrets import secret_values
 
 
 _EPS = 1e-6
@@ -201,7 +201,7 @@ def convert_annotation(
         raise ValueError("annotation has no 'result' list (a clean image is an empty list, not a missing one)")
     path = local_path(str(data.get("image", "")), doc_root)
     if path is not None and doc_root is not None:
-        from sdg_data.paths import PathError, Resolver
+        from sdg_data.io.paths import PathError, Resolver
 
         try:
             path = Resolver(doc_root, [image_root or doc_root]).resolve(str(path), must_exist=False)
@@ -424,8 +424,8 @@ def _dumps_lines(rows: Iterable[dict[str, Any]]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from sdg_data.jsonl import write_bytes
-    from sdg_data.secrets import redact
+    from sdg_data.io.files import write_bytes
+    from sdg_data.io.secrets import redact
 
     write_bytes(path, redact(data.decode("utf-8")).encode("utf-8") if secret_values() else data)
 
@@ -434,8 +434,8 @@ def write_outputs(
     result: dict[str, Any], out: str | Path, extra: dict | None = None, image_root: Path | None = None
 ) -> dict[str, Any]:
     """Write the records (one per image), all annotations and the reports; the image root the records were checked
-    in travels with them (:func:`sdg_data.paths.vouch`), so distill needs no --image-root."""
-    from sdg_data.paths import vouch
+    in travels with them (:func:`sdg_data.io.paths.vouch`), so distill needs no --image-root."""
+    from sdg_data.io.paths import vouch
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

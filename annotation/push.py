@@ -15,9 +15,9 @@ from urllib.parse import quote
 from annotation.client import AnnotateError, Connection, require_image_root, require_project
 from annotation.labeling import CONFIG_VERSION
 from annotation.server import document_root
-from sdg_data.jsonl import usable_lines
+from sdg_data.io.jsonl import usable_lines
+from sdg_data.io.report import StageReport
 from sdg_data.records import ImageRecord, RecordError
-from sdg_data.report import StageReport
 
 
 def image_url(rel_to_doc_root: str) -> str:
@@ -152,7 +152,7 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     While the server stores one chunk, the next one is read and checked here (one request in flight)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sdg_data.gc_pause import gc_paused
+    from sdg_data.io.gc_pause import gc_paused
 
     t0 = time.perf_counter()
     cfg = conn.cfg
@@ -161,7 +161,7 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
     root = require_image_root(conn, project)
     doc_root = document_root_of(cfg)
     if samples.is_dir():  # a built dataset: its images written out under the image root, where the server serves
-        from sdg_data.viz import records_input
+        from sdg_data.io.sources import records_input
 
         samples = records_input(samples, Path(root) / f"{samples.resolve().name}-images")
     n_before = task_count(conn, project.id)

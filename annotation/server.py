@@ -282,7 +282,7 @@ def serve(cfg: AnnotateConfig) -> int:
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        from sdg_data.jsonl import write_text
+        from sdg_data.io.files import write_text
 
         write_text(
             state,

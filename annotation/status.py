@@ -103,7 +103,7 @@ def disagreement_list(
     conn: Connection | None, cfg: AnnotateConfig, out: Path, top: int, from_export: Path | None = None
 ) -> dict[str, Any]:
     """Write every overlap image's row to OUT (JSONL, most disputed first); return the top rows and counts."""
-    from sdg_data.jsonl import write_bytes
+    from sdg_data.io.files import write_bytes
 
     tasks, users, _, url, _ = _export(conn, cfg, from_export)
     rows = disagreements(convert_export(tasks, cfg, users, _doc_root(cfg))["all"], url)

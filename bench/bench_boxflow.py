@@ -35,7 +35,7 @@ PROMPTS = ["a red apple on a table", "a cat asleep on a sofa", "two dogs in the 
 
 
 def _trainer(model: Path, prompts: Path, out: Path, *flags: str):
-    from train.boxflow import build_trainer, parse
+    from train.boxflow.trainer import build_trainer, parse
 
     argv = ["--config", str(SMOKE), "--model", str(model), "--prompts", str(prompts), "--output_dir", str(out),
             "--progress", "false", *flags]  # fmt: skip

@@ -22,8 +22,8 @@ from synth import bench_setup, test_set  # noqa: E402
 
 from distill.prompting import facts  # noqa: E402
 from distill.template_teacher import think_text  # noqa: E402
-from sdg_data.build import BuildConfig, build_dataset  # noqa: E402
-from sdg_data.jsonl import write_records  # noqa: E402
+from sdg_data.dataset.build import BuildConfig, build_dataset  # noqa: E402
+from sdg_data.io.files import write_records  # noqa: E402
 
 
 def main() -> None:

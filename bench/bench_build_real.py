@@ -60,7 +60,7 @@ def setup(root: Path, n: int) -> int:
 
     from distill.prompting import facts
     from distill.template_teacher import think_text
-    from sdg_data.jsonl import write_records
+    from sdg_data.io.files import write_records
     from sdg_data.records import ImageRecord
 
     (root / "img").mkdir(parents=True)

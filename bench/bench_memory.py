@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth import jittered, response, test_set  # noqa: E402
 
-from sdg_data.embedding import CachedEmbedder, LexicalEmbedder  # noqa: E402
-from sdg_data.jsonl import write_jsonl, write_records  # noqa: E402
+from sdg_data.io.files import write_jsonl, write_records  # noqa: E402
+from sdg_data.scoring.embedding import CachedEmbedder, LexicalEmbedder  # noqa: E402
 
 
 SDG = str(Path(sys.executable).parent / "sdg")

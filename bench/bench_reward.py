@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth import defects, jittered, response  # noqa: E402
 
 from sdg_data.answer import parse_response  # noqa: E402
-from sdg_data.embedding import CachedEmbedder, TransformersEmbedder  # noqa: E402
-from sdg_data.reward import RewardConfig, reward_batch  # noqa: E402
+from sdg_data.scoring.embedding import CachedEmbedder, TransformersEmbedder  # noqa: E402
+from sdg_data.scoring.reward import RewardConfig, reward_batch  # noqa: E402
 
 
 def tiny_embedder_dir() -> str:

@@ -89,9 +89,9 @@ def boxflow(device: str, tiny: bool, reps: int) -> dict[str, Any]:
 
     from sdg_data.boxes import Box
     from sdg_data.records import Defect
-    from train.boxflow_advantages import advantages, clipped_loss, penalty_maps
-    from train.flow_models import FLUX_LORA_TARGETS
-    from train.flow_sde import sde_step
+    from train.boxflow.advantages import advantages, clipped_loss, penalty_maps
+    from train.boxflow.flow_models import FLUX_LORA_TARGETS
+    from train.boxflow.sde import sde_step
 
     cfg = _config("flux1_dev_transformer", tiny)
     recipe = {"resolution": 64 if tiny else 512, "group": 4 if tiny else 16, "batch": 2, "steps": 10, "rank": 64}
@@ -191,8 +191,8 @@ def reward(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     import torch
     from transformers import Qwen3Config, Qwen3Model
 
-    from sdg_data.embedding import CachedEmbedder, TransformersEmbedder
-    from sdg_data.reward import RewardConfig, reward_batch
+    from sdg_data.scoring.embedding import CachedEmbedder, TransformersEmbedder
+    from sdg_data.scoring.reward import RewardConfig, reward_batch
     from sdg_data.testkit.pipelines import qwen_byte_tokenizer
 
     sys.path.insert(0, str(ROOT / "bench"))

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sdg_data.jsonl import write_text
+from sdg_data.io.files import write_text
 
 
 def cache_key(image_id: str, annotation_hash: str, teacher: str, prompt_version: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from distill.config import DistillConfig
-from sdg_data.cli_kit import arg, config_command, echo, out_option
+from sdg_data.io.cli_kit import arg, config_command, echo, out_option
 
 
 def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
@@ -21,7 +21,7 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
     Finished records are cached under OUT/cache: rerunning after a crash sends only what is missing.
     """
     from distill.runner import distill_file
-    from sdg_data.viz import records_input
+    from sdg_data.io.sources import records_input
 
     s = distill_file(records_input(records, out / "source"), out, cfg)  # a dataset folder: its images written out
     echo(
@@ -32,7 +32,7 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
         f"cost ${s['cost_usd']}"
     )
     echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     require_kept(s, out / "distill.rejects.jsonl")
 

@@ -23,13 +23,14 @@ from distill.cache import DiskCache, UsageLedger, cache_key
 from distill.checks import check_reply
 from distill.config import DistillConfig
 from distill.prompting import TeacherTemplate, annotation_hash, facts, teacher_messages
-from sdg_data.api_client import AuthError, ChatClient, Stats, TransportError, drain
-from sdg_data.images import ImageError, read_verified
-from sdg_data.jsonl import InputError, screen_records, write_jsonl
-from sdg_data.paths import Resolver, vouch
-from sdg_data.progress import progress_bar
+from sdg_data.io.api_client import AuthError, ChatClient, Stats, TransportError, drain
+from sdg_data.io.files import write_jsonl
+from sdg_data.io.images import ImageError, read_verified
+from sdg_data.io.jsonl import InputError, screen_records
+from sdg_data.io.paths import Resolver, vouch
+from sdg_data.io.progress import progress_bar
+from sdg_data.io.report import StageReport
 from sdg_data.records import ImageRecord
-from sdg_data.report import StageReport
 
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _checked(job: Job, cfg: DistillConfig, pixels: bool = False):
 
 
 def _data_url(job: Job, cfg: DistillConfig) -> str:
-    from sdg_data.images import data_url
+    from sdg_data.io.images import data_url
 
     return data_url(_checked(job, cfg, pixels=True).open(), cfg.image_max_side, fmt=cfg.image_format)
 

@@ -72,7 +72,7 @@ done in $(( $(date +%s) - start )) s. Where to look first:
   $OUT/refine-bundles/      what an image editor would be sent for each defective image
 Next: README "Your first real dataset" (your prompts and images, a teacher behind an API, a team in Label Studio).
 EOF
-if [ -z "$("${PY:-.venv/bin/python}" -c 'from sdg_data.fonts import cjk_font_path; print(cjk_font_path() or "")')" ]; then
+if [ -z "$("${PY:-.venv/bin/python}" -c 'from sdg_data.dataset.fonts import cjk_font_path; print(cjk_font_path() or "")')" ]; then
     echo "note: no CJK font is installed, so Chinese notes in the drawn images (viz/) show as boxes; the HTML report"
     echo "      shows them in your browser's fonts. Debian/Ubuntu: sudo apt-get install fonts-noto-cjk"
 fi

@@ -1,4 +1,18 @@
-"""sdg_data: the SDG data contract (records, boxes, answer format) and its scorers (SDG-Eval, GRPO reward)."""
+"""sdg_data: the SDG core. Any file is found by its role:
+
+* here, the **data contract** every stage shares: ``records`` (one record type), ``boxes`` (one box type and the
+  only coordinate arithmetic), ``answer`` (the ``<think>``/``<answer>`` response), ``detector_prompt``, ``splits``,
+  ``matching``; ``config`` (settings as dataclasses + YAML recipes) and ``cli`` (the ``sdg`` command);
+* ``io/``: reading and writing: JSONL lines, atomic and resumable files, Arrow shards, image checks, PNG, paths
+  and image roots, run reports and rejects, key redaction, the OpenAI-compatible client, the Hub, the CLI kit;
+* ``scoring/``: SDG-Eval, COCO and joint AP, the GRPO reward, image-level metrics, description embeddings;
+* ``dataset/``: the Hugging Face dataset build, jitter, stats, drawings;
+* ``interop/``: other formats in and out: SDG-30K's release, COCO, RichHF-18K;
+* ``generate/``: prompts to images with the four generators; ``testkit/``: tiny models and loopback servers.
+
+A module imports only from its own role or the ones listed before it (``tests/test_structure.py`` keeps it so);
+the core imports no stage.
+"""
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,8 @@
 """The ``sdg`` command: it only mounts the stages' commands and draws the last error boundary.
 
-The core's own commands live in :mod:`sdg_data.cli_score` (eval, reward, validate, import-sdg30k),
-:mod:`sdg_data.cli_dataset` (build, stats, viz) and :mod:`sdg_data.generate.cli`. Stages built on the core
+The core's own commands live with their roles: :mod:`sdg_data.scoring.cli` (eval, reward, compare,
+eval-image-level), :mod:`sdg_data.dataset.cli` (build, stats, viz, validate), :mod:`sdg_data.interop.cli` (import,
+export) and :mod:`sdg_data.generate.cli`. Stages built on the core
 (distill, annotate, train and detect) register theirs through the ``sdg.commands`` entry points that
 ``pyproject.toml`` declares, so the core never imports them. Heavy libraries load inside the commands, so
 ``sdg --help`` starts fast.
@@ -17,9 +18,11 @@ from typing import Annotated
 import typer
 import typer.main
 
-from sdg_data import cli_dataset, cli_score
-from sdg_data.cli_kit import one_line, tidy
+from sdg_data.dataset import cli as dataset_cli
 from sdg_data.generate import cli as generate_cli
+from sdg_data.interop import cli as interop_cli
+from sdg_data.io.cli_kit import one_line, tidy
+from sdg_data.scoring import cli as scoring_cli
 
 
 HELP = (
@@ -53,7 +56,7 @@ def make_app() -> typer.Typer:
     ) -> None:
         pass
 
-    for module in (cli_score, cli_dataset, generate_cli):
+    for module in (scoring_cli, dataset_cli, interop_cli, generate_cli):
         module.register(app)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
@@ -70,7 +73,7 @@ app = make_app()
 def main() -> None:
     """The ``sdg`` entry point: any error a command did not turn into its own line still ends as one red line
     (with SDG_DEBUG=1 it raises, for the traceback)."""
-    from sdg_data.secrets import install_log_filter
+    from sdg_data.io.secrets import install_log_filter
 
     install_log_filter()
     try:

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from sdg_data.boxes import Box  # noqa: E402
-from sdg_data.jsonl import write_records  # noqa: E402
+from sdg_data.io.files import write_records  # noqa: E402
 from sdg_data.records import Defect, ImageRecord  # noqa: E402
 from tests.lskit import ls_server, pg_server  # noqa: E402, F401 - shared server fixtures
 

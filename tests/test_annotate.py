@@ -96,7 +96,7 @@ def test_push_takes_a_built_dataset_and_serves_its_images(conn, ls_server, tmp_p
     """A dataset folder is an input like a records file: its images are written under the image root (where the
     server can serve them) and pushed; a second push creates nothing."""
     from annotation.push import push, server_tasks
-    from sdg_data.build import BuildConfig, build_dataset
+    from sdg_data.dataset.build import BuildConfig, build_dataset
     from tests.conftest import noise_records
 
     (tmp_path / "src").mkdir()

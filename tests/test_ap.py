@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdg_data.ap import coco_ap, interpolated_ap, joint_ap
 from sdg_data.boxes import Box
 from sdg_data.records import Defect, ImageRecord
+from sdg_data.scoring.ap import coco_ap, interpolated_ap, joint_ap
 
 
 def _d(box, imp, label="artifact", desc="a melted hand"):

@@ -16,8 +16,8 @@ import torch
 
 from sdg_data.boxes import Box, max_weight_map
 from sdg_data.records import Defect
-from train.boxflow_advantages import BoxArithmetic, advantages, clipped_loss, penalty_maps
-from train.flow_sde import noise_scale, sde_step
+from train.boxflow.advantages import BoxArithmetic, advantages, clipped_loss, penalty_maps
+from train.boxflow.sde import noise_scale, sde_step
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def prompts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(flux1):
-    from train.flow_models import load_pipeline
+    from train.boxflow.flow_models import load_pipeline
 
     return load_pipeline(str(flux1), torch.float32, "cpu")
 
@@ -91,7 +91,7 @@ def test_a_sampled_transition_recomputed_has_the_stored_log_prob_and_tokens_aver
 
 
 def test_sampling_with_the_model_then_recomputing_under_the_same_weights_gives_ratio_one(pipe):
-    from train.flow_models import make_adapter, sample
+    from train.boxflow.flow_models import make_adapter, sample
 
     ad = make_adapter(pipe, 64, 64, 3.5, "cpu", max_sequence_length=32)
     cond = ad.encode(PROMPTS[:2])
@@ -106,7 +106,7 @@ def test_sampling_with_the_model_then_recomputing_under_the_same_weights_gives_r
 
 
 def test_the_ode_sampler_reproduces_the_diffusers_pipeline(pipe):
-    from train.flow_models import make_adapter, sample
+    from train.boxflow.flow_models import make_adapter, sample
 
     ad = make_adapter(pipe, 64, 64, 3.5, "cpu", max_sequence_length=32)
     traj = sample(ad, pipe.transformer, ad.encode(PROMPTS[:1]), [torch.Generator().manual_seed(3)], 4, 0.0, [])
@@ -120,7 +120,7 @@ def test_the_ode_sampler_reproduces_the_diffusers_pipeline(pipe):
 def test_flux_token_grid_at_512_px_and_boxes_on_cell_edges():
     from types import SimpleNamespace
 
-    from train.flow_models import FluxAdapter
+    from train.boxflow.flow_models import FluxAdapter
 
     fake = SimpleNamespace(vae_scale_factor=8)  # FLUX.1's VAE: 8x, then 2x2 packing: 64x64 latents, 32x32 tokens
     assert FluxAdapter(fake, 512, 512, 3.5, "cpu").token_grid() == (32, 32)
@@ -309,7 +309,7 @@ def test_zero_advantage_gives_zero_gradient_and_scalar_loss_is_flow_grpos():
 
 # ------------------------------------------------------------------ rewards
 def test_judge_replies_are_read_in_either_wording():
-    from train.boxflow_rewards import combine, judge_scores
+    from train.boxflow.rewards import combine, judge_scores
 
     assert judge_scores("Alignment Score (1-5): 4\nCoherence Score (1-5): 3.5\nStyle Score (1-5): 5") == (4, 3.5, 5)
     assert judge_scores("alignment looks fine, 5 stars\nAlignment: 2\nCoherence: 3\nStyle: 4") == (2, 3, 4)
@@ -322,8 +322,8 @@ def test_rewards_from_loopback_servers_with_latency_and_faults_are_counted_not_f
     from PIL import Image
 
     from sdg_data.testkit.reward_servers import RewardServers
-    from train.boxflow_config import BoxFlowRewardConfig
-    from train.boxflow_rewards import RewardService
+    from train.boxflow.config import BoxFlowRewardConfig
+    from train.boxflow.rewards import RewardService
 
     monkeypatch.setenv("SDG_JUDGE_API_KEY", "sk-judge-secret-123456")
     images = [Image.new("RGB", (64, 64), (30 * i, 40, 90)) for i in range(8)]
@@ -353,7 +353,7 @@ def test_rewards_from_loopback_servers_with_latency_and_faults_are_counted_not_f
 def run(flux1, prompts, tmp_path_factory):
     """4 optimiser steps of box mode against loopback servers (with a key set), checkpoints every 2."""
     from sdg_data.testkit.reward_servers import RewardServers
-    from train.boxflow import main
+    from train.boxflow.trainer import main
 
     out = tmp_path_factory.mktemp("boxflow") / "run"
     os.environ["SDG_DETECTOR_API_KEY"] = "sk-detector-secret-987654"
@@ -394,7 +394,7 @@ def test_resume_continues_from_the_saved_step_with_the_same_state(flux1, prompts
     import shutil
 
     from sdg_data.testkit.reward_servers import RewardServers
-    from train.boxflow import main
+    from train.boxflow.trainer import main
 
     with RewardServers(latency=0.0) as srv:  # no faults: both runs get the same answers
         ref = tmp_path / "ref"
@@ -461,7 +461,7 @@ def test_two_processes_share_a_group_and_compute_the_same_advantages(flux1, prom
     out = tmp_path / "ddp"
     with RewardServers() as srv:
         cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.boxflow",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.boxflow.trainer",
                *_argv(flux1, prompts, out, "--judge-url", srv.judge_url, "--detector-url", srv.detector_url,
                       "--max_steps", "2", "--updates_per_step", "1", "--group_size", "2", "--prompts_per_step", "2",
                       "--per_device_batch_size", "1")]  # fmt: skip
@@ -484,7 +484,7 @@ def test_two_processes_share_a_group_and_compute_the_same_advantages(flux1, prom
 
 # ------------------------------------------------------------------ configuration
 def test_recipes_parse_with_the_papers_values_and_unknown_keys_fail(tmp_path):
-    from train.boxflow import check_batch, parse
+    from train.boxflow.trainer import check_batch, parse
 
     cfg, rcfg = parse(["--config", str(PAPER), "--prompts", "p.jsonl", "--detector-url", "http://h:17142/v1"])
     assert (cfg.model, cfg.resolution, cfg.steps, cfg.guidance_scale, cfg.noise_level) == (
@@ -516,7 +516,7 @@ def test_sdg_train_boxflow_explains_a_missing_reward_in_one_line(flux1, prompts,
 
 def test_eval_lora_pairs_prompts_and_reports_intervals(run, flux1, tmp_path):
     from sdg_data.testkit.reward_servers import RewardServers
-    from train.lora_eval import LoraEvalConfig, evaluate, t_interval
+    from train.boxflow.lora_eval import LoraEvalConfig, evaluate, t_interval
 
     ci = t_interval([1.0, 2.0, 3.0], 0.95)
     assert ci["mean"] == 2.0 and ci["low"] == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5)
@@ -541,7 +541,7 @@ def test_eval_lora_pairs_prompts_and_reports_intervals(run, flux1, tmp_path):
 
 @pytest.mark.parametrize("mode,extra", [("mask", []), ("scalar", ["--kl_beta", "0.5"])])
 def test_mask_mode_and_scalar_mode_with_kl_train_from_a_python_reward(flux1, prompts, tmp_path, mode, extra):
-    from train.boxflow import main
+    from train.boxflow.trainer import main
 
     reward = ["--python_reward", "sdg_data.testkit.reward_servers:brightness_reward"]
     s = main(_argv(flux1, prompts, tmp_path / mode, *reward, "--mode", mode, "--max_steps", "4", *extra))
@@ -553,7 +553,7 @@ def test_mask_mode_and_scalar_mode_with_kl_train_from_a_python_reward(flux1, pro
 def test_every_boxflow_setting_has_help():
     import dataclasses
 
-    from train.boxflow_config import BoxFlowConfig, BoxFlowRewardConfig
+    from train.boxflow.config import BoxFlowConfig, BoxFlowRewardConfig
 
     for cls in (BoxFlowConfig, BoxFlowRewardConfig):
         for f in dataclasses.fields(cls):

@@ -8,9 +8,10 @@ import pytest
 from distill.config import DistillConfig
 from distill.runner import distill_file
 from sdg_data.answer import parse_response
-from sdg_data.build import BuildConfig, build_dataset
-from sdg_data.jitter import JitterConfig, jittered_defects
-from sdg_data.jsonl import load_records, read_records, write_records
+from sdg_data.dataset.build import BuildConfig, build_dataset
+from sdg_data.dataset.jitter import JitterConfig, jittered_defects
+from sdg_data.io.files import write_records
+from sdg_data.io.jsonl import load_records, read_records
 from sdg_data.records import ImageRecord
 from tests.conftest import DEMO, defect, noise_records
 
@@ -71,7 +72,7 @@ def test_grpo_rows_feed_the_core_reward(built):
     import datasets
 
     from sdg_data.answer import render_response
-    from sdg_data.reward import SDGReward
+    from sdg_data.scoring.reward import SDGReward
 
     root, _ = built
     grpo = datasets.load_dataset(str(root / "ds"), "grpo", split="train")
@@ -92,13 +93,13 @@ def test_grpo_rows_feed_the_core_reward(built):
 def test_test_config_is_what_sdg_eval_reads(built):
     root, _ = built
     recs = load_records(root / "ds")
-    from sdg_data.arrow import dataset_shards, read_parquet_records
+    from sdg_data.io.arrow import dataset_shards, read_parquet_records
 
     ann = [r for f in dataset_shards(root / "ds", "annotations") for r in read_parquet_records(f)]
     assert {r.split for r in ann} == {"train", "test"} and len(ann) == 24  # one record per image, not per pair
     assert recs and all(r.split == "test" for r in recs)
     assert {r.image_id for r in recs} == {r.image_id for r in ann if r.split == "test"}  # the held-out images
-    from sdg_data.evaluation import EvalConfig, evaluate_files
+    from sdg_data.scoring.evaluation import EvalConfig, evaluate_files
 
     report = evaluate_files(root / "ds", root / "ds", None, EvalConfig(embedder="none"))
     assert report["artifact"]["BoxF1@0.5"] == 1.0 and report["misalignment"]["DetTypeF1"] == 1.0
@@ -168,8 +169,8 @@ def test_each_row_group_goes_to_disk_when_written_and_the_hint_changes_no_byte(t
 
     import pyarrow.parquet as pq
 
-    import sdg_data.build as build_mod
-    from sdg_data.pagecache import WriteBehind
+    import sdg_data.dataset.build as build_mod
+    from sdg_data.dataset.pagecache import WriteBehind
 
     records = noise_records(tmp_path, size=320)  # ~300 KB each
     flushes: dict[str, list[int]] = {}
@@ -218,8 +219,8 @@ def test_images_read_ahead_stay_bounded_in_count_and_bytes(tmp_path, monkeypatch
     a missing file as its error in its place."""
     import threading
 
-    import sdg_data.build as build_mod
-    from sdg_data.images import ImageError
+    import sdg_data.dataset.build as build_mod
+    from sdg_data.io.images import ImageError
 
     started: list[int] = []
     lock = threading.Lock()

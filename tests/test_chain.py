@@ -89,7 +89,7 @@ def test_the_readme_chain_runs_on_defaults_from_one_folder(tmp_path, tiny_pipeli
 def test_a_vouch_is_bound_to_its_file_and_this_machine(tmp_path, monkeypatch):
     """A summary that arrived with the data (or was edited, or whose records file moved) vouches for nothing: the
     default root stays the records file's folder."""
-    from sdg_data.paths import vouch, vouched_roots
+    from sdg_data.io.paths import vouch, vouched_roots
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "d").mkdir()

@@ -100,7 +100,7 @@ def test_a_run_that_kept_nothing_exits_non_zero_with_its_reasons(argv, tmp_path)
 def test_text_from_files_and_servers_prints_inert(tmp_path):
     """An annotator's name or a record id with terminal escapes (retitle, cursor moves, a bidi override) is shown
     as escapes in every command's output and errors, never sent raw to the terminal."""
-    from sdg_data.cli_kit import printable
+    from sdg_data.io.cli_kit import printable
 
     assert printable("ann\x1b]0;pwned\x07\u202eevil\r\nok\tx") == "ann\\x1b]0;pwned\\x07\\u202eevil\\x0d\nok\tx"
     bad = tmp_path / "r.jsonl"

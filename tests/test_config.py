@@ -1,8 +1,8 @@
 import pytest
 
 from sdg_data.config import ConfigError, load_config
-from sdg_data.evaluation import EvalConfig
-from sdg_data.reward import RewardConfig
+from sdg_data.scoring.evaluation import EvalConfig
+from sdg_data.scoring.reward import RewardConfig
 
 
 def test_yaml_then_flags(tmp_path):
@@ -38,7 +38,7 @@ def test_shipped_recipes_parse():
 
     from annotation.config import AnnotateConfig
     from distill.config import DistillConfig
-    from sdg_data.build import BuildConfig
+    from sdg_data.dataset.build import BuildConfig
     from sdg_data.generate.runner import GenerateConfig
 
     root = Path(__file__).resolve().parents[1]
@@ -57,8 +57,8 @@ def test_shipped_recipes_parse():
 
 def test_a_list_setting_refuses_a_bare_string_and_checks_its_items(tmp_path):
     """`image_roots: /some/folder` was read letter by letter, making "/" an allowed root: now a one-line error."""
-    from sdg_data.build import BuildConfig
     from sdg_data.config import ConfigError, load_config
+    from sdg_data.dataset.build import BuildConfig
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("image_roots: /some/folder\n")
@@ -74,8 +74,8 @@ def test_a_list_setting_refuses_a_bare_string_and_checks_its_items(tmp_path):
 def test_a_yaml_alias_bomb_is_one_line_in_bounded_memory(tmp_path):
     import resource
 
-    from sdg_data.build import BuildConfig
     from sdg_data.config import ConfigError, load_config
+    from sdg_data.dataset.build import BuildConfig
 
     levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     levels += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]
@@ -93,13 +93,13 @@ def _configs():
     """Every config dataclass a command or a training script builds."""
     from annotation.config import AnnotateConfig
     from distill.config import DistillConfig
-    from sdg_data.build import BuildConfig
+    from sdg_data.dataset.build import BuildConfig
+    from sdg_data.dataset.viz import VizConfig
     from sdg_data.generate.runner import GenerateConfig
-    from sdg_data.importers.richhf import RichHFConfig
-    from sdg_data.viz import VizConfig
-    from train.boxflow_config import BoxFlowConfig, BoxFlowRewardConfig
-    from train.detect import DetectConfig
-    from train.lora_eval import LoraEvalConfig
+    from sdg_data.interop.richhf import RichHFConfig
+    from train.boxflow.config import BoxFlowConfig, BoxFlowRewardConfig
+    from train.boxflow.lora_eval import LoraEvalConfig
+    from train.detector.detect import DetectConfig
     from train.refine import RefineConfig
 
     return [

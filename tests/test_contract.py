@@ -12,7 +12,7 @@ import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.pull import convert_export, write_outputs
-from sdg_data.jsonl import read_records
+from sdg_data.io.jsonl import read_records
 from tests.conftest import DEMO
 
 
@@ -84,9 +84,9 @@ def test_every_stage_output_passes_the_core_validation(tmp_path):
     """distill, build's test config through load_records, the importer and pull write valid records."""
     from distill.config import DistillConfig
     from distill.runner import distill_file
-    from sdg_data.build import BuildConfig, build_dataset
-    from sdg_data.importers.sdg30k import import_sdg30k
-    from sdg_data.jsonl import load_records
+    from sdg_data.dataset.build import BuildConfig, build_dataset
+    from sdg_data.interop.sdg30k import import_sdg30k
+    from sdg_data.io.jsonl import load_records
 
     distill_file(DEMO / "sample" / "records.jsonl", tmp_path / "d", DistillConfig(progress=False))
     read_records(tmp_path / "d" / "distilled.jsonl")

@@ -7,10 +7,11 @@ from typer.testing import CliRunner
 
 from distill.config import DistillConfig
 from distill.runner import distill_file
-from sdg_data import build as build_mod
-from sdg_data.build import BuildConfig, build_dataset
 from sdg_data.cli import app
-from sdg_data.jsonl import read_records, write_records
+from sdg_data.dataset import build as build_mod
+from sdg_data.dataset.build import BuildConfig, build_dataset
+from sdg_data.io.files import write_records
+from sdg_data.io.jsonl import read_records
 from tests.conftest import DEMO
 
 

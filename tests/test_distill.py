@@ -14,7 +14,7 @@ from distill.checks import STEP_HEADINGS
 from distill.config import DistillConfig
 from distill.fake_teacher import FakeTeacher, FakeTeacherServer
 from distill.runner import distill_file
-from sdg_data.jsonl import read_records
+from sdg_data.io.jsonl import read_records
 from sdg_data.records import count_words
 from tests.conftest import DEMO
 
@@ -127,7 +127,7 @@ def test_a_servers_retry_after_is_bounded_by_backoff_max(tmp_path, monkeypatch):
     asks for is at most 0.05 s (the waits are recorded, not timed)."""
     import asyncio
 
-    import sdg_data.api_client as api
+    import sdg_data.io.api_client as api
 
     waits: list[float] = []
     real = asyncio.sleep

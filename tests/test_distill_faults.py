@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from distill.config import DistillConfig
 from distill.fake_teacher import FakeTeacher, FakeTeacherServer
 from distill.runner import distill_file
-from sdg_data.api_client import _retry_after
 from sdg_data.cli import app
+from sdg_data.io.api_client import _retry_after
 from tests.conftest import DEMO
 from tests.test_distill import _api as _base_api
 
@@ -119,7 +119,7 @@ def test_a_key_echoed_by_the_server_is_never_written(tmp_path, monkeypatch, capl
     for f in (tmp_path / "o").rglob("*"):
         if f.is_file():
             assert KEY.encode() not in f.read_bytes(), f
-    from sdg_data.secrets import RedactingFilter
+    from sdg_data.io.secrets import RedactingFilter
 
     handler = logging.StreamHandler(stream := __import__("io").StringIO())
     handler.addFilter(RedactingFilter())
@@ -210,7 +210,7 @@ def test_a_key_is_masked_in_every_form_a_server_echoes_it(monkeypatch, shape):
     header (Basic credentials) at any byte offset is masked; the whole base64 token goes."""
     import base64
 
-    from sdg_data.secrets import redact
+    from sdg_data.io.secrets import redact
 
     key = "sk-live-9f8e7d6c5b4a3f2e1d0c"
     monkeypatch.setenv("OPENAI_API_KEY", key)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sdg_data.embedding import CachedEmbedder, LexicalEmbedder, TransformersEmbedder, load_embedder
+from sdg_data.scoring.embedding import CachedEmbedder, LexicalEmbedder, TransformersEmbedder, load_embedder
 
 
 def test_transformers_embedder_mean_pools_and_normalizes(tiny_qwen3_embedder_dir):

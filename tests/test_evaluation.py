@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from sdg_data.embedding import CachedEmbedder
-from sdg_data.evaluation import EvalConfig, evaluate, evaluate_files, format_table, index_predictions
 from sdg_data.records import LABELS, ImageRecord
+from sdg_data.scoring.embedding import CachedEmbedder
+from sdg_data.scoring.evaluation import EvalConfig, evaluate, evaluate_files, format_table, index_predictions
 from tests.conftest import TableEmbedder, defect
 
 
@@ -192,12 +192,12 @@ def test_bad_prediction_lines_name_line_and_field():
 def test_per_image_sums_give_back_every_reported_metric_and_the_intervals_hold_them(tmp_path):
     """The bootstrap resamples per-image sums: added over all images they must reproduce the report exactly, and
     each interval must hold its point value."""
-    from sdg_data.evaluation import HEADLINE, bootstrap, metrics_from_sums
+    from sdg_data.scoring.evaluation import HEADLINE, bootstrap, metrics_from_sums
     from tests.conftest import DEMO
 
     cfg = EvalConfig(embedder="lexical", bootstrap=300)
     r = evaluate_files(DEMO / "gt.jsonl", DEMO / "pred.jsonl", tmp_path / "e.json", cfg)
-    from sdg_data.evaluation import read_per_image
+    from sdg_data.scoring.evaluation import read_per_image
 
     per = read_per_image(tmp_path / "e.json")
     total = per["sums"].sum(axis=0)
@@ -212,7 +212,7 @@ def test_per_image_sums_give_back_every_reported_metric_and_the_intervals_hold_t
 
 
 def test_compare_is_paired_and_says_when_a_difference_is_clear(tmp_path):
-    from sdg_data.evaluation import compare
+    from sdg_data.scoring.evaluation import compare
     from tests.conftest import DEMO
 
     cfg = EvalConfig(embedder="none")

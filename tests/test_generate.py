@@ -62,7 +62,7 @@ def _cfg(tiny_root: Path, **kw) -> GenerateConfig:
 
 
 def _manifest(out: Path) -> list[dict]:
-    from sdg_data.jsonl import read_records
+    from sdg_data.io.jsonl import read_records
 
     read_records(out / "manifest.jsonl")  # what generate writes passes the core contract
     return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from sdg_data.answer import ParseResult, parse_response, render_response
 from sdg_data.cli import app
-from sdg_data.embedding import CachedEmbedder, LexicalEmbedder
-from sdg_data.jsonl import read_records
-from sdg_data.reward import RewardConfig, reward_batch
+from sdg_data.io.jsonl import read_records
+from sdg_data.scoring.embedding import CachedEmbedder, LexicalEmbedder
+from sdg_data.scoring.reward import RewardConfig, reward_batch
 from tests.conftest import DEMO, defect
 
 
@@ -283,7 +283,7 @@ def test_demo_files_still_validate():
 def test_distill_and_build_reject_each_bad_line_alone(tmp_path, case):
     from distill.config import DistillConfig
     from distill.runner import distill_file
-    from sdg_data.build import BuildConfig, build_dataset
+    from sdg_data.dataset.build import BuildConfig, build_dataset
 
     raw, _ = BAD_LINES[case]
     lines = (DEMO / "sample" / "records.jsonl").read_bytes().splitlines()[:6]

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdg_data.build import BuildConfig, build_dataset
 from sdg_data.cli import app
-from sdg_data.images import ImageError, check_bytes
-from sdg_data.paths import safe_filename
+from sdg_data.dataset.build import BuildConfig, build_dataset
+from sdg_data.io.images import ImageError, check_bytes
+from sdg_data.io.paths import safe_filename
 
 
 runner = CliRunner()
@@ -171,7 +171,7 @@ def test_viz_names_files_from_ids_made_safe(tmp_path):
 
 def test_detect_rejects_bad_images(hostile, tmp_path):
     from distill.fake_teacher import FakeTeacher, FakeTeacherServer
-    from train.detect import DetectConfig, detect
+    from train.detector.detect import DetectConfig, detect
 
     recs, cases = hostile
     answer = '<think>x</think><answer>[{"box_2d": [1, 2, 30, 40], "label": "artifact", "description": "d"}]</answer>'
@@ -183,7 +183,7 @@ def test_detect_rejects_bad_images(hostile, tmp_path):
 
 
 def test_detect_folder_refuses_symlinks_that_leave_it(tmp_path):
-    from train.detect import DetectConfig, read_inputs
+    from train.detector.detect import DetectConfig, read_inputs
 
     (tmp_path / "outside.png").write_bytes(_png(8, 8))
     folder = tmp_path / "imgs"
@@ -221,7 +221,7 @@ def test_import_sdg30k_checks_images_under_the_root(tmp_path):
 def test_verified_bytes_are_not_decoded_twice_and_changed_bytes_are(tmp_path, monkeypatch):
     from PIL import ImageFile
 
-    from sdg_data import images
+    from sdg_data.io import images
 
     monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
@@ -273,8 +273,8 @@ def test_build_after_distill_neither_decodes_nor_hashes_an_image_again(tmp_path,
 
     from distill.config import DistillConfig
     from distill.runner import distill_file
-    from sdg_data import images
-    from sdg_data.build import BuildConfig, build_dataset
+    from sdg_data.dataset.build import BuildConfig, build_dataset
+    from sdg_data.io import images
     from tests.conftest import noise_records
 
     monkeypatch.setenv("SDG_CACHE_DIR", str(tmp_path / "cache"))

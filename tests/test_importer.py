@@ -3,8 +3,8 @@ import json
 from typer.testing import CliRunner
 
 from sdg_data.cli import app
-from sdg_data.importers.sdg30k import ImportConfig, image_id_for, import_sdg30k
-from sdg_data.jsonl import read_records
+from sdg_data.interop.sdg30k import ImportConfig, image_id_for, import_sdg30k
+from sdg_data.io.jsonl import read_records
 
 
 def released_rows():

@@ -1,7 +1,7 @@
 import pytest
 
 from sdg_data.answer import parse_response
-from sdg_data.jitter import JitterConfig, jitter_offsets, pair_responses
+from sdg_data.dataset.jitter import JitterConfig, jitter_offsets, pair_responses
 from sdg_data.records import ImageRecord
 from tests.conftest import defect
 

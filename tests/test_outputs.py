@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sdg_data.jsonl import AppendSink, OutputError, write_bytes
+from sdg_data.io.files import AppendSink, OutputError, write_bytes
 
 
 def _noise_png(w: int, h: int, seed: int) -> bytes:
@@ -26,7 +26,7 @@ def _noise_png(w: int, h: int, seed: int) -> bytes:
 def test_coco_copies_into_the_source_folder_never_replace_a_source_image(tmp_path):
     """Ids that cross file names (record a's file is b.png and b's is a.png), --copy-images at the source folder:
     the copy that would replace the other record's source is refused, with the reason; no source changes."""
-    from sdg_data.coco import export_coco
+    from sdg_data.interop.coco import export_coco
 
     images = tmp_path / "images"
     images.mkdir()
@@ -50,8 +50,8 @@ def test_coco_copies_into_the_source_folder_never_replace_a_source_image(tmp_pat
 
 def test_coco_stores_the_bytes_it_checked_not_the_path_read_again(tmp_path, monkeypatch):
     """The file is swapped for another right after its check: the copy holds the checked bytes."""
-    from sdg_data import images as images_mod
-    from sdg_data.coco import export_coco
+    from sdg_data.interop.coco import export_coco
+    from sdg_data.io import images as images_mod
 
     (tmp_path / "i").mkdir()
     good = _noise_png(40, 30, 3)
@@ -101,7 +101,7 @@ def test_restore_treats_a_dangling_link_as_existing(tmp_path):
 
 # ------------------------------------------------------------------ 2. what is stored is what was checked
 def test_a_rewrite_that_puts_the_old_mtime_back_is_checked_again(tmp_path, monkeypatch):
-    from sdg_data import images
+    from sdg_data.io import images
 
     monkeypatch.setattr(images, "VERIFIED", images._VerifiedCache())
     f = tmp_path / "a.png"
@@ -125,9 +125,10 @@ def test_a_rewrite_that_puts_the_old_mtime_back_is_checked_again(tmp_path, monke
 
 # ------------------------------------------------------------------ 5. a failed run leaves the good output intact
 def test_a_failed_rebuild_keeps_the_good_dataset_readable(tmp_path):
-    from sdg_data.build import FAILED_RUN, BuildConfig, build_dataset
-    from sdg_data.jsonl import read_records, write_records
-    from sdg_data.stats import dataset_stats
+    from sdg_data.dataset.build import FAILED_RUN, BuildConfig, build_dataset
+    from sdg_data.dataset.stats import dataset_stats
+    from sdg_data.io.files import write_records
+    from sdg_data.io.jsonl import read_records
 
     demo = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "sample"
     recs = read_records(demo / "records.jsonl")[:4]

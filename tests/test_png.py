@@ -1,4 +1,4 @@
-"""The fast PNG check (sdg_data/png.py) says yes only where Pillow's full decode does, and covers the usual PNGs."""
+"""The fast PNG check (sdg_data/io/png.py) says yes only where Pillow's full decode does, and covers the usual PNGs."""
 
 import io
 import random
@@ -8,7 +8,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from sdg_data import images, png
+from sdg_data.io import images, png
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -60,7 +60,7 @@ GOOD_RECORD = {
 @given(st.data())
 def test_records_reader(data):
     """Stage inputs: every line is kept or rejected with a reason; the count of lines read reconciles."""
-    from sdg_data.jsonl import screen_records
+    from sdg_data.io.jsonl import screen_records
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -91,7 +91,7 @@ GOOD_COCO = {
 def test_coco_import(data):
     """COCO JSON: every image entry and every annotation that belongs to none is kept or a reject; read reconciles
     (StageReport checks it) and no kept description is anything but the text given."""
-    from sdg_data.coco import import_coco
+    from sdg_data.interop.coco import import_coco
 
     doc = mutate(data, GOOD_COCO, times=4)
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +121,7 @@ GOOD_SDG30K = {
 @SETTINGS
 @given(st.data())
 def test_sdg30k_import(data):
-    from sdg_data.importers.sdg30k import ImportConfig, import_sdg30k
+    from sdg_data.interop.sdg30k import ImportConfig, import_sdg30k
 
     rows = [mutate(data, {**GOOD_SDG30K, "filepath": f"images/flux/{k}.png"}) for k in range(3)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +135,7 @@ def test_sdg30k_import(data):
 @given(st.data())
 def test_prediction_reader(data):
     """Predictions: a malformed line is a format failure or a one-line error naming the line, never a crash."""
-    from sdg_data.evaluation import EvalConfig, index_predictions
+    from sdg_data.scoring.evaluation import EvalConfig, index_predictions
 
     good = {"image_id": "x", "response": '<think>t</think><answer>[{"box_2d": [1, 2, 300, 400], "label": '
             '"artifact", "description": "a smear", "importance": 50}]</answer>'}  # fmt: skip
@@ -203,7 +203,7 @@ def test_judge_export_reader(data):
 
 
 def _frame(payload: bytes) -> bytes:
-    from sdg_data.importers.richhf import _masked_crc
+    from sdg_data.interop.richhf import _masked_crc
 
     head = struct.pack("<Q", len(payload))
     return head + struct.pack("<I", _masked_crc(head)) + payload + struct.pack("<I", _masked_crc(payload))
@@ -214,7 +214,7 @@ def _frame(payload: bytes) -> bytes:
 def test_tfrecord_reader(payloads, tail, flip):
     """RichHF TFRecords: random payloads in valid frames, then random bytes: each frame is an example or an error
     entry, and the reader ends; memory is never sized from an unchecked length."""
-    from sdg_data.importers.richhf import read_tfrecord
+    from sdg_data.interop.richhf import read_tfrecord
 
     blob = b"".join(_frame(p) for p in payloads) + tail
     if flip and blob:

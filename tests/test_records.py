@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from sdg_data.jsonl import InputError, read_records, write_records
+from sdg_data.io.files import write_records
+from sdg_data.io.jsonl import InputError, read_records
 from sdg_data.records import ImageRecord, RecordError
 from tests.conftest import DEMO
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from sdg_data.boxes import Box
-from sdg_data.jsonl import write_records
+from sdg_data.io.files import write_records
 from sdg_data.records import Defect, ImageRecord
 from train.refine import Job, RefineConfig, instruction, overlay, refine
 

@@ -18,7 +18,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "sample" / 
 def test_the_report_reads_in_a_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from sdg_data.stats import dataset_stats, write_report
+    from sdg_data.dataset.stats import dataset_stats, write_report
 
     report = write_report(dataset_stats(SAMPLE), tmp_path / "report.html")
     chinese = next(

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from sdg_data.answer import parse_response, render_response
-from sdg_data.embedding import CachedEmbedder
 from sdg_data.records import RecordError
-from sdg_data.reward import RewardConfig, SDGReward, gt_defects, reward_files, score
+from sdg_data.scoring.embedding import CachedEmbedder
+from sdg_data.scoring.reward import RewardConfig, SDGReward, gt_defects, reward_files, score
 from tests.conftest import TableEmbedder, defect
 
 

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from sdg_data.boxes import Box, boxes_from_heatmap, heatmap_from_boxes
-from sdg_data.importers.richhf import RichHFConfig, image_level, import_richhf
+from sdg_data.interop.richhf import RichHFConfig, import_richhf
 from sdg_data.records import Defect, ImageRecord
+from sdg_data.scoring.image_level import image_level
 
 
 SDG = str(Path(sys.executable).parent / "sdg")
@@ -151,7 +152,7 @@ def _frame(data: bytes) -> bytes:
     """One TFRecord frame with correct CRCs."""
     import struct
 
-    from sdg_data.importers.richhf import _masked_crc
+    from sdg_data.interop.richhf import _masked_crc
 
     head = struct.pack("<Q", len(data))
     return head + struct.pack("<I", _masked_crc(head)) + data + struct.pack("<I", _masked_crc(data))
@@ -174,7 +175,7 @@ def test_a_hostile_tfrecord_costs_bounded_memory_and_each_bad_record_is_a_reject
     import resource
     import struct
 
-    from sdg_data.importers.richhf import _masked_crc
+    from sdg_data.interop.richhf import _masked_crc
 
     root, tfrecord, img, caps = richhf
     good = tfrecord.read_bytes()
@@ -218,7 +219,7 @@ def test_a_hostile_tfrecord_costs_bounded_memory_and_each_bad_record_is_a_reject
 
 
 def test_nan_in_any_field_is_refused_on_read_and_never_written(tmp_path):
-    from sdg_data.jsonl import write_jsonl
+    from sdg_data.io.files import write_jsonl
 
     line = {"image_id": "x", "image_path": "x.png", "caption": "c", "defects": [], "provenance": {"s": float("nan")}}
     with pytest.raises(ValueError):

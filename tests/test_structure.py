@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sdg_data.cli import app
-from sdg_data.cli_kit import config_options, field_help
+from sdg_data.io.cli_kit import config_options, field_help
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +48,17 @@ def test_stages_register_their_commands_through_entry_points():
 def _config_classes():
     from annotation.config import AnnotateConfig
     from distill.config import DistillConfig
-    from sdg_data.build import BuildConfig
-    from sdg_data.cli_score import ValidateConfig
-    from sdg_data.evaluation import EvalConfig
+    from sdg_data.dataset.build import BuildConfig
+    from sdg_data.dataset.cli import ValidateConfig
+    from sdg_data.dataset.viz import VizConfig
     from sdg_data.generate.runner import GenerateConfig
-    from sdg_data.importers.richhf import ImageLevelConfig, RichHFConfig
-    from sdg_data.importers.sdg30k import ImportConfig
-    from sdg_data.reward import RewardConfig
-    from sdg_data.viz import VizConfig
-    from train.detect import DetectConfig
-    from train.lora_eval import LoraEvalConfig
+    from sdg_data.interop.richhf import RichHFConfig
+    from sdg_data.interop.sdg30k import ImportConfig
+    from sdg_data.scoring.evaluation import EvalConfig
+    from sdg_data.scoring.image_level import ImageLevelConfig
+    from sdg_data.scoring.reward import RewardConfig
+    from train.boxflow.lora_eval import LoraEvalConfig
+    from train.detector.detect import DetectConfig
 
     return [AnnotateConfig, DistillConfig, BuildConfig, EvalConfig, GenerateConfig, ImportConfig, RewardConfig,
             VizConfig, DetectConfig, ValidateConfig, LoraEvalConfig, RichHFConfig, ImageLevelConfig]  # fmt: skip
@@ -120,7 +121,7 @@ def test_sdg_train_relaunches_itself_under_accelerate(tmp_path, monkeypatch):
         app, ["train", "sft", "--accelerate-config", str(launch), "--config", "r.yaml", "--max_steps", "2"]
     )
     argv = seen["argv"]
-    assert argv[1:5] == ["launch", "--config_file", str(launch), "-m"] and argv[5] == "train.sft"
+    assert argv[1:5] == ["launch", "--config_file", str(launch), "-m"] and argv[5] == "train.detector.sft"
     assert argv[6:] == ["--config", "r.yaml", "--max_steps", "2"], res.output
     res = CliRunner().invoke(app, ["train", "grpo", "--accelerate-config", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "no such file" in res.output
@@ -154,7 +155,7 @@ def test_make_bench_runs_every_bench():
 
 
 def test_train_commands_show_kebab_flags_and_take_both_spellings():
-    from train.args import SDGScriptArguments, kebab_parser
+    from train.detector.args import SDGScriptArguments, kebab_parser
 
     parser = kebab_parser((SDGScriptArguments,))
     shown = parser.format_usage()
@@ -166,7 +167,7 @@ def test_train_commands_show_kebab_flags_and_take_both_spellings():
 
 def test_no_stage_imports_another_stage():
     """Stages meet through the core and the files they write, not through each other's modules (the one image
-    encoder lives in sdg_data.images; detect once borrowed distill's)."""
+    encoder lives in sdg_data.io.images; detect once borrowed distill's)."""
     bad = {}
     for stage in STAGES:
         for path in sorted((ROOT / stage).rglob("*.py")):
@@ -182,7 +183,7 @@ def test_one_data_url_encoder():
 
     from PIL import Image
 
-    from sdg_data.images import data_url
+    from sdg_data.io.images import data_url
 
     im = Image.new("RGB", (300, 100), (10, 20, 30))
     head, body = data_url(im, max_side=150).split(",", 1)
@@ -191,3 +192,41 @@ def test_one_data_url_encoder():
     assert head == "data:image/png;base64" and Image.open(io.BytesIO(base64.b64decode(body))).size == (64, 64)
     for path in [*ROOT.glob("distill/*.py"), *ROOT.glob("train/*.py")]:
         assert "b64encode(buf.getvalue())" not in path.read_text(), f"{path}: a second data-URL encoder"
+
+
+# The core's roles, lowest first: a module imports only from its own role or a lower one, so a newcomer reads the
+# core bottom-up and no role reaches into one that builds on it. The top-level modules are the data contract, except
+# ``sdg_data/cli.py``, the command that mounts every role.
+ROLES = ("contract", "io", "scoring", "dataset", "interop", "generate", "testkit", "shell")
+
+
+def _role(module: str) -> str:
+    parts = module.split(".")
+    if module == "sdg_data.cli":
+        return "shell"
+    if len(parts) > 2 and parts[1] in ROLES:
+        return parts[1]
+    return "contract"
+
+
+def test_core_roles_import_downward():
+    bad = {}
+    for path in sorted((ROOT / "sdg_data").rglob("*.py")):
+        me = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for dep in _imports(path):
+            if dep.split(".")[0] != "sdg_data" or dep == "sdg_data":
+                continue
+            if ROLES.index(_role(dep)) > ROLES.index(_role(me)):
+                bad.setdefault(me, []).append(dep)
+    assert not bad, f"modules importing from a role above their own: {bad}"
+
+
+def test_every_role_package_has_its_map_and_its_commands():
+    for role in ("io", "scoring", "dataset", "interop", "generate"):
+        init = ROOT / "sdg_data" / role / "__init__.py"
+        assert init.exists() and ast.get_docstring(ast.parse(init.read_text())), f"{role}/__init__.py has no map"
+    for role in ("scoring", "dataset", "interop", "generate"):
+        assert (ROOT / "sdg_data" / role / "cli.py").exists(), f"{role} has no cli.py"
+    tops = sorted(p.stem for p in (ROOT / "sdg_data").glob("*.py"))
+    assert tops == ["__init__", "answer", "boxes", "cli", "config", "detector_prompt", "matching", "records",
+                    "splits"], tops  # fmt: skip

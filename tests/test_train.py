@@ -18,10 +18,10 @@ pytest.importorskip("trl")
 from distill.config import DistillConfig  # noqa: E402
 from distill.fake_teacher import FakeTeacher, FakeTeacherServer  # noqa: E402
 from distill.runner import distill_file  # noqa: E402
-from sdg_data.build import BuildConfig, build_dataset  # noqa: E402
 from sdg_data.config import load_config  # noqa: E402
+from sdg_data.dataset.build import BuildConfig, build_dataset  # noqa: E402
 from tests.conftest import DEMO  # noqa: E402
-from train.detect import DetectConfig, detect, read_inputs  # noqa: E402
+from train.detector.detect import DetectConfig, detect, read_inputs  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def _sft_argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def sft_run(tiny_vl, dataset, tmp_path_factory):
-    from train import sft
+    from train.detector import sft
 
     out = tmp_path_factory.mktemp("sft")
     trainer = sft.main(_sft_argv(tiny_vl, dataset, out))
@@ -86,7 +86,7 @@ def _world(recipe: Path) -> int:
 def test_sft_recipes_parse(recipe):
     from trl import ModelConfig, SFTConfig
 
-    from train.args import SDGScriptArguments, parse
+    from train.detector.args import SDGScriptArguments, parse
 
     s, t, m = parse(
         (SDGScriptArguments, SFTConfig, ModelConfig), ["--config", str(recipe), *CPU], world=_world(recipe)
@@ -105,8 +105,8 @@ def test_sft_recipes_parse(recipe):
 def test_grpo_recipes_parse(recipe):
     from trl import GRPOConfig, ModelConfig
 
-    from sdg_data.reward import RewardConfig
-    from train.args import SDGGRPOScriptArguments, check_batch, parse
+    from sdg_data.scoring.reward import RewardConfig
+    from train.detector.args import SDGGRPOScriptArguments, check_batch, parse
 
     s, t, m, r = parse(
         (SDGGRPOScriptArguments, GRPOConfig, ModelConfig, RewardConfig),
@@ -127,8 +127,8 @@ def test_grpo_recipes_parse(recipe):
 def test_global_batch_is_derived_for_the_world_size():
     from trl import GRPOConfig, ModelConfig, SFTConfig
 
-    from sdg_data.reward import RewardConfig
-    from train.args import SDGGRPOScriptArguments, SDGScriptArguments, check_batch, format_batch, parse
+    from sdg_data.scoring.reward import RewardConfig
+    from train.detector.args import SDGGRPOScriptArguments, SDGScriptArguments, check_batch, format_batch, parse
 
     sft = RECIPES / "sft" / "qwen3_vl_4b_sdg30k.yaml"
     grpo = RECIPES / "grpo" / "qwen3_vl_4b_sdg30k.yaml"
@@ -149,7 +149,7 @@ def test_global_batch_is_derived_for_the_world_size():
 def test_generation_batch_must_hold_whole_groups():
     from trl import GRPOConfig
 
-    from train.args import check_batch
+    from train.detector.args import check_batch
 
     t = GRPOConfig(output_dir="x", per_device_train_batch_size=4, num_generations=4, use_cpu=True, bf16=False)
     assert check_batch(t, 4, world=3)["prompts_per_generation"] == 3
@@ -162,7 +162,7 @@ def test_generation_batch_must_hold_whole_groups():
 def test_unknown_recipe_key_fails(tmp_path):
     from trl import ModelConfig, SFTConfig
 
-    from train.args import SDGScriptArguments, parse
+    from train.detector.args import SDGScriptArguments, parse
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMOKE_SFT.read_text() + "warmup_ratio: 0.05\n")
@@ -232,7 +232,7 @@ def test_slurm_script_derives_rank_master_and_recipe(tmp_path):
         assert f"[--machine_rank][{rank}]" in line
         assert "[--main_process_ip][gpu-node-07]" in line and "[--num_processes][16]" in line
         assert "[--config_file][train/launch/zero2_2x8.yaml]" in line
-        assert line.endswith(f"[train/grpo.py][--config][{recipe}][--dataset_name][/data/sdg 30k]")
+        assert line.endswith(f"[train/detector/grpo.py][--config][{recipe}][--dataset_name][/data/sdg 30k]")
     bad = subprocess.run(["bash", str(LAUNCH / "slurm.sbatch"), "dpo", recipe], env=env, capture_output=True)
     assert bad.returncode == 2
 
@@ -252,8 +252,8 @@ def test_sft_trains_on_the_built_dataset_and_saves_a_checkpoint(sft_run):
 def test_sft_loss_covers_the_response_and_its_end_of_turn_only(tiny_vl, dataset, tmp_path):
     from trl import ModelConfig, SFTConfig
 
-    from train.args import SDGScriptArguments, parse
-    from train.sft import build_trainer
+    from train.detector.args import SDGScriptArguments, parse
+    from train.detector.sft import build_trainer
 
     s, t, m = parse((SDGScriptArguments, SFTConfig, ModelConfig), _sft_argv(tiny_vl, dataset, tmp_path))
     trainer = build_trainer(s, t, m)
@@ -270,8 +270,8 @@ def test_sft_loss_covers_the_response_and_its_end_of_turn_only(tiny_vl, dataset,
 def test_grpo_from_the_sft_checkpoint_rewards_with_the_ground_truth(sft_run, dataset, tmp_path, monkeypatch):
     from datasets import load_dataset
 
-    from sdg_data.reward import SDGReward
-    from train import grpo
+    from sdg_data.scoring.reward import SDGReward
+    from train.detector import grpo
 
     seen: list[tuple[str, list]] = []
 
@@ -513,7 +513,7 @@ def test_built_sft_config_feeds_sft_trainer_as_is(tiny_vl, dataset, tmp_path):
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
-    from train.modeling import load_model, load_processor
+    from train.detector.modeling import load_model, load_processor
 
     rows = load_dataset(str(dataset), "sft", split="train").select_columns(["messages", "images"]).select(range(4))
     args = SFTConfig(

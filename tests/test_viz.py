@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdg_data import fonts
 from sdg_data.boxes import Box
+from sdg_data.dataset import fonts
+from sdg_data.dataset.viz import draw_record, text_size
 from sdg_data.records import Defect, ImageRecord
-from sdg_data.viz import draw_record, text_size
 
 
 LONG = "the left hand has six fingers that merge into the cup handle, " * 4
@@ -50,7 +50,7 @@ def test_bigger_images_get_bigger_text():
 
 
 def test_defect_coverage_counts_overlapping_boxes_once():
-    from sdg_data.stats import covered_share
+    from sdg_data.dataset.stats import covered_share
 
     a, b = Box(0, 0, 500, 500), Box(250, 250, 750, 750)
     assert covered_share([a]) == pytest.approx(0.25)
@@ -60,7 +60,7 @@ def test_defect_coverage_counts_overlapping_boxes_once():
 
 
 def test_report_tables_come_from_frames_with_one_row_per_image_and_defect():
-    from sdg_data.stats import _quantile_table, frames
+    from sdg_data.dataset.stats import _quantile_table, frames
 
     recs = [
         ImageRecord(image_id="a", defects=[Defect(Box(0, 0, 500, 500), "artifact", "x y", 40),
@@ -81,8 +81,8 @@ def test_the_legend_is_bounded_whatever_the_record_holds():
     from PIL import Image
 
     from sdg_data.boxes import Box
+    from sdg_data.dataset.viz import LEGEND_DEFECTS, draw_record
     from sdg_data.records import Defect, ImageRecord
-    from sdg_data.viz import LEGEND_DEFECTS, draw_record
 
     defects = [Defect(Box.from_grid([i % 900, i % 800, i % 900 + 50, i % 800 + 60]), "artifact", "word " * 200, 50)
                for i in range(3000)]  # fmt: skip

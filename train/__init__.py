@@ -1,8 +1,13 @@
-"""train: the SDG detector's SFT and GRPO scripts (trl), their launch configs, and detector inference.
+"""train: the models that use SDG data, one folder per model line.
 
-* ``train/sft.py``, ``train/grpo.py``: thin trl scripts; ``python train/sft.py --config train/recipes/sft/...yaml``,
-  ``sdg train sft --config ...`` (the same parser), or ``sdg train sft --accelerate-config LAUNCH.yaml ...``.
-* ``train/detect.py``: ``sdg detect``, a detector (local transformers or an OpenAI-compatible server) over images.
-* ``train/cli.py``: the stage's commands, registered with ``sdg`` through the ``sdg.commands`` entry point.
-* ``train/launch/``: accelerate + DeepSpeed configs and the Slurm script for 1 x 8 and 2 x 8 GPUs.
+* ``train/detector/``: the SDG detector (Qwen3-VL): ``sft.py`` and ``grpo.py`` (thin trl scripts, the same parser
+  as ``sdg train sft|grpo``), ``args.py``, ``data.py``, ``modeling.py``; and ``detect.py`` (``sdg detect``: the
+  trained detector, local or behind an OpenAI-compatible server, over images).
+* ``train/boxflow/``: BoxFlow-GRPO, a text-to-image model aligned with the detector's boxes: ``trainer.py``,
+  ``config.py``, ``rewards.py``, ``advantages.py``, ``flow_models.py``, ``sde.py``, and ``lora_eval.py``
+  (``sdg eval-lora``).
+* ``train/refine.py``: ``sdg refine``, an application of the detector's output (edit the defects away), not
+  training.
+* ``train/cli.py`` (the stage's commands, registered through the ``sdg.commands`` entry point), ``recipes/``,
+  ``launch/`` (accelerate + DeepSpeed configs and the Slurm script), ``prompts/``.
 """

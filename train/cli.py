@@ -10,9 +10,9 @@ from pathlib import Path
 
 import typer
 
-from sdg_data.cli_kit import arg, config_command, echo, fail, opt
-from train.detect import DetectConfig
-from train.lora_eval import LoraEvalConfig
+from sdg_data.io.cli_kit import arg, config_command, echo, fail, opt
+from train.boxflow.lora_eval import LoraEvalConfig
+from train.detector.detect import DetectConfig
 from train.refine import RefineConfig
 
 
@@ -24,11 +24,12 @@ HELP = (
     "(boxflow: ddp_1x8.yaml) and the command relaunches itself under accelerate launch."
 )
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+SCRIPTS = {"sft": "train.detector.sft", "grpo": "train.detector.grpo", "boxflow": "train.boxflow.trainer"}
 
 
 def launch_command(script: str, args: list[str]) -> list[str] | None:
-    """``accelerate launch --config_file C -m train.SCRIPT ARGS`` when ARGS hold ``--accelerate-config C``
-    (or ``--accelerate-config=C``); None to run here, in this process."""
+    """``accelerate launch --config_file C -m MODULE ARGS`` (the script's module, from :data:`SCRIPTS`) when ARGS
+    hold ``--accelerate-config C`` (or ``--accelerate-config=C``); None to run here, in this process."""
     for i, a in enumerate(args):
         if a == "--accelerate-config" or a.startswith("--accelerate-config="):
             value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
@@ -38,7 +39,7 @@ def launch_command(script: str, args: list[str]) -> list[str] | None:
                 raise ValueError(f"--accelerate-config {value}: no such file")
             rest = args[:i] + args[i + (1 if "=" in a else 2) :]
             accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
-            return [accelerate, "launch", "--config_file", value, "-m", f"train.{script}", *rest]
+            return [accelerate, "launch", "--config_file", value, "-m", SCRIPTS[script], *rest]
     return None
 
 
@@ -52,7 +53,7 @@ def _forward(script: str, ctx: typer.Context) -> None:
         echo(" ".join(cmd), err=True)
         os.execv(cmd[0], cmd)  # the launcher takes this process's place, as `trl sft --accelerate_config` does
     try:
-        module = __import__(f"train.{script}", fromlist=["main"])
+        module = __import__(SCRIPTS[script], fromlist=["main"])
     except ImportError as exc:
         raise fail(ImportError(f"{exc}; install the train extra: pip install 'sdg[train]'")) from None
     try:
@@ -71,7 +72,7 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
             --port 17142, then sdg detect DIR --out OUT --backend openai --model sdg-detector
             (key, if any, in $SDG_DETECTOR_API_KEY). Rerunning into the same --out only does what is missing.
     """
-    from train.detect import detect
+    from train.detector.detect import detect
 
     s = detect(source, out, cfg)
     echo(
@@ -79,7 +80,7 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
         f"{s['format_fail']} fail), rejected {s['rejected']}, resumed {s['resumed']}; {s['seconds']} s"
     )
     echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     require_kept(s, out / "detect.rejects.jsonl", "images")
 
@@ -93,7 +94,7 @@ def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:
     Writes OUT/lora_eval.json and OUT/lora_eval.md: clean-image rate, defects per image and mean importance by
     type for each arm, and the per-prompt paired difference (LoRA - base) with its confidence interval.
     """
-    from train.lora_eval import evaluate, table
+    from train.boxflow.lora_eval import evaluate, table
 
     result = evaluate(prompts, out, cfg)
     echo(table(result))
@@ -121,7 +122,7 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
         f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
     )
     echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     require_kept(s, out / "refine.rejects.jsonl")
 
@@ -131,17 +132,17 @@ def register(root: typer.Typer) -> None:
 
     @app.command("sft", context_settings=_FORWARD, add_help_option=False)
     def train_sft_cmd(ctx: typer.Context) -> None:
-        """Detector SFT (train/sft.py): full fine-tune, vision frozen, loss on the response only."""
+        """Detector SFT (train/detector/sft.py): full fine-tune, vision frozen, loss on the response only."""
         _forward("sft", ctx)
 
     @app.command("grpo", context_settings=_FORWARD, add_help_option=False)
     def train_grpo_cmd(ctx: typer.Context) -> None:
-        """Detector GRPO (train/grpo.py) with the SDG reward, from the SFT checkpoint."""
+        """Detector GRPO (train/detector/grpo.py) with the SDG reward, from the SFT checkpoint."""
         _forward("grpo", ctx)
 
     @app.command("boxflow", context_settings=_FORWARD, add_help_option=False)
     def train_boxflow_cmd(ctx: typer.Context) -> None:
-        """BoxFlow-GRPO (train/boxflow.py): a LoRA on FLUX.1 rewarded by a judge and the SDG detector's boxes."""
+        """BoxFlow-GRPO (train/boxflow/trainer.py): a LoRA on FLUX.1 rewarded by a judge and the detector's boxes."""
         _forward("boxflow", ctx)
 
     root.add_typer(app, name="train")

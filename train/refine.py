@@ -98,7 +98,7 @@ def _png(image: Any) -> bytes:
 def read_jobs(source: Path, cfg: RefineConfig) -> tuple[list[Job], list[dict[str, Any]], int]:
     """The jobs, the rejects and the number of inputs read: records (with image paths), a dataset folder from
     ``sdg build`` (its images are in it), or predictions + images."""
-    from sdg_data.jsonl import input_kind, iter_lines
+    from sdg_data.io.jsonl import input_kind, iter_lines
 
     if input_kind(source) == "dataset":
         return _from_dataset(source)
@@ -107,9 +107,9 @@ def read_jobs(source: Path, cfg: RefineConfig) -> tuple[list[Job], list[dict[str
 
 
 def _from_records(source: Path, cfg: RefineConfig):
-    from sdg_data.images import ImageError, read_verified
-    from sdg_data.jsonl import screen_records
-    from sdg_data.paths import Resolver
+    from sdg_data.io.images import ImageError, read_verified
+    from sdg_data.io.jsonl import screen_records
+    from sdg_data.io.paths import Resolver
 
     ok, rejects, n = screen_records(source, ("caption",), "refine", cfg.image_roots or ())
     resolver = Resolver.for_records(source, cfg.image_roots or ())  # every file a record names: the same roots
@@ -135,7 +135,7 @@ def _from_records(source: Path, cfg: RefineConfig):
 
 def _from_dataset(source: Path):
     """Jobs from a built dataset's annotations (every split), with the images stored in it."""
-    from sdg_data.viz import iter_images
+    from sdg_data.io.sources import iter_images
 
     rejects: list[dict[str, Any]] = []
     jobs = []
@@ -152,7 +152,7 @@ def _from_dataset(source: Path):
 def _heatmaps(rec, resolver) -> dict[str, bytes]:
     """The heatmaps a record names (``provenance.heatmaps``), each inside the allowed roots, a regular file and a
     sound image under the pixel cap, as ``image_path`` is; ImageError naming the record and the field."""
-    from sdg_data.images import ImageError, load_image
+    from sdg_data.io.images import ImageError, load_image
 
     named = (rec.provenance or {}).get("heatmaps") or {}
     where = f"record {rec.image_id!r} field 'provenance.heatmaps'"
@@ -169,8 +169,8 @@ def _heatmaps(rec, resolver) -> dict[str, bytes]:
 
 def _from_predictions(source: Path, cfg: RefineConfig):
     from sdg_data.answer import parse_defect_list, parse_response
-    from sdg_data.jsonl import iter_jsonl
-    from train.detect import DetectConfig, read_inputs
+    from sdg_data.io.jsonl import iter_jsonl
+    from train.detector.detect import DetectConfig, read_inputs
 
     if not cfg.images:
         raise ValueError(f"{source}: predictions carry no images; give --images (what sdg detect read)")
@@ -215,7 +215,7 @@ def overlay(job: Job, mode: str) -> bytes | None:
     text-only and caption-only modes."""
     from PIL import Image
 
-    from sdg_data.viz import COLORS, draw_boxes
+    from sdg_data.dataset.viz import COLORS, draw_boxes
 
     if mode in ("text-only", "caption-only"):
         return None
@@ -258,7 +258,7 @@ def _same_run(out: Path, settings: dict[str, Any]) -> None:
     with others: they would be reused as if they were this run's (another mode's or backend's edits)."""
     import json
 
-    from sdg_data.jsonl import write_json
+    from sdg_data.io.files import write_json
 
     path = out / "refine.run.json"
     before = json.loads(path.read_text()) if path.is_file() else None
@@ -275,8 +275,8 @@ def _same_run(out: Path, settings: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ the run
 def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[str, Any]:
     """Run ``sdg refine``; returns the summary (also ``OUT/refine.summary.json``)."""
-    from sdg_data.jsonl import AppendSink, read_finished, write_jsonl
-    from sdg_data.report import StageReport
+    from sdg_data.io.files import AppendSink, read_finished, write_jsonl
+    from sdg_data.io.report import StageReport
 
     t0 = time.perf_counter()
     source, out = Path(source), Path(out_dir)
@@ -337,9 +337,9 @@ def _record(job: Job, cfg: RefineConfig, model: str, rel: str, size: tuple[int, 
 def _save_edit(data: bytes, out: Path, job: Job, cfg: RefineConfig) -> tuple[str, tuple[int, int]]:
     """Verify the editor's bytes as an image and store it (atomically) under edits/, re-encoded from the decoded
     pixels: what a remote server sent beside the pixels (text chunks once held the key it saw) is not stored."""
-    from sdg_data.images import check_bytes
-    from sdg_data.jsonl import write_bytes
-    from sdg_data.paths import safe_filename
+    from sdg_data.io.files import write_bytes
+    from sdg_data.io.images import check_bytes
+    from sdg_data.io.paths import safe_filename
 
     checked = check_bytes(data)
     rel = f"edits/{safe_filename(job.image_id)}.{cfg.mode.replace('+', '_')}.png"
@@ -351,8 +351,8 @@ def _run_dry(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, fa
     """The request bundles: original.png, overlay.png (when the mode has one), instruction.txt, request.json."""
     import json
 
-    from sdg_data.jsonl import write_bytes, write_text
-    from sdg_data.paths import safe_filename
+    from sdg_data.io.files import write_bytes, write_text
+    from sdg_data.io.paths import safe_filename
 
     for job in jobs:
         try:
@@ -384,7 +384,7 @@ def _run_local(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, 
         return {}
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    from sdg_data.hub import require_model
+    from sdg_data.io.hub import require_model
 
     require_model(model, "--model", "editor")
     pipe = diffusers.DiffusionPipeline.from_pretrained(model, dtype=dtype).to(device)
@@ -418,7 +418,7 @@ def _run_api(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, fa
     """The image-edit API, ``max_in_flight`` at once, with the chat client's retries; tokens and cost counted."""
     from dataclasses import replace
 
-    from sdg_data.api_client import AuthError, ChatClient, TransportError, drain
+    from sdg_data.io.api_client import AuthError, ChatClient, TransportError, drain
 
     client_cfg = replace(cfg, model=model)
     stats: dict[str, Any] = {}

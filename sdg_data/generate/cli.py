@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from sdg_data.cli_kit import config_command, echo, opt
 from sdg_data.generate.runner import GenerateConfig
+from sdg_data.io.cli_kit import config_command, echo, opt
 
 
 def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
@@ -32,7 +32,7 @@ def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
         f"by split {json.dumps(s['by_split'])}"
     )
     echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
-    from sdg_data.report import require_kept
+    from sdg_data.io.report import require_kept
 
     require_kept(s, out / "generate.rejects.jsonl", "planned images")
 

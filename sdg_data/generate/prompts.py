@@ -26,7 +26,7 @@ def _rows(source: str) -> list[dict[str, Any]]:
     p = Path(source)
     if p.is_file():
         if p.suffix == ".jsonl":  # a line that is not JSON becomes that row's reject, not the run's end
-            from sdg_data.jsonl import iter_lines
+            from sdg_data.io.jsonl import iter_lines
 
             return [obj for _, obj in iter_lines(p)]
         if p.suffix == ".csv":
@@ -40,7 +40,7 @@ def _rows(source: str) -> list[dict[str, Any]]:
 
             return pq.read_table(p).to_pylist()
         if p.suffix == ".txt":
-            from sdg_data.jsonl import LineError
+            from sdg_data.io.jsonl import LineError
 
             rows: list[Any] = []
             for raw in p.read_bytes().split(b"\n"):  # "\n" only: U+2028 inside a prompt is not a line break

@@ -24,18 +24,11 @@ from typing import Any, Literal
 from sdg_data.config import Count, Fraction, NonNegative, Positive
 from sdg_data.generate.prompts import Prompt, decide_split, read_prompts
 from sdg_data.generate.registry import GeneratorSpec, resolve, slug
-from sdg_data.jsonl import (
-    AppendSink,
-    atomic_file,
-    iter_jsonl,
-    read_finished,
-    sweep_stale_temps,
-    write_json,
-    write_jsonl,
-)
-from sdg_data.progress import progress_bar
+from sdg_data.io.files import AppendSink, atomic_file, read_finished, sweep_stale_temps, write_json, write_jsonl
+from sdg_data.io.jsonl import iter_jsonl
+from sdg_data.io.progress import progress_bar
+from sdg_data.io.report import StageReport
 from sdg_data.records import ImageRecord
-from sdg_data.report import StageReport
 from sdg_data.splits import PAPER_TEST_FRACTION
 
 
@@ -217,7 +210,7 @@ def load_pipeline(spec: GeneratorSpec, cfg: GenerateConfig, device: str):
     """The diffusers pipeline of ``spec`` on ``device`` with the memory options of the config."""
     import diffusers
 
-    from sdg_data.vision_compat import has_torchvision, image_only
+    from sdg_data.io.vision_compat import has_torchvision, image_only
 
     dtype = _dtype(spec, cfg, device)
     cls = getattr(diffusers, spec.pipeline_class) if spec.pipeline_class else diffusers.DiffusionPipeline
@@ -230,7 +223,7 @@ def load_pipeline(spec: GeneratorSpec, cfg: GenerateConfig, device: str):
         from transformers import Qwen2VLProcessor
 
         kwargs["text_processor"] = image_only(Qwen2VLProcessor).from_pretrained(root / "text_processor")
-    from sdg_data.hub import require_model
+    from sdg_data.io.hub import require_model
 
     require_model(spec.model_id, "--model-root (or model_paths in the recipe)", f"generator {spec.name}")
     pipe = cls.from_pretrained(spec.model_id, **kwargs)

@@ -122,7 +122,7 @@ def save_tiny_qwen3_vl(out: str | Path, seed: int = 0, hidden: int = 64, layers:
         Qwen3VLProcessor,
     )
 
-    from sdg_data.vision_compat import image_only
+    from sdg_data.io.vision_compat import image_only
 
     out = Path(out)
     torch.manual_seed(seed)

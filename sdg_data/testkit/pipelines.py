@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdg_data.io.vision_compat import image_only
 from sdg_data.testkit.models import lm_config, vision_token_ids
-from sdg_data.vision_compat import image_only
 
 
 _QWEN_SPECIAL = [

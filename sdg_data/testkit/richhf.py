@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sdg_data.boxes import heatmap_from_boxes
-from sdg_data.jsonl import read_records
+from sdg_data.io.jsonl import read_records
 
 
 SIDE = 64

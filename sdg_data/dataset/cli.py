@@ -1,0 +1,133 @@
+"""The dataset commands: ``sdg build``, ``sdg stats``, ``sdg viz`` and ``sdg validate`` (settings: BuildConfig,
+VizConfig, ValidateConfig)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from sdg_data.dataset.build import BuildConfig
+from sdg_data.dataset.viz import VizConfig
+from sdg_data.io.cli_kit import arg, config_command, echo, guarded, opt, out_option, printable
+
+
+def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | None, private: bool) -> None:
+    """Write the SDG dataset: configs annotations, sft (jittered pairs), grpo and test, as parquet shards and a
+    dataset card that datasets.load_dataset(OUT, NAME) reads.
+
+    Usage: sdg build work/distill/distilled.jsonl --out work/dataset --image-root work
+    """
+    import tempfile
+
+    from sdg_data.dataset.build import build_dataset
+    from sdg_data.io.jsonl import input_kind
+    from sdg_data.io.sources import records_input
+
+    if input_kind(records) == "dataset":  # rebuild from a dataset (other jitter, split): its records written out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.source-") as tmp:
+            s = build_dataset(records_input(records, tmp), out, cfg)
+    else:
+        s = build_dataset(records, out, cfg)
+    for w in s.get("warnings", []):
+        typer.secho(printable(f"warning: {w}"), fg=typer.colors.YELLOW, err=True)
+    echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
+    echo(
+        f"size {s['total_bytes'] / 1e6:.2f} MB = {s['size_ratio']:.3f} x (each image once "
+        f"{s['unique_image_bytes'] / 1e6:.2f} MB + text {s['text_bytes'] / 1e6:.2f} MB), all four configs"
+    )
+    if push_to_hub:
+        from sdg_data.io.hub import push_dataset
+
+        push_dataset(out, push_to_hub, private)
+        echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+    echo(f"dataset: {out}")
+
+
+def stats_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by sdg build, or a records JSONL.")],
+    report: Annotated[
+        Optional[Path], typer.Option("--report", help="HTML report path (default DATASET/report.html).")
+    ] = None,
+) -> None:
+    """Composition, boxes per image by generator and label, importance, box sizes, description lengths and
+    the rejects of every stage: a table here and an HTML report with PNG plots."""
+    from sdg_data.dataset.stats import dataset_stats, format_stats, write_report
+
+    s = dataset_stats(dataset)
+    default = dataset / "report.html" if dataset.is_dir() else dataset.with_name(f"{dataset.stem}.report.html")
+    path = write_report(s, report or default)
+    echo(format_stats(s))
+    echo(f"report: {path}")
+
+
+def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
+    """Draw boxes, labels and importance on the images, one PNG each, for checks by eye. Files are named from
+    the image ids made safe for paths; records whose image fails its checks go to OUT/viz.rejects.jsonl."""
+    from sdg_data.dataset.viz import visualize
+
+    n, rejects = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots)
+    extra = f"; {len(rejects)} rejected (see {out / 'viz.rejects.jsonl'})" if rejects else ""
+    echo(f"drew {n} images into {out}{extra}")
+
+
+@dataclass
+class ValidateConfig:
+    box_order: Literal["xyxy", "yxyx"] = "xyxy"  # order of box_2d in the file
+    per_annotation: bool | None = field(default=None, metadata={"flag": "--per-annotation/--per-image"})
+    """Several records per image are allowed (one per annotator, as in sdg annotate pull's .all.jsonl; the default
+    for files named *.all.jsonl) or not (one record per image)."""
+
+
+VALIDATE_SHOWN = 20  # bad lines printed; the rest are counted
+
+
+def run_validate(cfg: ValidateConfig, records: Path) -> None:
+    """Check every line of a records file; print the counts, and every bad line (the first 20, then a count) with
+    its line, record, field and reason. Exits 2 when any line is bad."""
+    from sdg_data.io.jsonl import InputError, check_records
+
+    many = records.name.endswith(".all.jsonl") if cfg.per_annotation is None else cfg.per_annotation
+    recs, bad = [], []
+    from sdg_data.io.jsonl import input_kind
+
+    if records.is_dir() and input_kind(records) == "dataset":  # a built dataset: every split's records as stored
+        from sdg_data.io.arrow import dataset_shards, read_parquet_records
+
+        recs = [r for shard in dataset_shards(records, "annotations") for r in read_parquet_records(shard)]
+    else:
+        for _, got in check_records(records, order=cfg.box_order, unique=not many):
+            (bad if isinstance(got, str) else recs).append(got)
+    if not recs and not bad:
+        raise InputError(f"{records}: no records (an empty file)")
+    for line in bad[:VALIDATE_SHOWN]:
+        echo(line, err=True)
+    if len(bad) > VALIDATE_SHOWN:
+        echo(f"... and {len(bad) - VALIDATE_SHOWN} more bad lines", err=True)
+    n_def = sum(len(r.defects) for r in recs)
+    clean = sum(not r.defects for r in recs)
+    verdict = "valid" if not bad else f"{len(bad)} of {len(bad) + len(recs)} lines bad"
+    if many:
+        n_img = len({r.image_id for r in recs})
+        echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: {verdict}")
+    else:
+        echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: {verdict}")
+    if bad:
+        raise typer.Exit(code=2)
+
+
+def register(app: typer.Typer) -> None:
+    hub = "Upload the folder to this Hub dataset repo (token from HF_TOKEN)."
+    build = [arg("records", Path, "Distilled records JSONL (from sdg distill)."), out_option("The dataset folder.")]
+    build += [opt("push_to_hub", Optional[str], "--push-to-hub", hub, None)]
+    build += [opt("private", bool, "--private", "Create the Hub repo as private.", False)]
+    config_command(app, "build", BuildConfig, run_build, build, extra="build")
+    app.command("stats")(guarded(stats_cmd, "build"))
+    viz = [arg("source", Path, "Records JSONL (with image paths) or a dataset folder."), out_option("PNG folder.")]
+    config_command(app, "viz", VizConfig, run_viz, viz)
+    records = arg("records", Path, "A records JSONL file to check against the data contract.")
+    config_command(app, "validate", ValidateConfig, run_validate, [records])

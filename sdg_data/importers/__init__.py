@@ -1,1 +1,0 @@
-"""Importers that bring published SDG data into core records."""

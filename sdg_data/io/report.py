@@ -1,0 +1,186 @@
+"""One way for every stage to drop a record and to count: a :class:`StageReport`.
+
+Every stage writes ``<stage>.rejects.jsonl`` (one line per dropped input: image id, stage, reason, where it came
+from, the record as read) and ``<stage>.summary.json`` (read, kept, rejected, and the stage's own figures) the same
+way, checks that read = kept + rejected (+ left out on purpose) before it writes, and masks keys on the way out.
+``sdg stats`` reads these files from a dataset's ``meta/`` folder, whatever stage wrote them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+REJECTS_SUFFIX = ".rejects.jsonl"
+SUMMARY_SUFFIX = ".summary.json"
+FAILED_RUN = "failed-run"  # where a run that kept nothing writes its reports, beside the outputs it left alone
+
+
+@dataclass
+class StageReport:
+    """What one run of a stage read, kept and dropped (with why), plus the stage's own figures in ``extras``."""
+
+    stage: str
+    read: int = 0
+    kept: int = 0
+    left_out: int = 0  # usable inputs left out on purpose (a --limit), neither kept nor rejected
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def reject(
+        self,
+        reason: str,
+        image_id: Any = None,
+        where: str | None = None,
+        record: Any = None,
+        stage: str | None = None,
+        **more: Any,
+    ) -> None:
+        """Drop one input with its reason. ``stage`` names a sub-step (a distill record can fail at input, image,
+        teacher or transport); ``more`` keeps fields a stage adds (a task id, an annotator)."""
+        row = {"image_id": image_id, "stage": stage or self.stage, "reason": reason, "where": where, **more}
+        row["record"] = record
+        self.rejects.append(row)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+    @property
+    def failed(self) -> bool:
+        """Read input and kept none of it: such a run must not replace a good earlier output with nothing. Its
+        stage writes no outputs, and :meth:`write` puts its reports in ``FOLDER/failed-run/``."""
+        return bool(self.read and not self.kept and self.rejected)
+
+    def by_stage(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rejects:
+            out[r["stage"]] = out.get(r["stage"], 0) + 1
+        return out
+
+    def reconcile(self) -> None:
+        """read = kept + rejected + left out, or an AssertionError: a count that does not add up is our bug."""
+        if self.read != self.kept + self.rejected + self.left_out:
+            raise AssertionError(
+                f"{self.stage}: counts do not reconcile: read {self.read} != kept {self.kept} + rejected "
+                f"{self.rejected} + left out {self.left_out}"
+            )
+
+    def summary(self) -> dict[str, Any]:
+        out = {"stage": self.stage, "read": self.read, "kept": self.kept, "rejected": self.rejected}
+        if self.left_out:
+            out["left_out"] = self.left_out
+        return {**out, **self.extras}
+
+    def paths(self, folder: str | Path, prefix: str = "") -> tuple[Path, Path]:
+        folder = Path(folder)
+        return folder / f"{prefix}{self.stage}{REJECTS_SUFFIX}", folder / f"{prefix}{self.stage}{SUMMARY_SUFFIX}"
+
+    def write(self, folder: str | Path, prefix: str = "") -> dict[str, Any]:
+        """Reconcile, then write ``{prefix}{stage}.rejects.jsonl`` and ``{prefix}{stage}.summary.json`` in
+        ``folder`` (a failed run where a good run's reports are: in ``folder/failed-run/``, so those stay with the
+        outputs they describe; a good run clears a failed run's reports); returns the summary."""
+        from sdg_data.io.files import write_json, write_jsonl
+
+        self.reconcile()
+        folder = Path(folder)
+        if self.failed:
+            if _kept_before(self.paths(folder, prefix)[1]):  # a good run's reports are there: leave them
+                folder = folder / FAILED_RUN
+        else:
+            for stale in self.paths(folder / FAILED_RUN, prefix):
+                stale.unlink(missing_ok=True)
+        rejects_path, summary_path = self.paths(folder, prefix)
+        write_jsonl(rejects_path, self.rejects)
+        summary = self.summary()
+        if folder.name == FAILED_RUN:
+            summary["failed_run"] = str(folder)
+        write_json(summary_path, summary)
+        return summary
+
+
+def _kept_before(summary_path: Path) -> bool:
+    """Whether the summary already at this place is a run's that kept something."""
+    import json
+
+    try:
+        return bool(json.loads(summary_path.read_text(encoding="utf-8")).get("kept"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def stage_files(folder: str | Path) -> dict[str, dict[str, Path]]:
+    """The stage reports in a folder: ``{stage: {"rejects": path, "summary": path}}`` (either may be missing)."""
+    out: dict[str, dict[str, Path]] = {}
+    for p in sorted(Path(folder).glob(f"*{REJECTS_SUFFIX}")):
+        out.setdefault(p.name[: -len(REJECTS_SUFFIX)], {})["rejects"] = p
+    for p in sorted(Path(folder).glob(f"*{SUMMARY_SUFFIX}")):
+        out.setdefault(p.name[: -len(SUMMARY_SUFFIX)], {})["summary"] = p
+    return out
+
+
+class NothingKept(RuntimeError):
+    """A run that read input and kept none of it. The command exits non-zero: a run with nothing to show is not
+    a success, however cleanly it ended."""
+
+
+def _reason_shape(reason: str) -> str:
+    """A reason with its particulars (quoted names, numbers, paths) blanked, so rejects of one kind group."""
+    import re
+
+    shape = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    shape = re.sub(r"(/[^\s:;,)]+)+", "PATH", shape)
+    return re.sub(r"\d+(\.\d+)?", "N", shape)
+
+
+def top_reasons(rejects: list[dict[str, Any]], k: int = 3) -> list[tuple[str, int]]:
+    """The k most common kinds of reject, each as (one example reason, how many of its kind), most first."""
+    groups: dict[str, list[Any]] = {}
+    for r in rejects:
+        reason = str(r.get("reason", "?"))
+        g = groups.setdefault(_reason_shape(reason), [reason, 0])
+        g[1] += 1
+    return [(ex, n) for ex, n in sorted(groups.values(), key=lambda g: -g[1])[:k]]
+
+
+def read_rejects(path: str | Path) -> list[dict[str, Any]]:
+    """A rejects file's rows (a missing or unreadable file: none)."""
+    import orjson
+
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+    return out
+
+
+def require_kept(
+    summary: dict[str, Any], rejects_path: str | Path, what: str = "records", empty_ok: bool = False
+) -> None:
+    """Raise :class:`NothingKept` when a run read input and kept none of it (or read nothing, unless
+    ``empty_ok``), naming the count, the top 3 kinds of reason and the rejects file. Inputs left out on purpose
+    (a --limit, an annotator's skip) with nothing rejected are not a failure."""
+    read, kept, rejected = summary.get("read", 0), summary.get("kept", 0), summary.get("rejected", 0)
+    stage = summary.get("stage", "run")
+    if summary.get("failed_run"):  # the reports went to the failed run's own place
+        rejects_path = Path(summary["failed_run"]) / Path(rejects_path).name
+    if kept or (read and not rejected) or (not read and empty_ok):
+        return
+    if not read:
+        raise NothingKept(f"{stage}: read 0 {what}; nothing to do")
+    tops = top_reasons(read_rejects(rejects_path))
+    listed = "; ".join(f"{reason} (x{n})" if n > 1 else reason for reason, n in tops)
+    raise NothingKept(
+        f"{stage}: kept 0 of {read} {what} ({rejected} rejected, all in {rejects_path}; earlier outputs left as they "
+        f"were); top reasons: {listed}"
+    )

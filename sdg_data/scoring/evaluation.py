@@ -1,0 +1,412 @@
+"""SDG-Eval as the paper defines it (section 3.2 and appendix C), per defect type.
+
+Image level, over every test image:
+  DetTypeF1  F1 of "has a type-t defect" (prediction vs ground truth);
+  ClnAcc     true-negative rate on the images with no type-t ground truth (the "GT=0" column).
+Defect level (the "GT>0" columns; ``box_scope="all"`` also counts boxes predicted on GT-clean images):
+  class-aware one-to-one matching per image and type (Hungarian on cost 1 - IoU; ``greedy`` reproduces the
+  released evaluate.py), then at tau in {0.1, 0.5}: BoxPr = |M|/sum|P|, BoxRe = |M|/sum|G|,
+  BoxF1 = 2|M|/sum(|G| + |P|), micro-averaged over images;
+  DescCos@0.1  mean cosine of the description embeddings over the pairs with IoU >= 0.1;
+  ImpAcc@0.1   mean of 1 - |s_g - s_p|/100 over the same pairs (a pair whose ground truth has no importance is
+               left out; a prediction without importance scores 0).
+Output that cannot be parsed counts as predicting no defect. A metric whose denominator is zero is ``None``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
+from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
+from sdg_data.config import Count, Positive
+from sdg_data.matching import MatchMethod, match, match_lone
+from sdg_data.records import LABELS, Defect, ImageRecord
+from sdg_data.scoring.embedding import CachedEmbedder
+
+
+THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
+DESC_THRESHOLD = 0.1
+_TOL = 1e-9  # IoU exactly at a threshold counts as reaching it, float noise or not
+
+BoxScope = Literal["gt_positive", "all"]
+
+
+@dataclass
+class EvalConfig:
+    """How SDG-Eval scores a prediction file against ground truth."""
+
+    match: MatchMethod = "hungarian"
+    """``hungarian`` (the paper) or ``greedy`` (the released evaluate.py, for comparison)."""
+    embedder: str = "Qwen/Qwen3-Embedding-0.6B"
+    """Model id or local folder for DescCos; ``lexical`` for an offline approximation; ``none`` to skip."""
+    box_order: BoxOrder = "xyxy"
+    """Coordinate order of ``box_2d`` in the predictions (the ground truth is always xyxy)."""
+    box_scope: BoxScope = "gt_positive"
+    """Images whose boxes enter the defect-level metrics: those with type-t ground truth (paper) or all."""
+    strict_format: bool = False
+    """Count any response that fails the format check as no defect (default: keep what parses)."""
+    embed_batch_size: Positive = 64
+    """Descriptions per embedder call."""
+    embed_max_length: Positive = 256
+    """Tokens kept of each description."""
+    ap: bool = True
+    """Also COCO AP (pycocotools, importance as the score) and joint box + description AP, beside the paper's."""
+    bootstrap: Count = 0
+    """Resample the images this many times for 95% intervals of every SDG-Eval metric (0: none; 1000 is usual)."""
+    seed: Count = 0
+    """Seeds the bootstrap."""
+
+
+# Per image and label, the sums every SDG-Eval metric is a ratio of (so a bootstrap resamples images and adds).
+FIELDS = ("tp", "fp", "fn", "tn", "n_gt", "n_pred", "m0.1", "m0.5", "pairs", "cos_sum", "imp_n", "imp_sum")
+F = {name: k for k, name in enumerate(FIELDS)}
+HEADLINE = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "ImpAcc@0.1")
+
+
+def metrics_from_sums(sums: np.ndarray, has_cos: bool) -> dict[str, float | None]:
+    """Every metric of one label from its summed fields (one row of ``FIELDS``): the report, the bootstrap and
+    the comparison all compute them here. A metric whose denominator is zero is None."""
+
+    def ratio(a: float, b: float) -> float | None:
+        return float(a / b) if b else None
+
+    x = dict(zip(FIELDS, sums, strict=True))
+    out: dict[str, float | None] = {
+        "DetTypeF1": ratio(2 * x["tp"], 2 * x["tp"] + x["fp"] + x["fn"]),
+        "ClnAcc": ratio(x["tn"], x["tn"] + x["fp"]),
+    }
+    for t in THRESHOLDS:
+        out[f"BoxPr@{t}"] = ratio(x[f"m{t}"], x["n_pred"])
+        out[f"BoxRe@{t}"] = ratio(x[f"m{t}"], x["n_gt"])
+        out[f"BoxF1@{t}"] = ratio(2 * x[f"m{t}"], x["n_gt"] + x["n_pred"])
+    out["DescCos@0.1"] = ratio(x["cos_sum"], x["pairs"]) if has_cos else None
+    out["ImpAcc@0.1"] = ratio(x["imp_sum"], x["imp_n"])
+    return out
+
+
+def _counts(sums: np.ndarray) -> dict[str, int]:
+    x = dict(zip(FIELDS, sums.tolist(), strict=True))
+    return {"images_pos": int(x["tp"] + x["fn"]), "images_neg": int(x["tn"] + x["fp"]), "gt_boxes": int(x["n_gt"]),
+            "pred_boxes": int(x["n_pred"]), "matched@0.1": int(x["m0.1"]), "matched@0.5": int(x["m0.5"]),
+            "pairs@0.1": int(x["pairs"])}  # fmt: skip
+
+
+def bootstrap(per_image: Mapping[str, Any], n: int, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Percentile intervals of every headline metric, per label, resampling images with replacement ``n`` times."""
+    sums = np.asarray(per_image["sums"], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {lab: {m: [] for m in HEADLINE} for lab in per_image["labels"]}
+    for _ in range(n):
+        w = np.bincount(rng.integers(0, len(sums), len(sums)), minlength=len(sums)).astype(np.float64)
+        total = np.einsum("i,ilf->lf", w, sums)
+        for k, lab in enumerate(per_image["labels"]):
+            got = metrics_from_sums(total[k], per_image["has_cos"])
+            for m in HEADLINE:
+                if got[m] is not None:
+                    draws[lab][m].append(got[m])
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {lab: {m: ([float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else None)
+                  for m, v in ms.items()} for lab, ms in draws.items()} | {"n": n, "level": level}  # fmt: skip
+
+
+def prediction_defects(row: Mapping[str, Any], cfg: EvalConfig) -> ParseResult:
+    """Defects of one prediction line: parsed from ``response`` text, or checked from a ``defects`` list."""
+    if "response" in row:
+        res = parse_response(row["response"], order=cfg.box_order)
+    else:
+        res = parse_defect_list(row.get("defects"), order=cfg.box_order)
+    if cfg.strict_format and not res.format_ok:
+        res.defects = []
+    return res
+
+
+def evaluate(
+    gt: Sequence[ImageRecord],
+    preds: Mapping[str, Sequence[Defect]],
+    cfg: EvalConfig | None = None,
+    embedder: CachedEmbedder | None = None,
+) -> dict[str, Any]:
+    """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect."""
+    cfg = cfg or EvalConfig()
+    gt_desc: list[str] = []
+    pred_desc: list[str] = []
+    imp_score: list[float] = []
+    images_by_gen: dict[str, int] = defaultdict(int)
+
+    per_image = np.zeros((len(gt), len(LABELS), len(FIELDS)), dtype=np.float64)
+    pair_slot: list[int] = []  # each described pair's image * labels + label, for the cosine and importance sums
+    for n_img, rec in enumerate(gt):
+        images_by_gen[rec.generator or "unknown"] += 1
+        pred = preds.get(rec.image_id, ())
+        for k_label, label in enumerate(LABELS):
+            g = [d for d in rec.defects if d.label == label]
+            p = [d for d in pred if d.label == label]
+            pairs: list[tuple[int, int, float]] = []
+            in_scope = bool(g) or cfg.box_scope == "all"
+            if len(g) == 1 and len(p) == 1:  # most images: no arrays for one pair
+                v = g[0].box.iou(p[0].box)
+                pairs = [(0, 0, v)] if match_lone(v, cfg.match) else []
+            elif g and p:
+                iou = iou_matrix(boxes_array([d.box for d in g]), boxes_array([d.box for d in p]))
+                rows, cols = match(iou, cfg.match)
+                pairs = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols)]
+            for r, c, v in pairs:
+                if v + _TOL >= DESC_THRESHOLD:
+                    pair_slot.append(n_img * len(LABELS) + k_label)
+                    gt_desc.append(g[r].description)
+                    pred_desc.append(p[c].description)
+                    sg, sp = g[r].importance, p[c].importance
+                    imp_score.append(np.nan if sg is None else (0.0 if sp is None else 1.0 - abs(sg - sp) / 100.0))
+            row = per_image[n_img, k_label]
+            row[F["tp"]], row[F["fp"]], row[F["fn"]], row[F["tn"]] = (
+                bool(g and p),
+                bool(p and not g),
+                bool(g and not p),
+                not (g or p),
+            )
+            if in_scope:
+                row[F["n_gt"]], row[F["n_pred"]] = len(g), len(p)
+                for t in THRESHOLDS:
+                    row[F[f"m{t}"]] = sum(1 for _, _, v in pairs if v + _TOL >= t)
+
+    cos = embedder.pair_cosines(gt_desc, pred_desc) if embedder is not None else None
+    # each pair's sums land on its (image, label) slot, all at once, in pair order
+    imp = np.asarray(imp_score, dtype=np.float64)
+    slot = np.asarray(pair_slot, dtype=np.int64)
+    n_slots = len(gt) * len(LABELS)
+
+    def per_slot(which: np.ndarray | slice, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(slot[which], weights=weights, minlength=n_slots).reshape(len(gt), len(LABELS))
+
+    per_image[:, :, F["pairs"]] = per_slot(slice(None))
+    if cos is not None:
+        per_image[:, :, F["cos_sum"]] = per_slot(slice(None), cos)
+    known = ~np.isnan(imp)
+    per_image[:, :, F["imp_n"]] = per_slot(known)
+    per_image[:, :, F["imp_sum"]] = per_slot(known, imp[known])
+
+    has_cos = cos is not None
+    gens = np.asarray([r.generator or "unknown" for r in gt], dtype=object)
+
+    def block(rows: np.ndarray) -> dict[str, Any]:
+        total = rows.sum(axis=0) if len(rows) else np.zeros((len(LABELS), len(FIELDS)))
+        return {label: metrics_from_sums(total[k], has_cos) for k, label in enumerate(LABELS)}
+
+    report: dict[str, Any] = block(per_image)
+    report["by_generator"] = {gen: block(per_image[gens == gen]) for gen in sorted(images_by_gen)}
+    total = per_image.sum(axis=0) if len(gt) else np.zeros((len(LABELS), len(FIELDS)))
+    report["counts"] = {label: _counts(total[k]) for k, label in enumerate(LABELS)}
+    report["counts"]["images"] = len(gt)
+    report["counts"]["by_generator"] = dict(sorted(images_by_gen.items()))
+    report["per_image"] = {"image_ids": [r.image_id for r in gt], "fields": list(FIELDS), "labels": list(LABELS),
+                           "has_cos": has_cos, "sums": per_image}  # fmt: skip
+    report["config"] = {
+        "match": cfg.match,
+        "box_scope": cfg.box_scope,
+        "box_order": cfg.box_order,
+        "strict_format": cfg.strict_format,
+        "embedder": embedder.name if embedder is not None else None,
+    }
+    return report
+
+
+def format_table(report: Mapping[str, Any], title: str = "pred") -> str:
+    """The paper's Table 2 layout: one row per model (and per generator), six columns per defect type."""
+    cols = ("DetTypeF1", "ClnAcc", "BoxF1@0.1", "BoxF1@0.5", "DescCos@0.1", "ImpAcc@0.1")  # the JSON's names
+    widths = [max(8, len(c)) for c in cols]
+    name_w = max(24, len(title) + 2, *(len(g) + 10 for g in report.get("by_generator", {})))
+
+    def cells(block: Mapping[str, Any]) -> str:
+        parts = []
+        for label in LABELS:
+            vals = block[label]
+            parts.append(" ".join(f"{'-' if vals[c] is None else format(vals[c], '.3f'):>{w}}"
+                                  for c, w in zip(cols, widths, strict=True)))  # fmt: skip
+        return " | ".join(parts)
+
+    width = len(cells({label: dict.fromkeys(cols) for label in LABELS})) // 2
+    lines = [
+        f"{'':<{name_w}} | {'Artifact':^{width - 1}}| {'Misalignment':^{width - 1}}",
+        f"{'':<{name_w}} | "
+        + " | ".join(" ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)) for _ in LABELS),  # fmt: skip
+        "-" * (name_w + 3 + 2 * width + 2),
+    ]
+    counts = report.get("counts", {})
+    lines.append(f"{(title + ' (' + str(counts.get('images', '?')) + ')'):<{name_w}} | {cells(report)}")
+    for gen, block in report.get("by_generator", {}).items():
+        n = counts.get("by_generator", {}).get(gen, "?")
+        lines.append(f"{('  ' + gen + ' (' + str(n) + ')'):<{name_w}} | {cells(block)}")
+    cfg = report.get("config", {})
+    lines.append(
+        f"matching: {cfg.get('match')}, box scope: {cfg.get('box_scope')}, "
+        f"embedder: {cfg.get('embedder') or 'none (DescCos not computed)'}"
+    )
+    return "\n".join(lines)
+
+
+def index_predictions(
+    rows: Iterable[tuple[int, Mapping[str, Any]]], cfg: EvalConfig, source: str = "pred"
+) -> tuple[dict[str, list[Defect]], dict[str, Any]]:
+    """Parse prediction lines into image_id -> defects, with parse statistics; bad lines raise with their number."""
+    out: dict[str, list[Defect]] = {}
+    stats = {"lines": 0, "format_failures": 0, "unparseable": 0, "issues": 0, "examples": []}
+    for lineno, row in rows:
+        if not isinstance(row, Mapping) or not isinstance(row.get("image_id"), str):
+            raise ValueError(f"{source}:{lineno}: record '?' field 'image_id': missing or not a string")
+        iid = row["image_id"]
+        if iid in out:
+            raise ValueError(f"{source}:{lineno}: record {iid!r} field 'image_id': duplicate prediction")
+        if "response" not in row and "defects" not in row:
+            raise ValueError(f"{source}:{lineno}: record {iid!r} field 'defects': need 'defects' or 'response'")
+        res = prediction_defects(row, cfg)
+        norm = normalized_box_issue(res)
+        if norm:
+            field, why = norm.split(": ", 1)
+            raise ValueError(f"{source}:{lineno}: record {iid!r} field {field!r}: {why}")
+        stats["lines"] += 1
+        stats["issues"] += len(res.issues)
+        if not res.format_ok:
+            stats["format_failures"] += 1
+            if not res.defects:
+                stats["unparseable"] += 1
+            if len(stats["examples"]) < 5:
+                stats["examples"].append({"image_id": iid, "reason": res.reason})
+        out[iid] = res.defects
+    return out, stats
+
+
+def require_shared_ids(gt: list[ImageRecord], preds: dict[str, Any], stats: dict[str, Any], pred_path: Any) -> None:
+    """Count predictions missing and unknown into ``stats``; refuse a scoring with no image in common (it would print
+    an all-zero table and look like a result)."""
+    gt_ids = {r.image_id for r in gt}
+    stats["missing_predictions"] = sum(1 for r in gt if r.image_id not in preds)
+    stats["unknown_image_ids"] = sum(1 for iid in preds if iid not in gt_ids)
+    if stats["missing_predictions"] == len(gt):
+        raise ValueError(
+            f"{pred_path}: no prediction for any of the {len(gt)} ground-truth images "
+            f"({stats['lines']} prediction lines, {stats['unknown_image_ids']} with unknown image ids); "
+            "are --gt and --pred from the same set?"
+        )
+
+
+def evaluate_files(
+    gt_path: str | Path, pred_path: str | Path, out_path: str | Path | None, cfg: EvalConfig
+) -> dict[str, Any]:
+    """``sdg eval``: read ground truth and predictions, score, write the JSON report; returns the report."""
+    from sdg_data.io.files import write_json
+    from sdg_data.io.jsonl import input_kind, iter_jsonl, load_records
+    from sdg_data.scoring.embedding import load_embedder
+
+    gt = load_records(gt_path)
+    if not gt:
+        raise ValueError(f"{gt_path}: no ground-truth records; nothing to score")
+    pp = Path(pred_path)
+    rows = (
+        enumerate((r.to_json() for r in load_records(pp)), 1)
+        if pp.exists() and input_kind(pp) in ("parquet", "dataset")
+        else iter_jsonl(pp)
+    )
+    preds, stats = index_predictions(rows, cfg, source=str(pred_path))
+    require_shared_ids(gt, preds, stats, pred_path)
+    embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
+    report = evaluate(gt, preds, cfg, embedder)
+    if cfg.ap:
+        from sdg_data.scoring.ap import ap_report
+
+        report["ap"] = ap_report(gt, preds, embedder)
+    report["predictions"] = stats
+    per_image = report.pop("per_image")
+    if cfg.bootstrap:
+        report["bootstrap"] = bootstrap(per_image, cfg.bootstrap, cfg.seed)
+    if out_path:
+        out_path = Path(out_path)
+        side = out_path.with_name(out_path.stem + ".per_image.npz")
+        write_per_image(side, per_image)
+        report["per_image_file"] = side.name  # what sdg compare pairs two runs by
+        write_json(out_path, report)
+    return report
+
+
+def write_per_image(path: Path, per_image: Mapping[str, Any]) -> None:
+    """The per-image sums beside the report (compact; a paired comparison of two runs reads them)."""
+    import io
+
+    from sdg_data.io.files import write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image_ids=np.asarray(per_image["image_ids"], dtype=str), sums=per_image["sums"],
+                        has_cos=np.asarray(per_image["has_cos"]), labels=np.asarray(per_image["labels"]))  # fmt: skip
+    write_bytes(path, buf.getvalue())
+
+
+def read_per_image(report_path: str | Path) -> dict[str, Any]:
+    """A report's per-image sums (``sdg eval --out`` writes them beside the report)."""
+    import json
+
+    report_path = Path(report_path)
+    name = json.loads(report_path.read_text(encoding="utf-8")).get("per_image_file")
+    if not isinstance(name, str) or "/" in name or not (report_path.parent / name).is_file():
+        raise ValueError(f"{report_path}: no per-image file beside it (rerun sdg eval with --out to write one)")
+    with np.load(report_path.parent / name, allow_pickle=False) as z:
+        return {"image_ids": z["image_ids"].tolist(), "sums": z["sums"], "has_cos": bool(z["has_cos"]),
+                "labels": z["labels"].tolist(), "fields": list(FIELDS)}  # fmt: skip
+
+
+def compare(a: str | Path, b: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """B minus A for every headline metric, with a paired bootstrap over the images both runs scored: each draw
+    resamples the shared images once and recomputes both runs on it, so image difficulty cancels out."""
+    pa, pb = read_per_image(a), read_per_image(b)
+    idx_b = {iid: k for k, iid in enumerate(pb["image_ids"])}
+    shared = [(k, idx_b[iid]) for k, iid in enumerate(pa["image_ids"]) if iid in idx_b]
+    if not shared:
+        raise ValueError(f"{a} and {b} share no image: compare runs scored on the same ground truth")
+    sa = pa["sums"][[i for i, _ in shared]]
+    sb = pb["sums"][[j for _, j in shared]]
+    has_cos = pa["has_cos"] and pb["has_cos"]
+    rng = np.random.default_rng(seed)
+    labels = pa["labels"]
+    point = {lab: {} for lab in labels}
+    for k, lab in enumerate(labels):
+        ma, mb = metrics_from_sums(sa[:, k].sum(0), has_cos), metrics_from_sums(sb[:, k].sum(0), has_cos)
+        point[lab] = {m: (ma[m], mb[m]) for m in HEADLINE}
+    diffs: dict[str, dict[str, list[float]]] = {lab: {m: [] for m in HEADLINE} for lab in labels}
+    for _ in range(n):
+        w = np.bincount(rng.integers(0, len(shared), len(shared)), minlength=len(shared)).astype(np.float64)
+        ta, tb = np.einsum("i,ilf->lf", w, sa), np.einsum("i,ilf->lf", w, sb)
+        for k, lab in enumerate(labels):
+            ma, mb = metrics_from_sums(ta[k], has_cos), metrics_from_sums(tb[k], has_cos)
+            for m in HEADLINE:
+                if ma[m] is not None and mb[m] is not None:
+                    diffs[lab][m].append(mb[m] - ma[m])
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out: dict[str, Any] = {"a": str(a), "b": str(b), "images": len(shared), "n": n, "level": level, "metrics": {}}
+    for lab in labels:
+        for m in HEADLINE:
+            va, vb = point[lab][m]
+            d = diffs[lab][m]
+            ci = [float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d else None
+            out["metrics"][f"{lab}/{m}"] = {"a": va, "b": vb, "diff": None if va is None or vb is None else vb - va,
+                                            "ci": ci, "clear": bool(ci and (ci[0] > 0 or ci[1] < 0))}  # fmt: skip
+    return out
+
+
+def format_compare(c: Mapping[str, Any]) -> str:
+    def f(v) -> str:
+        return f"{v:8.3f}" if v is not None else f"{'-':>8}"
+
+    lines = [f"B - A over {c['images']} shared images ({c['n']} paired bootstrap draws, {c['level']:.0%} intervals)",
+             f"  A: {c['a']}", f"  B: {c['b']}",
+             f"{'metric':<28}{'A':>9}{'B':>9}{'B - A':>9}   interval"]  # fmt: skip
+    for name, v in c["metrics"].items():
+        ci = "-" if v["ci"] is None else f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+        mark = "  *" if v["clear"] else ""
+        lines.append(f"{name:<28}{f(v['a'])} {f(v['b'])} {f(v['diff'])}   {ci}{mark}")
+    lines.append("* the interval excludes 0: B and A differ on this metric beyond resampling noise")
+    return "\n".join(lines)
