@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
@@ -10,13 +13,23 @@ from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
 
 @dataclass
 class AnnotateConfig:
-    url: str = "http://127.0.0.1:8089"  # the server; unset: $SDG_LABEL_STUDIO_URL, else serve's state file
-    token_env: str = "LABEL_STUDIO_API_KEY"  # the variable holding the API token (never logged or written)
-    timeout_s: Seconds = 600.0  # per request; imports and exports of 30K tasks take minutes
-    max_retries: Count = 5  # connection failures and 5xx, with exponential backoff
-    backoff_base_s: NonNegative = 0.5  # first retry wait (doubles)
-    backoff_max_s: NonNegative = 20.0  # longest retry wait
-    project_title: str = "SDG defect grounding"  # the project's title (with a tag in its description)
+    url: str = field(
+        default="http://127.0.0.1:8089",
+        metadata={"help": "the server; unset: $SDG_LABEL_STUDIO_URL, else serve's state file"},
+    )
+    token_env: str = field(
+        default="LABEL_STUDIO_API_KEY",
+        metadata={"help": "the variable holding the API token (never logged or written)"},
+    )
+    timeout_s: Seconds = field(
+        default=600.0, metadata={"help": "per request; imports and exports of 30K tasks take minutes"}
+    )
+    max_retries: Count = field(default=5, metadata={"help": "connection failures and 5xx, with exponential backoff"})
+    backoff_base_s: NonNegative = field(default=0.5, metadata={"help": "first retry wait (doubles)"})
+    backoff_max_s: NonNegative = field(default=20.0, metadata={"help": "longest retry wait"})
+    project_title: str = field(
+        default="SDG defect grounding", metadata={"help": "the project's title (with a tag in its description)"}
+    )
     image_root: str | None = field(
         default=None,
         metadata={
@@ -24,21 +37,46 @@ class AnnotateConfig:
             "commands read it from the running server or the project's storage unless given."
         },
     )
-    overlap: Positive | None = None  # annotators per task (maximum_annotations); unset: keep the project's (1 if new)
-    guidelines: str | None = None  # a markdown file; default annotation/guidelines.md
-    chunk_size: Positive = 2000  # tasks or predictions per import request
-    work_dir: str = "outputs/annotate"  # push and predict write their rejects and summary here (not beside the input)
-    consolidation: Literal["primary", "review"] = "primary"  # how pull picks the one record of an image
-    primary_annotators: list[str] = field(default_factory=list)  # emails in priority order; default: earliest
-    reviewers: list[str] = field(default_factory=list)  # for "review": their annotation wins when there is one
-    check_image_size: bool = True  # compare the exported original size with the image file when it is readable
-    judge_title: str = "SDG blind A/B"  # judge-*: the blind pairwise project's title
-    judge_seed: Count = 0  # judge-push: seeds each pair's random left / right order (with the pair's id)
-    host: str = "127.0.0.1"  # serve: the address to bind
-    port: Annotated[int, Bounds(ge=1, le=65535)] = 8089  # serve: the port
-    data_dir: str = "outputs/label-studio"  # serve: LABEL_STUDIO_BASE_DATA_DIR, the SQLite database and media
-    database: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD
-    label_studio_bin: str = ".venv-ls/bin/label-studio"  # its own environment; or $SDG_LABEL_STUDIO_BIN
+    overlap: Positive | None = field(
+        default=None,
+        metadata={"help": "annotators per task (maximum_annotations); unset: keep the project's (1 if new)"},
+    )
+    guidelines: str | None = field(
+        default=None, metadata={"help": "a markdown file; default annotation/guidelines.md"}
+    )
+    chunk_size: Positive = field(default=2000, metadata={"help": "tasks or predictions per import request"})
+    work_dir: str = field(
+        default="outputs/annotate",
+        metadata={"help": "push and predict write their rejects and summary here (not beside the input)"},
+    )
+    consolidation: Literal["primary", "review"] = field(
+        default="primary", metadata={"help": "how pull picks the one record of an image"}
+    )
+    primary_annotators: list[str] = field(
+        default_factory=list, metadata={"help": "emails in priority order; default: earliest"}
+    )
+    reviewers: list[str] = field(
+        default_factory=list, metadata={"help": 'for "review": their annotation wins when there is one'}
+    )
+    check_image_size: bool = field(
+        default=True, metadata={"help": "compare the exported original size with the image file when it is readable"}
+    )
+    judge_title: str = field(default="SDG blind A/B", metadata={"help": "judge-*: the blind pairwise project's title"})
+    judge_seed: Count = field(
+        default=0, metadata={"help": "judge-push: seeds each pair's random left / right order (with the pair's id)"}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "serve: the address to bind"})
+    port: Annotated[int, Bounds(ge=1, le=65535)] = field(default=8089, metadata={"help": "serve: the port"})
+    data_dir: str = field(
+        default="outputs/label-studio",
+        metadata={"help": "serve: LABEL_STUDIO_BASE_DATA_DIR, the SQLite database and media"},
+    )
+    database: Literal["sqlite", "postgresql"] = field(
+        default="sqlite", metadata={"help": "postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD"}
+    )
+    label_studio_bin: str = field(
+        default=".venv-ls/bin/label-studio", metadata={"help": "its own environment; or $SDG_LABEL_STUDIO_BIN"}
+    )
 
     def __post_init__(self) -> None:
         if (self.overlap is not None and self.overlap < 1) or self.chunk_size < 1 or self.max_retries < 0:
@@ -60,8 +98,6 @@ def resolve_server(cfg: AnnotateConfig, url_given: bool) -> AnnotateConfig:
     recipe or flag names one."""
     import os
 
-    from annotation.server import read_state
-
     state = read_state(cfg)
     if not url_given and cfg.url == AnnotateConfig.url:
         env_url = os.environ.get(URL_ENV)
@@ -77,3 +113,23 @@ def resolve_server(cfg: AnnotateConfig, url_given: bool) -> AnnotateConfig:
     if cfg.label_studio_bin == AnnotateConfig.label_studio_bin and os.environ.get(BIN_ENV):
         cfg.label_studio_bin = os.environ[BIN_ENV]
     return cfg
+
+
+# ------------------------------------------------------------------ the running server's state file
+STATE_FILE = "server.json"
+
+
+def state_path(cfg: AnnotateConfig) -> Path:
+    """Where ``sdg annotate serve`` records the running server (pid, URL) in its data folder."""
+    return Path(cfg.data_dir) / STATE_FILE
+
+
+def read_state(cfg: AnnotateConfig) -> dict | None:
+    """The running server's state, or None when there is none (or its process is gone)."""
+    try:
+        state = json.loads(state_path(cfg).read_text(encoding="utf-8"))
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state

@@ -31,7 +31,8 @@ from annotation.client import (
 from annotation.labeling import guidelines_html
 from sdg_data.io.files import write_json, write_jsonl
 from sdg_data.io.jsonl import iter_jsonl
-from sdg_data.records import is_id
+from sdg_data.io.report import StageReport
+from sdg_data.records import Reject, is_id
 
 
 JUDGE_VERSION = "sdg-judge/1"
@@ -215,33 +216,32 @@ def _who(ann: dict[str, Any], users: dict[int, str]) -> str:
 _META = ("a_method", "b_method", "a_image_id", "b_image_id")
 
 
-def judgments(tasks: list[Any], users: dict[int, str]) -> tuple[list[dict], list[dict]]:
+def judgments(tasks: list[Any], users: dict[int, str]) -> tuple[list[dict], list[Reject]]:
     """One row per verdict, un-blinded; every task or annotation that cannot be read is a reject naming the task,
     the annotation and the field (one bad entry never stops the pull)."""
     rows, rejects = [], []
     for n, t in enumerate(tasks):
         if not isinstance(t, dict):
-            rejects.append(
-                {"task_id": None, "where": f"tasks[{n}]", "reason": f"not a task object ({type(t).__name__})"}
-            )
+            rejects.append(Reject(f"not a task object ({type(t).__name__})", "judge", None, f"tasks[{n}]", None, t))
             continue
         tid = t.get("id") if is_id(t.get("id")) else None
         meta, data = t.get("meta"), t.get("data")
         if not isinstance(meta, dict) or meta.get("judge") != JUDGE_VERSION or meta.get("order") not in ("ab", "ba"):
-            rejects.append({"task_id": tid, "where": f"tasks[{n}].meta",
-                            "reason": "task has no recorded order (not pushed by judge-push)"})  # fmt: skip
+            why = "task has no recorded order (not pushed by judge-push)"
+            rejects.append(Reject(why, "judge", None, f"task {tid}: tasks[{n}].meta", None, meta))
             continue
         bad = [k for k in _META if not isinstance(meta.get(k), str)]
         if bad or not isinstance(data, dict) or not isinstance(data.get("pair_id"), str):
             field = f"meta.{bad[0]}" if bad else "data.pair_id"
-            rejects.append({"task_id": tid, "where": f"tasks[{n}].{field}", "reason": f"field {field!r}: missing or "
-                            "not text (the task was edited after judge-push)"})  # fmt: skip
+            why = f"field {field!r}: missing or not text (the task was edited after judge-push)"
+            rejects.append(Reject(why, "judge", None, f"task {tid}: tasks[{n}].{field}", None, t))
             continue
         anns = t.get("annotations") or []
         for k, ann in enumerate(anns if isinstance(anns, list) else [anns]):
             where = f"tasks[{n}].annotations[{k}]"
             if not isinstance(ann, dict):
-                rejects.append({"task_id": tid, "where": where, "reason": "not an annotation object"})
+                why = "not an annotation object"
+                rejects.append(Reject(why, "judge", data["pair_id"], f"task {tid}: {where}", None, ann))
                 continue
             if ann.get("was_cancelled") is True:
                 continue
@@ -249,11 +249,11 @@ def judgments(tasks: list[Any], users: dict[int, str]) -> tuple[list[dict], list
             try:
                 choice, comment = _verdict(ann)
             except ValueError as exc:
-                rejects.append({"task_id": tid, "annotator": who, "where": where, "reason": str(exc)})
+                rejects.append(Reject(str(exc), "judge", data["pair_id"], f"task {tid}: {where} by {who}", None, ann))
                 continue
             if choice not in (LEFT, SAME, RIGHT):
-                rejects.append({"task_id": tid, "annotator": who, "where": where,
-                                "reason": f"no verdict ({choice!r:.60})"})  # fmt: skip
+                why = f"no verdict ({choice!r:.60})"
+                rejects.append(Reject(why, "judge", data["pair_id"], f"task {tid}: {where} by {who}", None, ann))
                 continue
             rows.append({"pair_id": data.get("pair_id"), "task_id": tid, "annotator": who,
                          **{k: meta[k] for k in _META}, "order": meta["order"], "choice": choice,
@@ -343,7 +343,9 @@ def judge_pull(conn: Connection | None, out: Path, from_export: Path | None = No
     rows, rejects = judgments(tasks, users)
     out = Path(out)
     write_jsonl(out, rows)
-    write_jsonl(out.with_suffix(".rejects.jsonl"), rejects)
+    report = StageReport("judge", read=len(rows) + len(rejects), kept=len(rows))  # a unit: one verdict
+    report.add(rejects)
+    report.write(out.parent, prefix=f"{out.stem}.")  # OUT-STEM.judge.rejects.jsonl and .judge.summary.json
     result = {"tally": tally(rows), "judgments": len(rows), "rejected": len(rejects), "project": project_id}
     write_json(out.with_suffix(".tally.json"), result)
     return result

@@ -19,7 +19,7 @@ from annotation.uiform import ui_region
 from sdg_data.answer import parse_response
 from sdg_data.io.jsonl import usable_lines
 from sdg_data.io.report import StageReport
-from sdg_data.records import Defect, RecordError
+from sdg_data.records import Defect, RecordError, Reject
 
 
 def region_results(rid: str, d: Defect, width: int | None, height: int | None) -> list[dict[str, Any]]:
@@ -44,11 +44,11 @@ def check_defect(d: Defect, where: str) -> None:
         raise ValueError(f"{where}: importance {d.importance} outside {IMPORTANCE_MIN}-{IMPORTANCE_MAX}")
 
 
-def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str, Any]], list[Reject], int]:
     """(image_id, defects, raw) per usable line; rejects with line and reason; lines read. A line holds raw model
     text under ``response`` (parsed with the core parser; a failed format check rejects it) or ``defects``."""
     rows: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
     seen: set[str] = set()
     for lineno, obj in usable_lines(path, "predict", rejects):
         iid = obj.get("image_id") if isinstance(obj, dict) else None
@@ -72,7 +72,7 @@ def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str
             for j, d in enumerate(defects):
                 check_defect(d, f"defects[{j}]")
         except (ValueError, RecordError) as exc:
-            rejects.append({"line": lineno, "image_id": iid, "stage": "predict", "reason": str(exc)})
+            rejects.append(Reject(str(exc), "predict", iid, f"{path}:{lineno}", lineno, obj))
             continue
         rows.append({"image_id": iid, "defects": defects, "width": obj.get("width"), "height": obj.get("height")})
     return rows, rejects, len(rows) + len(rejects)
@@ -136,7 +136,7 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
     for row in rows:
         tid = tasks.get(row["image_id"])
         if tid is None:
-            rejects.append({"image_id": row["image_id"], "stage": "predict", "reason": "no task with this image_id"})
+            rejects.append(Reject("no task with this image_id", "predict", row["image_id"], str(path)))
             continue
         result = []
         for k, d in enumerate(row["defects"]):
@@ -164,9 +164,7 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
     if kept and shown_before != model_version:  # the server accepts a version only once it holds its predictions
         set_model_version(conn, project, model_version)
     report = StageReport("predict", read=n, kept=kept)
-    for r in rejects:
-        where = f"{path}:{r['line']}" if r.get("line") else str(path)
-        report.reject(r["reason"], r.get("image_id"), where, None, line=r.get("line"))
+    report.add(rejects)
     report.extras = {
         "project": project.id,
         "created": created,

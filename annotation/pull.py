@@ -31,7 +31,7 @@ from sdg_data.boxes import Box, BoxError, label_studio_problem
 from sdg_data.io.gc_pause import gc_paused
 from sdg_data.io.report import StageReport
 from sdg_data.io.secrets import secret_values
-from sdg_data.records import Defect, ImageRecord
+from sdg_data.records import Defect, ImageRecord, Reject
 
 
 _EPS = 1e-6
@@ -304,6 +304,14 @@ def _convert_one(task, ann, users, doc_root, cfg: AnnotateConfig) -> tuple[Image
         return None, f"malformed annotation ({type(exc).__name__}: {str(exc)[:160]})"
 
 
+def _where(task_id: Any, annotation_id: Any = None, annotator: str | None = None) -> str:
+    """Where a pulled annotation came from, as a reject names it: ``task 12, annotation 40 by alice@x``."""
+    out = f"task {task_id}"
+    if annotation_id is not None:
+        out += f", annotation {annotation_id}"
+    return out + (f" by {annotator}" if annotator else "")
+
+
 def convert_export(
     tasks: Iterable[Mapping[str, Any]],
     cfg: AnnotateConfig,
@@ -318,14 +326,14 @@ def convert_export(
         raise ValueError("--only-reviewed needs the reviewers' emails in 'reviewers' (recipe or --reviewers)")
     users = users or {}
     all_records: list[ImageRecord] = []
-    rejects: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
     counts = dict.fromkeys(_COUNTS, 0)
     cancelled_by: dict[str, int] = defaultdict(int)
     for task in tasks:
         counts["tasks"] += 1
         problem = _task_shape(task)
         if problem:  # a task of the wrong JSON type: its annotations cannot be read, so the task is the reject
-            rejects.append({"task_id": _task_id(task), "annotation_id": None, "image_id": None, "reason": problem})
+            rejects.append(Reject(problem, "pull", None, _where(_task_id(task)), None, task))
             counts["malformed_tasks"] += 1
             continue
         data = task.get("data") or {}
@@ -336,10 +344,8 @@ def convert_export(
         for ann in anns:
             counts["annotations"] += 1
             if not isinstance(ann, Mapping):
-                rejects.append(
-                    {"task_id": task.get("id"), "annotation_id": None, "image_id": iid, "annotator": None,
-                     "reason": f"annotation must be an object, got {type(ann).__name__}"}
-                )  # fmt: skip
+                why = f"annotation must be an object, got {type(ann).__name__}"
+                rejects.append(Reject(why, "pull", iid, _where(task.get("id")), None, ann))
                 counts["rejected"] += 1
                 continue
             who = _user(ann.get("completed_by"), users)
@@ -347,10 +353,9 @@ def convert_export(
                 counts["cancelled"] += 1
                 cancelled_by[who or "?"] += 1
                 continue
-            base = {"task_id": task.get("id"), "annotation_id": ann.get("id"), "image_id": iid, "annotator": who}
             rec, why = _convert_one(task, ann, users, doc_root, cfg) if iid else (None, "task data has no image_id")
             if rec is None:
-                rejects.append({**base, "reason": why})
+                rejects.append(Reject(why, "pull", iid, _where(task.get("id"), ann.get("id"), who), None, ann))
                 counts["rejected"] += 1
             else:
                 all_records.append(rec)
@@ -444,9 +449,7 @@ def write_outputs(
     # one unit per annotation, plus each task whose shape could not be read at all
     report = StageReport("pull", read=counts["annotations"] + counts["malformed_tasks"], kept=counts["valid"])
     report.left_out = counts["cancelled"]  # skipped by the annotator: counted, neither kept nor rejected
-    for r in result["rejects"]:
-        report.reject(r["reason"], r.get("image_id"), f"task {r.get('task_id')}", None,
-                      **{k: v for k, v in r.items() if k not in ("reason", "image_id")})  # fmt: skip
+    report.add(result["rejects"])
     report.extras = {**counts, **(extra or {}), **(vouch(out, [image_root]) if image_root else {})}
     if not report.failed:  # a pull that kept nothing leaves the last good records as they were
         _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))

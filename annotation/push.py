@@ -17,7 +17,7 @@ from annotation.labeling import CONFIG_VERSION
 from annotation.server import document_root
 from sdg_data.io.jsonl import usable_lines
 from sdg_data.io.report import StageReport
-from sdg_data.records import ImageRecord, RecordError
+from sdg_data.records import ImageRecord, RecordError, Reject
 
 
 def image_url(rel_to_doc_root: str) -> str:
@@ -95,13 +95,13 @@ class _Reader:
 
     def __init__(self, path: Path, root: Path, doc_root: Path):
         self.path, self.root, self.doc_root = path, root, doc_root
-        self.rejects: list[dict[str, Any]] = []
+        self.rejects: list[Reject] = []
         self.read = 0
 
     def __iter__(self):
         seen: dict[str, int] = {}
         dirs: dict[str, str] = {}
-        bad: list[dict[str, Any]] = []
+        bad: list[Reject] = []
         for lineno, obj in usable_lines(self.path, "push", bad):
             self.read += len(bad) + 1
             self.rejects += bad
@@ -118,14 +118,14 @@ class _Reader:
                 except (ValueError, FileNotFoundError) as exc:
                     raise RecordError(rec.image_id, "image_path", str(exc)) from None
             except RecordError as exc:
-                self.rejects.append({"line": lineno, "image_id": iid, "stage": "push", "reason": str(exc)})
+                self.rejects.append(Reject(str(exc), "push", iid, f"{self.path}:{lineno}", lineno, obj))
                 continue
             yield task_for(rec, full, self.doc_root)
         self.read += len(bad)
         self.rejects += bad
 
 
-def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def read_samples(path: Path, root: Path, doc_root: Path) -> tuple[list[dict[str, Any]], list[Reject], int]:
     """Tasks for the usable lines; rejects (line, image_id, field, reason) for the rest; lines read."""
     reader = _Reader(path, root, doc_root)
     tasks = list(reader)
@@ -210,10 +210,7 @@ def push(samples: str | Path, conn: Connection, out_dir: str | Path | None = Non
             f"server task count does not add up: {n_before} before + {created} created != {n_after} now"
         )
     report = StageReport("push", read=reader.read, kept=counts["already"] + created)
-    for r in reader.rejects:
-        report.reject(
-            r["reason"], r.get("image_id"), f"{samples}:{r.get('line')}", r.get("record"), line=r.get("line")
-        )
+    report.add(reader.rejects)
     report.extras = {
         "project": project.id,
         "already_on_server": counts["already"],

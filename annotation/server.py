@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from annotation.config import AnnotateConfig
+from annotation.config import AnnotateConfig, read_state, state_path
 
 
 LABEL_STUDIO_VERSION = "1.23.2"
@@ -202,27 +202,6 @@ def stop(pid: int, timeout_s: float = 20) -> None:
             return
         time.sleep(0.1)
     os.killpg(pgid, signal.SIGKILL)
-
-
-STATE_FILE = "server.json"
-
-
-def state_path(cfg: AnnotateConfig) -> Path:
-    """Where ``sdg annotate serve`` records the running server (pid, URL) in its data folder."""
-    return Path(cfg.data_dir) / STATE_FILE
-
-
-def read_state(cfg: AnnotateConfig) -> dict | None:
-    """The running server's state, or None when there is none (or its process is gone)."""
-    import json
-
-    try:
-        state = json.loads(state_path(cfg).read_text(encoding="utf-8"))
-        pid = int(state["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return state
 
 
 def _is_label_studio(pid: int) -> bool:

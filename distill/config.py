@@ -5,37 +5,60 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sdg_data.config import Count, NonNegative, Positive, Seconds
+from sdg_data.config import NonNegative, Positive
+from sdg_data.io.api_client import Transport, transport_defaults
 
 
 @dataclass
-class DistillConfig:
-    teacher: Literal["template", "openai"] = "template"
-    """template (offline, deterministic) or openai (any OpenAI-compatible VLM endpoint)."""
-    base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai/"  # chat-completions endpoint base URL
-    model: str = "gemini-3-pro-preview"  # teacher model name at that endpoint
-    api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key; the key itself is never logged
-    temperature: NonNegative = 1.0  # the teacher's sampling temperature
-    max_tokens: Positive = 4096  # longest reply
-    template: str = "teacher_v1"  # teacher prompt: a name under distill/prompts/ or DIR/NAME ({system,user}.txt)
-    image_max_side: Positive = 1024  # the image is resized so its longer side is at most this, then sent as a data URL
-    image_format: Literal["png", "jpeg"] = "jpeg"  # how the image is encoded for the request
-    min_words: Positive = 18  # shortest description the teacher may write
-    max_words: Positive = 45  # longest description the teacher may write
-    keep_annotator_importance: bool = True  # keep the annotator's importance where there is one
-    max_in_flight: Positive = 16  # requests in flight
-    timeout_s: Seconds = 120.0  # per request
-    max_retries: Count = 6  # transient failures (429, 5xx, timeouts, broken replies) per attempt
-    backoff_base_s: NonNegative = 1.0  # first retry wait (doubles, with jitter)
-    backoff_max_s: NonNegative = 60.0  # longest retry wait
-    max_attempts: Positive = 5  # replies that break the rules (moved / dropped boxes, bad think) before rejecting
-    usd_per_mtok_in: NonNegative = 0.0  # price per million prompt tokens, for the cost figure (0 = not tracked)
-    usd_per_mtok_out: NonNegative = 0.0  # price per million completion tokens
-    cache_dir: str | None = None  # finished work, so a rerun sends only what is missing; default OUT/cache
-    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
-    """Folder that image_path may point into (repeatable). Default: the records file's folder."""
-    max_pixels: Positive = 64 * 1024 * 1024  # images whose header declares more are rejected
-    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
+@transport_defaults(
+    base_url="https://generativelanguage.googleapis.com/v1beta/openai/", max_retries=6, backoff_max_s=60.0
+)
+class DistillConfig(Transport):
+    teacher: Literal["template", "openai"] = field(
+        default="template",
+        metadata={"help": "template (offline, deterministic) or openai (any OpenAI-compatible VLM endpoint)."},
+    )
+    model: str = field(default="gemini-3-pro-preview", metadata={"help": "teacher model name at that endpoint"})
+    temperature: NonNegative = field(default=1.0, metadata={"help": "the teacher's sampling temperature"})
+    max_tokens: Positive = field(default=4096, metadata={"help": "longest reply"})
+    template: str = field(
+        default="teacher_v1",
+        metadata={"help": "teacher prompt: a name under distill/prompts/ or DIR/NAME ({system,user}.txt)"},
+    )
+    image_max_side: Positive = field(
+        default=1024,
+        metadata={"help": "the image is resized so its longer side is at most this, then sent as a data URL"},
+    )
+    image_format: Literal["png", "jpeg"] = field(
+        default="jpeg", metadata={"help": "how the image is encoded for the request"}
+    )
+    min_words: Positive = field(default=18, metadata={"help": "shortest description the teacher may write"})
+    max_words: Positive = field(default=45, metadata={"help": "longest description the teacher may write"})
+    keep_annotator_importance: bool = field(
+        default=True, metadata={"help": "keep the annotator's importance where there is one"}
+    )
+    max_attempts: Positive = field(
+        default=5,
+        metadata={"help": "replies that break the rules (moved / dropped boxes, bad think) before rejecting"},
+    )
+    usd_per_mtok_in: NonNegative = field(
+        default=0.0, metadata={"help": "price per million prompt tokens, for the cost figure (0 = not tracked)"}
+    )
+    usd_per_mtok_out: NonNegative = field(default=0.0, metadata={"help": "price per million completion tokens"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "finished work, so a rerun sends only what is missing; default OUT/cache"}
+    )
+    image_roots: list[str] | None = field(
+        default=None,
+        metadata={
+            "flag": "--image-root",
+            "help": "Folder that image_path may point into (repeatable). Default: the records file's folder.",
+        },
+    )
+    max_pixels: Positive = field(
+        default=64 * 1024 * 1024, metadata={"help": "images whose header declares more are rejected"}
+    )
+    progress: bool = field(default=True, metadata={"cli": False, "help": "progress bars"})
 
     def __post_init__(self) -> None:
         for name in ("max_in_flight", "max_attempts", "image_max_side", "max_tokens"):

@@ -30,7 +30,7 @@ from sdg_data.io.jsonl import InputError, screen_records
 from sdg_data.io.paths import Resolver, vouch
 from sdg_data.io.progress import progress_bar
 from sdg_data.io.report import StageReport
-from sdg_data.records import ImageRecord
+from sdg_data.records import ImageRecord, Reject
 
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ class Job:
     image_ref: str = ""  # the image path as written to the output: relative to the output folder
 
 
-def _load_inputs(path: Path, image_roots: list[str] | None = None) -> tuple[list[Job | dict], int]:
-    """Input lines in order: a Job, or a reject dict for a line that cannot be distilled (and why)."""
+def _load_inputs(path: Path, image_roots: list[str] | None = None) -> tuple[list[Job | Reject], int]:
+    """Input lines in order: a Job, or the Reject of a line that cannot be distilled (and why)."""
     ok, rejects, n = screen_records(path, ("caption",), "input", image_roots or ())
-    items: list[Job | dict] = [Job(line, rec, img, "") for line, rec, img in ok] + rejects
-    items.sort(key=lambda x: x.line if isinstance(x, Job) else x["line"])
+    items: list[Job | Reject] = [Job(line, rec, img, "") for line, rec, img in ok] + rejects
+    items.sort(key=lambda x: x.line or 0)
     return items, n
 
 
@@ -163,7 +163,7 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     failures: dict[str, tuple[str, str]] = {}  # cache key -> (stage, reason) of work that did not finish
     teacher = None
     if cfg.teacher == "openai" and todo:  # the client and its imports (a second) are not part of the request phase
-        teacher = ChatClient(cfg, stats, ledger)
+        teacher = ChatClient(cfg, cfg.model, cfg.temperature, cfg.max_tokens, stats, ledger)
     t0 = time.perf_counter()
     bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc="distill", unit="img",
                        enabled=cfg.progress)  # fmt: skip
@@ -200,8 +200,8 @@ def _assemble(items: list, records: Path, cache: DiskCache, failures: dict, n_re
     distilled: list[dict] = []
     attempts_hist: dict[int, int] = {}
     for item in items:
-        if isinstance(item, dict):  # a line screen_records already rejected
-            report.rejects.append(item)
+        if isinstance(item, Reject):  # a line screen_records already rejected
+            report.add([item])
             continue
         entry = cache.get(item.key)
         where = f"{records}:{item.line}"

@@ -323,3 +323,25 @@ class ImageRecord:
         )
         rec.validate(defects=False)  # each defect was checked as it was parsed
         return rec
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One dropped input, made where the input is screened. Every ``*.rejects.jsonl`` line is one of these, with
+    the same keys: the record (``image_id``), the ``stage`` (or sub-step) that dropped it, why (``reason``), where
+    it came from (``where``: a file and line, a task, a row), its ``line`` number in the input when it has one, and
+    the input as read (``record``, the evidence)."""
+
+    reason: str
+    stage: str
+    image_id: Any = None
+    where: str | None = None
+    line: int | None = None
+    record: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image_id": self.image_id, "stage": self.stage, "reason": self.reason, "where": self.where,
+                "line": self.line, "record": self.record}  # fmt: skip
+
+
+REJECT_KEYS = ("image_id", "stage", "reason", "where", "line", "record")  # every rejects file's one schema

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from annotation.agreement import agreement
-from annotation.config import AnnotateConfig
+from annotation.config import AnnotateConfig, read_state
 from annotation.pull import consolidate, convert_export
 from annotation.server import ServerError, server_env
 from annotation.uiform import ui_region
@@ -428,7 +428,7 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
         finally:
             if serve.poll() is None:
                 serve.kill()
-            left = server.read_state(_cfg(data_dir=str(data)))
+            left = read_state(_cfg(data_dir=str(data)))
             if left:
                 server.stop(int(left["pid"]))
 
@@ -502,7 +502,7 @@ def _ann(aid, result, who=1, **kw):
 def test_invalid_regions_are_rejected_with_their_reason(result, reason):
     out = convert_export([_task(1, "a", [_ann(1, result)])], AnnotateConfig())
     assert out["counts"]["rejected"] == 1 and not out["records"]
-    assert reason in out["rejects"][0]["reason"]
+    assert reason in out["rejects"][0].reason
 
 
 def test_original_size_is_checked_against_the_file(tmp_path):
@@ -514,7 +514,7 @@ def test_original_size_is_checked_against_the_file(tmp_path):
     task = _task(1, "a", [_ann(1, ui_region("r", "artifact", 1, 1, 5, 5, "x", 5, 100, 100))])
     task["data"]["image"] = "/data/local-files/?d=imgs/a.png"
     out = convert_export([task], AnnotateConfig(image_root=str(root)), doc_root=tmp_path)
-    assert "drawn on a 100x100 image but the file is 64x48" in out["rejects"][0]["reason"]
+    assert "drawn on a 100x100 image but the file is 64x48" in out["rejects"][0].reason
 
 
 def test_consolidation_policies():
@@ -656,7 +656,7 @@ def test_judging_tally_agreement_and_intervals_on_a_fixture():
              task(3, "ab", [(1, SAME), (2, SAME)]), task(4, "ba", [(1, RIGHT), (2, LEFT)]),
              {"id": 5, "data": {}, "meta": {}, "annotations": [{"result": []}]}]  # fmt: skip
     rows, rejects = judgments(tasks, {1: "ann1@x", 2: "ann2@x"})
-    assert len(rows) == 8 and len(rejects) == 1 and "order" in rejects[0]["reason"]
+    assert len(rows) == 8 and len(rejects) == 1 and "order" in rejects[0].reason
     t = tally(rows)["sdg vs fixed"]
     assert (t["good"]["count"], t["same"]["count"], t["bad"]["count"]) == (4, 3, 1)
     ag = t["annotator_agreement"]["ann1@x ~ ann2@x"]

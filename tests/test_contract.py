@@ -68,7 +68,12 @@ def test_label_studio_exports_of_the_wrong_shape_are_rejects(tmp_path):
     ]
     result = convert_export(tasks, cfg, doc_root=tmp_path)
     summary = write_outputs(result, tmp_path / "pulled.jsonl")
-    reasons = {r["task_id"]: r["reason"] for r in result["rejects"]}
+
+    def task_of(r) -> int | None:  # a pull reject names its task first: "task 12, annotation 121 by ..."
+        tid = r.where.split(",")[0].removeprefix("task ")
+        return None if tid == "None" else int(tid)
+
+    reasons = {task_of(r): r.reason for r in result["rejects"]}
     assert set(reasons) == {None, 3, 4, 5, 6, 8, 9, 10, 11, 12}
     assert "has no 'result' list" in reasons[6] and "image_id" in reasons[8] and "caption" in reasons[9]
     assert "split" in reasons[10] and "outside" in reasons[11] and "must be a list" in reasons[4]

@@ -91,7 +91,7 @@ def test_all_four_generator_classes_end_to_end(tiny_root, tmp_path):
         for key in ("model_id", "pipeline", "steps", "guidance_scale", "dtype", "seed", "seconds", "versions"):
             assert key in prov
     rejects = [json.loads(x) for x in (tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()]
-    assert sorted(r["row"] for r in rejects) == [9, 10, 11]
+    assert sorted(r["line"] for r in rejects) == [9, 10, 11]  # a prompt row's number
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
@@ -169,7 +169,7 @@ def test_failed_generations_are_retried_then_recorded(tiny_root, tmp_path, monke
     s = generate(src, tmp_path / "out", _cfg(tiny_root, generators=["Z-Image-Turbo"], batch_size=4, max_retries=2))
     assert s["images"] == 3 and s["failed"] == 1
     rej = [json.loads(x) for x in (tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()]
-    assert rej[0]["prompt"] == PROMPTS[0] and rej[0]["attempts"] == 3 and "NaN" in rej[0]["reason"]
+    assert rej[0]["record"]["prompt"] == PROMPTS[0] and rej[0]["record"]["attempts"] == 3 and "NaN" in rej[0]["reason"]
     assert sum(c == [PROMPTS[0]] for c in calls) == 3  # the first try came inside the failed batch
 
 
@@ -185,7 +185,7 @@ def test_safety_checker_hook_rejects(tiny_root, tmp_path):
         sys.path.remove(str(tmp_path))
     assert s["images"] == 3 and s["failed"] == 1
     rej = json.loads((tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()[0])
-    assert rej["reason"] == "safety: food is not allowed here" and rej["attempts"] == 1
+    assert rej["reason"] == "safety: food is not allowed here" and rej["record"]["attempts"] == 1
 
 
 def test_unknown_generator_and_bad_recipe_fail_clearly(tmp_path):

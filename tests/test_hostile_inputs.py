@@ -242,7 +242,7 @@ def test_generate_prompt_files_reject_bad_lines_alone(tmp_path, suffix):
     prompts, rejects, n = read_prompts(str(p))
     assert [x.text for x in prompts] == ["a red car", "two\u2028cats"]
     assert n == len(prompts) + len(rejects) == len(raw)
-    assert all("UTF-8" in r["reason"] or "nested" in r["reason"] for r in rejects)
+    assert all("UTF-8" in r.reason or "nested" in r.reason for r in rejects)
 
 
 def test_empty_inputs_are_errors_where_nothing_would_be_done(tmp_path):

@@ -162,8 +162,9 @@ def test_viz_names_files_from_ids_made_safe(tmp_path):
     recs.write_text("".join(json.dumps({"image_id": i, "image_path": "img.png", "defects": []}) + "\n" for i in ids))
     res = runner.invoke(app, ["viz", str(recs), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.name for p in out.glob("*.png"))  # beside them: viz.summary.json, viz.rejects.jsonl
     assert len(written) == len(ids) and all(p.parent == out for p in out.iterdir())
+    assert json.loads((out / "viz.summary.json").read_text())["kept"] == len(ids)
     assert "ok-id_1.2.png" in written and not (tmp_path / "escape.png").exists()
     assert not Path("/tmp/abs-escape.png").exists()
     assert len({safe_filename(i) for i in ids}) == len(ids)  # a/b and a_b never share a file
@@ -192,7 +193,7 @@ def test_detect_folder_refuses_symlinks_that_leave_it(tmp_path):
     (folder / "link.png").symlink_to(tmp_path / "outside.png")
     got = read_inputs(folder, DetectConfig(allow_missing_caption=True))
     assert [i.image_id for i in got.items] == ["ok"]
-    assert "outside the allowed image root" in got.rejects[0]["reason"]
+    assert "outside the allowed image root" in got.rejects[0].reason
 
 
 def test_import_sdg30k_checks_images_under_the_root(tmp_path):

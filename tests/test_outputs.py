@@ -224,3 +224,29 @@ def test_a_run_that_keeps_nothing_leaves_the_last_good_outputs_as_they_were(tmp_
     assert third.returncode == 0 and not any(
         k.startswith("failed-run/") and k.endswith(".rejects.jsonl") for k in _snapshot(out)
     )
+
+
+def test_every_writer_masks_keys_the_same_way(tmp_path, monkeypatch):
+    """write_text, write_jsonl, write_json, an AppendSink and write_bytes all keep a configured key out of what they
+    write (bytes: verbatim and base64, overwritten in place, so the file keeps its size)."""
+    import base64
+
+    from sdg_data.io.files import write_json, write_jsonl, write_text
+
+    key = "sk-test-abcdefghijklmnop"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    write_text(tmp_path / "a.txt", f"key={key}")
+    write_jsonl(tmp_path / "b.jsonl", [{"note": key}])
+    write_json(tmp_path / "c.json", {"note": key})
+    with AppendSink(tmp_path / "d.jsonl", fsync=False) as sink:
+        sink.write({"note": key})
+    blob = b"\x89PNG" + key.encode() + b"\x00" + base64.b64encode(b"Bearer " + key.encode()) + b"\xff"
+    write_bytes(tmp_path / "e.bin", blob)
+    for name in ("a.txt", "b.jsonl", "c.json", "d.jsonl", "e.bin"):
+        data = (tmp_path / name).read_bytes()
+        assert key.encode() not in data, name
+        assert base64.b64encode(b"Bearer " + key.encode()) not in data, name
+    assert len((tmp_path / "e.bin").read_bytes()) == len(blob)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    write_bytes(tmp_path / "f.bin", blob)  # no key configured: the bytes as given
+    assert (tmp_path / "f.bin").read_bytes() == blob

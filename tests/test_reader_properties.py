@@ -72,7 +72,7 @@ def test_records_reader(data):
         src.write_text("".join(json.dumps(d, allow_nan=True) + "\n" for d in docs))
         usable, rejects, read = screen_records(src, ("caption",), "test")
         assert read == 3 and len(usable) + len(rejects) == 3
-        assert all(isinstance(r["reason"], str) and r["reason"] for r in rejects)
+        assert all(isinstance(r.reason, str) and r.reason and r.line for r in rejects)
 
 
 GOOD_COCO = {
@@ -177,7 +177,7 @@ def test_label_studio_export_reader(data):
         tasks.append(data.draw(anything))
     result = convert_export(tasks, AnnotateConfig())
     assert result["counts"]["tasks"] == len(tasks)
-    assert all(isinstance(r.get("reason"), str) for r in result["rejects"])
+    assert all(isinstance(r.reason, str) and r.stage == "pull" for r in result["rejects"])
 
 
 def _judge_task(k: int) -> dict:
@@ -198,7 +198,7 @@ def test_judge_export_reader(data):
     tasks = [mutate(data, _judge_task(k), times=4) for k in range(3)]
     rows, rejects = judgments(tasks, {})
     assert all(r["verdict"] in ("good", "same", "bad") and isinstance(r["comment"], str) for r in rows)
-    assert all(isinstance(r["reason"], str) for r in rejects)
+    assert all(isinstance(r.reason, str) and r.stage == "judge" for r in rejects)
     tally(rows)
 
 

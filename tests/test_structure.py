@@ -230,3 +230,73 @@ def test_every_role_package_has_its_map_and_its_commands():
     tops = sorted(p.stem for p in (ROOT / "sdg_data").glob("*.py"))
     assert tops == ["__init__", "answer", "boxes", "cli", "config", "detector_prompt", "matching", "records",
                     "splits"], tops  # fmt: skip
+
+
+def test_no_import_cycles_between_modules():
+    """Module-level and function-level imports alike: a cycle means two modules that cannot be read apart."""
+    graph: dict[str, set[str]] = {}
+    for pkg in ("sdg_data", *STAGES):
+        for path in (ROOT / pkg).rglob("*.py"):
+            me = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            graph[me] = {m for m in _imports(path) if m.split(".")[0] in ("sdg_data", *STAGES)}
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    seen, stack, cycles = set(), [], []
+
+    def visit(m: str) -> None:
+        if m in stack:
+            cycles.append(stack[stack.index(m) :] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for d in sorted(graph[m]):
+            visit(d)
+        stack.pop()
+
+    for m in sorted(graph):
+        visit(m)
+    assert not cycles, f"import cycles: {cycles[:5]}"
+
+
+def test_transport_settings_are_declared_once():
+    """The server settings live in sdg_data.io.api_client.Transport; each stage config includes them with its own
+    defaults, and no stage declares them again."""
+    from distill.config import DistillConfig
+    from sdg_data.io.api_client import Transport
+    from train.detector.detect import DetectConfig
+    from train.refine import RefineConfig
+
+    names = [f.name for f in dataclasses.fields(Transport)]
+    for path in (
+        ROOT / "distill" / "config.py",
+        ROOT / "train" / "detector" / "detect.py",
+        ROOT / "train" / "refine.py",
+    ):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        declared = {
+            n.target.id for n in ast.walk(tree) if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+        }
+        assert not declared & set(names), f"{path.name} declares {sorted(declared & set(names))} again"
+    expect = {  # the stages' own defaults, as they were before the settings moved
+        DistillConfig: (
+            "https://generativelanguage.googleapis.com/v1beta/openai/",
+            "OPENAI_API_KEY",
+            16,
+            120.0,
+            6,
+            60.0,
+        ),
+        DetectConfig: ("http://127.0.0.1:17142/v1", "SDG_DETECTOR_API_KEY", 32, 300.0, 4, 30.0),
+        RefineConfig: ("https://api.openai.com/v1", "OPENAI_API_KEY", 8, 300.0, 4, 30.0),
+    }
+    for cls, want in expect.items():
+        c = cls()
+        assert (c.base_url, c.api_key_env, c.max_in_flight, c.timeout_s, c.max_retries, c.backoff_max_s) == want
+        helps = field_help(cls)
+        assert all(helps.get(n) for n in names), cls.__name__
+        assert {p.name for p in config_options(cls)} >= set(names)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        from sdg_data.config import load_config
+
+        load_config(DetectConfig, None, {"max_in_flight": 0})

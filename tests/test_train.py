@@ -354,7 +354,7 @@ def test_detect_inputs_folder_jsonl_and_rejects(tmp_path):
     (folder / "b.txt").write_text("a blue circle")
     got = read_inputs(folder, DetectConfig())
     assert [(i.image_id, i.caption) for i in got.items] == [("a", "a red square"), ("b", "a blue circle")]
-    assert got.read == 3 and got.rejects[0]["image_id"] == "c" and "c.txt is missing" in got.rejects[0]["reason"]
+    assert got.read == 3 and got.rejects[0].image_id == "c" and "c.txt is missing" in got.rejects[0].reason
     assert len(read_inputs(folder, DetectConfig(allow_missing_caption=True)).items) == 3
 
     recs = tmp_path / "recs.jsonl"
@@ -366,7 +366,7 @@ def test_detect_inputs_folder_jsonl_and_rejects(tmp_path):
     recs.write_text("".join(json.dumps(x) + "\n" for x in lines))
     got = read_inputs(recs, DetectConfig())
     assert [i.image_id for i in got.items] == ["a"] and got.read == 3
-    reasons = " | ".join(r["reason"] for r in got.rejects)
+    reasons = " | ".join(r.reason for r in got.rejects)
     assert "duplicate" in reasons and "does not exist" in reasons
     with pytest.raises(ValueError, match="give a records JSONL"):
         read_inputs(_touch(tmp_path / "x.csv"), DetectConfig())
@@ -493,7 +493,7 @@ def test_single_process_deepspeed_smoke(tiny_vl, dataset, tmp_path):
         torchrun,
         "--nproc_per_node",
         "1",
-        str(ROOT / "train" / "sft.py"),
+        str(ROOT / "train" / "detector" / "sft.py"),
         *_sft_argv(tiny_vl, dataset, out, "--deepspeed", str(LAUNCH / "ds_zero2.json")),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)

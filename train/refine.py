@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdg_data.answer import render_answer, render_response
-from sdg_data.config import Count, NonNegative, Positive, Seconds
-from sdg_data.records import Defect
+from sdg_data.config import Count, NonNegative, Positive
+from sdg_data.io.api_client import Transport, transport_defaults
+from sdg_data.records import Defect, Reject
 
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -37,32 +38,53 @@ Mode = Literal["boxes+text", "text-only", "caption-only", "heatmap+text"]
 
 
 @dataclass
-class RefineConfig:
-    mode: Mode = "boxes+text"  # boxes+text (SDG), text-only, caption-only (the "Fixed" baseline), heatmap+text
-    backend: Literal["openai", "diffusers", "dry-run"] = "openai"  # the image-edit API, a local pipeline, bundles
-    model: str | None = None  # default: gpt-image-1.5 (openai), black-forest-labs/FLUX.1-Kontext-dev (diffusers)
-    images: str | None = None  # for predictions: what sdg detect read (records JSONL, image folder or dataset)
-    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
-    """Folder that record image paths may point into (repeatable). Default: the records file's folder."""
-    template: str | None = None  # instruction file ({caption}, {defects}); default train/prompts/refine_v1.txt
-    include_clean: bool = False  # also edit images with no defect (skipped and counted by default, in every mode)
-    limit: Positive | None = None  # only the first N inputs
-    base_url: str = "https://api.openai.com/v1"  # openai: the server
-    api_key_env: str = "OPENAI_API_KEY"  # openai: the variable holding the key (never logged or written)
-    max_in_flight: Positive = 8  # openai: requests at once
-    timeout_s: Seconds = 300.0  # openai: per request
-    max_retries: Count = 4  # openai: transient failures per request
-    backoff_base_s: NonNegative = 1.0  # openai: first retry wait (doubles, with jitter)
-    backoff_max_s: NonNegative = 30.0  # openai: longest retry wait
-    size: str = "auto"  # openai: output size (auto, 1024x1024, ...)
-    input_price_per_mtok: NonNegative = 0.0  # openai: price of a million input tokens, for the cost in the summary
-    output_price_per_mtok: NonNegative = 0.0  # openai: price of a million output tokens
-    steps: Positive = 28  # diffusers: denoising steps
-    guidance_scale: NonNegative = 2.5  # diffusers: guidance (Kontext's default)
-    seed: Count = 0  # diffusers: seed of every edit
-    device: str = "auto"  # diffusers: auto | cpu | cuda | cuda:N
-    call_kwargs: dict[str, Any] = field(default_factory=dict)  # diffusers: more arguments for the pipeline call
-    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
+@transport_defaults(base_url="https://api.openai.com/v1", max_in_flight=8, timeout_s=300.0)
+class RefineConfig(Transport):
+    mode: Mode = field(
+        default="boxes+text",
+        metadata={"help": 'boxes+text (SDG), text-only, caption-only (the "Fixed" baseline), heatmap+text'},
+    )
+    backend: Literal["openai", "diffusers", "dry-run"] = field(
+        default="openai", metadata={"help": "the image-edit API, a local pipeline, bundles"}
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "default: gpt-image-1.5 (openai), black-forest-labs/FLUX.1-Kontext-dev (diffusers)"},
+    )
+    images: str | None = field(
+        default=None,
+        metadata={"help": "for predictions: what sdg detect read (records JSONL, image folder or dataset)"},
+    )
+    image_roots: list[str] | None = field(
+        default=None,
+        metadata={
+            "flag": "--image-root",
+            "help": "Folder that record image paths may point into (repeatable). Default: the records file's folder.",
+        },
+    )
+    template: str | None = field(
+        default=None, metadata={"help": "instruction file ({caption}, {defects}); default train/prompts/refine_v1.txt"}
+    )
+    include_clean: bool = field(
+        default=False,
+        metadata={"help": "also edit images with no defect (skipped and counted by default, in every mode)"},
+    )
+    limit: Positive | None = field(default=None, metadata={"help": "only the first N inputs"})
+    size: str = field(default="auto", metadata={"help": "openai: output size (auto, 1024x1024, ...)"})
+    input_price_per_mtok: NonNegative = field(
+        default=0.0, metadata={"help": "openai: price of a million input tokens, for the cost in the summary"}
+    )
+    output_price_per_mtok: NonNegative = field(
+        default=0.0, metadata={"help": "openai: price of a million output tokens"}
+    )
+    steps: Positive = field(default=28, metadata={"help": "diffusers: denoising steps"})
+    guidance_scale: NonNegative = field(default=2.5, metadata={"help": "diffusers: guidance (Kontext's default)"})
+    seed: Count = field(default=0, metadata={"help": "diffusers: seed of every edit"})
+    device: str = field(default="auto", metadata={"help": "diffusers: auto | cpu | cuda | cuda:N"})
+    call_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "diffusers: more arguments for the pipeline call"}
+    )
+    progress: bool = field(default=True, metadata={"cli": False, "help": "progress bars"})
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1 or self.steps < 1:
@@ -118,12 +140,12 @@ def _from_records(source: Path, cfg: RefineConfig):
         try:
             checked = read_verified(path, (rec.width, rec.height), pixels=True)
         except ImageError as exc:
-            rejects.append({"image_id": rec.image_id, "line": line, "stage": "refine", "reason": f"image: {exc}"})
+            rejects.append(Reject(f"image: {exc}", "refine", rec.image_id, f"{source}:{line}", line))
             continue
         try:
             maps = _heatmaps(rec, resolver)
         except ImageError as exc:
-            rejects.append({"image_id": rec.image_id, "line": line, "stage": "refine", "reason": str(exc)})
+            rejects.append(Reject(str(exc), "refine", rec.image_id, f"{source}:{line}", line))
             continue
         text = (
             render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
@@ -137,15 +159,14 @@ def _from_dataset(source: Path):
     """Jobs from a built dataset's annotations (every split), with the images stored in it."""
     from sdg_data.io.sources import iter_images
 
-    rejects: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
     jobs = []
-    for rec, im in iter_images(source, None, rejects):
+    for rec, im in iter_images(source, None, rejects, stage="refine"):
         text = (
             render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
         )
         jobs.append(Job(rec.image_id, rec.caption or "", list(rec.defects), text, _png(im), im.size, {},
                         f"{source}:{rec.image_id}"))  # fmt: skip
-    rejects = [{"stage": "refine", **r} for r in rejects]
     return jobs, rejects, len(jobs) + len(rejects)
 
 
@@ -181,8 +202,7 @@ def _from_predictions(source: Path, cfg: RefineConfig):
         n += 1
         iid = row.get("image_id") if isinstance(row, dict) else None
         if not isinstance(iid, str) or iid not in items:
-            rejects.append({"image_id": iid, "line": line, "stage": "refine", "reason": f"no image for {iid!r} in "
-                            f"{cfg.images}"})  # fmt: skip
+            rejects.append(Reject(f"no image for {iid!r} in {cfg.images}", "refine", iid, f"{source}:{line}", line))
             continue
         if isinstance(row.get("response"), str):
             res, text = parse_response(row["response"]), row["response"]
@@ -193,7 +213,7 @@ def _from_predictions(source: Path, cfg: RefineConfig):
         try:
             im = it.image()
         except (OSError, ValueError) as exc:
-            rejects.append({"image_id": iid, "line": line, "stage": "refine", "reason": f"image: {exc}"})
+            rejects.append(Reject(f"image: {exc}", "refine", iid, f"{source}:{line}", line))
             continue
         caption = row.get("caption") or it.caption
         jobs.append(Job(iid, caption or "", res.defects, text, _png(im), im.size, {}, f"{source}:{line}"))
@@ -283,8 +303,7 @@ def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     jobs, rejects, n_read = read_jobs(source, cfg)
     report = StageReport("refine", read=n_read)
-    for r in rejects:
-        report.reject(r["reason"], r.get("image_id"), f"{source}:{r.get('line')}", None, stage=r.get("stage"))
+    report.add(rejects)
     clean = [j for j in jobs if not j.defects and not cfg.include_clean]  # the same images in every mode
     todo = [j for j in jobs if j.defects or cfg.include_clean]
     limited = todo[cfg.limit :] if cfg.limit is not None else []
@@ -416,15 +435,12 @@ def _run_local(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, 
 
 def _run_api(jobs: list[Job], cfg: RefineConfig, model: str, out: Path, sink, failures) -> dict:
     """The image-edit API, ``max_in_flight`` at once, with the chat client's retries; tokens and cost counted."""
-    from dataclasses import replace
-
     from sdg_data.io.api_client import AuthError, ChatClient, TransportError, drain
 
-    client_cfg = replace(cfg, model=model)
     stats: dict[str, Any] = {}
 
     async def run() -> None:
-        client = ChatClient(client_cfg)
+        client = ChatClient(cfg, model)
 
         async def handle(job: Job) -> None:
             t1 = time.perf_counter()

@@ -49,26 +49,55 @@ _IMAGE_BYTES = "images.list.element.bytes"
 
 @dataclass
 class BuildConfig:
-    test_fraction: Fraction = PAPER_TEST_FRACTION  # share of images held out, by whole prompts (prompt-disjoint)
-    test_images: Count | None = None  # or an exact target count of test images (whole prompts, so >= this)
-    split_salt: str = "sdg"  # changes which prompts go to test
-    split_from: Literal["records", "fraction"] = "records"
-    """Which split wins: 'records' keeps a split a record carries (from sdg generate) and splits only the rest by
-    test_fraction; 'fraction' re-splits every record."""
-    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
-    """Folder that image_path may point into (repeatable). Default: the records file's folder. Paths that leave
-    the allowed folders (.., absolute paths, symlinks) are rejected."""
-    max_pixels: Positive = MAX_PIXELS  # images whose header declares more are rejected (no decompression bombs)
-    epochs: Positive = 3  # SFT copies per image, jittered after the first
-    jitter: Count = 10  # jitter amplitude in grid units
-    jitter_seed: Count = 42  # seeds the jitter with the image id and epoch
-    prompt_template: str | None = None  # detector user prompt file ({caption}); default prompts/detector_v1.txt
-    license: str = "cc-by-nc-4.0"  # written to the dataset card
-    pretty_name: str = "SDG: Structured Defect Grounding"  # the dataset card's title
-    max_shard_mb: Positive = 500  # parquet shards of at most this many MB of input
-    rows_per_group: Positive = 256  # row groups hold whole images (all their pairs), at most this many images
-    max_group_mb: Positive = 64  # ... and about this many MB of image bytes (two are held: one written, one read)
-    workers: Count = 0  # threads that read and check images ahead of the writer; 0: one per CPU core
+    test_fraction: Fraction = field(
+        default=PAPER_TEST_FRACTION, metadata={"help": "share of images held out, by whole prompts (prompt-disjoint)"}
+    )
+    test_images: Count | None = field(
+        default=None, metadata={"help": "or an exact target count of test images (whole prompts, so >= this)"}
+    )
+    split_salt: str = field(default="sdg", metadata={"help": "changes which prompts go to test"})
+    split_from: Literal["records", "fraction"] = field(
+        default="records",
+        metadata={
+            "help": (
+                "Which split wins: 'records' keeps a split a record carries (from sdg generate) and "
+                "splits only the rest by test_fraction; 'fraction' re-splits every record."
+            )
+        },
+    )
+    image_roots: list[str] | None = field(
+        default=None,
+        metadata={
+            "flag": "--image-root",
+            "help": (
+                "Folder that image_path may point into (repeatable). Default: the records file's folder. Paths "
+                "that leave the allowed folders (.., absolute paths, symlinks) are rejected."
+            ),
+        },
+    )
+    max_pixels: Positive = field(
+        default=MAX_PIXELS,
+        metadata={"help": "images whose header declares more are rejected (no decompression bombs)"},
+    )
+    epochs: Positive = field(default=3, metadata={"help": "SFT copies per image, jittered after the first"})
+    jitter: Count = field(default=10, metadata={"help": "jitter amplitude in grid units"})
+    jitter_seed: Count = field(default=42, metadata={"help": "seeds the jitter with the image id and epoch"})
+    prompt_template: str | None = field(
+        default=None, metadata={"help": "detector user prompt file ({caption}); default prompts/detector_v1.txt"}
+    )
+    license: str = field(default="cc-by-nc-4.0", metadata={"help": "written to the dataset card"})
+    pretty_name: str = field(default="SDG: Structured Defect Grounding", metadata={"help": "the dataset card's title"})
+    max_shard_mb: Positive = field(default=500, metadata={"help": "parquet shards of at most this many MB of input"})
+    rows_per_group: Positive = field(
+        default=256, metadata={"help": "row groups hold whole images (all their pairs), at most this many images"}
+    )
+    max_group_mb: Positive = field(
+        default=64,
+        metadata={"help": "... and about this many MB of image bytes (two are held: one written, one read)"},
+    )
+    workers: Count = field(
+        default=0, metadata={"help": "threads that read and check images ahead of the writer; 0: one per CPU core"}
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
@@ -498,7 +527,7 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
         # the failed run's own place: a good dataset already in OUT keeps its meta/ and stays readable
         failed = out / "meta" / FAILED_RUN
         report.write(failed)
-        first = "; ".join(sorted({r["reason"] for r in report.rejects})[:3])
+        first = "; ".join(sorted({r.reason for r in report.rejects})[:3])
         raise ValueError(
             f"{records_path}: built 0 of {n_read} records ({report.rejected} rejected, see "
             f"{report.paths(failed)[0]}); first reasons: {first}"

@@ -77,10 +77,17 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
 
 @dataclass
 class ValidateConfig:
-    box_order: Literal["xyxy", "yxyx"] = "xyxy"  # order of box_2d in the file
-    per_annotation: bool | None = field(default=None, metadata={"flag": "--per-annotation/--per-image"})
-    """Several records per image are allowed (one per annotator, as in sdg annotate pull's .all.jsonl; the default
-    for files named *.all.jsonl) or not (one record per image)."""
+    box_order: Literal["xyxy", "yxyx"] = field(default="xyxy", metadata={"help": "order of box_2d in the file"})
+    per_annotation: bool | None = field(
+        default=None,
+        metadata={
+            "flag": "--per-annotation/--per-image",
+            "help": (
+                "Several records per image are allowed (one per annotator, as in sdg annotate pull's "
+                ".all.jsonl; the default for files named *.all.jsonl) or not (one record per image)."
+            ),
+        },
+    )
 
 
 VALIDATE_SHOWN = 20  # bad lines printed; the rest are counted

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from sdg_data.config import Positive
 from sdg_data.io.sources import iter_images
-from sdg_data.records import ImageRecord
+from sdg_data.records import ImageRecord, Reject
 
 
 COLORS = {"artifact": (230, 40, 40), "misalignment": (40, 90, 235)}
@@ -88,10 +88,15 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
 
 @dataclass
 class VizConfig:
-    limit: Positive | None = None  # draw at most this many images
-    ids: str | None = None  # comma-separated image ids to draw
-    image_roots: list[str] | None = field(default=None, metadata={"flag": "--image-root"})
-    """Folder that image_path may point into (repeatable). Default: the records file's folder."""
+    limit: Positive | None = field(default=None, metadata={"help": "draw at most this many images"})
+    ids: str | None = field(default=None, metadata={"help": "comma-separated image ids to draw"})
+    image_roots: list[str] | None = field(
+        default=None,
+        metadata={
+            "flag": "--image-root",
+            "help": "Folder that image_path may point into (repeatable). Default: the records file's folder.",
+        },
+    )
 
 
 def visualize(
@@ -100,25 +105,30 @@ def visualize(
     limit: int | None = None,
     ids: set[str] | None = None,
     image_roots: list[str | Path] | None = None,
-) -> tuple[int, list[dict]]:
+) -> tuple[int, list[Reject]]:
     """Draw each record's image into ``out_dir``, named from its id made safe for paths (an id like ``../x``
-    cannot write outside it). Returns the count drawn and the rejects (also in ``viz.rejects.jsonl``)."""
-    from sdg_data.io.files import write_bytes, write_jsonl
+    cannot write outside it). Returns the count drawn and the rejects (also in ``viz.rejects.jsonl``, with
+    ``viz.summary.json``, as every stage reports)."""
+    from sdg_data.io.files import write_bytes
     from sdg_data.io.paths import safe_filename
+    from sdg_data.io.report import StageReport
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rejects: list[dict] = []
-    n = 0
+    rejects: list[Reject] = []
+    report = StageReport("viz")
     for rec, im in iter_images(source, image_roots, rejects):
+        report.read += 1
         if ids and rec.image_id not in ids:
+            report.left_out += 1
             continue
         buf = io.BytesIO()
         draw_record(im, rec).save(buf, format="PNG")
         write_bytes(out_dir / f"{safe_filename(rec.image_id)}.png", buf.getvalue())
-        n += 1
-        if limit is not None and n >= limit:
+        report.kept += 1
+        if limit is not None and report.kept >= limit:
             break
-    if rejects:
-        write_jsonl(out_dir / "viz.rejects.jsonl", rejects)
-    return n, rejects
+    report.read += len(rejects)
+    report.add(rejects)
+    report.write(out_dir)
+    return report.kept, rejects

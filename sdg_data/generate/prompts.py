@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdg_data.records import Reject
 from sdg_data.splits import prompt_key, split_of
 
 
@@ -61,33 +62,36 @@ def _rows(source: str) -> list[dict[str, Any]]:
     return ds.to_list()
 
 
-def read_prompts(source: str) -> tuple[list[Prompt], list[dict[str, Any]], int]:
-    """Usable prompts, rejects (row, reason) and the number of rows read. Repeats of a prompt are kept once."""
+def read_prompts(source: str) -> tuple[list[Prompt], list[Reject], int]:
+    """Usable prompts, rejects (where: the row; the row as read) and the number of rows read. Repeats of a prompt
+    are kept once."""
     rows = _rows(str(source))
     prompts: list[Prompt] = []
-    rejects: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
     seen: set[str] = set()
     for n, row in enumerate(rows, 1):
         if isinstance(row, ValueError):  # a line that could not be read (jsonl.LineError)
-            rejects.append({"row": n, "reason": str(row)})
+            rejects.append(Reject(str(row), "prompt", None, f"{source} row {n}", n))
             continue
         if not isinstance(row, dict):
-            rejects.append({"row": n, "reason": f"row: must be an object, got {type(row).__name__}"})
+            why = f"row: must be an object, got {type(row).__name__}"
+            rejects.append(Reject(why, "prompt", None, f"{source} row {n}", n, row))
             continue
         col = next((c for c in TEXT_COLUMNS if c in row), None)
         text = row.get(col) if col else None
         if not isinstance(text, str) or not text.strip():
             reason = f"{col}: empty" if col else f"no {' or '.join(TEXT_COLUMNS)} column (has {sorted(row)})"
-            rejects.append({"row": n, "reason": reason, "record": row})
+            rejects.append(Reject(reason, "prompt", None, f"{source} row {n}", n, row))
             continue
         key = prompt_key(text)
         if key in seen:
-            rejects.append({"row": n, "reason": f"{col}: repeats an earlier prompt", "prompt": text})
+            rejects.append(Reject(f"{col}: repeats an earlier prompt", "prompt", None, f"{source} row {n}", n, row))
             continue
         seen.add(key)
         split = row.get("split")
         if split is not None and split not in ("train", "test"):
-            rejects.append({"row": n, "reason": f"split: must be train or test, got {split!r}", "prompt": text})
+            why = f"split: must be train or test, got {split!r}"
+            rejects.append(Reject(why, "prompt", None, f"{source} row {n}", n, row))
             continue
         pid = row.get("prompt_id") or row.get("id")
         if not isinstance(pid, (str, int)) or isinstance(pid, bool):

@@ -38,33 +38,68 @@ SDG30K_GENERATORS = ["FLUX.2-dev", "Z-Image-Turbo", "LongCat-Image", "SANA-1.5-1
 
 @dataclass
 class GenerateConfig:
-    generators: list[str] = field(default_factory=lambda: list(SDG30K_GENERATORS), metadata={"flag": "--generator"})
-    """Repeatable. FLUX.2-dev, Z-Image-Turbo, LongCat-Image, SANA-1.5-1.6B (default: all four), or any diffusers
-    model id or local pipeline folder."""
-    model_root: str | None = None  # folder with local copies of the four: ROOT/flux2, z-image, longcat, sana
-    model_paths: dict[str, str] = field(default_factory=dict)  # registry name -> local copy of its checkpoint
-    assign: Literal["spread", "all"] = "spread"  # spread: each prompt to one generator, evenly; all: to every one
-    seeds: Positive = 1  # images per (prompt, generator), seeds base_seed .. base_seed + seeds - 1
-    base_seed: Count = 0  # the first seed
-    height: Positive = 1024  # image height in pixels (a multiple of 16)
-    width: Positive = 1024  # image width in pixels (a multiple of 16)
-    steps: Positive | None = None  # denoising steps; default: the generator's recommended value
-    guidance_scale: NonNegative | None = None  # default: the generator's recommended value
-    call_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per generator name, extra call args
-    lora: str | None = None  # a LoRA to load into the pipeline: a folder (e.g. sdg train boxflow's) or .safetensors
-    lora_scale: float = 1.0  # how strongly the LoRA applies (0 = the base model)
-    dtype: str | None = None  # default: the generator's (bf16 for the four); float32 on CPU
-    device: str = "auto"  # auto, cpu, cuda or cuda:N
-    cpu_offload: bool = False  # enable_model_cpu_offload: one component on the GPU at a time
-    vae_tiling: bool = False  # decode in tiles (large images on small GPUs)
-    batch_size: Positive = 1  # prompts per pipeline call
-    test_fraction: Fraction = PAPER_TEST_FRACTION  # share of prompts held out, when the input does not fix a split
-    split_salt: str = "sdg"  # changes which prompts go to test
-    max_retries: Count = 2  # per image, after an error, a NaN or an all-black output
-    black_threshold: NonNegative = 2.0  # mean pixel value (0-255) at or below which an image counts as all black
-    safety_checker: str | None = None  # "module:function" taking (PIL image, prompt) -> (ok, reason)
-    limit: Positive | None = None  # only the first N prompts
-    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
+    generators: list[str] = field(
+        default_factory=lambda: list(SDG30K_GENERATORS),
+        metadata={
+            "flag": "--generator",
+            "help": (
+                "Repeatable. FLUX.2-dev, Z-Image-Turbo, LongCat-Image, SANA-1.5-1.6B (default: "
+                "all four), or any diffusers model id or local pipeline folder."
+            ),
+        },
+    )
+    model_root: str | None = field(
+        default=None, metadata={"help": "folder with local copies of the four: ROOT/flux2, z-image, longcat, sana"}
+    )
+    model_paths: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "registry name -> local copy of its checkpoint"}
+    )
+    assign: Literal["spread", "all"] = field(
+        default="spread", metadata={"help": "spread: each prompt to one generator, evenly; all: to every one"}
+    )
+    seeds: Positive = field(
+        default=1, metadata={"help": "images per (prompt, generator), seeds base_seed .. base_seed + seeds - 1"}
+    )
+    base_seed: Count = field(default=0, metadata={"help": "the first seed"})
+    height: Positive = field(default=1024, metadata={"help": "image height in pixels (a multiple of 16)"})
+    width: Positive = field(default=1024, metadata={"help": "image width in pixels (a multiple of 16)"})
+    steps: Positive | None = field(
+        default=None, metadata={"help": "denoising steps; default: the generator's recommended value"}
+    )
+    guidance_scale: NonNegative | None = field(
+        default=None, metadata={"help": "default: the generator's recommended value"}
+    )
+    call_kwargs: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "per generator name, extra call args"}
+    )
+    lora: str | None = field(
+        default=None,
+        metadata={"help": "a LoRA to load into the pipeline: a folder (e.g. sdg train boxflow's) or .safetensors"},
+    )
+    lora_scale: float = field(default=1.0, metadata={"help": "how strongly the LoRA applies (0 = the base model)"})
+    dtype: str | None = field(
+        default=None, metadata={"help": "default: the generator's (bf16 for the four); float32 on CPU"}
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    cpu_offload: bool = field(
+        default=False, metadata={"help": "enable_model_cpu_offload: one component on the GPU at a time"}
+    )
+    vae_tiling: bool = field(default=False, metadata={"help": "decode in tiles (large images on small GPUs)"})
+    batch_size: Positive = field(default=1, metadata={"help": "prompts per pipeline call"})
+    test_fraction: Fraction = field(
+        default=PAPER_TEST_FRACTION,
+        metadata={"help": "share of prompts held out, when the input does not fix a split"},
+    )
+    split_salt: str = field(default="sdg", metadata={"help": "changes which prompts go to test"})
+    max_retries: Count = field(default=2, metadata={"help": "per image, after an error, a NaN or an all-black output"})
+    black_threshold: NonNegative = field(
+        default=2.0, metadata={"help": "mean pixel value (0-255) at or below which an image counts as all black"}
+    )
+    safety_checker: str | None = field(
+        default=None, metadata={"help": '"module:function" taking (PIL image, prompt) -> (ok, reason)'}
+    )
+    limit: Positive | None = field(default=None, metadata={"help": "only the first N prompts"})
+    progress: bool = field(default=True, metadata={"cli": False, "help": "progress bars"})
 
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.batch_size < 1 or self.max_retries < 0:
@@ -577,15 +612,14 @@ def _merge(
     rank_summaries = [json.loads(p.read_text()) for p in sorted(out.glob("summary.rank*.json"))]
     # the units of work: every planned image, and every prompt row that planned none (rejected)
     report = StageReport("generate", read=len(items) + len(prompt_rejects), kept=len(rows), left_out=len(missing))
-    for r in prompt_rejects:
-        report.reject(r["reason"], None, f"row {r.get('row')}", r.get("record"), stage="prompt", row=r.get("row"))
-    for f in fails:
-        more = {k: v for k, v in f.items() if k not in ("reason", "image_id", "stage", "record")}
-        report.reject(f.get("reason", "failed"), f.get("image_id"), f.get("prompt"), None, stage="generate", **more)
+    report.add(prompt_rejects)
+    for f in fails:  # a rank's failed image: the plan item (generator, prompt, seed, attempts) is the evidence
+        item = {k: v for k, v in f.items() if k not in ("reason", "image_id", "stage")}
+        report.reject(f.get("reason", "failed"), f.get("image_id"), f"{f.get('generator')} seed {f.get('seed')}", item)
     report.extras = {
         "prompt_rows": n_rows,
         "prompts_rejected": len(prompt_rejects),
-        "prompts_repeated": sum("repeats an earlier prompt" in r["reason"] for r in prompt_rejects),
+        "prompts_repeated": sum("repeats an earlier prompt" in r.reason for r in prompt_rejects),
         "prompts_left_out_by_limit": limited_out,
         "prompts_used": n_rows - len(prompt_rejects) - limited_out,
         "planned_images": len(items),

@@ -15,7 +15,7 @@ from typing import Any
 
 from sdg_data.boxes import Box, BoxError
 from sdg_data.io.report import StageReport
-from sdg_data.records import LABELS, Defect, ImageRecord, RecordError, is_id, short_repr
+from sdg_data.records import LABELS, Defect, ImageRecord, RecordError, Reject, is_id, short_repr
 
 
 CATEGORIES = [{"id": i, "name": name, "supercategory": "defect"} for i, name in enumerate(LABELS, 1)]
@@ -49,7 +49,7 @@ def export_coco(
                                         if not is_dataset else []))  # fmt: skip
     refuse_input(out_json, inputs)
     resolver = _resolver(source, image_roots)
-    for rec, got in iter_images(source, image_roots, rejects, checked=True):
+    for rec, got in iter_images(source, image_roots, rejects, checked=True, stage="export"):
         image_id = len(images) + 1
         if copy_to is not None:
             dest = copy_to / f"{safe_filename(rec.image_id)}.{(got.format or 'png').lower()}"
@@ -57,7 +57,7 @@ def export_coco(
                 refuse_input(dest, inputs)
                 write_bytes(dest, got.data)
             except OSError as exc:
-                rejects.append({"image_id": rec.image_id, "reason": f"copy: {exc}"})
+                rejects.append(Reject(f"copy: {exc}", "export", rec.image_id, str(dest)))
                 continue
             file_name = _relative(dest, folder)
         else:
@@ -82,8 +82,7 @@ def export_coco(
     report = StageReport("export", read=len(images) + len(rejects), kept=len(images))
     if len(images) or not rejects:
         write_json(out_json, coco)
-    for r in rejects:
-        report.reject(r["reason"], r.get("image_id"), f"line {r['line']}" if r.get("line") else None, None)
+    report.add(rejects)
     report.extras = {"annotations": len(annotations), "images_copied_to": str(copy_to) if copy_to else None}
     return report.write(folder, prefix=f"{out_json.stem}.")
 

@@ -20,7 +20,7 @@ import math
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,24 @@ SCORES = ("aesthetics_score", "artifact_score", "misalignment_score", "overall_s
 
 @dataclass
 class RichHFConfig:
-    images: str | None = None  # folder of the Pick-a-Pic images, named as RichHF's `filename`
-    captions: str | None = None  # JSONL or CSV with `filename` and `caption`; else NAME.txt beside each image
-    threshold: Fraction = PAPER_THRESHOLD  # heatmap value (0-1) above which a pixel is marked
-    min_pixels: Positive = 16  # marked regions smaller than this many heatmap pixels are not boxes
-    split: str | None = None  # the split recorded in every record (RichHF's train / dev / test file)
-    write_heatmaps: bool = True  # write each map as OUT.heatmaps/<id>.<type>.png (for heatmap baselines)
+    images: str | None = field(
+        default=None, metadata={"help": "folder of the Pick-a-Pic images, named as RichHF's `filename`"}
+    )
+    captions: str | None = field(
+        default=None, metadata={"help": "JSONL or CSV with `filename` and `caption`; else NAME.txt beside each image"}
+    )
+    threshold: Fraction = field(
+        default=PAPER_THRESHOLD, metadata={"help": "heatmap value (0-1) above which a pixel is marked"}
+    )
+    min_pixels: Positive = field(
+        default=16, metadata={"help": "marked regions smaller than this many heatmap pixels are not boxes"}
+    )
+    split: str | None = field(
+        default=None, metadata={"help": "the split recorded in every record (RichHF's train / dev / test file)"}
+    )
+    write_heatmaps: bool = field(
+        default=True, metadata={"help": "write each map as OUT.heatmaps/<id>.<type>.png (for heatmap baselines)"}
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold < 1.0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -33,11 +33,21 @@ _RAW_FIELDS = {"artifact": "artifact_bboxes", "misalignment": "misalignment_bbox
 
 @dataclass
 class ImportConfig:
-    source: DefectSource = "auto"  # translated (English, importance), raw (per-type fields) or auto
-    translated_order: BoxOrder = "xyxy"  # box order of ann_translated_bboxes (the paper: xyxy)
-    raw_order: BoxOrder = "yxyx"  # box order of artifact_/misalignment_bboxes (Gemini: yxyx)
-    split: str | None = None  # train | test; default from the file name (train.jsonl, test.jsonl)
-    image_root: str | None = None  # folder the release's filepaths are relative to; images there are verified
+    source: DefectSource = field(
+        default="auto", metadata={"help": "translated (English, importance), raw (per-type fields) or auto"}
+    )
+    translated_order: BoxOrder = field(
+        default="xyxy", metadata={"help": "box order of ann_translated_bboxes (the paper: xyxy)"}
+    )
+    raw_order: BoxOrder = field(
+        default="yxyx", metadata={"help": "box order of artifact_/misalignment_bboxes (Gemini: yxyx)"}
+    )
+    split: str | None = field(
+        default=None, metadata={"help": "train | test; default from the file name (train.jsonl, test.jsonl)"}
+    )
+    image_root: str | None = field(
+        default=None, metadata={"help": "folder the release's filepaths are relative to; images there are verified"}
+    )
 
 
 def image_id_for(filepath: str) -> str:
@@ -248,7 +258,7 @@ def import_sdg30k(
         from sdg_data.io.files import write_json
 
         report.reconcile()
-        write_jsonl(rejects, report.rejects)
+        write_jsonl(rejects, (r.to_json() for r in report.rejects))
         write_json(
             Path(rejects).with_name(Path(rejects).name.removesuffix(".jsonl") + ".summary.json"), report.summary()
         )

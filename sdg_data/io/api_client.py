@@ -7,22 +7,71 @@ The ``openai`` package is imported when a client is made, so the core stays ligh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import email.utils
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+import typing
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from sdg_data.config import Count, NonNegative, Positive, Seconds
 from sdg_data.io.secrets import register
 
 
 log = logging.getLogger(__name__)
 _DONE = object()
+
+
+@dataclass
+class Transport:
+    """How a stage talks to an OpenAI-compatible server, declared once: every stage config that calls one
+    (distill's teacher, detect's served detector, refine's image editor) includes these settings, each with its
+    own defaults (:func:`transport_defaults`), and :class:`ChatClient` reads them from here."""
+
+    base_url: str = field(
+        default="http://127.0.0.1:8000/v1",
+        metadata={"help": "the server's OpenAI-compatible base URL (backend openai)"},
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "the variable holding the key (the key is never logged or written)"},
+    )
+    max_in_flight: Positive = field(default=16, metadata={"help": "requests in flight at once"})
+    timeout_s: Seconds = field(default=120.0, metadata={"help": "per request"})
+    max_retries: Count = field(
+        default=4, metadata={"help": "transient failures (429, 5xx, timeouts, broken replies) retried per request"}
+    )
+    backoff_base_s: NonNegative = field(default=1.0, metadata={"help": "first retry wait (doubles, with jitter)"})
+    backoff_max_s: NonNegative = field(
+        default=30.0, metadata={"help": "longest retry wait; a server's Retry-After is capped by it too"}
+    )
+
+
+def transport_defaults(**defaults: Any) -> Callable[[type], type]:
+    """A stage's own defaults for :class:`Transport`'s settings: a class decorator placed under ``@dataclass``
+    on a subclass of Transport. The declarations (type, bounds, help) stay in Transport; only the values change."""
+    hints = typing.get_type_hints(Transport, include_extras=True)
+    unknown = sorted(set(defaults) - set(hints))
+    if unknown:
+        raise TypeError(f"transport_defaults: {unknown} are not Transport settings ({sorted(hints)})")
+
+    def apply(cls: type) -> type:
+        if not issubclass(cls, Transport):
+            raise TypeError(f"transport_defaults: {cls.__name__} does not include Transport")
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        cls.__annotations__ = {**{k: hints[k] for k in defaults}, **own}  # redeclared: same place, new default
+        declared = {f.name: f for f in dataclasses.fields(Transport)}
+        for name, value in defaults.items():
+            setattr(cls, name, field(default=value, metadata=declared[name].metadata))
+        return cls
+
+    return apply
 
 
 class TransportError(RuntimeError):
@@ -80,17 +129,25 @@ def _retry_after(headers: Any) -> float | None:
 class ChatClient:
     """A model behind an OpenAI-compatible chat-completions endpoint (Gemini, GPT, vLLM, SGLang ...).
 
-    ``cfg`` is the stage's own config (DistillConfig, DetectConfig, ...), read for ``base_url``, ``model``,
-    ``api_key_env``, ``temperature``, ``max_tokens`` (or ``max_new_tokens``), ``timeout_s``, ``max_retries``,
-    ``backoff_base_s`` and ``backoff_max_s``: each setting is declared once, in the stage that owns it.
+    ``transport`` is the stage's config (its :class:`Transport` settings: URL, key variable, timeout, retries,
+    backoff); ``model``, ``temperature`` and ``max_tokens`` are what each request asks for.
 
     The one retry layer: the SDK's own retries are off (``max_retries=0``); here 429, 5xx, timeouts, broken
     connections and malformed replies are retried with exponential backoff that honours ``Retry-After``; 401/403
     raise :class:`AuthError` at once; other 4xx raise :class:`TransportError`. The key comes from the variable
     ``api_key_env`` names and is masked in everything written (:mod:`sdg_data.io.secrets`)."""
 
-    def __init__(self, cfg: Any, stats: Stats | None = None, ledger: Any = None):
-        self.max_tokens = getattr(cfg, "max_tokens", None) or getattr(cfg, "max_new_tokens", 4096)
+    def __init__(
+        self,
+        transport: Transport,
+        model: str,
+        temperature: float = 0.0,
+        max_tokens: int = 4096,
+        stats: Stats | None = None,
+        ledger: Any = None,
+    ):
+        cfg = transport
+        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         from openai import AsyncOpenAI
         from openai.types.chat import ChatCompletion
 
@@ -112,7 +169,6 @@ class ChatClient:
         """One reply's text; transient failures are retried up to ``max_retries`` times, then TransportError.
         ``image_id`` travels in the ``X-SDG-Image-Id`` header (percent-encoded: headers are latin-1 only)."""
         ChatCompletion = self._reply_type
-        cfg = self.cfg
 
         async def attempt() -> str:
             # the SDK's resource method walks every message through its TypedDict transform (2-3 ms of the event
@@ -120,7 +176,7 @@ class ChatClient:
             resp = await self.client.post(
                 "/chat/completions",
                 cast_to=ChatCompletion,
-                body={"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
+                body={"model": self.model, "messages": messages, "temperature": self.temperature,
                       "max_tokens": self.max_tokens},
                 options={"headers": {"X-SDG-Image-Id": quote(image_id, safe="")}},  # headers are latin-1 only
             )  # fmt: skip
@@ -144,7 +200,7 @@ class ChatClient:
 
         async def attempt() -> bytes:
             resp = await self.client.images.edit(
-                model=self.cfg.model,
+                model=self.model,
                 image=[(name, data, "image/png") for name, data in images],
                 prompt=prompt,
                 extra_headers={"X-SDG-Image-Id": quote(image_id, safe="")},

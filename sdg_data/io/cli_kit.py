@@ -9,14 +9,10 @@ a field out of the command line (``{"cli": False}``: recipe only, e.g. mappings)
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import inspect
-import io
 import re
-import textwrap
-import tokenize
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -136,35 +132,9 @@ def guarded(fn: Callable[..., Any], extra: str | None = None) -> Callable[..., A
 # ------------------------------------------------------------------ options from a config dataclass
 @functools.cache
 def field_help(cls: type) -> dict[str, str]:
-    """Each field's help: its metadata ``help``, else its attribute docstring, else its trailing comment."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            src = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        comments: dict[int, str] = {}
-        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-            if tok.type == tokenize.COMMENT:
-                comments[tok.start[0]] = tok.string.lstrip("#").strip()
-        body = ast.parse(src).body[0].body  # type: ignore[attr-defined]
-        for i, node in enumerate(body):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                name = node.target.id
-                nxt = body[i + 1] if i + 1 < len(body) else None
-                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-                    out[name] = " ".join(str(nxt.value.value).split())
-                else:
-                    span = range(node.lineno, (node.end_lineno or node.lineno) + 1)
-                    lines = [comments[n] for n in span if n in comments]
-                    if lines:
-                        out[name] = " ".join(lines)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("help"):
-            out[f.name] = f.metadata["help"]
-    return out
+    """Each field's help: its ``metadata["help"]``, the one convention (trl's, so ``sdg train`` and every other
+    command read the same words)."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(cls) if f.metadata.get("help")}
 
 
 def _cli_type(hint: Any) -> Any | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sdg_data.io.jsonl import dumps_row, iter_jsonl
-from sdg_data.io.secrets import redact, secret_values
+from sdg_data.io.secrets import mask_bytes, redact, secret_values
 from sdg_data.records import ImageRecord
 
 
@@ -86,9 +86,10 @@ def sweep_stale_temps(folder: str | Path) -> int:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes atomically (a temp file renamed over the name: a link there is replaced, not followed)."""
+    """Write bytes atomically (a temp file renamed over the name: a link there is replaced, not followed), with
+    configured keys masked as every writer masks them (:func:`sdg_data.io.secrets.mask_bytes`)."""
     with atomic_file(path, "wb") as f:
-        f.write(data)
+        f.write(mask_bytes(data))
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from sdg_data.boxes import BoxOrder
-from sdg_data.records import ImageRecord, RecordError, bad_value, has_surrogate
+from sdg_data.records import ImageRecord, RecordError, Reject, bad_value, has_surrogate
 
 
 class InputError(ValueError):
@@ -121,21 +121,20 @@ def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
     return records
 
 
-def usable_lines(path: str | Path, stage: str, rejects: list[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
+def usable_lines(path: str | Path, stage: str, rejects: list[Reject]) -> Iterator[tuple[int, Any]]:
     """``(line_number, value)`` of each line that is JSON; a line that is not goes to ``rejects`` with its reason."""
     for lineno, obj in iter_lines(path):
         if isinstance(obj, LineError):
-            where = f"{path}:{lineno}"
-            rejects.append({"image_id": None, "stage": stage, "reason": str(obj), "where": where, "line": lineno})
+            rejects.append(Reject(str(obj), stage, None, f"{path}:{lineno}", lineno))
             continue
         yield lineno, obj
 
 
 def screen_records(
     path: str | Path, require: tuple[str, ...], stage: str, image_roots: Sequence[str | Path] = ()
-) -> tuple[list[tuple[int, ImageRecord, Path]], list[dict[str, Any]], int]:
+) -> tuple[list[tuple[int, ImageRecord, Path]], list[Reject], int]:
     """Read a stage's input without stopping at bad lines: ``(lineno, record, image file)`` for usable lines,
-    reject dicts (image id, line, stage, reason, the line itself) for the rest, and the number of lines read.
+    a :class:`~sdg_data.records.Reject` (with the line itself) for each of the rest, and the number of lines read.
 
     A line is unusable if it is not JSON, breaks the contract, repeats an image id, lacks a ``require``d field, or
     names an image file that does not exist or lies outside the allowed roots (``image_roots``; by default the
@@ -146,7 +145,7 @@ def screen_records(
     path = Path(path)
     resolver = Resolver.for_records(path, image_roots)
     ok: list[tuple[int, ImageRecord, Path]] = []
-    rejects: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
     seen: set[str] = set()
     for lineno, obj in usable_lines(path, stage, rejects):
         rid = obj.get("image_id") if isinstance(obj, dict) else None
@@ -161,10 +160,7 @@ def screen_records(
             except PathError as exc:
                 raise RecordError(rec.image_id, "image_path", str(exc)) from None
         except RecordError as exc:
-            rejects.append(
-                {"image_id": rid, "stage": stage, "reason": str(exc), "where": f"{path}:{lineno}", "line": lineno,
-                 "record": obj}
-            )  # fmt: skip
+            rejects.append(Reject(str(exc), stage, rid, f"{path}:{lineno}", lineno, obj))
             continue
         ok.append((lineno, rec, img))
     return ok, rejects, len(ok) + len(rejects)

@@ -1,7 +1,8 @@
 """One way for every stage to drop a record and to count: a :class:`StageReport`.
 
-Every stage writes ``<stage>.rejects.jsonl`` (one line per dropped input: image id, stage, reason, where it came
-from, the record as read) and ``<stage>.summary.json`` (read, kept, rejected, and the stage's own figures) the same
+Every stage writes ``<stage>.rejects.jsonl`` (one :class:`~sdg_data.records.Reject` per dropped input, made where
+the input was screened: image id, stage, reason, where it came from, line, the record as read; the same keys in
+every file) and ``<stage>.summary.json`` (read, kept, rejected, and the stage's own figures) the same
 way, checks that read = kept + rejected (+ left out on purpose) before it writes, and masks keys on the way out.
 ``sdg stats`` reads these files from a dataset's ``meta/`` folder, whatever stage wrote them.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sdg_data.records import Reject
 
 
 REJECTS_SUFFIX = ".rejects.jsonl"
@@ -26,7 +29,7 @@ class StageReport:
     read: int = 0
     kept: int = 0
     left_out: int = 0  # usable inputs left out on purpose (a --limit), neither kept nor rejected
-    rejects: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def reject(
@@ -36,13 +39,15 @@ class StageReport:
         where: str | None = None,
         record: Any = None,
         stage: str | None = None,
-        **more: Any,
+        line: int | None = None,
     ) -> None:
         """Drop one input with its reason. ``stage`` names a sub-step (a distill record can fail at input, image,
-        teacher or transport); ``more`` keeps fields a stage adds (a task id, an annotator)."""
-        row = {"image_id": image_id, "stage": stage or self.stage, "reason": reason, "where": where, **more}
-        row["record"] = record
-        self.rejects.append(row)
+        teacher or transport)."""
+        self.rejects.append(Reject(reason, stage or self.stage, image_id, where, line, record))
+
+    def add(self, rejects: list[Reject]) -> None:
+        """Drop inputs already screened out elsewhere (a reader, an image check), as they were made."""
+        self.rejects.extend(rejects)
 
     @property
     def rejected(self) -> int:
@@ -57,7 +62,7 @@ class StageReport:
     def by_stage(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.rejects:
-            out[r["stage"]] = out.get(r["stage"], 0) + 1
+            out[r.stage] = out.get(r.stage, 0) + 1
         return out
 
     def reconcile(self) -> None:
@@ -93,7 +98,7 @@ class StageReport:
             for stale in self.paths(folder / FAILED_RUN, prefix):
                 stale.unlink(missing_ok=True)
         rejects_path, summary_path = self.paths(folder, prefix)
-        write_jsonl(rejects_path, self.rejects)
+        write_jsonl(rejects_path, (r.to_json() for r in self.rejects))
         summary = self.summary()
         if folder.name == FAILED_RUN:
             summary["failed_run"] = str(folder)
@@ -135,11 +140,12 @@ def _reason_shape(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", shape)
 
 
-def top_reasons(rejects: list[dict[str, Any]], k: int = 3) -> list[tuple[str, int]]:
-    """The k most common kinds of reject, each as (one example reason, how many of its kind), most first."""
+def top_reasons(rejects: list[Reject] | list[dict[str, Any]], k: int = 3) -> list[tuple[str, int]]:
+    """The k most common kinds of reject (made in this run, or read back from a file), each as (one example reason,
+    how many of its kind), most first."""
     groups: dict[str, list[Any]] = {}
     for r in rejects:
-        reason = str(r.get("reason", "?"))
+        reason = str(r.reason if isinstance(r, Reject) else r.get("reason", "?"))
         g = groups.setdefault(_reason_shape(reason), [reason, 0])
         g[1] += 1
     return [(ex, n) for ex, n in sorted(groups.values(), key=lambda g: -g[1])[:k]]

@@ -97,6 +97,19 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
     return text
 
 
+def mask_bytes(data: bytes, secrets: list[str] | None = None) -> bytes:
+    """``data`` with every key value's bytes (verbatim or base64) overwritten by ``*`` of the same length: binary
+    files keep their size and layout, and a file that carried a key no longer does (a PNG whose text chunk held
+    one then fails its checksum, which is the point: it is not stored as it came)."""
+    secrets = secret_values() if secrets is None else secrets
+    if not secrets:
+        return data
+    for form in {f for key in secrets for f in (key, *_b64_cores(key))}:
+        raw = form.encode("utf-8")
+        data = data.replace(raw, b"*" * len(raw))
+    return data
+
+
 def redact_obj(obj: Any, secrets: list[str] | None = None) -> Any:
     """A JSON-like value with every string redacted (keys of mappings too)."""
     secrets = secret_values() if secrets is None else secrets

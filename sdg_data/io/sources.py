@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdg_data.records import Reject
+
 
 def iter_images(
     source: str | Path,
     image_roots: list[str | Path] | None = None,
-    rejects: list[dict] | None = None,
+    rejects: list[Reject] | None = None,
     checked: bool = False,
+    stage: str = "viz",
 ):
     """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations;
     with ``checked``, (record, CheckedImage): the bytes that were verified, for a writer that stores them.
 
-    Records whose line, path or image fails its check are appended to ``rejects`` (if given) and skipped."""
+    Records whose line, path or image fails its check are appended to ``rejects`` (if given, as ``stage``'s
+    rejects) and skipped."""
     from sdg_data.io.images import ImageError, check_bytes, read_verified
     from sdg_data.io.jsonl import input_kind
 
@@ -35,18 +39,18 @@ def iter_images(
                     got = check_bytes(image_bytes(cell) or b"", pixels=True)
                     yield rec, got if checked else got.open()
                 except ImageError as exc:
-                    rejects.append({"image_id": rec.image_id, "stage": "viz", "reason": f"image: {exc}"})
+                    rejects.append(Reject(f"image: {exc}", stage, rec.image_id, f"{shard.name}"))
         return
     from sdg_data.io.jsonl import screen_records
 
-    ok, bad, _ = screen_records(source, (), "viz", image_roots or ())
+    ok, bad, _ = screen_records(source, (), stage, image_roots or ())
     rejects.extend(bad)
     for lineno, rec, path in ok:
         try:
             got = read_verified(path, (rec.width, rec.height), pixels=True)
             yield rec, got if checked else got.open()
         except ImageError as exc:
-            rejects.append({"image_id": rec.image_id, "line": lineno, "stage": "viz", "reason": f"image: {exc}"})
+            rejects.append(Reject(f"image: {exc}", stage, rec.image_id, f"{source}:{lineno}", lineno))
 
 
 def records_input(source: str | Path, folder: str | Path) -> Path:
@@ -61,7 +65,7 @@ def records_input(source: str | Path, folder: str | Path) -> Path:
     if input_kind(source) != "dataset":
         return source
     rows, rejects = [], []
-    for rec, got in iter_images(source, None, rejects, checked=True):
+    for rec, got in iter_images(source, None, rejects, checked=True, stage="source"):
         rel = f"images/{safe_filename(rec.image_id)}.{(got.format or 'png').lower()}"
         write_bytes(folder / rel, got.data)
         rows.append({**rec.to_json(), "image_path": rel, "width": got.width, "height": got.height})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,26 +42,51 @@ BoxScope = Literal["gt_positive", "all"]
 class EvalConfig:
     """How SDG-Eval scores a prediction file against ground truth."""
 
-    match: MatchMethod = "hungarian"
-    """``hungarian`` (the paper) or ``greedy`` (the released evaluate.py, for comparison)."""
-    embedder: str = "Qwen/Qwen3-Embedding-0.6B"
-    """Model id or local folder for DescCos; ``lexical`` for an offline approximation; ``none`` to skip."""
-    box_order: BoxOrder = "xyxy"
-    """Coordinate order of ``box_2d`` in the predictions (the ground truth is always xyxy)."""
-    box_scope: BoxScope = "gt_positive"
-    """Images whose boxes enter the defect-level metrics: those with type-t ground truth (paper) or all."""
-    strict_format: bool = False
-    """Count any response that fails the format check as no defect (default: keep what parses)."""
-    embed_batch_size: Positive = 64
-    """Descriptions per embedder call."""
-    embed_max_length: Positive = 256
-    """Tokens kept of each description."""
-    ap: bool = True
-    """Also COCO AP (pycocotools, importance as the score) and joint box + description AP, beside the paper's."""
-    bootstrap: Count = 0
-    """Resample the images this many times for 95% intervals of every SDG-Eval metric (0: none; 1000 is usual)."""
-    seed: Count = 0
-    """Seeds the bootstrap."""
+    match: MatchMethod = field(
+        default="hungarian",
+        metadata={"help": "``hungarian`` (the paper) or ``greedy`` (the released evaluate.py, for comparison)."},
+    )
+    embedder: str = field(
+        default="Qwen/Qwen3-Embedding-0.6B",
+        metadata={
+            "help": "Model id or local folder for DescCos; ``lexical`` for an offline approximation; ``none`` to skip."
+        },
+    )
+    box_order: BoxOrder = field(
+        default="xyxy",
+        metadata={"help": "Coordinate order of ``box_2d`` in the predictions (the ground truth is always xyxy)."},
+    )
+    box_scope: BoxScope = field(
+        default="gt_positive",
+        metadata={
+            "help": "Images whose boxes enter the defect-level metrics: those with type-t ground truth (paper) or all."
+        },
+    )
+    strict_format: bool = field(
+        default=False,
+        metadata={"help": "Count any response that fails the format check as no defect (default: keep what parses)."},
+    )
+    embed_batch_size: Positive = field(default=64, metadata={"help": "Descriptions per embedder call."})
+    embed_max_length: Positive = field(default=256, metadata={"help": "Tokens kept of each description."})
+    ap: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "Also COCO AP (pycocotools, importance as the score) and "
+                "joint box + description AP, beside the paper's."
+            )
+        },
+    )
+    bootstrap: Count = field(
+        default=0,
+        metadata={
+            "help": (
+                "Resample the images this many times for 95% intervals of "
+                "every SDG-Eval metric (0: none; 1000 is usual)."
+            )
+        },
+    )
+    seed: Count = field(default=0, metadata={"help": "Seeds the bootstrap."})
 
 
 # Per image and label, the sums every SDG-Eval metric is a ratio of (so a bootstrap resamples images and adds).

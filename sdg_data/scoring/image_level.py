@@ -7,7 +7,7 @@ is present when the detector boxes it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sdg_data.config import Fraction
@@ -19,8 +19,10 @@ PAPER_THRESHOLD = 0.33  # the authors' code: a heatmap whose maximum exceeds thi
 
 @dataclass
 class ImageLevelConfig:
-    threshold: Fraction = PAPER_THRESHOLD  # ground truth present when the heatmap maximum exceeds this (0-1)
-    box_order: str = "xyxy"  # how the predictions write box_2d: xyxy or yxyx
+    threshold: Fraction = field(
+        default=PAPER_THRESHOLD, metadata={"help": "ground truth present when the heatmap maximum exceeds this (0-1)"}
+    )
+    box_order: str = field(default="xyxy", metadata={"help": "how the predictions write box_2d: xyxy or yxyx"})
 
     def __post_init__(self) -> None:
         if self.box_order not in ("xyxy", "yxyx"):

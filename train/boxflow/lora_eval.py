@@ -27,16 +27,39 @@ LABELS = ("artifact", "misalignment")
 
 @dataclass
 class LoraEvalConfig:
-    generator: str = "FLUX.1-dev"  # the base model: a registry name, hub id or pipeline folder
-    lora: str | None = None  # the LoRA to compare (a folder from sdg train boxflow, or a .safetensors file)
-    lora_scale: float = 1.0  # how strongly the LoRA applies
-    seeds: Positive = 1  # images per prompt and arm, seeds 0 .. seeds - 1 (the same in both arms)
-    generate_recipe: str | None = None  # a `sdg generate` YAML (size, steps, device); default: 512 px, 28 steps
-    detect_recipe: str | None = None  # a `sdg detect` YAML; default: a served detector at detector_url
-    detector_url: str | None = None  # the served SDG detector (sets the openai backend), e.g. http://H:17142/v1
-    scorers: list[str] = field(default_factory=list, metadata={"flag": "--scorer"})
-    """Repeatable. module:function taking (images, prompts) and returning a score per image (higher is better)."""
-    confidence: Annotated[float, Bounds(gt=0, lt=1)] = 0.95  # of the paired differences' intervals
+    generator: str = field(
+        default="FLUX.1-dev", metadata={"help": "the base model: a registry name, hub id or pipeline folder"}
+    )
+    lora: str | None = field(
+        default=None,
+        metadata={"help": "the LoRA to compare (a folder from sdg train boxflow, or a .safetensors file)"},
+    )
+    lora_scale: float = field(default=1.0, metadata={"help": "how strongly the LoRA applies"})
+    seeds: Positive = field(
+        default=1, metadata={"help": "images per prompt and arm, seeds 0 .. seeds - 1 (the same in both arms)"}
+    )
+    generate_recipe: str | None = field(
+        default=None, metadata={"help": "a `sdg generate` YAML (size, steps, device); default: 512 px, 28 steps"}
+    )
+    detect_recipe: str | None = field(
+        default=None, metadata={"help": "a `sdg detect` YAML; default: a served detector at detector_url"}
+    )
+    detector_url: str | None = field(
+        default=None, metadata={"help": "the served SDG detector (sets the openai backend), e.g. http://H:17142/v1"}
+    )
+    scorers: list[str] = field(
+        default_factory=list,
+        metadata={
+            "flag": "--scorer",
+            "help": (
+                "Repeatable. module:function taking (images, prompts) and "
+                "returning a score per image (higher is better)."
+            ),
+        },
+    )
+    confidence: Annotated[float, Bounds(gt=0, lt=1)] = field(
+        default=0.95, metadata={"help": "of the paired differences' intervals"}
+    )
 
     def __post_init__(self) -> None:
         if self.seeds < 1:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sdg_data.answer import parse_defect_list, parse_response
+from sdg_data.io.api_client import Transport
 from sdg_data.io.images import data_url
 from sdg_data.records import Defect
 
@@ -57,17 +58,12 @@ class RewardBatch:
 
 @dataclass
 class Endpoint:
-    """One OpenAI-compatible server, in the shape the toolkit's :class:`~sdg_data.io.api_client.ChatClient` reads."""
+    """One reward server: how to reach it (the toolkit's one :class:`~sdg_data.io.api_client.Transport`) and what
+    each request asks for."""
 
-    base_url: str
+    transport: Transport
     model: str
-    api_key_env: str
     max_tokens: int
-    timeout_s: float
-    max_retries: int
-    temperature: float = 0.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
 
 
 def judge_scores(text: str) -> tuple[float, float, float]:
@@ -92,8 +88,9 @@ def _endpoint(cfg: Any, name: str) -> Endpoint | None:
     if not url:
         return None
     get = lambda key: getattr(cfg, f"{name}_{key}")  # noqa: E731
-    return Endpoint(url, get("model"), get("api_key_env"), get("max_tokens"), get("timeout_s"), cfg.reward_retries,
-                    backoff_base_s=0.5)  # fmt: skip
+    transport = Transport(base_url=url, api_key_env=get("api_key_env"), timeout_s=get("timeout_s"),
+                          max_retries=cfg.reward_retries, backoff_base_s=0.5)  # fmt: skip
+    return Endpoint(transport, get("model"), get("max_tokens"))
 
 
 def load_function(spec: str) -> Any:
@@ -139,7 +136,7 @@ class RewardService:
         self.sem = asyncio.Semaphore(self.cfg.reward_concurrency)
         for name, ep in (("judge", self.judge), ("detector", self.detector)):
             if ep is not None:
-                self.clients[name] = ChatClient(ep)
+                self.clients[name] = ChatClient(ep.transport, ep.model, 0.0, ep.max_tokens)
 
     def stats(self) -> dict[str, Any]:
         return {k: {"requests": c.stats.requests, "faults": dict(c.stats.faults)} for k, c in self.clients.items()}

@@ -429,7 +429,7 @@ def read_prompt_texts(source: str) -> list[str]:
         raise ValueError("--prompts is required: a JSONL/CSV/Parquet/TXT file of training prompts")
     prompts, rejects, n = read_prompts(source)
     for r in rejects:
-        log.warning("prompts: row %s left out: %s", r.get("row"), r["reason"])
+        log.warning("prompts: %s left out: %s", r.where, r.reason)
     if not prompts:
         raise ValueError(f"{source}: no usable prompts ({n} rows read, {len(rejects)} rejected)")
     return [p.text for p in prompts]

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from sdg_data.answer import parse_response
-from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
+from sdg_data.config import Bounds, NonNegative, Positive
 from sdg_data.detector_prompt import conversation, template_id
+from sdg_data.io.api_client import Transport, transport_defaults
 from sdg_data.io.files import AppendSink, read_finished, write_jsonl
 from sdg_data.io.jsonl import screen_records
 from sdg_data.io.progress import progress_bar
 from sdg_data.io.report import StageReport
+from sdg_data.records import Reject
 
 
 log = logging.getLogger(__name__)
@@ -39,35 +41,54 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 @dataclass
-class DetectConfig:
-    backend: Literal["transformers", "openai"] = "transformers"  # local and batched, or a vLLM / SGLang server
-    model: str = DEFAULT_DETECTOR  # a checkpoint id or folder; for openai, the served model name
-    revision: str | None = None  # the checkpoint's revision on the Hub
-    prompt_template: str | None = None  # the user-turn template file ({caption}); default sdg_data/prompts
-    box_order: Literal["xyxy", "yxyx"] = "xyxy"  # how the detector writes box_2d
-    dataset_config: str = "test"  # for a dataset folder: the config to read
-    split: str = "test"  # for a dataset folder: the split to read
-    allow_missing_caption: bool = False  # else an image without a caption is rejected
-    limit: Positive | None = None  # only the first N images
-    max_new_tokens: Positive = 4096  # longest response
-    temperature: NonNegative = 0.0  # 0 = greedy (reproducible evaluation)
-    top_p: Annotated[float, Bounds(gt=0, le=1)] = 1.0  # nucleus sampling, when temperature > 0
-    batch_size: Positive = 8  # transformers: images per generate call
-    device: str = "auto"  # transformers: auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # transformers: auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32
-    min_pixels: Positive | None = 200_704  # transformers: fewest pixels an image is resized to
-    max_pixels: Positive | None = 1_280_000  # transformers: most pixels an image is resized to
-    attn_implementation: str | None = None  # transformers: sdpa, flash_attention_2, eager
-    base_url: str = "http://127.0.0.1:17142/v1"  # openai: the server's URL
-    api_key_env: str = "SDG_DETECTOR_API_KEY"  # openai: the variable holding the key (never logged)
-    max_in_flight: Positive = 32  # openai: requests in flight
-    timeout_s: Seconds = 300.0  # openai: per request
-    max_retries: Count = 4  # openai: transient failures per request
-    backoff_base_s: NonNegative = 1.0  # openai: first retry wait (doubles, with jitter)
-    backoff_max_s: NonNegative = 30.0  # openai: longest retry wait
-    image_max_side: Positive = 1024  # openai: the image is resized so its longer side is at most this
-    image_format: Literal["png", "jpeg"] = "png"  # openai: how the image is encoded for the request
-    progress: bool = field(default=True, metadata={"cli": False})  # progress bars
+@transport_defaults(
+    base_url="http://127.0.0.1:17142/v1", api_key_env="SDG_DETECTOR_API_KEY", max_in_flight=32, timeout_s=300.0
+)
+class DetectConfig(Transport):
+    backend: Literal["transformers", "openai"] = field(
+        default="transformers", metadata={"help": "local and batched, or a vLLM / SGLang server"}
+    )
+    model: str = field(
+        default=DEFAULT_DETECTOR, metadata={"help": "a checkpoint id or folder; for openai, the served model name"}
+    )
+    revision: str | None = field(default=None, metadata={"help": "the checkpoint's revision on the Hub"})
+    prompt_template: str | None = field(
+        default=None, metadata={"help": "the user-turn template file ({caption}); default sdg_data/prompts"}
+    )
+    box_order: Literal["xyxy", "yxyx"] = field(default="xyxy", metadata={"help": "how the detector writes box_2d"})
+    dataset_config: str = field(default="test", metadata={"help": "for a dataset folder: the config to read"})
+    split: str = field(default="test", metadata={"help": "for a dataset folder: the split to read"})
+    allow_missing_caption: bool = field(
+        default=False, metadata={"help": "else an image without a caption is rejected"}
+    )
+    limit: Positive | None = field(default=None, metadata={"help": "only the first N images"})
+    max_new_tokens: Positive = field(default=4096, metadata={"help": "longest response"})
+    temperature: NonNegative = field(default=0.0, metadata={"help": "0 = greedy (reproducible evaluation)"})
+    top_p: Annotated[float, Bounds(gt=0, le=1)] = field(
+        default=1.0, metadata={"help": "nucleus sampling, when temperature > 0"}
+    )
+    batch_size: Positive = field(default=8, metadata={"help": "transformers: images per generate call"})
+    device: str = field(default="auto", metadata={"help": "transformers: auto | cpu | cuda | cuda:N"})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "transformers: auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32"},
+    )
+    min_pixels: Positive | None = field(
+        default=200_704, metadata={"help": "transformers: fewest pixels an image is resized to"}
+    )
+    max_pixels: Positive | None = field(
+        default=1_280_000, metadata={"help": "transformers: most pixels an image is resized to"}
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "transformers: sdpa, flash_attention_2, eager"}
+    )
+    image_max_side: Positive = field(
+        default=1024, metadata={"help": "openai: the image is resized so its longer side is at most this"}
+    )
+    image_format: Literal["png", "jpeg"] = field(
+        default="png", metadata={"help": "openai: how the image is encoded for the request"}
+    )
+    progress: bool = field(default=True, metadata={"cli": False, "help": "progress bars"})
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_in_flight", "max_new_tokens", "image_max_side"):
@@ -99,7 +120,7 @@ class Item:
 @dataclass
 class Inputs:
     items: list[Item] = field(default_factory=list)
-    rejects: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
     read: int = 0
     limited_out: int = 0  # usable inputs left out by ``limit``
 
@@ -116,7 +137,7 @@ def _folder_items(root: Path, cfg: DetectConfig) -> Inputs:
         try:
             p = resolver.resolve(str(p.relative_to(root)))  # a symlink that leads out of the folder is refused
         except PathError as exc:
-            out.rejects.append({"image_id": iid, "source": str(p), "reason": f"image: {exc}"})
+            out.rejects.append(Reject(f"image: {exc}", "detect", iid, str(p)))
             continue
         side = p.with_suffix(".txt")
         if side.is_file():
@@ -124,7 +145,7 @@ def _folder_items(root: Path, cfg: DetectConfig) -> Inputs:
         elif cfg.allow_missing_caption:
             caption = ""
         else:
-            out.rejects.append({"image_id": iid, "source": str(p), "reason": f"no caption: {side.name} is missing"})
+            out.rejects.append(Reject(f"no caption: {side.name} is missing", "detect", iid, str(p)))
             continue
         out.items.append(Item(iid, caption, None, str(p), path=p))
     if out.read == 0:
@@ -136,7 +157,7 @@ def _jsonl_items(path: Path, cfg: DetectConfig) -> Inputs:
     require = () if cfg.allow_missing_caption else ("caption",)
     ok, rejects, n = screen_records(path, require=require, stage="detect")
     out = Inputs(read=n)
-    out.rejects = [{k: r[k] for k in ("image_id", "line", "reason")} | {"source": str(path)} for r in rejects]
+    out.rejects = rejects
     for lineno, rec, img in ok:
         out.items.append(
             Item(
@@ -180,9 +201,9 @@ def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
                 iid = row["image_id"]
                 caption = row.get("caption")
                 if not data:
-                    out.rejects.append({"image_id": iid, "source": str(f), "reason": "image: no bytes in the row"})
+                    out.rejects.append(Reject("image: no bytes in the row", "detect", iid, str(f)))
                 elif not caption and not cfg.allow_missing_caption:
-                    out.rejects.append({"image_id": iid, "source": str(f), "reason": "caption: missing"})
+                    out.rejects.append(Reject("caption: missing", "detect", iid, str(f)))
                 else:
                     out.items.append(Item(iid, caption or "", row.get("generator"), str(f), data=data))
     return out
@@ -204,7 +225,7 @@ def read_inputs(source: str | Path, cfg: DetectConfig) -> Inputs:
     unique = []
     for it in got.items:
         if it.image_id in seen:
-            got.rejects.append({"image_id": it.image_id, "source": it.source, "reason": "image_id: duplicate"})
+            got.rejects.append(Reject("image_id: duplicate", "detect", it.image_id, it.source))
             continue
         seen.add(it.image_id)
         unique.append(it)
@@ -292,7 +313,7 @@ class ApiDetector:
         from sdg_data.io.api_client import ChatClient
 
         self.cfg = cfg
-        self.client = ChatClient(cfg)
+        self.client = ChatClient(cfg, cfg.model, cfg.temperature, cfg.max_new_tokens)
         self.stats = self.client.stats
 
     async def one(self, item: Item) -> str:
@@ -378,8 +399,7 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
     stale = sorted(set(done) - {it.image_id for it in inputs.items})
     by_id = {it.image_id: it for it in inputs.items}
     report = StageReport("detect", read=inputs.read, kept=len(order), left_out=inputs.limited_out)
-    for r in inputs.rejects:
-        report.reject(r["reason"], r.get("image_id"), r.get("source"), line=r.get("line"))
+    report.add(inputs.rejects)
     for iid, why in failures.items():
         report.reject(why, iid, by_id[iid].source if iid in by_id else None)
     if not report.failed:  # a run that kept nothing leaves the predictions file as it was

@@ -16,7 +16,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from train.detector.args import SDGScriptArguments, check_batch, format_batch, make_trainer, parse, train_and_save  # noqa: E402
+from train.detector.args import (  # noqa: E402
+    SDGScriptArguments,
+    check_batch,
+    format_batch,
+    make_trainer,
+    parse,
+    train_and_save,
+)
 
 
 logger = logging.getLogger("sdg.train.sft")
