@@ -46,8 +46,10 @@ def coco_ap(
     ``faster`` (faster-coco-eval) or ``pycocotools`` (the reference, for checks).
 
     ``groups`` (name -> indices into ``gt``) scores subsets and returns ``{name: {...}}``: the boxes are read
-    and converted once, and each group is one evaluator run over its own images (one run with a category per
-    group and label gives the same numbers but costs more: the evaluator loops over every image x category)."""
+    and converted once, and each group is one evaluator run over its own images. Measured at 100K images: one run
+    with a category per group and label costs more (the evaluator loops over every image x category); one
+    evaluation kept per image and accumulated per group saves 3 s of 9 but holds every per-image evaluation at
+    once (+400 MB at the peak), so each group runs on its own."""
     names = list(groups) if groups is not None else ["all"]
     label_idx = {label: k for k, label in enumerate(LABELS)}
 
