@@ -14,10 +14,10 @@ after a warm-up step, with its peak GPU memory, and, where it has one, the basel
    batch at its sequence length: seconds, tokens/s, peak memory.
 3. ``reward``: the GRPO reward of 8 x 16 completions with the embedder (Qwen3-Embedding-0.6B's shape) on the
    GPU, batched as sdg does it, against one embedding call per completion (the released approach): the ratio.
-4. ``build``: the cold real-size build (``bench/bench_build_real.py``) against a copy of the same bytes, on the
+4. ``generation``: images/s of ``sdg generate`` against a plain diffusers loop (one prompt at a time) on the same
+   SANA-1.5 1.6B pipeline at 1024 px, 20 steps, loading excluded: the ratio.
+5. ``build``: the cold real-size build (``bench/bench_build_real.py``) against a copy of the same bytes, on the
    machine's cores.
-
-Generation throughput (``sdg generate`` against a plain diffusers loop at 1024 px) is not part of this check yet.
 """
 
 from __future__ import annotations
@@ -229,6 +229,82 @@ def reward(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------ 5. generation
+def generation(device: str, tiny: bool, reps: int) -> dict[str, Any]:
+    """``sdg generate`` (its runner: plan, batches, checks, PNGs, provenance, manifest) against a plain diffusers
+    loop (one ``pipe(prompt)`` a prompt, each image saved as PNG) on the same SANA-1.5 1.6B pipeline folder: images
+    per second, model loading excluded from both. SANA because it is the one of the four a random-weight copy of
+    fits a quick save and load (9 GB in bf16)."""
+    import torch
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    from sdg_data.config import load_config
+    from sdg_data.generate.runner import GenerateConfig, generate
+    from sdg_data.testkit.pipelines import gemma_byte_tokenizer
+
+    cfg = _config("sana_1_5_1_6b", tiny)
+    run = cfg["run"]
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device("meta"):
+        transformer = SanaTransformer2DModel(**cfg["transformer"])
+        vae = AutoencoderDC(**cfg["vae"])
+        text = Gemma2Model(Gemma2Config(**cfg["text_encoder"], attn_implementation="eager"))
+    pipe = SanaPipeline(
+        tokenizer=gemma_byte_tokenizer(), text_encoder=_materialise(text, device, dtype),
+        vae=_materialise(vae, device, dtype), transformer=_materialise(transformer, device, dtype),
+        scheduler=DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+    )  # fmt: skip
+    prompts = [f"a red cube on a blue table, view {k}" for k in range(run["images"])]
+    call = {"max_sequence_length": run["max_sequence_length"], "complex_human_instruction": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "sana"
+        t0 = time.perf_counter()
+        pipe.save_pretrained(folder)
+        saved_s = time.perf_counter() - t0
+        del pipe, transformer, vae, text
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        (Path(tmp) / "prompts.txt").write_text("\n".join(prompts) + "\n")
+
+        def ours(k: int) -> float:
+            gcfg = load_config(GenerateConfig, None, {
+                "generators": ["SANA-1.5-1.6B"], "model_paths": {"SANA-1.5-1.6B": str(folder)},
+                "height": run["resolution"], "width": run["resolution"], "steps": run["steps"],
+                "batch_size": run["batch_size"], "device": device, "dtype": str(dtype).removeprefix("torch."),
+                "test_fraction": 0.0, "progress": False, "call_kwargs": {"SANA-1.5-1.6B": call},
+                "base_seed": 1000 * k,
+            })  # fmt: skip
+            s = generate(str(Path(tmp) / "prompts.txt"), Path(tmp) / f"ours{k}", gcfg)
+            if s["images"] != len(prompts):
+                raise RuntimeError(f"sdg generate made {s['images']} of {len(prompts)} images: {s}")
+            rank = s["ranks"][0]
+            return rank["seconds"] - rank["load_s"]
+
+        def plain(k: int) -> float:
+            p = SanaPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
+            p.set_progress_bar_config(disable=True)
+            _sync(device)
+            t0 = time.perf_counter()
+            for i, prompt in enumerate(prompts):
+                img = p(prompt, height=run["resolution"], width=run["resolution"], num_inference_steps=run["steps"],
+                        guidance_scale=run["guidance_scale"], generator=torch.Generator(device).manual_seed(i + k),
+                        **call).images[0]  # fmt: skip
+                img.save(Path(tmp) / f"plain{k}-{i}.png")
+            _sync(device)
+            del p
+            return time.perf_counter() - t0
+
+        ours(reps)  # warm-up: kernels, allocator, the page cache of the weights (its own seeds and folder)
+        runs = min(reps, 2)  # each run is 8 images and a 9 GB load: two runs each keep the check inside 8 minutes
+        ours_s = statistics.median(ours(k) for k in range(runs))
+        plain_s = statistics.median(plain(k) for k in range(runs))
+    n = len(prompts)
+    return {"resolution": run["resolution"], "steps": run["steps"], "images": n, "batch_size": run["batch_size"],
+            "save_s": saved_s, "sdg_generate_images_per_s": n / ours_s, "plain_loop_images_per_s": n / plain_s,
+            "ratio": plain_s / ours_s}  # fmt: skip
+
+
 # ------------------------------------------------------------------ 4. the cold real-size build
 def build(images: int) -> dict[str, Any]:
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_build_real.py"), "--images", str(images)],
@@ -240,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="small configs on CPU: the same code path, for the tests")
     ap.add_argument("--out", type=Path, required=True, help="where to write the figures (JSON)")
-    ap.add_argument("--only", nargs="*", choices=["boxflow", "detector_sft", "reward", "build"], default=None)
+    ap.add_argument("--only", nargs="*", choices=["boxflow", "detector_sft", "reward", "generation", "build"],
+                    default=None)  # fmt: skip
     ap.add_argument("--reps", type=int, default=3, help="timed steps per figure (the median is reported)")
     ap.add_argument("--build-images", type=int, default=300)
     args = ap.parse_args(argv)
@@ -257,16 +334,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cuda" else platform.processor() or "cpu", "python": platform.python_version(), "torch": torch.__version__,
         "transformers": transformers.__version__, "diffusers": diffusers.__version__, "figures": {},
     }  # fmt: skip
-    todo = args.only or ["boxflow", "detector_sft", "reward", "build"]
+    todo = args.only or ["boxflow", "detector_sft", "reward", "generation", "build"]
     for name in todo:
         t0 = time.perf_counter()
         try:
             if name == "build":
                 fig = build(args.build_images) if not args.tiny else {"skipped": "needs real-size images"}
             else:
-                fig = {"boxflow": boxflow, "detector_sft": detector_sft, "reward": reward}[name](
-                    device, args.tiny, args.reps
-                )
+                fig = {"boxflow": boxflow, "detector_sft": detector_sft, "reward": reward, "generation": generation}[
+                    name
+                ](device, args.tiny, args.reps)
         except Exception as exc:  # noqa: BLE001 - one figure failing (out of memory) must not lose the others
             fig = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         fig["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -287,7 +364,7 @@ def _line(fig: dict[str, Any]) -> str:
         if isinstance(v, dict) and "seconds" in v:
             mem = f", peak {v['peak_gib']:.1f} GiB" if v.get("peak_gib") is not None else ""
             parts.append(f"{k} {v['seconds']:.3f} s{mem}")
-        elif k in ("box_over_scalar", "ratio", "tokens_per_s"):
+        elif k in ("box_over_scalar", "ratio", "tokens_per_s", "sdg_generate_images_per_s", "plain_loop_images_per_s"):
             parts.append(f"{k} {v:.2f}")
     if "seconds" in fig:
         mem = f", peak {fig['peak_gib']:.1f} GiB" if fig.get("peak_gib") is not None else ""

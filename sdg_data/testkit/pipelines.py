@@ -127,17 +127,25 @@ def _tiny_dc_vae():
     # fmt: on
 
 
-def tiny_sana():
-    """SanaPipeline: a Gemma2 text encoder, the linear-attention Sana transformer, the deep-compression VAE."""
-    import torch
-    from diffusers import DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
-    from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
+def gemma_byte_tokenizer():
+    """A Gemma tokenizer over bytes (pad 0, eos 1, bos 2): SANA's text side offline, for any width of Gemma-2."""
+    from transformers import GemmaTokenizer
 
     tok = GemmaTokenizer(
         vocab={**{"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}, **{ch: i + 4 for ch, i in _byte_vocab().items()}},
         merges=[],
     )
     tok.padding_side = "right"
+    return tok
+
+
+def tiny_sana():
+    """SanaPipeline: a Gemma2 text encoder, the linear-attention Sana transformer, the deep-compression VAE."""
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tok = gemma_byte_tokenizer()
     torch.manual_seed(0)
     # fmt: off
     transformer = SanaTransformer2DModel(
