@@ -11,7 +11,9 @@ after a warm-up step, with its peak GPU memory, and, where it has one, the basel
    and gradient checkpointing: the SDE window's sampling passes (no grad), then the per-token log-probs of the
    trained step, box-mode advantages, the clipped loss and the backward; box mode against scalar mode (ratio).
 2. ``detector_sft``: one optimiser step of Qwen3-VL-4B (full fine-tune, AdamW, bf16) on the recipe's per-device
-   batch at its sequence length: seconds, tokens/s, peak memory.
+   batch at its sequence length: seconds, tokens/s, peak memory. ``detector_grpo``: one group of 8 completions
+   generated with transformers (256 new tokens; the decode rate scales to the recipe's 4,096) and the policy step
+   over it (reference pass, clipped objective, backward, AdamW).
 3. ``reward``: the GRPO reward of 8 x 16 completions with the embedder (Qwen3-Embedding-0.6B's shape) on the
    GPU, batched as sdg does it, against one embedding call per completion (the released approach): the ratio.
 4. ``generation``: images/s of ``sdg generate`` against a plain diffusers loop (one prompt at a time) on the same
@@ -65,12 +67,25 @@ def timed(fn, device: str, reps: int, warmup: int = 1) -> dict[str, Any]:
     return {"seconds": statistics.median(times), "all_seconds": times, "peak_gib": peak}
 
 
+def _weights_later():
+    """Build a model with its parameters on the meta device (no memory, no init) and its buffers real (rotary
+    frequencies and the like are computed, not learned: they must hold their values)."""
+    from accelerate import init_empty_weights
+
+    return init_empty_weights(include_buffers=False)
+
+
 def _materialise(model, device: str, dtype):
-    """A model built on the meta device, given storage on ``device`` and random weights there."""
+    """A model built under :func:`_weights_later`, given storage on ``device`` and random weights there (its
+    buffers carried over as computed)."""
     import torch
 
-    model = model.to_empty(device=device).to(dtype)
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    model = model.to_empty(device=device)
     with torch.no_grad():
+        for n, b in model.named_buffers():
+            b.copy_(buffers[n])
+        model = model.to(dtype)
         for p in model.parameters():
             p.normal_(0.0, 0.02)
     return model
@@ -96,7 +111,7 @@ def boxflow(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     cfg = _config("flux1_dev_transformer", tiny)
     recipe = {"resolution": 64 if tiny else 512, "group": 4 if tiny else 16, "batch": 2, "steps": 10, "rank": 64}
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    with torch.device("meta"):
+    with _weights_later():
         model = FluxTransformer2DModel(**cfg)
     model = _materialise(model, device, dtype)
     model.add_adapter(LoraConfig(r=4 if tiny else recipe["rank"], lora_alpha=8 if tiny else 128,
@@ -163,7 +178,7 @@ def detector_sft(device: str, tiny: bool, reps: int) -> dict[str, Any]:
 
     cfg = Qwen3VLConfig(**_config("qwen3_vl_4b", tiny))
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    with torch.device("meta"):
+    with _weights_later():
         model = Qwen3VLForConditionalGeneration(cfg)
     model = _materialise(model, device, dtype)
     model.gradient_checkpointing_enable()
@@ -184,6 +199,63 @@ def detector_sft(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------ 2b. detector GRPO step
+def detector_grpo(device: str, tiny: bool, reps: int) -> dict[str, Any]:
+    """One GRPO round for a group of the recipe's size (8 completions of one prompt): the generation with
+    transformers' ``generate`` (the recipe samples with vLLM, which the device lacks: a floor, not the recipe's
+    speed), then the policy step over the group: the reference pass (beta 0.01), the per-token log-probs, the
+    clipped objective, the backward and AdamW. Completions are cut at ``new_tokens`` (random weights never stop);
+    the decode rate gives the recipe's 4,096 by proportion."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    cfg = Qwen3VLConfig(**_config("qwen3_vl_4b", tiny))
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with _weights_later():
+        model = Qwen3VLForConditionalGeneration(cfg)
+    model = _materialise(model, device, dtype)
+    group, prompt_len, new_tokens = 8, (32 if tiny else 1024), (8 if tiny else 256)
+    vocab = cfg.text_config.vocab_size
+    prompt = torch.randint(0, vocab, (1, prompt_len), device=device).repeat(group, 1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-6, fused=device != "cpu")
+    made: dict[str, Any] = {}
+
+    def generate() -> None:
+        model.eval()
+        model.config.use_cache = True
+        with torch.no_grad():
+            made["seq"] = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                         temperature=1.0, top_p=0.85, max_new_tokens=new_tokens,
+                                         min_new_tokens=new_tokens, pad_token_id=0)  # fmt: skip
+
+    def token_logps(seq):
+        logits = model(input_ids=seq).logits[:, prompt_len - 1 : -1].float()
+        return torch.log_softmax(logits, -1).gather(-1, seq[:, prompt_len:, None]).squeeze(-1)
+
+    def step() -> None:
+        seq = made["seq"]
+        model.train()
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable()
+        adv = torch.randn(group, 1, device=device)
+        with torch.no_grad():
+            ref = token_logps(seq)  # the reference model's pass (the same weights stand in: the same compute)
+        logp = token_logps(seq)
+        ratio = torch.exp(logp - logp.detach())
+        loss = -(torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv) - 0.01 * (logp - ref)).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.gradient_checkpointing_disable()
+
+    out = {"group": group, "prompt_tokens": prompt_len, "new_tokens": new_tokens}
+    out["generation"] = timed(generate, device, reps)
+    out["policy_step"] = timed(step, device, reps)
+    out["decode_tokens_per_s"] = group * new_tokens / out["generation"]["seconds"]
+    out["recipe_generation_s_estimate"] = out["generation"]["seconds"] * 4096 / new_tokens
+    return out
+
+
 # ------------------------------------------------------------------ 3. the GRPO reward
 def reward(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     import random
@@ -199,7 +271,7 @@ def reward(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     from synth import jittered, response, test_set
 
     with tempfile.TemporaryDirectory() as tmp:
-        with torch.device("meta"):
+        with _weights_later():
             model = Qwen3Model(Qwen3Config(**_config("qwen3_embedding_0_6b", tiny)))
         model = _materialise(model, "cpu", torch.float32)
         model.save_pretrained(tmp)
@@ -246,7 +318,7 @@ def generation(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     cfg = _config("sana_1_5_1_6b", tiny)
     run = cfg["run"]
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    with torch.device("meta"):
+    with _weights_later():
         transformer = SanaTransformer2DModel(**cfg["transformer"])
         vae = AutoencoderDC(**cfg["vae"])
         text = Gemma2Model(Gemma2Config(**cfg["text_encoder"], attn_implementation="eager"))
@@ -312,12 +384,15 @@ def build(images: int) -> dict[str, Any]:
     return {"images": images, "returncode": res.returncode, "output": res.stdout[-3000:] + res.stderr[-1000:]}
 
 
+FIGURES = {"boxflow": boxflow, "detector_sft": detector_sft, "detector_grpo": detector_grpo, "reward": reward,
+           "generation": generation}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="small configs on CPU: the same code path, for the tests")
     ap.add_argument("--out", type=Path, required=True, help="where to write the figures (JSON)")
-    ap.add_argument("--only", nargs="*", choices=["boxflow", "detector_sft", "reward", "generation", "build"],
-                    default=None)  # fmt: skip
+    ap.add_argument("--only", nargs="*", choices=[*FIGURES, "build"], default=None)
     ap.add_argument("--reps", type=int, default=3, help="timed steps per figure (the median is reported)")
     ap.add_argument("--build-images", type=int, default=300)
     args = ap.parse_args(argv)
@@ -334,16 +409,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cuda" else platform.processor() or "cpu", "python": platform.python_version(), "torch": torch.__version__,
         "transformers": transformers.__version__, "diffusers": diffusers.__version__, "figures": {},
     }  # fmt: skip
-    todo = args.only or ["boxflow", "detector_sft", "reward", "generation", "build"]
+    todo = args.only or [*FIGURES, "build"]
     for name in todo:
         t0 = time.perf_counter()
         try:
             if name == "build":
                 fig = build(args.build_images) if not args.tiny else {"skipped": "needs real-size images"}
             else:
-                fig = {"boxflow": boxflow, "detector_sft": detector_sft, "reward": reward, "generation": generation}[
-                    name
-                ](device, args.tiny, args.reps)
+                fig = FIGURES[name](device, args.tiny, args.reps)
         except Exception as exc:  # noqa: BLE001 - one figure failing (out of memory) must not lose the others
             fig = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         fig["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -364,7 +437,8 @@ def _line(fig: dict[str, Any]) -> str:
         if isinstance(v, dict) and "seconds" in v:
             mem = f", peak {v['peak_gib']:.1f} GiB" if v.get("peak_gib") is not None else ""
             parts.append(f"{k} {v['seconds']:.3f} s{mem}")
-        elif k in ("box_over_scalar", "ratio", "tokens_per_s", "sdg_generate_images_per_s", "plain_loop_images_per_s"):
+        elif k in ("box_over_scalar", "ratio", "tokens_per_s", "sdg_generate_images_per_s", "plain_loop_images_per_s",
+                   "decode_tokens_per_s"):  # fmt: skip
             parts.append(f"{k} {v:.2f}")
     if "seconds" in fig:
         mem = f", peak {fig['peak_gib']:.1f} GiB" if fig.get("peak_gib") is not None else ""

@@ -22,6 +22,8 @@ def test_the_gpu_check_runs_its_tiny_path(tmp_path):
     box = figs["boxflow"]
     assert box["train_step_box"]["seconds"] > 0 and box["box_over_scalar"] > 0 and box["trainable_params"] > 0
     assert figs["detector_sft"]["tokens_per_s"] > 0 and figs["reward"]["ratio"] > 0
+    grpo = figs["detector_grpo"]
+    assert grpo["generation"]["seconds"] > 0 and grpo["policy_step"]["seconds"] > 0 and grpo["decode_tokens_per_s"] > 0
     gen = figs["generation"]
     assert gen["sdg_generate_images_per_s"] > 0 and gen["plain_loop_images_per_s"] > 0 and gen["images"] == 4
     for name in ("flux1_dev_transformer", "qwen3_vl_4b", "qwen3_embedding_0_6b", "sana_1_5_1_6b"):
