@@ -28,7 +28,7 @@ from sdg_data.io.files import AppendSink, atomic_file, read_finished, sweep_stal
 from sdg_data.io.jsonl import iter_jsonl
 from sdg_data.io.progress import progress_bar
 from sdg_data.io.report import StageReport
-from sdg_data.records import ImageRecord
+from sdg_data.records import REJECT_KEYS, ImageRecord, Reject
 from sdg_data.splits import PAPER_TEST_FRACTION
 
 
@@ -558,16 +558,9 @@ def _keep(it: Item, arr: Any, seconds: float, cfg: GenerateConfig, base_prov, ou
 
 
 def _reject(it: Item, reason: str, attempts: int, f) -> None:
-    row = {
-        "image_id": it.image_id,
-        "generator": it.spec.name,
-        "prompt": it.prompt.text,
-        "seed": it.seed,
-        "stage": "generate",
-        "attempts": attempts,
-        "reason": reason,
-    }
-    f.write(row)
+    """A failed image in its rank's rejects file, already in the one reject schema (the plan item as evidence)."""
+    item = {"generator": it.spec.name, "prompt": it.prompt.text, "seed": it.seed, "attempts": attempts}
+    f.write(Reject(reason, "generate", it.image_id, f"{it.spec.name} seed {it.seed}", None, item).to_json())
 
 
 def _free(device: str) -> None:
@@ -613,9 +606,7 @@ def _merge(
     # the units of work: every planned image, and every prompt row that planned none (rejected)
     report = StageReport("generate", read=len(items) + len(prompt_rejects), kept=len(rows), left_out=len(missing))
     report.add(prompt_rejects)
-    for f in fails:  # a rank's failed image: the plan item (generator, prompt, seed, attempts) is the evidence
-        item = {k: v for k, v in f.items() if k not in ("reason", "image_id", "stage")}
-        report.reject(f.get("reason", "failed"), f.get("image_id"), f"{f.get('generator')} seed {f.get('seed')}", item)
+    report.add([Reject(**{k: f.get(k) for k in REJECT_KEYS}) for f in fails])  # as the ranks wrote them
     report.extras = {
         "prompt_rows": n_rows,
         "prompts_rejected": len(prompt_rejects),
