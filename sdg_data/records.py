@@ -147,7 +147,9 @@ class Defect:
     importance: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self, record_id: str | None = None, where: str = "defect") -> None:
+    def validate(self, record_id: str | None = None, where: str = "defect", importance: bool = True) -> None:
+        """Raise :class:`RecordError` on the first bad field; ``importance=False`` when the caller has just
+        checked it (the reader converts it as it checks)."""
         if self.label not in LABELS:
             raise RecordError(record_id, f"{where}.label", f"must be one of {LABELS}, got {self.label!r}")
         problem = self.box.problem()
@@ -157,10 +159,11 @@ class Defect:
             raise RecordError(record_id, f"{where}.description", "must be a string")
         if not self.description.strip():
             raise RecordError(record_id, f"{where}.description", "is empty (every box needs a description)")
-        try:
-            check_importance(self.importance)
-        except ValueError as exc:
-            raise RecordError(record_id, f"{where}.importance", str(exc)) from None
+        if importance:
+            try:
+                check_importance(self.importance)
+            except ValueError as exc:
+                raise RecordError(record_id, f"{where}.importance", str(exc)) from None
 
     def to_json(self, width: int | None = None, height: int | None = None) -> dict[str, Any]:
         """Interchange form. With the image size, ``box_px`` (pixel xyxy, derived, ignored on read) is added."""
@@ -208,7 +211,7 @@ class Defect:
         if (bad := bad_value(prov, numbers=True)) is not None:
             raise RecordError(record_id, f"{where}.provenance.{bad[0]}", bad[1])
         d = cls(box=box, label=label, description=description, importance=importance, provenance=dict(prov))
-        d.validate(record_id, where)
+        d.validate(record_id, where, importance=False)  # checked and converted above
         return d
 
 

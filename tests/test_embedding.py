@@ -132,3 +132,21 @@ def test_pair_cosines_are_remembered_within_a_run():
     big.max_pairs = 2  # past the bound the pairs are scored straight, not remembered
     big.pair_cosines(["a", "b", "c"], ["a", "b", "c"])
     assert big._pairs == {}
+
+
+def test_lexical_words_are_the_regex_words_on_either_path():
+    """ASCII batches are tokenized by a byte table, others by the regex: the same words and ids either way, over
+    random ASCII (every control and punctuation character) and batches with non-ASCII words in them."""
+    import random
+
+    rng = random.Random(1)
+    alphabet = [chr(c) for c in range(128)]
+    for k in range(300):
+        chars = alphabet + (list("éÄßΣ日本") if k % 2 else [])
+        texts = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 40))) for _ in range(rng.randint(1, 6))]
+        emb = LexicalEmbedder()
+        emb._word_ids(["warm up the byte table with Words, words_2 and MORE"])
+        ids, counts = emb._word_ids(texts)
+        want = [[emb._ids[w] for w in LexicalEmbedder._token.findall(t.lower())] for t in texts]
+        got = np.split(ids, np.cumsum(counts)[:-1])
+        assert [g.tolist() for g in got] == want, texts

@@ -142,6 +142,13 @@ class TransformersEmbedder:
         return out
 
 
+# ASCII bytes as the lexical embedder reads them: letters lower-cased, [a-z0-9_] kept (regex \w on ASCII), NUL kept
+# (a text's end), everything else a space
+_ASCII_WORDS = bytes(
+    c + 32 if 65 <= c <= 90 else c if (48 <= c <= 57 or 97 <= c <= 122 or c in (0, 95)) else 32 for c in range(256)
+)
+
+
 class LexicalEmbedder:
     """Hashed word and character-trigram counts: offline, deterministic, no model. Not the paper's metric.
 
@@ -162,6 +169,7 @@ class LexicalEmbedder:
         self._starts: list[int] = []
         self._lens: list[int] = []
         self._ids["\0"] = -1  # a text's end in :meth:`_word_ids`, never a word
+        self._byte_ids: dict[bytes, int] = {b"\0": -1}  # the same ids by the words' ASCII bytes
 
     def _bucket(self, feature: str) -> int:
         return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little") % self.dim
@@ -178,16 +186,24 @@ class LexicalEmbedder:
 
     def _word_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The word ids of every text, concatenated, and each text's word count. The texts are read as one string
-        (one lower-casing, one regex scan, with NUL as the end of each text) and the words mapped in one
-        C-level dictionary pass; words never seen before are hashed and the pass repeated."""
+        with NUL as the end of each text (ASCII: one byte-table pass and a split; else one lower-casing and one
+        regex scan) and the words mapped in one C-level dictionary pass; words never seen before are hashed and the
+        pass repeated."""
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        tokens = self._scan.findall("\0".join(t.replace("\0", " ") for t in texts).lower() + "\0")
-        ids = list(map(self._ids.get, tokens))
+        joined = " \0 ".join(t.replace("\0", " ") for t in texts) + " \0"
+        if joined.isascii():  # nearly always: one byte table lowers, blanks every non-word byte and keeps the NULs
+            tokens: list = joined.encode("ascii").translate(_ASCII_WORDS).split()
+            table = self._byte_ids
+        else:  # \w beyond ASCII: the regex on the lower-cased text
+            tokens, table = self._scan.findall(joined.lower()), self._ids
+        ids = list(map(table.get, tokens))
         if None in ids:
             for w in dict.fromkeys(w for w, i in zip(tokens, ids, strict=True) if i is None):
-                self._add(w)
-            ids = list(map(self._ids.__getitem__, tokens))
+                word = w.decode("ascii") if isinstance(w, bytes) else w
+                i = self._ids[word] if word in self._ids else self._add(word)
+                self._byte_ids.setdefault(word.encode("utf-8"), i)
+            ids = list(map(table.__getitem__, tokens))
         arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
         ends = np.flatnonzero(arr < 0)  # the NUL after each text
         counts = np.diff(ends, prepend=-1) - 1
