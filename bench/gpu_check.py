@@ -10,8 +10,9 @@ after a warm-up step, with its peak GPU memory, and, where it has one, the basel
 1. ``boxflow``: one BoxFlow-GRPO training step of FLUX.1-dev's transformer at 512 px with the recipe's LoRA (r 64)
    and gradient checkpointing: the SDE window's sampling passes (no grad), then the per-token log-probs of the
    trained step, box-mode advantages, the clipped loss and the backward; box mode against scalar mode (ratio).
-2. ``detector_sft``: one optimiser step of Qwen3-VL-4B (full fine-tune, AdamW, bf16) on the recipe's per-device
-   batch at its sequence length: seconds, tokens/s, peak memory. ``detector_grpo``: one group of 8 completions
+2. ``detector_sft``: one optimiser step of Qwen3-VL-4B (full fine-tune, vision frozen, AdamW, bf16) on the
+   recipe's per-device batch at its sequence length, its image at the recipe's most pixels through the vision
+   tower: seconds, tokens/s, peak memory. ``detector_grpo``: one group of 8 completions
    generated with transformers (256 new tokens; the decode rate scales to the recipe's 4,096) and the policy step
    over it (reference pass, clipped objective, backward, AdamW).
 3. ``reward``: the GRPO reward of 8 x 16 completions with the embedder (Qwen3-Embedding-0.6B's shape) on the
@@ -173,29 +174,52 @@ def boxflow(device: str, tiny: bool, reps: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 2. detector SFT step
 def detector_sft(device: str, tiny: bool, reps: int) -> dict[str, Any]:
+    """One SFT step as the recipe runs it: one sample (per-device batch 1) of the recipe's length, its image at the
+    recipe's most pixels through the frozen vision tower (1,225 merged image tokens of 5,100), the rest text; loss on
+    every token (the recipe masks the prompt: the same compute)."""
+    import inspect
+
     import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
+    from train.detector.modeling import freeze_vision
+
     cfg = Qwen3VLConfig(**_config("qwen3_vl_4b", tiny))
+    vocab = cfg.text_config.vocab_size
+    if cfg.image_token_id >= vocab:  # the tiny vocabulary: the image placeholder moves inside it
+        cfg.image_token_id = vocab - 1
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     with _weights_later():
         model = Qwen3VLForConditionalGeneration(cfg)
     model = _materialise(model, device, dtype)
+    frozen = freeze_vision(model)
     model.gradient_checkpointing_enable()
     model.config.use_cache = False
-    seq = 64 if tiny else 5100  # the SFT recipe's max_length; per-device batch 1
-    ids = torch.randint(0, cfg.text_config.vocab_size, (1, seq), device=device)
+    vision = cfg.vision_config
+    side = 4 if tiny else 70  # patches a side: 70 x 70 x 16^2 = 1,254,400 px, under the recipe's 1,280,000
+    merged = side * side // vision.spatial_merge_size**2
+    seq = 64 if tiny else 5100  # the SFT recipe's max_length
+    text = torch.randint(0, min(vocab - 8, 100_000), (1, seq - merged), device=device)  # never a special token
+    image = torch.full((1, merged), cfg.image_token_id, device=device)
+    ids = torch.cat([text[:, :8], image, text[:, 8:]], dim=1)
+    patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    pixels = torch.randn((side * side, patch), device=device, dtype=dtype)
+    grid = torch.tensor([[1, side, side]], device=device)
+    extra = {}
+    if "mm_token_type_ids" in inspect.signature(type(model.model).forward).parameters:  # newer transformers
+        extra["mm_token_type_ids"] = (ids == cfg.image_token_id).long()  # the processor's: 0 text, 1 image
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-5, fused=device != "cpu")
 
     def step() -> None:
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, labels=ids, **extra).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     out = timed(step, device, reps)
-    out |= {"sequence": seq, "batch": 1, "tokens_per_s": seq / out["seconds"],
-            "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    out |= {"sequence": seq, "image_tokens": merged, "image_pixels": side * side * vision.patch_size**2,
+            "batch": 1, "tokens_per_s": seq / out["seconds"], "params": sum(p.numel() for p in model.parameters()),
+            "frozen_vision_params": frozen}  # fmt: skip
     return out
 
 
@@ -205,7 +229,8 @@ def detector_grpo(device: str, tiny: bool, reps: int) -> dict[str, Any]:
     transformers' ``generate`` (the recipe samples with vLLM, which the device lacks: a floor, not the recipe's
     speed), then the policy step over the group: the reference pass (beta 0.01), the per-token log-probs, the
     clipped objective, the backward and AdamW. Completions are cut at ``new_tokens`` (random weights never stop);
-    the decode rate gives the recipe's 4,096 by proportion."""
+    the decode rate gives the recipe's 4,096 by proportion. The prompt is 1,024 text tokens standing in for the
+    recipe's image (~980 merged tokens at its most pixels) and caption."""
     import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 

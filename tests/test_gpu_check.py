@@ -21,7 +21,9 @@ def test_the_gpu_check_runs_its_tiny_path(tmp_path):
     assert report["tiny"] and not any("error" in f for f in figs.values()), figs
     box = figs["boxflow"]
     assert box["train_step_box"]["seconds"] > 0 and box["box_over_scalar"] > 0 and box["trainable_params"] > 0
-    assert figs["detector_sft"]["tokens_per_s"] > 0 and figs["reward"]["ratio"] > 0
+    sft = figs["detector_sft"]
+    assert sft["tokens_per_s"] > 0 and sft["image_tokens"] > 0 and sft["frozen_vision_params"] > 0
+    assert figs["reward"]["ratio"] > 0
     grpo = figs["detector_grpo"]
     assert grpo["generation"]["seconds"] > 0 and grpo["policy_step"]["seconds"] > 0 and grpo["decode_tokens_per_s"] > 0
     gen = figs["generation"]
