@@ -238,12 +238,15 @@ def run_judge_push(cfg: AnnotateConfig, a: Path, b: Path, a_name: str | None, b_
 
 def run_judge_pull(cfg: AnnotateConfig, out: Path, from_export: Path | None) -> None:
     """Un-blind the judgments with each pair's recorded order: OUT has a line per judgment (good / same / bad for
-    method A against B), OUT.tally.json the shares with 95% intervals and the annotators' agreement."""
+    method A against B), OUT.tally.json the shares with 95% intervals and the annotators' agreement; tasks and
+    annotations that cannot be read go to OUT-STEM.judge.rejects.jsonl with OUT-STEM.judge.summary.json."""
     from annotation.judge import format_tally, judge_pull
 
     s = judge_pull(None if from_export is not None else _conn(cfg), out, from_export)
     echo(format_tally(s["tally"]))
-    echo(f"{s['judgments']} judgments, {s['rejected']} rejected -> {out}, {out.with_suffix('.tally.json')}")
+    rejects = out.with_name(f"{out.stem}.judge.rejects.jsonl")
+    echo(f"{s['judgments']} judgments, {s['rejected']} rejected -> {out}, {out.with_suffix('.tally.json')}"
+         + (f" (rejects: {rejects})" if s["rejected"] else ""))  # fmt: skip
 
 
 def register(root: typer.Typer) -> None:
