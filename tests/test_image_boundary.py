@@ -305,3 +305,13 @@ def test_build_after_distill_neither_decodes_nor_hashes_an_image_again(tmp_path,
         tmp_path / "distill" / "distilled.jsonl", tmp_path / "ds2", BuildConfig(image_roots=[str(tmp_path)]), False
     )
     assert work == ["sha256"]
+
+
+def test_viz_that_draws_nothing_exits_non_zero(tmp_path):
+    recs = tmp_path / "r.jsonl"
+    recs.write_text("".join(json.dumps({"image_id": f"x{k}", "image_path": f"gone{k}.png", "defects": []}) + "\n"
+                            for k in range(3)))  # fmt: skip
+    res = runner.invoke(app, ["viz", str(recs), "--out", str(tmp_path / "v")])
+    assert res.exit_code != 0 and "kept 0 of 3" in res.output and "does not exist" in res.output, res.output
+    summary = json.loads((tmp_path / "v" / "viz.summary.json").read_text())
+    assert (summary["read"], summary["kept"], summary["rejected"]) == (3, 0, 3)

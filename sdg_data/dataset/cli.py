@@ -13,6 +13,7 @@ import typer
 from sdg_data.dataset.build import BuildConfig
 from sdg_data.dataset.viz import VizConfig
 from sdg_data.io.cli_kit import arg, config_command, echo, guarded, opt, out_option, printable
+from sdg_data.io.report import require_kept
 
 
 def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | None, private: bool) -> None:
@@ -70,9 +71,13 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
     the image ids made safe for paths; records whose image fails its checks go to OUT/viz.rejects.jsonl."""
     from sdg_data.dataset.viz import visualize
 
-    n, rejects = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots)
-    extra = f"; {len(rejects)} rejected (see {out / 'viz.rejects.jsonl'})" if rejects else ""
-    echo(f"drew {n} images into {out}{extra}")
+    s = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots)
+    rejects = out / "viz.rejects.jsonl"
+    echo(
+        f"drew {s['kept']} images into {out}"
+        + (f"; {s['rejected']} rejected (see {rejects})" if s["rejected"] else "")
+    )
+    require_kept(s, rejects, "records")  # nothing drawn and something rejected: exit non-zero, with the reasons
 
 
 @dataclass

@@ -105,10 +105,10 @@ def visualize(
     limit: int | None = None,
     ids: set[str] | None = None,
     image_roots: list[str | Path] | None = None,
-) -> tuple[int, list[Reject]]:
+) -> dict:
     """Draw each record's image into ``out_dir``, named from its id made safe for paths (an id like ``../x``
-    cannot write outside it). Returns the count drawn and the rejects (also in ``viz.rejects.jsonl``, with
-    ``viz.summary.json``, as every stage reports)."""
+    cannot write outside it). Returns the summary (also ``viz.summary.json``, with ``viz.rejects.jsonl``, as every
+    stage reports)."""
     from sdg_data.io.files import write_bytes
     from sdg_data.io.paths import safe_filename
     from sdg_data.io.report import StageReport
@@ -130,5 +130,4 @@ def visualize(
             break
     report.read += len(rejects)
     report.add(rejects)
-    report.write(out_dir)
-    return report.kept, rejects
+    return report.write(out_dir)
