@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 MatchMethod = Literal["hungarian", "greedy"]
@@ -29,6 +28,8 @@ def hungarian(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(1, dtype=np.intp), np.array([int(np.argmax(score[0]))], dtype=np.intp)
     if m == 1:
         return np.array([int(np.argmax(score[:, 0]))], dtype=np.intp), np.zeros(1, dtype=np.intp)
+    from scipy.optimize import linear_sum_assignment  # a quarter second to import: not at `sdg --help`
+
     return linear_sum_assignment(score, maximize=True)
 
 

@@ -343,8 +343,7 @@ class Reject:
     record: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"image_id": self.image_id, "stage": self.stage, "reason": self.reason, "where": self.where,
-                "line": self.line, "record": self.record}  # fmt: skip
+        return {k: getattr(self, k) for k in REJECT_KEYS}
 
 
-REJECT_KEYS = ("image_id", "stage", "reason", "where", "line", "record")  # every rejects file's one schema
+REJECT_KEYS = ("image_id", "stage", "reason", "where", "line", "record")  # every rejects file's one schema, in order

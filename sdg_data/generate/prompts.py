@@ -70,29 +70,27 @@ def read_prompts(source: str) -> tuple[list[Prompt], list[Reject], int]:
     rejects: list[Reject] = []
     seen: set[str] = set()
     for n, row in enumerate(rows, 1):
+        why, text, col = None, None, None
         if isinstance(row, ValueError):  # a line that could not be read (jsonl.LineError)
-            rejects.append(Reject(str(row), "prompt", None, f"{source} row {n}", n))
-            continue
-        if not isinstance(row, dict):
+            why, row = str(row), None
+        elif not isinstance(row, dict):
             why = f"row: must be an object, got {type(row).__name__}"
+        else:
+            col = next((c for c in TEXT_COLUMNS if c in row), None)
+            text = row.get(col) if col else None
+            split = row.get("split")
+            if not isinstance(text, str) or not text.strip():
+                why = f"{col}: empty" if col else f"no {' or '.join(TEXT_COLUMNS)} column (has {sorted(row)})"
+            elif prompt_key(text) in seen:
+                why = f"{col}: repeats an earlier prompt"
+            elif split is not None and split not in ("train", "test"):
+                why = f"split: must be train or test, got {split!r}"
+                seen.add(prompt_key(text))  # seen all the same: a later copy of it is a repeat
+        if why is not None:
             rejects.append(Reject(why, "prompt", None, f"{source} row {n}", n, row))
-            continue
-        col = next((c for c in TEXT_COLUMNS if c in row), None)
-        text = row.get(col) if col else None
-        if not isinstance(text, str) or not text.strip():
-            reason = f"{col}: empty" if col else f"no {' or '.join(TEXT_COLUMNS)} column (has {sorted(row)})"
-            rejects.append(Reject(reason, "prompt", None, f"{source} row {n}", n, row))
             continue
         key = prompt_key(text)
-        if key in seen:
-            rejects.append(Reject(f"{col}: repeats an earlier prompt", "prompt", None, f"{source} row {n}", n, row))
-            continue
         seen.add(key)
-        split = row.get("split")
-        if split is not None and split not in ("train", "test"):
-            why = f"split: must be train or test, got {split!r}"
-            rejects.append(Reject(why, "prompt", None, f"{source} row {n}", n, row))
-            continue
         pid = row.get("prompt_id") or row.get("id")
         if not isinstance(pid, (str, int)) or isinstance(pid, bool):
             pid = hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from sdg_data.answer import ParseResult, parse_response
 from sdg_data.boxes import BoxOrder, diou_rows
 from sdg_data.io.gc_pause import gc_paused
+from sdg_data.matching import hungarian
 from sdg_data.records import Defect, RecordError
 from sdg_data.scoring.embedding import CachedEmbedder, load_embedder
 
@@ -147,7 +147,7 @@ def score(parsed: Sequence[ParseResult], gts: Truths, embedder: Embedder, cfg: R
             block = scores[s : s + a * b]
             flat.append(s + block.index(max(block)))  # the first maximum, as argmax
         else:
-            rows, cols = linear_sum_assignment(masked[s : s + a * b].reshape(a, b), maximize=True)
+            rows, cols = hungarian(masked[s : s + a * b].reshape(a, b))
             flat.extend([s + r * b + c for r, c in zip(rows.tolist(), cols.tolist())])
     sel = np.asarray(flat, dtype=np.intp)
     sel = sel[masked[sel] > -big]
