@@ -41,6 +41,22 @@ def _check_order(order: str) -> None:
 
 
 def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, float, float]:
+    if type(coords) is list and len(coords) == 4:  # nearly always: four plain numbers read from JSON
+        a, b, c, d = coords
+        ta, tb, tc, td = type(a), type(b), type(c), type(d)
+        if (
+            (ta is int or ta is float)
+            and (tb is int or tb is float)
+            and (tc is int or tc is float)
+            and (td is int or td is float)
+        ):
+            try:
+                out = (float(a), float(b), float(c), float(d))
+            except OverflowError:
+                pass  # the general path says which
+            else:
+                if math.isfinite(out[0] + out[1] + out[2] + out[3]) or all(map(math.isfinite, out)):
+                    return out
     if isinstance(coords, (str, bytes)) or not isinstance(coords, Sequence) and not isinstance(coords, np.ndarray):
         raise BoxError(f"{what} must be a list of 4 numbers, got {type(coords).__name__}")
     if len(coords) != 4:
@@ -215,9 +231,20 @@ class Box(NamedTuple):
 
     def problem(self, min_side: float = 0.0) -> str | None:
         """Why the box is unusable, or None: inverted, zero area, thinner than ``min_side`` grid units, outside."""
-        if self.x0 > self.x1 or self.y0 > self.y1:
+        x0, y0, x1, y1 = self
+        if (
+            x0 < x1
+            and y0 < y1
+            and x1 - x0 >= min_side
+            and y1 - y0 >= min_side
+            and 0.0 <= x0
+            and 0.0 <= y0
+            and (x1 <= GRID and y1 <= GRID)
+        ):
+            return None  # the common case, in one expression (every record read checks every box)
+        if x0 > x1 or y0 > y1:
             return f"inverted box {self.to_grid()} (needs x0 < x1 and y0 < y1)"
-        if self.x0 == self.x1 or self.y0 == self.y1:
+        if x0 == x1 or y0 == y1:
             return f"zero-area box {self.to_grid()}"
         if min(self.width, self.height) < min_side:
             return f"box {self.to_grid()} is thinner than {min_side} grid units"
@@ -336,6 +363,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distance-IoU (IoU minus squared centre distance over squared enclosing diagonal), (n, m), in (-1, 1]."""
     return _diou(_columns(a[:, None, :]), _columns(b[None, :, :]))
+
+
+def iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: the matrix's arithmetic (the same bits as
+    :func:`iou_matrix` and :meth:`Box.iou`) over every pair of a scoring run at once."""
+    ca = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
+    cb = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
+    return _iou(tuple(ca), tuple(cb))
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """Width times height of every row of an (n,4) xyxy array (a COCO annotation's ``area`` of a box)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -186,9 +186,8 @@ class Defect:
         """Parse and validate one interchange defect; ``desc`` is accepted for ``description``."""
         if not isinstance(obj, Mapping):
             raise RecordError(record_id, where, f"must be an object, got {type(obj).__name__}")
-        unknown = set(obj) - _DEFECT_KEYS
-        if unknown:
-            raise RecordError(record_id, where, f"unknown keys {sorted(unknown)}")
+        if not _DEFECT_KEYS.issuperset(obj):
+            raise RecordError(record_id, where, f"unknown keys {sorted(set(obj) - _DEFECT_KEYS)}")
         if "box_2d" not in obj:
             raise RecordError(record_id, f"{where}.box_2d", "missing")
         try:
@@ -208,7 +207,7 @@ class Defect:
         prov = obj.get("provenance") or {}
         if not isinstance(prov, Mapping):
             raise RecordError(record_id, f"{where}.provenance", "must be an object")
-        if (bad := bad_value(prov, numbers=True)) is not None:
+        if prov and (bad := bad_value(prov, numbers=True)) is not None:
             raise RecordError(record_id, f"{where}.provenance.{bad[0]}", bad[1])
         d = cls(box=box, label=label, description=description, importance=importance, provenance=dict(prov))
         d.validate(record_id, where, importance=False)  # checked and converted above
@@ -293,9 +292,8 @@ class ImageRecord:
         rid = obj.get("image_id")
         if not isinstance(rid, str) or not rid:
             raise RecordError(None, "image_id", f"must be a non-empty string, got {short_repr(rid)}")
-        unknown = set(obj) - _RECORD_KEYS
-        if unknown:
-            raise RecordError(rid, "<record>", f"unknown keys {sorted(unknown)}")
+        if not _RECORD_KEYS.issuperset(obj):
+            raise RecordError(rid, "<record>", f"unknown keys {sorted(set(obj) - _RECORD_KEYS)}")
         version = obj.get("schema_version") or SCHEMA_VERSION
         if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
             raise RecordError(rid, "schema_version", f"{short_repr(version)} is not compatible with {SCHEMA_VERSION}")
@@ -308,7 +306,7 @@ class ImageRecord:
         prov = obj.get("provenance") or {}
         if not isinstance(prov, Mapping):
             raise RecordError(rid, "provenance", "must be an object")
-        if (bad := bad_value(prov, numbers=True)) is not None:
+        if prov and (bad := bad_value(prov, numbers=True)) is not None:
             raise RecordError(rid, f"provenance.{bad[0]}", bad[1])
         rec = cls(
             image_id=rid,

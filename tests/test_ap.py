@@ -1,4 +1,5 @@
-"""COCO AP through pycocotools and the DenseCap-style joint AP, against hand-computed cases."""
+"""COCO AP (on the run's columns, against pycocotools and faster-coco-eval) and the DenseCap-style joint AP,
+against hand-computed cases and the plain algorithms."""
 
 from __future__ import annotations
 
@@ -38,6 +39,101 @@ def test_coco_ap_by_hand():
     assert coco_ap(_gt(), {})["artifact"]["AP"] == 0.0
 
 
+def _hard_set(rng: np.random.Generator, n_images: int):
+    """Random images built to reach every rule of COCO's matching and ranking: duplicate boxes (IoU ties between
+    ground-truth boxes and between detections), repeated scores across and within images, boxes without
+    importance, areas exactly on a size boundary (10,000 and 100,000 grid units: 1% and 10%), images with more
+    than 100 detections of one label, images with detections and no ground truth and the reverse."""
+    gt, preds = [], {}
+    labels = ["artifact", "misalignment"]
+    for k in range(n_images):
+        boxes = []
+        for _ in range(int(rng.integers(0, 5))):
+            kind = rng.random()
+            if kind < 0.15:  # exactly 1% or 10% of the image
+                side = 100 if rng.random() < 0.5 else 250
+                x0, y0 = rng.integers(0, 600, 2)
+                box = (x0, y0, x0 + side, y0 + (100 if side == 100 else 400))
+            elif kind < 0.3 and boxes:  # a duplicate of the previous box
+                box = tuple(boxes[-1].box)
+            else:
+                x0, y0 = rng.integers(0, 900, 2)
+                box = (x0, y0, x0 + rng.integers(3, 400), y0 + rng.integers(3, 400))
+            box = tuple(int(min(v, 1000)) for v in box)
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue
+            boxes.append(_d(box, 50, str(rng.choice(labels))))
+        gt.append(ImageRecord(image_id=f"i{k}", defects=boxes))
+        guesses = []
+        for b in boxes + boxes[:2]:  # near each box, a second guess at the first two
+            if rng.random() < 0.15:
+                continue
+            j = rng.integers(-25, 25, 4) if rng.random() < 0.8 else np.zeros(4, dtype=int)
+            x0, y0, x1, y1 = np.clip(np.array(b.box.to_grid()) + j, 0, 1000).tolist()
+            if x1 > x0 and y1 > y0:
+                guesses.append(_d((x0, y0, x1, y1), None if rng.random() < 0.15 else int(rng.choice([30, 60, 90])),
+                                  b.label if rng.random() < 0.9 else str(rng.choice(labels))))  # fmt: skip
+        for _ in range(int(rng.integers(0, 3))):  # false alarms
+            x0, y0 = rng.integers(0, 900, 2)
+            guesses.append(_d((x0, y0, x0 + 50, y0 + 50), int(rng.choice([30, 60, 90])), str(rng.choice(labels))))
+        if k % 17 == 3:  # a flood: more than 100 detections of one label (COCO keeps the 100 best scored)
+            guesses += [_d((5 * i, 5 * i, 5 * i + 120, 5 * i + 90), int(rng.integers(1, 100)))
+                        for i in range(130)]  # fmt: skip
+        preds[f"i{k}"] = guesses
+    # rules random boxes rarely reach, one image each
+    a = "artifact"
+    edge = {
+        # a detection with the same IoU (0.6) to two different boxes: COCO takes the last; a second detection
+        # fits only the first, so the choice shows in its hit or miss
+        "tie": ([(0, 0, 60, 100), (0, 0, 100, 60)], [((0, 0, 100, 100), 90), ((0, 0, 60, 100), 80)]),
+        # among the small ones, a box under 1% (IoU 0.9) and one just over (IoU 0.95): COCO takes the box inside
+        # the size range even though the other overlaps more
+        "range": ([(0, 0, 100, 90), (0, 0, 100, 105)], [((0, 0, 100, 100), 70)]),
+        # IoUs exactly on each threshold, 0.50 to 0.95
+        **{f"thr{h}": ([(0, 0, 100, h)], [((0, 0, 100, 100), 40)]) for h in range(50, 100, 5)},
+    }
+    for name, (g_boxes, p_boxes) in edge.items():
+        gt.append(ImageRecord(image_id=name, defects=[_d(b, 50, a) for b in g_boxes]))
+        preds[name] = [_d(b, sc, a) for b, sc in p_boxes]
+    return gt, preds
+
+
+def test_coco_columns_are_pycocotools_bit_for_bit():
+    """The default backend's precision arrays equal pycocotools' exactly (and faster-coco-eval's up to its
+    float rounding, 1 ulp), overall and per group, on sets built to hit every tie and edge rule."""
+    from sdg_data.scoring import ap as ap_mod
+    from sdg_data.scoring.table import ScoringTable
+
+    seen: list[np.ndarray] = []
+    real_figures = ap_mod._figures
+
+    def keep(precision, present):
+        seen.append(precision)
+        return real_figures(precision, present)
+
+    for seed in range(4):
+        gt, preds = _hard_set(np.random.default_rng(seed), 60)
+        n = len(gt)
+        groups = {"all": np.arange(n), "odd": np.arange(1, n, 2), "one": np.array([3]), "few": np.array([0, 7, 44]),
+                  "edges": np.arange(60, n)}  # fmt: skip
+        mine = ap_mod._coco_columns(ScoringTable.build(gt, preds), groups)
+        for backend, exact in (("pycocotools", True), ("faster-coco-eval", False)):
+            seen.clear()
+            ap_mod._figures = keep
+            try:
+                ap_mod._coco_evaluator(gt, preds, groups, backend)
+            finally:
+                ap_mod._figures = real_figures
+            for name, theirs in zip(groups, seen, strict=True):
+                if exact:
+                    assert np.array_equal(mine[name], theirs), (seed, backend, name)
+                else:
+                    assert np.allclose(mine[name], theirs, rtol=0, atol=1e-15), (seed, backend, name)
+        # and the figures as the report gives them
+        for backend in ("pycocotools", "faster-coco-eval"):
+            _same(coco_ap(gt, preds, groups=groups), coco_ap(gt, preds, backend=backend, groups=groups), groups)
+
+
 def test_faster_coco_eval_gives_pycocotools_numbers():
     rng = np.random.default_rng(1)
     gt, preds = [], {}
@@ -51,20 +147,26 @@ def test_faster_coco_eval_gives_pycocotools_numbers():
         preds[f"i{k}"] = [Defect(Box(*np.clip(np.array(b.box.to_grid()) + rng.integers(-15, 15, 4), 0, 1000)),
                                  b.label, "x", int(rng.choice([10, 50, 90])) if rng.random() < 0.8 else None)
                           for b in boxes if rng.random() < 0.8]  # fmt: skip
-    fast, ref = coco_ap(gt, preds), coco_ap(gt, preds, backend="pycocotools")
+    fast, ref = coco_ap(gt, preds, backend="faster-coco-eval"), coco_ap(gt, preds, backend="pycocotools")
     _same(fast, ref)
+    _same(coco_ap(gt, preds), ref)
     # groups (sdg eval's per-generator figures): one evaluation, one accumulation per group, against pycocotools
     # running each group on its own; uneven groups, one without any prediction, one of a single image
     preds["i39"] = []
     groups = {"all": range(40), "odd": range(1, 40, 2), "first": range(0, 7), "one": [39], "mixed": [3, 17, 22, 39]}
     fast, ref = coco_ap(gt, preds, groups=groups), coco_ap(gt, preds, backend="pycocotools", groups=groups)
+    _same(coco_ap(gt, preds, backend="faster-coco-eval", groups=groups), ref, groups)
     for g in groups:
         _same(fast[g], ref[g])
         alone = coco_ap([gt[i] for i in groups[g]], preds, backend="pycocotools")  # a plain run on the group
         _same(fast[g], alone)
 
 
-def _same(fast, ref):
+def _same(fast, ref, groups=None):
+    if groups is not None:
+        for g in groups:
+            _same(fast[g], ref[g])
+        return
     for name in fast:
         for k, v in fast[name].items():
             assert v == pytest.approx(ref[name][k], abs=1e-9) if v is not None else ref[name][k] is None, (name, k)

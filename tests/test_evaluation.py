@@ -227,3 +227,55 @@ def test_compare_is_paired_and_says_when_a_difference_is_clear(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"per_image_file": "../x.npz"}))
     with pytest.raises(ValueError, match="no per-image file"):
         compare(tmp_path / "a.json", tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("method", ["hungarian", "greedy"])
+def test_matched_pairs_equal_the_plain_loop_over_images(method):
+    """The columns' matching gives, slot by slot, the pairs ``match`` gives on each image's IoU matrix, in its
+    order: random images with duplicate boxes (ties), crossing boxes, empty sides and up to 6 boxes a side."""
+    import numpy as np
+
+    from sdg_data.boxes import boxes_array, iou_matrix
+    from sdg_data.matching import match, match_lone
+    from sdg_data.scoring.evaluation import matched_pairs
+    from sdg_data.scoring.table import ScoringTable
+
+    rng = np.random.default_rng(11)
+    gt, preds = [], {}
+    for k in range(400):
+        boxes = []
+        for _ in range(int(rng.integers(0, 7))):
+            if boxes and rng.random() < 0.2:
+                boxes.append(defect(boxes[-1].box.to_grid(), boxes[-1].label, "dup", 50))
+                continue
+            x0, y0 = rng.integers(0, 900, 2)
+            boxes.append(defect([int(x0), int(y0), int(x0 + rng.integers(5, 100)), int(y0 + rng.integers(5, 100))],
+                                str(rng.choice(LABELS)), "g", 50))  # fmt: skip
+        gt.append(rec(f"i{k}", "A", boxes))
+        guesses = []
+        for b in boxes + boxes[:2]:
+            x0, y0, x1, y1 = np.clip(np.array(b.box.to_grid()) + rng.integers(-20, 20, 4), 0, 1000).tolist()
+            if x1 > x0 and y1 > y0 and rng.random() < 0.85:
+                guesses.append(defect([x0, y0, x1, y1], b.label, "p", 50))
+                if rng.random() < 0.15:  # the same box twice
+                    guesses.append(defect([x0, y0, x1, y1], b.label, "p", 50))
+        if rng.random() < 0.3:  # a box far from everything (a row or column of zeros)
+            guesses.append(defect([990, 990, 1000, 1000], str(rng.choice(LABELS)), "p", 50))
+        preds[f"i{k}"] = guesses
+    table = ScoringTable.build(gt, preds)
+    got = matched_pairs(table, method)
+    want = []
+    for i, r in enumerate(gt):
+        for k_label, label in enumerate(LABELS):
+            g = [d for d in r.defects if d.label == label]
+            p = [d for d in preds[r.image_id] if d.label == label]
+            if not (g and p):
+                continue
+            iou = iou_matrix(boxes_array([d.box for d in g]), boxes_array([d.box for d in p]))
+            rows, cols = (
+                ((np.zeros(1, int), np.zeros(1, int)) if match_lone(float(iou[0, 0]), method) else ([], []))
+                if iou.size == 1 else match(iou, method)
+            )  # fmt: skip
+            start = table.pair_start[i * len(LABELS) + k_label]
+            want += [int(start + r_ * len(p) + c_) for r_, c_ in zip(rows, cols, strict=True)]
+    assert got.tolist() == want

@@ -1,11 +1,12 @@
 """Average precision, the detection community's numbers, beside SDG-Eval's paper metrics.
 
-- **COCO AP** with faster-coco-eval (pycocotools' algorithm in C++; a test holds it to pycocotools): AP over
-  IoU 0.50:0.95, AP50, AP75 and AP by box size, per label and overall (the mean over the two labels, as COCO
-  averages categories). The predicted importance is the detection score; a box without importance ranks after
-  every scored one. Boxes live on the 0-1000 grid, so each image is scored as a 1000 x 1000 canvas and the size
-  ranges are shares of the image: small < 1%, medium 1-10%, large >= 10% (COCO's pixel ranges mean nothing
-  across image sizes).
+- **COCO AP**, pycocotools' bbox evaluation on the run's columns (``backend="sdg"``, held bit for bit to
+  pycocotools by the tests; the maintained evaluators themselves, faster-coco-eval and pycocotools, are the
+  other backends): AP over IoU 0.50:0.95, AP50, AP75 and AP by box size, per label and overall (the mean over
+  the two labels, as COCO averages categories). The predicted importance is the detection score; a box without
+  importance ranks after every scored one. Boxes live on the 0-1000 grid, so each image is scored as a
+  1000 x 1000 canvas and the size ranges are shares of the image: small < 1%, medium 1-10%, large >= 10%
+  (COCO's pixel ranges mean nothing across image sizes).
 - **Joint AP** in the DenseCap manner: a prediction is a true positive when an unmatched ground-truth box of its
   label has IoU >= t *and* description similarity >= s (cosine of the embedder's vectors); AP per (t, s) on the
   same 101-point interpolation, and its mean over the grid.
@@ -20,37 +21,147 @@ from typing import Any
 
 import numpy as np
 
-from sdg_data.boxes import GRID, boxes_array, grid_array, iou_matrix
+from sdg_data.boxes import GRID, box_areas, boxes_array, grid_array
 from sdg_data.records import LABELS, Defect, ImageRecord
+from sdg_data.scoring.table import NO_SCORE, ScoringTable, described_pairs, greedy_in_order
 
 
 SIZES = {"small": (0.0, 0.01), "medium": (0.01, 0.1), "large": (0.1, 1.0)}  # share of the image
 JOINT_IOU = (0.3, 0.5, 0.7)
 JOINT_SIM = (0.5, 0.7, 0.9)
-_NO_SCORE = -1.0  # a prediction without importance: ranked after every scored one
 _RECALL = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall points
 
 
 def _score(d: Defect) -> float:
-    return float(d.importance) if d.importance is not None else _NO_SCORE
+    return float(d.importance) if d.importance is not None else NO_SCORE
 
 
 def coco_ap(
     gt: Sequence[ImageRecord],
     preds: Mapping[str, Sequence[Defect]],
-    backend: str = "faster",
+    backend: str = "sdg",
     groups: Mapping[str, Sequence[int]] | None = None,
+    table: ScoringTable | None = None,
 ) -> dict[str, Any]:
     """COCO AP per label and overall: ``{"overall"|label: {"AP", "AP50", "AP75", "AP_small", ...}}``; a value is
-    None where there is nothing to score (no ground truth of that label, or of that size). ``backend``:
-    ``faster`` (faster-coco-eval) or ``pycocotools`` (the reference, for checks).
+    None where there is nothing to score (no ground truth of that label, or of that size).
 
-    ``groups`` (name -> indices into ``gt``) scores subsets and returns ``{name: {...}}``: the boxes are read
-    and converted once, and each group is one evaluator run over its own images. Measured at 100K images: one run
-    with a category per group and label costs more (the evaluator loops over every image x category); one
-    evaluation kept per image and accumulated per group saves 3 s of 9 but holds every per-image evaluation at
-    once (+400 MB at the peak), so each group runs on its own."""
+    ``backend``: ``sdg`` (pycocotools' bbox algorithm on the run's columns, below), or the maintained evaluators
+    themselves, ``faster-coco-eval`` and ``pycocotools``. The tests hold the three to the same precision arrays,
+    bit for bit, on random sets built to hit every tie and edge rule (score and IoU ties, boxes without
+    importance, more than 100 detections in an image, areas exactly on a size boundary, groups without
+    predictions). ``sdg`` is the default because at 100K images the evaluators' per-image Python layer costs
+    seconds ``sdg eval`` does not have: faster-coco-eval's five runs (the set and each generator) take 8.6 s and
+    850 MB at the peak; the columns take well under a second and a few tens of MB.
+
+    ``groups`` (name -> indices into ``gt``) scores subsets and returns ``{name: {...}}``: the matching is done
+    once (images do not interact) and each group accumulates its own images' detections."""
     names = list(groups) if groups is not None else ["all"]
+    index = {g: np.asarray(groups[g] if groups is not None else range(len(gt)), dtype=np.int64) for g in names}
+    if backend == "sdg":
+        table = table if table is not None else ScoringTable.build(gt, preds)
+        precision = _coco_columns(table, index)
+        present = {g: set(table.gt.label[np.isin(table.gt.img, idx)].tolist()) for g, idx in index.items()}
+        result = {g: _figures(precision[g], present[g]) for g in names}
+    elif backend in ("faster-coco-eval", "pycocotools"):
+        result = _coco_evaluator(gt, preds, index, backend)
+    else:
+        raise ValueError(f"COCO AP backend must be sdg, faster-coco-eval or pycocotools, got {backend!r}")
+    return result if groups is not None else result["all"]
+
+
+_IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)  # pycocotools' own
+_REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+_MAX_DETS = 100  # COCO's AP is at 100 detections per image and category
+
+
+def _area_ranges() -> list[list[float]]:
+    area = GRID * GRID
+    return [[0, 1e12], *([lo * area, hi * area if hi < 1 else 1e12] for lo, hi in SIZES.values())]
+
+
+def _coco_columns(table: ScoringTable, groups: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """pycocotools' evaluateImg and accumulate for bboxes (no crowd boxes, maxDets 100) on the run's columns:
+    the precision array [T, R, K, A, 1] of each group.
+
+    evaluateImg, per image and label, per IoU threshold t and size range: detections in score order (stable), the
+    first 100; each takes the not yet matched ground-truth box of highest IoU >= min(t, 1 - 1e-10), the last of
+    equal IoUs, a box inside the size range whenever one qualifies; a detection matched to a box outside the range,
+    or unmatched and itself outside it, is ignored. accumulate, per label and range: the group's detections by
+    score (stable over image order, then each image's order), cumulative true and false positives over the
+    detections not ignored, precision made non-increasing from the right and read at the 101 recall points (0
+    past the last recall reached), -1 where the group has no ground truth inside the range."""
+    ranges = _area_ranges()
+    n_t, n_a = len(_IOU_THRS), len(ranges)
+    gt_area = box_areas(grid_array(table.gt.xy))
+    dt_area = box_areas(grid_array(table.pred.xy))
+    gt_out = np.stack([(gt_area < lo) | (gt_area > hi) for lo, hi in ranges])  # (A, G) outside the range
+    dt_out = np.stack([(dt_area < lo) | (dt_area > hi) for lo, hi in ranges])  # (A, P)
+    iou = table.grid_iou
+    thr = np.minimum(_IOU_THRS, 1 - 1e-10)
+    ok = np.repeat(iou[None, :] >= thr[:, None], n_a, axis=0)  # settings t * A + a
+    prefer = np.tile(~gt_out, (n_t, 1))
+    active = table.pred.rank < _MAX_DETS
+    matched = greedy_in_order(table, ok, iou, tie="last", prefer=prefer, active=active)  # (T * A, P)
+    hit = matched >= 0
+    ignored = np.where(hit, np.take_along_axis(np.tile(gt_out, (n_t, 1)), np.maximum(matched, 0), axis=1),
+                       np.tile(dt_out, (n_t, 1)))  # fmt: skip
+    tps = (hit & ~ignored).reshape(n_t, n_a, -1)
+    fps = (~hit & ~ignored).reshape(n_t, n_a, -1)
+    p_score = table.pred.score
+    order = np.lexsort((np.arange(len(p_score)), table.pred.img, -p_score))  # score, image, the image's order
+    order = order[active[order]]
+    out = {}
+    for name, idx in groups.items():
+        member = np.zeros(table.n_images, dtype=bool)
+        member[idx] = True
+        g_in = member[table.gt.img]
+        sel_all = order[member[table.pred.img[order]]]
+        precision = -np.ones((n_t, len(_REC_THRS), len(LABELS), n_a, 1))
+        for k in range(len(LABELS)):
+            sel = sel_all[table.pred.label[sel_all] == k]
+            g_k = g_in & (table.gt.label == k)
+            for a in range(n_a):
+                npig = int(np.count_nonzero(g_k & ~gt_out[a]))
+                if npig == 0:
+                    continue
+                precision[:, :, k, a, 0] = _curve(tps[:, a, sel], fps[:, a, sel], npig)
+        out[name] = precision
+    return out
+
+
+def _curve(tps: np.ndarray, fps: np.ndarray, npig: int) -> np.ndarray:
+    """pycocotools' interpolated precision at the recall points, per threshold: (T, R)."""
+    tp = np.cumsum(tps, axis=1).astype(dtype=float)
+    fp = np.cumsum(fps, axis=1).astype(dtype=float)
+    q = np.zeros((tps.shape[0], len(_REC_THRS)))
+    nd = tps.shape[1]
+    if nd == 0:
+        return q
+    rc = tp / npig
+    pr = tp / (fp + tp + np.spacing(1))
+    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+    for t in range(tps.shape[0]):
+        inds = np.searchsorted(rc[t], _REC_THRS, side="left")
+        reach = inds < nd
+        q[t, reach] = pr[t, inds[reach]]
+    return q
+
+
+def _figures(precision: np.ndarray, present: set[int]) -> dict[str, Any]:
+    """The per-label and overall figures of one precision array; None for a label without ground truth."""
+    keys = ["AP", "AP50", "AP75", *(f"AP_{s}" for s in SIZES)]
+    out: dict[str, Any] = {}
+    for name, ks in [("overall", list(range(len(LABELS)))), *((label, [k]) for k, label in enumerate(LABELS))]:
+        out[name] = _summary(precision[:, :, ks], keys) if present & set(ks) else dict.fromkeys(keys)
+    return out
+
+
+def _coco_evaluator(
+    gt: Sequence[ImageRecord], preds: Mapping[str, Sequence[Defect]], groups: Mapping[str, np.ndarray], backend: str
+) -> dict[str, Any]:
+    """The same figures from a maintained evaluator (one run per group), for checks and for users who want the
+    evaluator's own numbers."""
     label_idx = {label: k for k, label in enumerate(LABELS)}
 
     def table(boxes_of) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -73,12 +184,12 @@ def coco_ap(
     gt_anns = _annotations(g_img, g_lab, g_box)
     dt_anns = _annotations(p_img, p_lab, p_box, p_score)
     result = {}
-    for g in names:
+    for g, idx in groups.items():
         member = np.zeros(len(gt), dtype=bool)
-        member[np.asarray(groups[g] if groups is not None else range(len(gt)), dtype=np.int64)] = True
+        member[idx] = True
         result[g] = _coco_run([images[i] for i in np.flatnonzero(member).tolist()], _pick(gt_anns, member[g_img]),
                               _pick(dt_anns, member[p_img]), backend)  # fmt: skip
-    return result if groups is not None else result["all"]
+    return result
 
 
 def _pick(items: list, keep: np.ndarray) -> list:
@@ -106,39 +217,34 @@ def _coco_run(images: list[dict], gt_anns: list[dict], dt_anns: list[dict], back
         from faster_coco_eval import COCO
         from faster_coco_eval import COCOeval_faster as COCOeval
 
-    keys = ["AP", "AP50", "AP75", *(f"AP_{s}" for s in SIZES)]
+    ranges = _area_ranges()
     cats = [{"id": k, "name": n} for k, n in enumerate(LABELS, 1)]
-    with contextlib.redirect_stdout(io.StringIO()):  # the evaluators print their progress
-        coco_gt = COCO()
-        coco_gt.dataset = {"images": images, "annotations": gt_anns, "categories": cats}
-        coco_gt.createIndex()
-        if not dt_anns:
-            precision = None
-        else:  # one run over both labels: per label and overall are slices of its precision array
-            # the detections as the evaluator's result set, built directly (its loadRes adds polygons a box
-            # evaluation never reads, at a third of this function's time)
+    if not dt_anns:  # the evaluators refuse an empty result set: what they would give is 0 where there is truth
+        precision = -np.ones((len(_IOU_THRS), len(_REC_THRS), len(LABELS), len(ranges), 1))
+        for ann in gt_anns:
+            for a, (lo, hi) in enumerate(ranges):
+                if lo <= ann["area"] <= hi:
+                    precision[:, :, ann["category_id"] - 1, a, 0] = 0.0
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):  # the evaluators print their progress
+            coco_gt = COCO()
+            coco_gt.dataset = {"images": images, "annotations": gt_anns, "categories": cats}
+            coco_gt.createIndex()
+            # one run over both labels: per label and overall are slices of its precision array. The detections
+            # as the evaluator's result set, built directly (its loadRes adds polygons a box evaluation never
+            # reads, at a third of this function's time)
             coco_dt = COCO()
             coco_dt.dataset = {"images": images, "annotations": dt_anns, "categories": cats}
             coco_dt.createIndex()
             ev = COCOeval(coco_gt, coco_dt, "bbox")
             ev.params.catIds = list(range(1, len(LABELS) + 1))
-            ev.params.maxDets = [100]  # the only cut the figures read (COCO's AP is at 100 detections)
-            area = GRID * GRID
-            ev.params.areaRng = [[0, 1e12], *([lo * area, hi * area if hi < 1 else 1e12] for lo, hi in SIZES.values())]
+            ev.params.maxDets = [_MAX_DETS]  # the only cut the figures read
+            ev.params.areaRng = ranges
             ev.params.areaRngLbl = ["all", *SIZES]
             ev.evaluate()
             ev.accumulate()
             precision = ev.eval["precision"]  # [T, R, K, A, M]
-    out: dict[str, Any] = {}
-    present = {a["category_id"] - 1 for a in gt_anns}
-    for name, ks in [("overall", list(range(len(LABELS)))), *((label, [k]) for k, label in enumerate(LABELS))]:
-        if not present & set(ks):
-            out[name] = dict.fromkeys(keys)
-        elif precision is None:
-            out[name] = dict.fromkeys(keys, 0.0)
-        else:
-            out[name] = _summary(precision[:, :, ks], keys)
-    return out
+    return _figures(precision, {a["category_id"] - 1 for a in gt_anns})
 
 
 def _summary(precision: np.ndarray, keys: list[str]) -> dict[str, float | None]:
@@ -175,94 +281,63 @@ def joint_ap(
     pair_similarity,
     ious: Sequence[float] = JOINT_IOU,
     sims: Sequence[float] = JOINT_SIM,
+    table: ScoringTable | None = None,
 ) -> dict[str, Any]:
     """DenseCap-style AP: a match needs IoU >= t and description similarity >= s. ``pair_similarity(a, b)`` returns
     the similarity of ``a[i]`` with ``b[i]`` for aligned lists (only pairs whose IoU reaches the lowest t are asked,
     in one batched call). ``{"overall"|label: {"mAP", "grid": {"t/s": AP}}}``.
 
-    Matching runs per image in score order (images do not interact), then one ranking over all images gives the
-    curve. Images with one ground-truth box or one prediction (nearly all) are matched with array operations."""
-    per_label: dict[str, dict[str, float | None]] = {label: {} for label in LABELS}
+    Within an image and label, predictions take their turn in score order (ties in the image's order); each takes
+    the not yet matched ground-truth box of highest IoU (the first of equal IoUs) among those reaching t and s.
+    Images do not interact, so every image and every (t, s) is matched at once on the run's columns; then one
+    ranking per label over all images (score, then input order) gives the curve."""
+    table = table if table is not None else ScoringTable.build(gt, preds)
     low = min(ious) - 1e-9  # pairs below the lowest IoU threshold never count
-    for label in LABELS:
-        score, img, n_gt_img, n_pred_img = [], [], [], []
-        pairs = []  # (image, gt r, pred c, iou, gt text, pred text) with IoU >= the lowest threshold
-        multi = []  # images with several boxes on both sides: (image, iou matrix, first prediction's index)
-        for i, rec in enumerate(gt):
-            g = [d for d in rec.defects if d.label == label]
-            p = [d for d in preds.get(rec.image_id, ()) if d.label == label]
-            n_gt_img.append(len(g))
-            n_pred_img.append(len(p))
-            first = len(score)
-            score += [_score(d) for d in p]
-            img += [i] * len(p)
-            if len(g) == 1 and len(p) == 1:  # most images: one pair, no arrays
-                v = g[0].box.iou(p[0].box)
-                if v >= low:
-                    pairs.append((i, 0, first, v, g[0].description, p[0].description))
-            elif g and p:
-                iou = iou_matrix(boxes_array([d.box for d in g]), boxes_array([d.box for d in p]))
-                for r, c in zip(*np.nonzero(iou >= low), strict=True):
-                    pairs.append((i, int(r), first + int(c), float(iou[r, c]), g[r].description, p[c].description))
-                if len(g) > 1 and len(p) > 1:
-                    multi.append((i, iou, first))
-        n_pred, n_gt = len(score), sum(n_gt_img)
-        order = np.lexsort((np.arange(n_pred), -np.asarray(score, dtype=np.float64)))  # score, then input order
-        rank = np.empty(n_pred, dtype=np.int64)
-        rank[order] = np.arange(n_pred)
-        img_a, ngt, npred = np.asarray(img, dtype=np.int64), np.asarray(n_gt_img), np.asarray(n_pred_img)
-        p_img = np.asarray([x[0] for x in pairs], dtype=np.int64)
-        p_r = np.asarray([x[1] for x in pairs], dtype=np.int64)
-        p_pred = np.asarray([x[2] for x in pairs], dtype=np.int64)
-        p_iou = np.asarray([x[3] for x in pairs], dtype=np.float64)
-        p_sim = (np.asarray(pair_similarity([x[4] for x in pairs], [x[5] for x in pairs]), dtype=np.float64)
-                 if pairs else np.zeros(0))  # fmt: skip
-        sim_of = {(i, r, k): v for i, r, k, v in zip(p_img.tolist(), p_r.tolist(), p_pred.tolist(), p_sim.tolist(),
-                                                      strict=True)} if multi else {}  # fmt: skip
-        for t in ious:
-            for s in sims:
-                ok = (p_iou >= t - 1e-9) & (p_sim >= s - 1e-9)
-                tp = np.zeros(n_pred)
-                # one ground-truth box: the best-ranked prediction that reaches it is the hit
-                one_gt = ok & (ngt[p_img] == 1)
-                if one_gt.any():
-                    cand = p_pred[one_gt]
-                    cand = cand[np.lexsort((rank[cand], img_a[cand]))]
-                    _, first = np.unique(img_a[cand], return_index=True)
-                    tp[cand[first]] = 1.0
-                # one prediction, several ground-truth boxes: a hit when it reaches any
-                one_pred = ok & (ngt[p_img] > 1) & (npred[p_img] == 1)
-                tp[p_pred[one_pred]] = 1.0
-                for i, iou, first in multi:  # the rest, in score order, each ground-truth box used once
-                    used = np.zeros(iou.shape[0], dtype=bool)
-                    for c in sorted(range(iou.shape[1]), key=lambda c: rank[first + c]):
-                        good = [r for r in range(iou.shape[0]) if not used[r] and iou[r, c] >= t - 1e-9
-                                and sim_of.get((i, r, first + c), -1.0) >= s - 1e-9]  # fmt: skip
-                        if good:
-                            used[max(good, key=lambda r: iou[r, c])] = True
-                            tp[first + c] = 1.0
-                per_label[label][f"{t}/{s}"] = interpolated_ap(tp[order], n_gt)
+    asked = np.flatnonzero(table.iou >= low)
+    sim = np.full(len(table.iou), -np.inf)
+    if len(asked):
+        a, b = described_pairs(table, asked)
+        sim[asked] = np.asarray(pair_similarity(a, b), dtype=np.float64)
+    grid = [(t, s) for t in ious for s in sims]
+    ok = np.stack([(table.iou >= t - 1e-9) & (sim >= s - 1e-9) for t, s in grid])
+    tp = greedy_in_order(table, ok, table.iou, tie="first") >= 0  # (settings, predictions)
+    score = table.pred.score
+    per_label: dict[str, dict[str, float | None]] = {}
+    for k, label in enumerate(LABELS):
+        mine = np.flatnonzero(table.pred.label == k)
+        order = mine[np.lexsort((mine, -score[mine]))]  # score, then input order
+        n_gt = int(np.count_nonzero(table.gt.label == k))
+        per_label[label] = {f"{t}/{s}": interpolated_ap(tp[x, order].astype(np.float64), n_gt)
+                            for x, (t, s) in enumerate(grid)}  # fmt: skip
     out: dict[str, Any] = {}
-    for label, grid in per_label.items():
-        vals = [v for v in grid.values() if v is not None]
-        out[label] = {"mAP": float(np.mean(vals)) if vals else None, "grid": grid}
+    for label, values in per_label.items():
+        vals = [v for v in values.values() if v is not None]
+        out[label] = {"mAP": float(np.mean(vals)) if vals else None, "grid": values}
     both = [out[label]["mAP"] for label in LABELS if out[label]["mAP"] is not None]
     out["overall"] = {"mAP": float(np.mean(both)) if both else None}
     return out
 
 
-def ap_report(gt: Sequence[ImageRecord], preds: Mapping[str, Sequence[Defect]], embedder=None) -> dict[str, Any]:
+def ap_report(
+    gt: Sequence[ImageRecord],
+    preds: Mapping[str, Sequence[Defect]],
+    embedder=None,
+    table: ScoringTable | None = None,
+    backend: str = "sdg",
+) -> dict[str, Any]:
     """The AP block of ``sdg eval``'s report: COCO AP overall and per generator; joint AP when there is an
     embedder."""
+    table = table if table is not None else ScoringTable.build(gt, preds)
     by_gen: dict[str, list[int]] = {}
     for i, rec in enumerate(gt):
         by_gen.setdefault(rec.generator or "unknown", []).append(i)
     groups = {"": range(len(gt)), **dict(sorted(by_gen.items()))}  # "": the whole set (no generator is "")
-    coco = coco_ap(gt, preds, groups=groups)  # one evaluator run for the whole set and each generator
+    coco = coco_ap(gt, preds, backend=backend, groups=groups, table=table)  # matched once, accumulated per group
     out: dict[str, Any] = {"coco": coco.pop(""), "size_ranges": {k: list(v) for k, v in SIZES.items()}}
     out["coco_by_generator"] = coco
+    out["coco_backend"] = backend
     if embedder is not None:
-        out["joint"] = joint_ap(gt, preds, embedder.pair_cosines)  # chunked: memory stays bounded
+        out["joint"] = joint_ap(gt, preds, embedder.pair_cosines, table=table)  # chunked: memory stays bounded
     return out
 
 

@@ -24,11 +24,12 @@ from typing import Any, Literal
 import numpy as np
 
 from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
-from sdg_data.boxes import BoxOrder, boxes_array, iou_matrix
+from sdg_data.boxes import BoxOrder
 from sdg_data.config import Count, Positive
 from sdg_data.matching import MatchMethod, match, match_lone
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.embedding import CachedEmbedder
+from sdg_data.scoring.table import ScoringTable, described_pairs
 
 
 THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
@@ -36,6 +37,7 @@ DESC_THRESHOLD = 0.1
 _TOL = 1e-9  # IoU exactly at a threshold counts as reaching it, float noise or not
 
 BoxScope = Literal["gt_positive", "all"]
+ApBackend = Literal["sdg", "faster-coco-eval", "pycocotools"]
 
 
 @dataclass
@@ -71,9 +73,15 @@ class EvalConfig:
     ap: bool = field(
         default=True,
         metadata={
+            "help": ("Also COCO AP (importance as the score) and joint box + description AP, beside the paper's.")
+        },
+    )
+    ap_backend: ApBackend = field(
+        default="sdg",
+        metadata={
             "help": (
-                "Also COCO AP (pycocotools, importance as the score) and "
-                "joint box + description AP, beside the paper's."
+                "Who computes COCO AP: ``sdg`` (pycocotools' algorithm on columns, bit for bit, fast at scale) or "
+                "the evaluators themselves, ``faster-coco-eval`` or ``pycocotools``."
             )
         },
     )
@@ -152,70 +160,111 @@ def prediction_defects(row: Mapping[str, Any], cfg: EvalConfig) -> ParseResult:
     return res
 
 
+def matched_pairs(table: ScoringTable, method: MatchMethod) -> np.ndarray:
+    """The one-to-one pairs SDG-Eval scores: :func:`match` per (image, label) on the slot's IoU matrix, as pair
+    indices in slot order and, within a slot, in the order ``match`` returns them.
+
+    Most slots need no solver call: a lone pair is decided by :func:`match_lone`, and for the Hungarian
+    assignment a slot where each box of the smaller side has one clear best partner (ahead of the next by more
+    than 1e-9), all different, has that as its unique optimum; the rest go through ``match``."""
+    picked: list[np.ndarray] = []
+    seq: list[np.ndarray] = []
+    for n_g, n_p, _, pairs in table.buckets():
+        if n_g == 1 and n_p == 1:
+            k = pairs[:, 0, 0]
+            if method != "hungarian":
+                k = k[[match_lone(v, method) for v in table.iou[k].tolist()]]
+            picked.append(k)
+            seq.append(np.zeros(len(k), dtype=np.int64))
+            continue
+        v = table.iou[pairs]
+        rest = np.arange(len(pairs))
+        if method == "hungarian":
+            sure, rows, cols = _clear_assignment(v)
+            picked.append(pairs[sure][np.arange(int(sure.sum()))[:, None], rows, cols].ravel())
+            seq.append(rows.ravel())  # the solver returns rows in ascending order
+            rest = np.flatnonzero(~sure)
+        for s in rest.tolist():
+            r, c = match(v[s], method)
+            picked.append(pairs[s][r, c])
+            seq.append(np.arange(len(r), dtype=np.int64))
+    if not picked:
+        return np.zeros(0, dtype=np.int64)
+    out, order_in_slot = np.concatenate(picked), np.concatenate(seq)
+    return out[np.lexsort((order_in_slot, table.pair_slot[out]))]
+
+
+def _clear_assignment(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For (S, a, b) scores: which slots have a clear best partner per box of the smaller side, all different,
+    and those slots' (rows, cols), rows ascending."""
+    wide = v.shape[1] <= v.shape[2]
+    w = v if wide else np.swapaxes(v, 1, 2)  # (S, small, large)
+    best = np.argmax(w, axis=2)
+    top2 = np.sort(w, axis=2)[..., -2:]
+    clear = (top2[..., 1] - top2[..., 0] > 1e-9).all(axis=1)
+    distinct = (np.diff(np.sort(best, axis=1), axis=1) != 0).all(axis=1)
+    sure = clear & distinct
+    small = np.broadcast_to(np.arange(w.shape[1]), best.shape)[sure]
+    if wide:
+        return sure, small, best[sure]
+    rows, cols = best[sure], small
+    by_row = np.argsort(rows, axis=1, kind="stable")
+    return sure, np.take_along_axis(rows, by_row, axis=1), np.take_along_axis(cols, by_row, axis=1)
+
+
 def evaluate(
     gt: Sequence[ImageRecord],
     preds: Mapping[str, Sequence[Defect]],
     cfg: EvalConfig | None = None,
     embedder: CachedEmbedder | None = None,
+    table: ScoringTable | None = None,
 ) -> dict[str, Any]:
-    """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect."""
+    """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect.
+
+    Every sum is taken on the run's columns (``table``, built here when not given): per (image, label) slot at
+    once, and the matched pairs' sums land on their slots in one bincount, in slot order."""
     cfg = cfg or EvalConfig()
-    gt_desc: list[str] = []
-    pred_desc: list[str] = []
-    imp_score: list[float] = []
+    table = table if table is not None else ScoringTable.build(gt, preds)
     images_by_gen: dict[str, int] = defaultdict(int)
-
-    per_image = np.zeros((len(gt), len(LABELS), len(FIELDS)), dtype=np.float64)
-    pair_slot: list[int] = []  # each described pair's image * labels + label, for the cosine and importance sums
-    for n_img, rec in enumerate(gt):
+    for rec in gt:
         images_by_gen[rec.generator or "unknown"] += 1
-        pred = preds.get(rec.image_id, ())
-        for k_label, label in enumerate(LABELS):
-            g = [d for d in rec.defects if d.label == label]
-            p = [d for d in pred if d.label == label]
-            pairs: list[tuple[int, int, float]] = []
-            in_scope = bool(g) or cfg.box_scope == "all"
-            if len(g) == 1 and len(p) == 1:  # most images: no arrays for one pair
-                v = g[0].box.iou(p[0].box)
-                pairs = [(0, 0, v)] if match_lone(v, cfg.match) else []
-            elif g and p:
-                iou = iou_matrix(boxes_array([d.box for d in g]), boxes_array([d.box for d in p]))
-                rows, cols = match(iou, cfg.match)
-                pairs = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols)]
-            for r, c, v in pairs:
-                if v + _TOL >= DESC_THRESHOLD:
-                    pair_slot.append(n_img * len(LABELS) + k_label)
-                    gt_desc.append(g[r].description)
-                    pred_desc.append(p[c].description)
-                    sg, sp = g[r].importance, p[c].importance
-                    imp_score.append(np.nan if sg is None else (0.0 if sp is None else 1.0 - abs(sg - sp) / 100.0))
-            row = per_image[n_img, k_label]
-            row[F["tp"]], row[F["fp"]], row[F["fn"]], row[F["tn"]] = (
-                bool(g and p),
-                bool(p and not g),
-                bool(g and not p),
-                not (g or p),
-            )
-            if in_scope:
-                row[F["n_gt"]], row[F["n_pred"]] = len(g), len(p)
-                for t in THRESHOLDS:
-                    row[F[f"m{t}"]] = sum(1 for _, _, v in pairs if v + _TOL >= t)
 
-    cos = embedder.pair_cosines(gt_desc, pred_desc) if embedder is not None else None
-    # each pair's sums land on its (image, label) slot, all at once, in pair order
-    imp = np.asarray(imp_score, dtype=np.float64)
-    slot = np.asarray(pair_slot, dtype=np.int64)
-    n_slots = len(gt) * len(LABELS)
+    shape = (len(gt), len(LABELS))
+    n_g, n_p = table.gt.count.reshape(shape), table.pred.count.reshape(shape)
+    has_g, has_p = n_g > 0, n_p > 0
+    per_image = np.zeros((*shape, len(FIELDS)), dtype=np.float64)
+    per_image[..., F["tp"]] = has_g & has_p
+    per_image[..., F["fp"]] = has_p & ~has_g
+    per_image[..., F["fn"]] = has_g & ~has_p
+    per_image[..., F["tn"]] = ~(has_g | has_p)
+    in_scope = has_g if cfg.box_scope == "gt_positive" else np.ones(shape, dtype=bool)
+    per_image[..., F["n_gt"]] = np.where(in_scope, n_g, 0)
+    per_image[..., F["n_pred"]] = np.where(in_scope, n_p, 0)
 
-    def per_slot(which: np.ndarray | slice, weights: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(slot[which], weights=weights, minlength=n_slots).reshape(len(gt), len(LABELS))
+    pairs = matched_pairs(table, cfg.match)  # only slots with ground truth: always in scope
+    iou, slot = table.iou[pairs], table.pair_slot[pairs]
+    n_slots = table.n_slots
 
-    per_image[:, :, F["pairs"]] = per_slot(slice(None))
+    def per_slot(which: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(slot[which], weights=weights, minlength=n_slots).reshape(shape)
+
+    for t in THRESHOLDS:
+        per_image[..., F[f"m{t}"]] = per_slot(iou + _TOL >= t)
+    described = iou + _TOL >= DESC_THRESHOLD
+    dp = pairs[described]
+    sg, sp = table.gt.importance[table.pair_g[dp]], table.pred.importance[table.pair_p[dp]]
+    imp = np.where(np.isnan(sg), np.nan, np.where(np.isnan(sp), 0.0, 1.0 - np.abs(sg - sp) / 100.0))
+    cos = None
+    if embedder is not None:
+        gt_desc, pred_desc = described_pairs(table, dp)
+        cos = embedder.pair_cosines(gt_desc, pred_desc)
+    per_image[..., F["pairs"]] = per_slot(described)
     if cos is not None:
-        per_image[:, :, F["cos_sum"]] = per_slot(slice(None), cos)
-    known = ~np.isnan(imp)
-    per_image[:, :, F["imp_n"]] = per_slot(known)
-    per_image[:, :, F["imp_sum"]] = per_slot(known, imp[known])
+        per_image[..., F["cos_sum"]] = per_slot(described, cos)
+    known = described.copy()
+    known[described] = ~np.isnan(imp)
+    per_image[..., F["imp_n"]] = per_slot(known)
+    per_image[..., F["imp_sum"]] = per_slot(known, imp[~np.isnan(imp)])
 
     has_cos = cos is not None
     gens = np.asarray([r.generator or "unknown" for r in gt], dtype=object)
@@ -341,11 +390,12 @@ def evaluate_files(
     preds, stats = index_predictions(rows, cfg, source=str(pred_path))
     require_shared_ids(gt, preds, stats, pred_path)
     embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
-    report = evaluate(gt, preds, cfg, embedder)
+    table = ScoringTable.build(gt, preds)  # the records' boxes as columns, shared by every scorer below
+    report = evaluate(gt, preds, cfg, embedder, table)
     if cfg.ap:
         from sdg_data.scoring.ap import ap_report
 
-        report["ap"] = ap_report(gt, preds, embedder)
+        report["ap"] = ap_report(gt, preds, embedder, table, backend=cfg.ap_backend)
     report["predictions"] = stats
     per_image = report.pop("per_image")
     if cfg.bootstrap:
