@@ -266,3 +266,17 @@ def test_joint_ap_equals_the_plain_algorithm_on_random_sets():
                 for label in ("artifact", "misalignment"):
                     v = got[label]["grid"][f"{t}/{s}"]
                     assert (v is None and want[label] is None) or v == pytest.approx(want[label]), (t, s, label)
+
+
+def test_one_side_empty():
+    """Predictions on a set without any ground truth, and ground truth without any prediction: figures, not errors
+    (None where there is nothing to score, 0 where nothing was found), from every backend alike."""
+    clean = [ImageRecord(image_id="c1", defects=[]), ImageRecord(image_id="c2", defects=[])]
+    alarms = {"c1": [_d((0, 0, 50, 50), 90)], "c2": [_d((10, 10, 90, 90), None, "misalignment")]}
+    for backend in ("sdg", "faster-coco-eval", "pycocotools"):
+        got = coco_ap(clean, alarms, backend=backend)
+        assert all(v is None for block in got.values() for v in block.values()), backend
+        missed = coco_ap(_gt(), {}, backend=backend)
+        assert missed["artifact"]["AP"] == 0.0 and missed["artifact"]["AP_large"] is None, backend
+    assert joint_ap(clean, alarms, lambda a, b: np.ones(len(a)))["overall"]["mAP"] is None
+    assert joint_ap(_gt(), {}, lambda a, b: np.ones(len(a)))["artifact"]["mAP"] == 0.0

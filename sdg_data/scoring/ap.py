@@ -98,14 +98,18 @@ def _coco_columns(table: ScoringTable, groups: Mapping[str, np.ndarray]) -> dict
     gt_out = np.stack([(gt_area < lo) | (gt_area > hi) for lo, hi in ranges])  # (A, G) outside the range
     dt_out = np.stack([(dt_area < lo) | (dt_area > hi) for lo, hi in ranges])  # (A, P)
     iou = table.grid_iou
-    thr = np.minimum(_IOU_THRS, 1 - 1e-10)
-    ok = np.repeat(iou[None, :] >= thr[:, None], n_a, axis=0)  # settings t * A + a
+    thr = np.repeat(np.minimum(_IOU_THRS, 1 - 1e-10), n_a)[:, None, None]  # settings t * A + a
+
+    def ok(pairs: np.ndarray) -> np.ndarray:
+        return iou[pairs][None] >= thr
+
     prefer = np.tile(~gt_out, (n_t, 1))
     active = table.pred.rank < _MAX_DETS
-    matched = greedy_in_order(table, ok, iou, tie="last", prefer=prefer, active=active)  # (T * A, P)
+    matched = greedy_in_order(table, n_t * n_a, ok, iou, tie="last", prefer=prefer, active=active)  # (T * A, P)
     hit = matched >= 0
-    ignored = np.where(hit, np.take_along_axis(np.tile(gt_out, (n_t, 1)), np.maximum(matched, 0), axis=1),
-                       np.tile(dt_out, (n_t, 1)))  # fmt: skip
+    ignored = np.tile(dt_out, (n_t, 1))  # unmatched: ignored when outside the range
+    if hit.any():  # matched: ignored when its ground-truth box is
+        ignored[hit] = np.tile(gt_out, (n_t, 1))[np.nonzero(hit)[0], matched[hit]]
     tps = (hit & ~ignored).reshape(n_t, n_a, -1)
     fps = (~hit & ~ignored).reshape(n_t, n_a, -1)
     p_score = table.pred.score
@@ -299,8 +303,13 @@ def joint_ap(
         a, b = described_pairs(table, asked)
         sim[asked] = np.asarray(pair_similarity(a, b), dtype=np.float64)
     grid = [(t, s) for t in ious for s in sims]
-    ok = np.stack([(table.iou >= t - 1e-9) & (sim >= s - 1e-9) for t, s in grid])
-    tp = greedy_in_order(table, ok, table.iou, tie="first") >= 0  # (settings, predictions)
+    t_min = np.array([t - 1e-9 for t, _ in grid])[:, None, None]
+    s_min = np.array([s - 1e-9 for _, s in grid])[:, None, None]
+
+    def ok(pairs: np.ndarray) -> np.ndarray:
+        return (table.iou[pairs][None] >= t_min) & (sim[pairs][None] >= s_min)
+
+    tp = greedy_in_order(table, len(grid), ok, table.iou, tie="first") >= 0  # (settings, predictions)
     score = table.pred.score
     per_label: dict[str, dict[str, float | None]] = {}
     for k, label in enumerate(LABELS):

@@ -126,48 +126,51 @@ class ScoringTable:
         ``(S, n_g, n_p)`` array of pair indices (row-major, record order on both sides)."""
         ng, npd = self.gt.count, self.pred.count
         both = np.flatnonzero((ng > 0) & (npd > 0)) if slots is None else slots
-        shapes = ng[both] * 4096 + npd[both]
+        if not len(both):
+            return
+        wide = int(npd[both].max()) + 1
+        shapes = ng[both] * wide + npd[both]
         for shape in np.unique(shapes).tolist():
             sl = both[shapes == shape]
-            a, b = divmod(shape, 4096)
-            if b >= 4096 or a * b == 0:  # pragma: no cover - a slot of 4096+ boxes does not fit the key
-                raise ValueError("a slot holds 4096 or more predictions")
+            a, b = divmod(shape, wide)
             yield a, b, sl, (self.pair_start[sl][:, None] + np.arange(a * b)).reshape(len(sl), a, b)
 
 
 def greedy_in_order(
     table: ScoringTable,
-    ok: np.ndarray,
+    n_settings: int,
+    ok: Callable[[np.ndarray], np.ndarray],
     value: np.ndarray,
     tie: str,
     prefer: np.ndarray | None = None,
     active: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The detection community's greedy matching, for many settings at once.
+    """The detection community's greedy matching, for ``n_settings`` settings at once.
 
     In each slot, the predictions take their turn by ``table.pred.rank`` (score order); each takes, among the
     ground-truth boxes not yet taken in that setting whose pair is ``ok`` there, the one of highest ``value``
     (``tie``: ``"first"`` or ``"last"`` of equal values in record order). With ``prefer`` (settings x ground-truth
     boxes), a preferred box is taken whenever one qualifies (COCO's regular boxes before ignored ones).
-    ``ok`` is (settings x pairs); ``active`` (predictions) skips the predictions that do not take part.
+    ``ok(pairs)`` gives, for an array of pair indices, whether each pair may match in each setting (settings
+    first): asked one prediction's pairs at a time, so no settings x pairs array is ever held. ``active``
+    (predictions) skips the predictions that do not take part.
 
-    Returns (settings x predictions): the ground-truth box each prediction took, or -1.
+    Returns (settings x predictions), int32: the ground-truth box each prediction took, or -1.
     """
-    n_set = ok.shape[0]
-    out = np.full((n_set, len(table.pred.img)), -1, dtype=np.int64)
+    out = np.full((n_settings, len(table.pred.img)), -1, dtype=np.int32)
     rank = table.pred.rank
     for n_g, n_p, sl, pairs in table.buckets():
         g_idx = table.pair_g[pairs[:, :, 0]]  # (S, n_g) ground-truth boxes
         p_idx = table.pair_p[pairs[:, 0, :]]  # (S, n_p) predictions, record order
         turn = np.argsort(rank[p_idx], axis=1, kind="stable")  # column taken at each step
-        used = np.zeros((n_set, len(sl), n_g), dtype=bool)
+        used = np.zeros((n_settings, len(sl), n_g), dtype=bool)
         rows = np.arange(len(sl))
         pref = prefer[:, g_idx] if prefer is not None else None  # (settings, S, n_g)
         for step in range(n_p):
             col = turn[:, step]
             pr = pairs[rows, :, col]  # (S, n_g) this prediction's pairs
             pi = p_idx[rows, col]
-            free = ok[:, pr] & ~used
+            free = ok(pr) & ~used
             if active is not None:
                 free &= active[pi][None, :, None]
             val = np.broadcast_to(value[pr], free.shape)
