@@ -33,6 +33,29 @@ def hungarian(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(score, maximize=True)
 
 
+def clear_assignments(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`hungarian` on many (a, b) score matrices at once, where it needs no solver: for (S, a, b) scores,
+    which matrices give each row (or column, on the smaller side) one clear best partner (ahead of the next by
+    more than 1e-9), all different, which is then the unique optimum; and those matrices' (rows, cols), rows
+    ascending as the solver returns them. The others are left to :func:`hungarian`."""
+    wide = v.shape[1] <= v.shape[2]
+    w = v if wide else np.swapaxes(v, 1, 2)  # (S, small, large)
+    best = np.argmax(w, axis=2)
+    if w.shape[2] > 1:
+        top2 = np.sort(w, axis=2)[..., -2:]
+        clear = (top2[..., 1] - top2[..., 0] > 1e-9).all(axis=1)
+    else:  # one on each side: the pair is the assignment
+        clear = np.ones(len(w), dtype=bool)
+    distinct = (np.diff(np.sort(best, axis=1), axis=1) != 0).all(axis=1)
+    sure = clear & distinct
+    small = np.broadcast_to(np.arange(w.shape[1]), best.shape)[sure]
+    if wide:
+        return sure, small, best[sure]
+    rows, cols = best[sure], small
+    by_row = np.argsort(rows, axis=1, kind="stable")
+    return sure, np.take_along_axis(rows, by_row, axis=1), np.take_along_axis(cols, by_row, axis=1)
+
+
 def greedy(score: np.ndarray, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The released evaluate.py's matching: take pairs by descending score, each box at most once.
 

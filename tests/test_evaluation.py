@@ -279,3 +279,27 @@ def test_matched_pairs_equal_the_plain_loop_over_images(method):
             start = table.pair_start[i * len(LABELS) + k_label]
             want += [int(start + r_ * len(p) + c_) for r_, c_ in zip(rows, cols, strict=True)]
     assert got.tolist() == want
+
+
+def test_clear_assignments_are_the_solvers_and_leave_it_the_unclear_ones():
+    """On matrices of a few values (many ties), every matrix ``clear_assignments`` decides gets the solver's
+    pairs, in its order; the ones it leaves have a tie on the smaller side's best partners or a shared one."""
+    import numpy as np
+
+    from sdg_data.matching import clear_assignments, hungarian
+
+    rng = np.random.default_rng(2)
+    decided = 0
+    for a, b in [(1, 1), (1, 3), (3, 1), (2, 2), (2, 4), (4, 2), (3, 3), (5, 4)]:
+        v = rng.choice([0.0, 0.2, 0.5, 0.5000000001, 0.8], size=(300, a, b))
+        sure, rows, cols = clear_assignments(v)
+        for k, s in enumerate(np.flatnonzero(sure)):
+            r, c = hungarian(v[s])
+            assert rows[k].tolist() == r.tolist() and cols[k].tolist() == c.tolist(), (a, b, s)
+        small = v if a <= b else np.swapaxes(v, 1, 2)
+        for s in np.flatnonzero(~sure):
+            top = np.sort(small[s], axis=1)
+            best = small[s].argmax(axis=1)
+            assert (top.shape[1] > 1 and (top[:, -1] - top[:, -2] <= 1e-9).any()) or len(set(best)) < len(best)
+        decided += int(sure.sum())
+    assert decided > 500  # most are decided without the solver

@@ -26,7 +26,7 @@ import numpy as np
 from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
 from sdg_data.boxes import BoxOrder
 from sdg_data.config import Count, Positive
-from sdg_data.matching import MatchMethod, match, match_lone
+from sdg_data.matching import MatchMethod, clear_assignments, match, match_lone
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.embedding import CachedEmbedder
 from sdg_data.scoring.table import ScoringTable, described_pairs
@@ -73,7 +73,7 @@ class EvalConfig:
     ap: bool = field(
         default=True,
         metadata={
-            "help": ("Also COCO AP (importance as the score) and joint box + description AP, beside the paper's.")
+            "help": "Also COCO AP (importance as the score) and joint box + description AP, beside the paper's."
         },
     )
     ap_backend: ApBackend = field(
@@ -180,7 +180,7 @@ def matched_pairs(table: ScoringTable, method: MatchMethod) -> np.ndarray:
         v = table.iou[pairs]
         rest = np.arange(len(pairs))
         if method == "hungarian":
-            sure, rows, cols = _clear_assignment(v)
+            sure, rows, cols = clear_assignments(v)
             picked.append(pairs[sure][np.arange(int(sure.sum()))[:, None], rows, cols].ravel())
             seq.append(rows.ravel())  # the solver returns rows in ascending order
             rest = np.flatnonzero(~sure)
@@ -192,24 +192,6 @@ def matched_pairs(table: ScoringTable, method: MatchMethod) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     out, order_in_slot = np.concatenate(picked), np.concatenate(seq)
     return out[np.lexsort((order_in_slot, table.pair_slot[out]))]
-
-
-def _clear_assignment(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For (S, a, b) scores: which slots have a clear best partner per box of the smaller side, all different,
-    and those slots' (rows, cols), rows ascending."""
-    wide = v.shape[1] <= v.shape[2]
-    w = v if wide else np.swapaxes(v, 1, 2)  # (S, small, large)
-    best = np.argmax(w, axis=2)
-    top2 = np.sort(w, axis=2)[..., -2:]
-    clear = (top2[..., 1] - top2[..., 0] > 1e-9).all(axis=1)
-    distinct = (np.diff(np.sort(best, axis=1), axis=1) != 0).all(axis=1)
-    sure = clear & distinct
-    small = np.broadcast_to(np.arange(w.shape[1]), best.shape)[sure]
-    if wide:
-        return sure, small, best[sure]
-    rows, cols = best[sure], small
-    by_row = np.argsort(rows, axis=1, kind="stable")
-    return sure, np.take_along_axis(rows, by_row, axis=1), np.take_along_axis(cols, by_row, axis=1)
 
 
 def evaluate(
