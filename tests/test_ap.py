@@ -121,7 +121,7 @@ def test_coco_columns_are_pycocotools_bit_for_bit():
             seen.clear()
             ap_mod._figures = keep
             try:
-                ap_mod._coco_evaluator(gt, preds, groups, backend)
+                ap_mod._coco_evaluator(ScoringTable.build(gt, preds), groups, backend)
             finally:
                 ap_mod._figures = real_figures
             for name, theirs in zip(groups, seen, strict=True):

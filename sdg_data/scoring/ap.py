@@ -21,19 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from sdg_data.boxes import GRID, box_areas, boxes_array, grid_array
+from sdg_data.boxes import GRID, box_areas, grid_array
 from sdg_data.records import LABELS, Defect, ImageRecord
-from sdg_data.scoring.table import NO_SCORE, ScoringTable, described_pairs, greedy_in_order
+from sdg_data.scoring.table import ScoringTable, described_pairs, greedy_in_order
 
 
 SIZES = {"small": (0.0, 0.01), "medium": (0.01, 0.1), "large": (0.1, 1.0)}  # share of the image
 JOINT_IOU = (0.3, 0.5, 0.7)
 JOINT_SIM = (0.5, 0.7, 0.9)
 _RECALL = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall points
-
-
-def _score(d: Defect) -> float:
-    return float(d.importance) if d.importance is not None else NO_SCORE
 
 
 def coco_ap(
@@ -58,13 +54,13 @@ def coco_ap(
     once (images do not interact) and each group accumulates its own images' detections."""
     names = list(groups) if groups is not None else ["all"]
     index = {g: np.asarray(groups[g] if groups is not None else range(len(gt)), dtype=np.int64) for g in names}
+    table = table if table is not None else ScoringTable.build(gt, preds)
     if backend == "sdg":
-        table = table if table is not None else ScoringTable.build(gt, preds)
         precision = _coco_columns(table, index)
         present = {g: set(table.gt.label[np.isin(table.gt.img, idx)].tolist()) for g, idx in index.items()}
         result = {g: _figures(precision[g], present[g]) for g in names}
     elif backend in ("faster-coco-eval", "pycocotools"):
-        result = _coco_evaluator(gt, preds, index, backend)
+        result = _coco_evaluator(table, index, backend)
     else:
         raise ValueError(f"COCO AP backend must be sdg, faster-coco-eval or pycocotools, got {backend!r}")
     return result if groups is not None else result["all"]
@@ -161,38 +157,21 @@ def _figures(precision: np.ndarray, present: set[int]) -> dict[str, Any]:
     return out
 
 
-def _coco_evaluator(
-    gt: Sequence[ImageRecord], preds: Mapping[str, Sequence[Defect]], groups: Mapping[str, np.ndarray], backend: str
-) -> dict[str, Any]:
+def _coco_evaluator(table: ScoringTable, groups: Mapping[str, np.ndarray], backend: str) -> dict[str, Any]:
     """The same figures from a maintained evaluator (one run per group), for checks and for users who want the
     evaluator's own numbers."""
-    label_idx = {label: k for k, label in enumerate(LABELS)}
-
-    def table(boxes_of) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(image index, label index, score, grid xyxy) of every box of every image, in one pass."""
-        img, lab, score, boxes = [], [], [], []
-        for i, rec in enumerate(gt):
-            ds = boxes_of(rec)
-            img += [i] * len(ds)
-            lab += [label_idx[d.label] for d in ds]
-            score += [_score(d) for d in ds]
-            boxes += [d.box for d in ds]
-        return (np.asarray(img, dtype=np.int64), np.asarray(lab, dtype=np.int64),
-                np.asarray(score, dtype=np.float64), grid_array(boxes_array(boxes)))  # fmt: skip
-
-    g_img, g_lab, _, g_box = table(lambda rec: rec.defects)
-    p_img, p_lab, p_score, p_box = table(lambda rec: preds.get(rec.image_id, ()))
     # the evaluator's dictionaries, made once and shared by every run (ids are unique across the whole set;
     # the evaluator only adds an "ignore" flag it recomputes each run)
-    images = [{"id": i, "width": GRID, "height": GRID} for i in range(1, len(gt) + 1)]
-    gt_anns = _annotations(g_img, g_lab, g_box)
-    dt_anns = _annotations(p_img, p_lab, p_box, p_score)
+    images = [{"id": i, "width": GRID, "height": GRID} for i in range(1, table.n_images + 1)]
+    g, p = table.gt, table.pred
+    gt_anns = _annotations(g.img, g.label, grid_array(g.xy))
+    dt_anns = _annotations(p.img, p.label, grid_array(p.xy), p.score)
     result = {}
-    for g, idx in groups.items():
-        member = np.zeros(len(gt), dtype=bool)
+    for name, idx in groups.items():
+        member = np.zeros(table.n_images, dtype=bool)
         member[idx] = True
-        result[g] = _coco_run([images[i] for i in np.flatnonzero(member).tolist()], _pick(gt_anns, member[g_img]),
-                              _pick(dt_anns, member[p_img]), backend)  # fmt: skip
+        result[name] = _coco_run([images[i] for i in np.flatnonzero(member).tolist()], _pick(gt_anns, member[g.img]),
+                                 _pick(dt_anns, member[p.img]), backend)  # fmt: skip
     return result
 
 
