@@ -199,6 +199,3 @@ def described_pairs(table: ScoringTable, pairs: np.ndarray) -> tuple[list[str], 
     """The ground-truth and predicted descriptions of the given pairs, aligned."""
     gd, pd = table.gt.desc, table.pred.desc
     return [gd[k] for k in table.pair_g[pairs].tolist()], [pd[k] for k in table.pair_p[pairs].tolist()]
-
-
-PairSimilarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]
