@@ -64,13 +64,6 @@ class Boxes:
         return np.where(np.isnan(self.importance), NO_SCORE, self.importance)
 
     @cached_property
-    def position(self) -> np.ndarray:
-        """Each box's position within its slot (record order)."""
-        pos = np.empty(len(self.img), dtype=np.int64)
-        pos[self.order] = np.arange(len(self.img)) - np.repeat(self.start, self.count)
-        return pos
-
-    @cached_property
     def rank(self) -> np.ndarray:
         """Each box's place in its slot by score, highest first, ties in record order (a stable sort)."""
         by = np.lexsort((np.arange(len(self.img)), -self.score, self.slot))  # slot, then score, then record order
@@ -121,11 +114,11 @@ class ScoringTable:
             return self.iou
         return iou_rows(gg[self.pair_g], pg[self.pair_p])
 
-    def buckets(self, slots: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    def buckets(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         """Slots with boxes on both sides, grouped by shape: ``(n_g, n_p, slots, pairs)`` with ``pairs`` an
         ``(S, n_g, n_p)`` array of pair indices (row-major, record order on both sides)."""
         ng, npd = self.gt.count, self.pred.count
-        both = np.flatnonzero((ng > 0) & (npd > 0)) if slots is None else slots
+        both = np.flatnonzero((ng > 0) & (npd > 0))
         if not len(both):
             return
         wide = int(npd[both].max()) + 1
