@@ -55,7 +55,7 @@ def _four_numbers(coords: Sequence[float], what: str) -> tuple[float, float, flo
             except OverflowError:
                 pass  # the general path says which
             else:
-                if math.isfinite(out[0] + out[1] + out[2] + out[3]) or all(map(math.isfinite, out)):
+                if all(map(math.isfinite, out)):
                     return out
     if isinstance(coords, (str, bytes)) or not isinstance(coords, Sequence) and not isinstance(coords, np.ndarray):
         raise BoxError(f"{what} must be a list of 4 numbers, got {type(coords).__name__}")
@@ -365,12 +365,16 @@ def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _diou(_columns(a[:, None, :]), _columns(b[None, :, :]))
 
 
+def _row_columns(boxes: np.ndarray) -> Columns:
+    """x0, y0, x1, y1 of aligned (k,4) boxes as contiguous columns (one transposing copy)."""
+    c = np.ascontiguousarray(np.asarray(boxes, dtype=np.float64).T)
+    return c[0], c[1], c[2], c[3]
+
+
 def iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of ``a[i]`` with ``b[i]`` for aligned (k,4) arrays: the matrix's arithmetic (the same bits as
     :func:`iou_matrix` and :meth:`Box.iou`) over every pair of a scoring run at once."""
-    ca = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
-    cb = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
-    return _iou(tuple(ca), tuple(cb))
+    return _iou(_row_columns(a), _row_columns(b))
 
 
 def box_areas(boxes: np.ndarray) -> np.ndarray:
@@ -384,9 +388,7 @@ def diou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     The matrix's arithmetic on contiguous coordinate columns (one transposing copy each side).
     """
-    ca = np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
-    cb = np.ascontiguousarray(np.asarray(b, dtype=np.float64).T)
-    return _diou(tuple(ca), tuple(cb))
+    return _diou(_row_columns(a), _row_columns(b))
 
 
 def max_weight_map(

@@ -29,7 +29,6 @@ from sdg_data.scoring.table import ScoringTable, described_pairs, greedy_in_orde
 SIZES = {"small": (0.0, 0.01), "medium": (0.01, 0.1), "large": (0.1, 1.0)}  # share of the image
 JOINT_IOU = (0.3, 0.5, 0.7)
 JOINT_SIM = (0.5, 0.7, 0.9)
-_RECALL = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall points
 
 
 def coco_ap(
@@ -245,7 +244,10 @@ def _summary(precision: np.ndarray, keys: list[str]) -> dict[str, float | None]:
 
 
 def interpolated_ap(tp: np.ndarray, n_gt: int) -> float | None:
-    """COCO's 101-point AP of detections already sorted by score (``tp`` 1/0 each), against ``n_gt`` boxes."""
+    """COCO's 101-point AP of detections already sorted by score (``tp`` 1/0 each), against ``n_gt`` boxes.
+
+    The curve of :func:`_curve` without pycocotools' epsilon in the precision's denominator (which puts a perfect
+    ranking at 0.9999999999999999): joint AP has no evaluator to agree with to the last bit."""
     if n_gt == 0:
         return None
     if tp.size == 0:
@@ -254,7 +256,7 @@ def interpolated_ap(tp: np.ndarray, n_gt: int) -> float | None:
     recall = ctp / n_gt
     precision = ctp / np.arange(1, tp.size + 1)
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # the best precision at this recall or beyond
-    idx = np.searchsorted(recall, _RECALL, side="left")
+    idx = np.searchsorted(recall, _REC_THRS, side="left")
     return float(np.where(idx < precision.size, precision[np.minimum(idx, precision.size - 1)], 0.0).mean())
 
 
