@@ -65,6 +65,7 @@ style: $(STAMP)
 bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_reward.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_ap_order.py
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_build_real.py

@@ -18,7 +18,6 @@ import numpy as np
 
 from sdg_data.boxes import boxes_array, iou_matrix
 from sdg_data.io.files import write_json
-from sdg_data.io.jsonl import read_records
 from sdg_data.matching import match
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.evaluation import EvalConfig, evaluate
@@ -98,7 +97,13 @@ def agreement(all_records: list[ImageRecord]) -> dict[str, Any]:
 
 
 def agreement_file(all_path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    report = agreement(read_records(all_path, unique=False))
+    """Agreement over the annotated records of a records file (several per image); records not annotated yet
+    are left out and counted (``not_annotated``), never compared as clean."""
+    from sdg_data.io.truth import load_ground_truth
+
+    truth = load_ground_truth(all_path, stage="agreement", unique=False)
+    report = agreement(truth.records)
+    report["ground_truth"] = truth.source
     if out:
         write_json(out, report)
     return report

@@ -169,6 +169,8 @@ def agreement_cmd(
             "(overlap tasks give agreement)"
         )
     echo(format_agreement(report))
+    if report["ground_truth"]["not_annotated"]:
+        echo(f"{report['ground_truth']['not_annotated']} records not annotated yet were left out")
 
 
 def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None, out: Path | None) -> None:

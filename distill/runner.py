@@ -47,7 +47,7 @@ class Job:
 
 def _load_inputs(path: Path, image_roots: list[str] | None = None) -> tuple[list[Job | Reject], int]:
     """Input lines in order: a Job, or the Reject of a line that cannot be distilled (and why)."""
-    ok, rejects, n = screen_records(path, ("caption",), "input", image_roots or ())
+    ok, rejects, n = screen_records(path, ("caption",), "input", image_roots or (), annotated=True)
     items: list[Job | Reject] = [Job(line, rec, img, "") for line, rec, img in ok] + rejects
     items.sort(key=lambda x: x.line or 0)
     return items, n

@@ -16,7 +16,7 @@ the core imports no stage.
 
 __version__ = "0.1.0"
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version of the record JSON/Arrow schema; a major bump means old files need a converter.
 
 1.1 added the optional ``think`` (the distilled reasoning); 1.0 files read unchanged."""

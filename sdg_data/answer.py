@@ -5,7 +5,10 @@
 allowed) that parses to a list, and every item has a numeric 4-number ``box_2d`` with x0 < x1 and y0 < y1, a
 label and a ``description`` (or ``desc``). We also fail items whose label is not ``artifact`` / ``misalignment``
 (so a policy cannot dodge the unmatched-box penalty with a made-up label) and an unclosed ``<answer>``.
-Coordinates outside 0-1000 are clamped (not a format failure); every fix and drop is listed in ``issues``.
+Coordinates outside 0-1000 are clamped (not a format failure); every fix and drop is listed in ``issues``, and
+every value read as something other than what was written (an importance given as text, rounded, clamped or
+dropped; a description that is not text; a label in other case; a clamped box) is counted in ``coercions``: the
+record readers refuse such values in ground truth, so a score counts and reports them in predictions.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class ParseResult:
     reason: str | None = None
     think: str | None = None
     issues: list[str] = field(default_factory=list)
+    coercions: int = 0  # values read as something else than written (text importance, rounding, clamps, drops)
 
 
 def completion_text(completion: Any) -> str:
@@ -165,14 +169,20 @@ def _loose_list(body: str) -> Any:
 
 
 def _importance(value: Any, i: int, issues: list[str]) -> int | None:
+    """An importance outside the contract (integer 1-100 or null) as the scorers read it, each change an issue
+    (every call is one coercion: the caller counts it)."""
     if value is None:
         return None
     if isinstance(value, str):
+        text = value
         try:
             value = float(value.strip())
         except ValueError:
             issues.append(f"item {i}: importance {_short(value)!r} is not a number, dropped")
             return None
+        if value == value and -_BIG < value < _BIG and value == int(value) and 1 <= value <= 100:
+            issues.append(f"item {i}: importance {_short(text)!r} is text, coerced to {int(value)}")
+            return int(value)
     if type(value) not in _NUM or value != value:
         issues.append(f"item {i}: importance {_short(value)} is not a number, dropped")
         return None
@@ -185,16 +195,20 @@ def _importance(value: Any, i: int, issues: list[str]) -> int | None:
         c = min(IMPORTANCE_MAX, max(IMPORTANCE_MIN, v))
         issues.append(f"item {i}: importance {value} clamped to {c}")
         return c
+    if v != value:
+        issues.append(f"item {i}: importance {_short(value)} is not an integer, rounded to {v}")
     return v
 
 
-def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[list[Defect], str | None]:
-    """Check each answer item; keep the usable ones. Returns the defects and the first format failure.
+def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[list[Defect], str | None, int]:
+    """Check each answer item; keep the usable ones. Returns the defects, the first format failure and the number
+    of values coerced (each one also an issue).
 
     This is the reward's hot path (about 1 us an item): plain type checks, no helpers on the happy path.
     """
     failures: list[str] = []
     defects: list[Defect] = []
+    coerced = 0
     num = _NUM_TYPES
     for i, item in enumerate(data):
         if type(item) is not dict:
@@ -231,6 +245,7 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
                 issues.append(f"item {i}: box_2d {raw} lies outside the image, dropped")
                 continue
             issues.append(f"item {i}: box_2d {raw} clamped to 0-{GRID}")
+            coerced += 1
         label = item.get("label")
         if type(label) is not str:  # before the set lookup: a list or dict label is unhashable
             failures.append(f"item {i}: no label")
@@ -240,6 +255,8 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
             if norm not in _LABEL_SET:
                 failures.append(f"item {i}: unknown label {_short(label)!r}")
                 continue
+            issues.append(f"item {i}: label {_short(label)!r} coerced to {norm!r}")
+            coerced += 1
             label = norm
         desc = item.get("description")
         if desc is None:
@@ -249,16 +266,20 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
                 desc = ""
         if type(desc) is not str:
             desc = _short(desc, 1 << 30)
+            issues.append(f"item {i}: description {_short(desc)} is not text, coerced to {_short(desc)!r}")
+            coerced += 1
         if not desc.isascii():
             desc = clean_text(desc)
         imp = item.get("importance")
         if imp is not None and (type(imp) is not int or imp < IMPORTANCE_MIN or imp > IMPORTANCE_MAX):
+            n_issues = len(issues)
             imp = _importance(imp, i, issues)
+            coerced += len(issues) > n_issues  # 50.0 is an integer: no change, no issue
         defects.append(Defect(_new_box(Box, (float(x0), float(y0), float(x1), float(y1))), label, desc, imp))
     if failures:
         issues.extend(failures)
-        return defects, failures[0]
-    return defects, None
+        return defects, failures[0], coerced
+    return defects, None, coerced
 
 
 def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
@@ -345,9 +366,9 @@ def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
             reason = reason or issues[-1]
             data = []
 
-    defects, item_reason = _parse_items(data, order, issues)
+    defects, item_reason, coerced = _parse_items(data, order, issues)
     reason = reason or item_reason
-    return ParseResult(defects=defects, format_ok=reason is None, reason=reason, think=think, issues=issues)
+    return ParseResult(defects, reason is None, reason, think, issues, coerced)
 
 
 def normalized_box_issue(result: ParseResult) -> str | None:
@@ -370,5 +391,5 @@ def parse_defect_list(items: Any, order: BoxOrder = "xyxy") -> ParseResult:
     if not isinstance(items, list):
         why = f"defects must be a list, got {type(items).__name__}"
         return ParseResult(defects=[], format_ok=False, reason=why, issues=[why])
-    defects, reason = _parse_items(items, order, issues)
-    return ParseResult(defects=defects, format_ok=reason is None, reason=reason, issues=issues)
+    defects, reason, coerced = _parse_items(items, order, issues)
+    return ParseResult(defects, reason is None, reason, None, issues, coerced)

@@ -216,10 +216,12 @@ class Defect:
 
 @dataclass(slots=True)
 class ImageRecord:
-    """One generated image and its defects. ``defects == []`` means a clean image (a kept negative).
+    """One generated image and its defects. An annotated record with ``defects == []`` is a clean image (a kept
+    negative); a record that nobody has annotated yet (``annotated=False``, ``"defects": null`` in JSON) is not
+    clean, it is unknown, and every stage that needs a verdict on the image refuses it (:meth:`require_annotated`).
 
-    Only ``image_id`` and ``defects`` are required: scoring files carry just those; the dataset stages fill the
-    rest and check it with :meth:`require`.
+    Only ``image_id`` is required: scoring files carry it and ``defects``; the dataset stages fill the rest and
+    check it with :meth:`require`.
     """
 
     image_id: str
@@ -234,6 +236,8 @@ class ImageRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
     think: str | None = None  # the distilled reasoning (``<think>`` body) that precedes the answer
+    annotated: bool = True  # False: nobody has looked for defects yet (``"defects": null``); never "clean"
+    old_form: bool = field(default=False, compare=False, repr=False)  # read from the schema 1.1 marker (see from_json)
 
     def defects_of(self, label: str) -> list[Defect]:
         return [d for d in self.defects if d.label == label]
@@ -259,8 +263,21 @@ class ImageRecord:
                 raise RecordError(rid, name, f"must be a string, got {type(v).__name__}")
         if not isinstance(self.defects, list):
             raise RecordError(rid, "defects", "must be a list (empty for a clean image)")
+        if not self.annotated and self.defects:
+            raise RecordError(rid, "defects", "a record that is not annotated cannot hold defects")
         for i, d in enumerate(self.defects if defects else ()):
             d.validate(rid, f"defects[{i}]")
+
+    def require_annotated(self) -> None:
+        """Raise unless the record has been annotated: distill, build and every ground truth need a verdict, and
+        an image nobody looked at is not a clean one."""
+        if not self.annotated:
+            raise RecordError(
+                self.image_id,
+                "defects",
+                "not annotated yet (null): annotate it first (sdg annotate), or write [] "
+                "if a person checked it and found it clean",
+            )
 
     def require(self, *names: str) -> None:
         """Raise unless every named field is set: stages that need an image, a caption or a split call this."""
@@ -279,7 +296,7 @@ class ImageRecord:
             "generator": self.generator,
             "seed": self.seed,
             "split": self.split,
-            "defects": [d.to_json(self.width, self.height) for d in self.defects],
+            "defects": [d.to_json(self.width, self.height) for d in self.defects] if self.annotated else None,
             "provenance": self.provenance,
             **({"think": self.think} if self.think is not None else {}),
         }
@@ -297,17 +314,26 @@ class ImageRecord:
         version = obj.get("schema_version") or SCHEMA_VERSION
         if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
             raise RecordError(rid, "schema_version", f"{short_repr(version)} is not compatible with {SCHEMA_VERSION}")
-        if "defects" not in obj:
-            raise RecordError(rid, "defects", "missing (use [] for a clean image)")
-        raw = obj["defects"]
-        if not isinstance(raw, list):
-            raise RecordError(rid, "defects", f"must be a list, got {type(raw).__name__}")
-        defects = [Defect.from_json(d, rid, f"defects[{i}]", order) for i, d in enumerate(raw)]
+        raw = obj.get("defects")
+        annotated = raw is not None  # absent or null: not annotated yet; [] is a verdict, "clean"
+        if annotated and not isinstance(raw, list):
+            raise RecordError(rid, "defects", f"must be a list, or null when not annotated, got {type(raw).__name__}")
+        defects = [Defect.from_json(d, rid, f"defects[{i}]", order) for i, d in enumerate(raw or ())]
         prov = obj.get("provenance") or {}
         if not isinstance(prov, Mapping):
             raise RecordError(rid, "provenance", "must be an object")
         if prov and (bad := bad_value(prov, numbers=True)) is not None:
             raise RecordError(rid, f"provenance.{bad[0]}", bad[1])
+        old_form = False
+        if "annotated" in prov:  # the schema 1.1 marker (generate wrote "defects": [] and provenance.annotated false)
+            marker = prov["annotated"]
+            if not isinstance(marker, bool):
+                raise RecordError(rid, "provenance.annotated", f"must be true or false, got {short_repr(marker)}")
+            if not marker:
+                if raw:
+                    raise RecordError(rid, "provenance.annotated", "is false, but the record has defects")
+                annotated, old_form = False, raw is not None
+            prov = {k: v for k, v in prov.items() if k != "annotated"}  # the defects field carries it from here on
         rec = cls(
             image_id=rid,
             defects=defects,
@@ -321,6 +347,8 @@ class ImageRecord:
             provenance=dict(prov),
             schema_version=version,
             think=obj.get("think"),
+            annotated=annotated,
+            old_form=old_form,
         )
         rec.validate(defects=False)  # each defect was checked as it was parsed
         return rec

@@ -76,7 +76,13 @@ def test_the_readme_chain_runs_on_defaults_from_one_folder(tmp_path, tiny_pipeli
     _run(work, "viz", "ds", "--out", "viz", "--limit", "2")
     _run(work, "export", "coco", "ds", "--out", "coco/sdg.json")
     _run(work, "export", "coco", "dist/distilled.jsonl", "--out", "coco2/sdg.json")
-    _run(work, "refine", "ds", "--out", "refine", "--backend", "dry-run")
+    # 4 images leave no test split: the build says so last, and refine (like eval, detect, reward) refuses to
+    # take the training images in its place until asked
+    assert res.stderr.strip().splitlines()[-1].startswith("warning: the dataset has no test split")
+    refused = subprocess.run([SDG, "refine", "ds", "--out", "refine", "--backend", "dry-run"], cwd=work,
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2 and "has no 'test' split" in refused.stderr, refused.stderr
+    _run(work, "refine", "ds", "--out", "refine", "--backend", "dry-run", "--split", "all")
     _run(work, "refine", "dist/distilled.jsonl", "--out", "refine2", "--backend", "dry-run")
     assert (work / "ds" / "report.html").is_file() and (work / "ann" / "records.report.html").is_file()
     # a built dataset is an input like a records file: validate it, distill it again, rebuild it

@@ -61,7 +61,8 @@ def test_bad_input_is_one_clear_line(tmp_path):
 
 def test_validate(tmp_path):
     res = runner.invoke(app, ["validate", str(DEMO / "gt.jsonl")])
-    assert res.exit_code == 0 and "8 records, 10 defects, 2 clean images: valid" in res.output
+    assert res.exit_code == 0, res.output
+    assert "8 records: 6 annotated with defects (10 defects), 2 annotated clean, 0 not annotated: valid" in res.output
 
 
 def test_unavailable_embedder_is_a_clear_error(tmp_path):

@@ -224,7 +224,8 @@ def test_compare_is_paired_and_says_when_a_difference_is_clear(tmp_path):
     c = compare(tmp_path / "a.json", tmp_path / "b.json", n=400)
     assert c["images"] == 8 and c["metrics"]["artifact/BoxF1@0.1"]["diff"] > 0
     assert c["metrics"]["artifact/BoxF1@0.5"]["b"] == 1.0 and c["metrics"]["artifact/BoxF1@0.5"]["clear"]
-    (tmp_path / "c.json").write_text(json.dumps({"per_image_file": "../x.npz"}))
+    report = json.loads((tmp_path / "a.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({**report, "per_image_file": "../x.npz"}))
     with pytest.raises(ValueError, match="no per-image file"):
         compare(tmp_path / "a.json", tmp_path / "c.json")
 

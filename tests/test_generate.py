@@ -80,7 +80,7 @@ def test_all_four_generator_classes_end_to_end(tiny_root, tmp_path):
     assert pipes == {n: REGISTRY[n].pipeline_class for n in REGISTRY}
     for r in rows:
         rec = ImageRecord.from_json(r)
-        assert rec.defects == [] and rec.provenance["annotated"] is False
+        assert r["defects"] is None and not rec.annotated and "annotated" not in rec.provenance  # not "clean"
         assert (rec.width, rec.height) == (64, 64) and rec.split in ("train", "test")
         png = tmp_path / "out" / rec.image_path
         assert png.is_file()
@@ -247,3 +247,40 @@ def test_two_ranks_share_the_work_without_duplicates(tiny_root, tmp_path):
     assert {r["image_id"] for r in rows} == per_rank[0] | per_rank[1] and len(rows) == 8
     assert {r["provenance"]["rank"] for r in rows} == {0, 1}
     assert json.loads((out / "generate.summary.json").read_text())["world_size"] == 2
+
+
+def test_the_manifest_is_not_annotated_so_distill_and_validate_never_call_it_clean(tiny_root, tmp_path):
+    """generate's manifest says "not annotated" (defects null): validate counts it so, distill rejects every
+    record with the reason and exits non-zero; the schema 1.1 form ([] + provenance.annotated false) reads the
+    same, with a one-line note."""
+    from typer.testing import CliRunner
+
+    from sdg_data.cli import app
+
+    generate(_prompts(tmp_path, PROMPTS[:6]), tmp_path / "gen", _cfg(tiny_root))
+    manifest = tmp_path / "gen" / "manifest.jsonl"
+    runner = CliRunner()
+    res = runner.invoke(app, ["validate", str(manifest)])
+    assert res.exit_code == 0, res.output
+    assert "0 annotated with defects (0 defects), 0 annotated clean, 6 not annotated: valid" in res.output
+    res = runner.invoke(app, ["distill", str(manifest), "--out", str(tmp_path / "dist")])
+    assert res.exit_code != 0, res.output
+    assert not (tmp_path / "dist" / "distilled.jsonl").exists()
+    rejects = [json.loads(x) for x in (tmp_path / "dist" / "distill.rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 6 and all("not annotated" in r["reason"] for r in rejects)
+    # the schema 1.1 form of the same manifest
+    old = tmp_path / "gen" / "old.jsonl"
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    old.write_text("".join(json.dumps({**r, "defects": [], "provenance": {**r["provenance"], "annotated": False}})
+                           + "\n" for r in rows))  # fmt: skip
+    res = runner.invoke(app, ["validate", str(old)])
+    assert res.exit_code == 0 and "6 not annotated" in res.output, res.output
+    assert "6 record(s) say" in res.output and "read as not annotated, not clean" in res.output
+    # a person's verdict, [] with no marker, is "annotated clean" and distills
+    clean = tmp_path / "gen" / "checked.jsonl"
+    clean.write_text("".join(json.dumps({**r, "defects": []}) + "\n" for r in rows))
+    res = runner.invoke(app, ["validate", str(clean)])
+    assert "6 annotated clean, 0 not annotated: valid" in res.output, res.output
+    res = runner.invoke(app, ["distill", str(clean), "--out", str(tmp_path / "dist2")])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "dist2" / "distilled.jsonl").read_text().splitlines()) == 6

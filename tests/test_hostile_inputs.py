@@ -252,7 +252,7 @@ def test_empty_inputs_are_errors_where_nothing_would_be_done(tmp_path):
     other = _file(tmp_path, "other.jsonl", {**GOOD, "image_id": "zzz"})
     for args, why in (
         (["validate", str(empty)], "no records"),
-        (["eval", "--gt", str(empty), "--pred", str(good), "--embedder", "none"], "no ground-truth records"),
+        (["eval", "--gt", str(empty), "--pred", str(good), "--embedder", "none"], "no annotated ground-truth records"),
         (["eval", "--gt", str(good), "--pred", str(other), "--embedder", "none"], "no prediction for any"),
         (["eval", "--gt", str(good), "--pred", str(empty), "--embedder", "none"], "no prediction for any"),
         (["reward", "--gt", str(good), "--pred", str(empty), "--out", str(tmp_path / "r")], "no predictions"),

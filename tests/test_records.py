@@ -5,7 +5,7 @@ import pytest
 from sdg_data.io.files import write_records
 from sdg_data.io.jsonl import InputError, read_records
 from sdg_data.records import ImageRecord, RecordError
-from tests.conftest import DEMO
+from tests.conftest import DEMO, defect
 
 
 def _rec(**kw):
@@ -61,7 +61,8 @@ def test_json_round_trip_with_pixels_and_desc_alias():
         ({"width": 0}, "width", "positive"),
         ({"split": "val"}, "split", "must be one of"),
         ({"colour": "x"}, "<record>", "unknown keys"),
-        ({"defects": None}, "defects", "must be a list"),
+        ({"defects": "none"}, "defects", "must be a list, or null when not annotated"),
+        ({"provenance": {"annotated": "no"}}, "provenance.annotated", "must be true or false"),
         ({"schema_version": "2.0"}, "schema_version", "not compatible"),
     ],
 )
@@ -75,10 +76,33 @@ def test_errors_name_record_field_reason(patch, field, reason):
 
 
 def test_missing_defects_and_id():
-    with pytest.raises(RecordError, match="use \\[\\] for a clean image"):
-        ImageRecord.from_json({"image_id": "a"})
     with pytest.raises(RecordError, match="image_id"):
         ImageRecord.from_json({"defects": []})
+
+
+def test_not_annotated_is_told_apart_from_clean_and_round_trips():
+    """``defects`` null or absent: not annotated; ``[]``: annotated clean; the schema 1.1 marker reads as not
+    annotated and is written in the current form."""
+    for obj in ({"image_id": "a"}, {"image_id": "a", "defects": None}):
+        rec = ImageRecord.from_json(obj)
+        assert not rec.annotated and rec.defects == [] and not rec.old_form
+        assert rec.to_json()["defects"] is None
+        with pytest.raises(RecordError, match="not annotated yet"):
+            rec.require_annotated()
+    clean = ImageRecord.from_json({"image_id": "a", "defects": []})
+    assert clean.annotated and clean.to_json()["defects"] == []
+    clean.require_annotated()
+    old = ImageRecord.from_json({"image_id": "a", "defects": [], "provenance": {"annotated": False, "seed": 1}})
+    assert not old.annotated and old.old_form
+    assert old.to_json()["defects"] is None and old.to_json()["provenance"] == {"seed": 1}
+    assert ImageRecord.from_json(old.to_json()) == old
+    marked = ImageRecord.from_json({"image_id": "a", "defects": [], "provenance": {"annotated": True}})
+    assert marked.annotated and "annotated" not in marked.provenance
+    box = {"box_2d": [1, 2, 3, 4], "label": "artifact", "description": "x"}
+    with pytest.raises(RecordError, match="is false, but the record has defects"):
+        ImageRecord.from_json({"image_id": "a", "defects": [box], "provenance": {"annotated": False}})
+    with pytest.raises(RecordError, match="cannot hold defects"):
+        ImageRecord("a", [defect([1, 2, 3, 4], description="x")], annotated=False).validate()
 
 
 def test_reader_points_at_file_and_line(tmp_path):

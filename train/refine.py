@@ -28,6 +28,7 @@ from typing import Any, Literal
 from sdg_data.answer import render_answer, render_response
 from sdg_data.config import Count, NonNegative, Positive
 from sdg_data.io.api_client import Transport, transport_defaults
+from sdg_data.io.arrow import SplitName
 from sdg_data.records import Defect, Reject
 
 
@@ -68,6 +69,10 @@ class RefineConfig(Transport):
     include_clean: bool = field(
         default=False,
         metadata={"help": "also edit images with no defect (skipped and counted by default, in every mode)"},
+    )
+    split: SplitName = field(
+        default="test",
+        metadata={"help": "for a dataset folder: the split to refine (test: the held-out images)"},
     )
     limit: Positive | None = field(default=None, metadata={"help": "only the first N inputs"})
     size: str = field(default="auto", metadata={"help": "openai: output size (auto, 1024x1024, ...)"})
@@ -123,7 +128,7 @@ def read_jobs(source: Path, cfg: RefineConfig) -> tuple[list[Job], list[dict[str
     from sdg_data.io.jsonl import input_kind, iter_lines
 
     if input_kind(source) == "dataset":
-        return _from_dataset(source)
+        return _from_dataset(source, cfg.split)
     first = next((obj for _, obj in iter_lines(source) if isinstance(obj, dict)), {})
     return _from_records(source, cfg) if "image_path" in first else _from_predictions(source, cfg)
 
@@ -155,13 +160,13 @@ def _from_records(source: Path, cfg: RefineConfig):
     return jobs, rejects, n
 
 
-def _from_dataset(source: Path):
-    """Jobs from a built dataset's annotations (every split), with the images stored in it."""
+def _from_dataset(source: Path, split: str):
+    """Jobs from one split of a built dataset's annotations, with the images stored in it."""
     from sdg_data.io.sources import iter_images
 
     rejects: list[Reject] = []
     jobs = []
-    for rec, im in iter_images(source, None, rejects, stage="refine"):
+    for rec, im in iter_images(source, None, rejects, stage="refine", split=split):
         text = (
             render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
         )
@@ -195,7 +200,7 @@ def _from_predictions(source: Path, cfg: RefineConfig):
 
     if not cfg.images:
         raise ValueError(f"{source}: predictions carry no images; give --images (what sdg detect read)")
-    found = read_inputs(cfg.images, DetectConfig(allow_missing_caption=True))
+    found = read_inputs(cfg.images, DetectConfig(allow_missing_caption=True, split=cfg.split))
     items = {it.image_id: it for it in found.items}
     jobs, rejects, n = [], [], 0
     for line, row in iter_jsonl(source):
@@ -348,7 +353,7 @@ def _record(job: Job, cfg: RefineConfig, model: str, rel: str, size: tuple[int, 
 
     prov = {"stage": "refine", "source_image_id": job.image_id, "mode": cfg.mode, "backend": cfg.backend,
             "model": model, "defects_given": len(job.defects), **extra}  # fmt: skip
-    rec = ImageRecord(image_id=job.out_id, defects=[], image_path=rel, width=size[0], height=size[1],
+    rec = ImageRecord(image_id=job.out_id, defects=[], annotated=False, image_path=rel, width=size[0], height=size[1],
                       caption=job.caption, provenance=prov)  # fmt: skip
     return rec.to_json()
 

@@ -377,7 +377,7 @@ def _prefetched(loaded: list, cfg: BuildConfig):
 def load_distilled(
     path: Path, image_roots: list[str] | None = None
 ) -> tuple[list[tuple[int, ImageRecord, Path]], list[dict[str, Any]], int]:
-    return screen_records(path, ("caption", "think"), "build", image_roots or ())
+    return screen_records(path, ("caption", "think"), "build", image_roots or (), annotated=True)
 
 
 class _DatasetWriter:
@@ -546,6 +546,9 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
         if not n:
             config, split = key.split("/")
             warnings.append(f"config {config!r} has no {split!r} rows; the card leaves that split out")
+    no_test = no_test_split(counts, cfg, len(ds.kept))
+    if no_test:
+        warnings.append(no_test)
     for stage, found in stage_files(base).items():  # earlier stages' reports travel with the dataset
         for path in found.values():
             if stage != "build":
@@ -578,6 +581,21 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
     write_text(out / "README.md", dataset_card(summary, ds.kept, cfg))  # the swap: readers now see this build
     summary["stale_files_removed"] = _remove_stale(out, files)
     return summary
+
+
+def no_test_split(rows: dict[str, int], cfg: BuildConfig, built: int) -> str | None:
+    """What to say when a build has no held-out images: the scoring commands read ``--split test`` by default and
+    refuse such a folder rather than score training images; this says why and what to do (the build's last line
+    and the card)."""
+    if rows.get("annotations/test", 0) or not built:
+        return None
+    asked = f"test images {cfg.test_images}" if cfg.test_images is not None else f"test fraction {cfg.test_fraction}"
+    why = f"none of its {built} images went to test at {asked}; records that carry a split keep it"
+    return (
+        f"the dataset has no test split ({why}): sdg eval, reward, detect and refine read --split test and will "
+        "refuse this folder. Build from more images, raise --test-fraction or set --test-images, or score the "
+        "training images on purpose with --split train (the report then says so)"
+    )
 
 
 def card_configs(rows: dict[str, int], fp: str) -> list[dict[str, Any]]:
@@ -667,6 +685,11 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
         + " |",
         "",
         "The train / test split is prompt-disjoint: every image of a prompt is on the same side.",
+        *(
+            ["", f"**No test split.** {no_test[0].upper()}{no_test[1:]}."]
+            if (no_test := no_test_split(rows, cfg, len(records)))
+            else []
+        ),
         "",
         "## Provenance",
         "",

@@ -12,6 +12,7 @@ import typer
 
 from sdg_data.dataset.build import BuildConfig
 from sdg_data.dataset.viz import VizConfig
+from sdg_data.io.arrow import SplitName
 from sdg_data.io.cli_kit import arg, config_command, echo, guarded, opt, out_option, printable
 from sdg_data.io.report import require_kept
 
@@ -34,8 +35,12 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
             s = build_dataset(records_input(records, tmp), out, cfg)
     else:
         s = build_dataset(records, out, cfg)
+    from sdg_data.dataset.build import no_test_split
+
+    no_test = no_test_split(s["rows"], cfg, s["built"])
     for w in s.get("warnings", []):
-        typer.secho(printable(f"warning: {w}"), fg=typer.colors.YELLOW, err=True)
+        if w != no_test:  # said last, where it is read
+            typer.secho(printable(f"warning: {w}"), fg=typer.colors.YELLOW, err=True)
     echo(f"read {s['read']}: built {s['built']}, rejected {s['rejected']}; rows {json.dumps(s['rows'])}")
     echo(
         f"size {s['total_bytes'] / 1e6:.2f} MB = {s['size_ratio']:.3f} x (each image once "
@@ -47,6 +52,8 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
         push_dataset(out, push_to_hub, private)
         echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
     echo(f"dataset: {out}")
+    if no_test:
+        typer.secho(printable(f"warning: {no_test}"), fg=typer.colors.YELLOW, err=True)
 
 
 def stats_cmd(
@@ -54,12 +61,15 @@ def stats_cmd(
     report: Annotated[
         Optional[Path], typer.Option("--report", help="HTML report path (default DATASET/report.html).")
     ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="For a dataset folder: the split to describe, all (default), test or train.")
+    ] = "all",
 ) -> None:
     """Composition, boxes per image by generator and label, importance, box sizes, description lengths and
     the rejects of every stage: a table here and an HTML report with PNG plots."""
     from sdg_data.dataset.stats import dataset_stats, format_stats, write_report
 
-    s = dataset_stats(dataset)
+    s = dataset_stats(dataset, split)
     default = dataset / "report.html" if dataset.is_dir() else dataset.with_name(f"{dataset.stem}.report.html")
     path = write_report(s, report or default)
     echo(format_stats(s))
@@ -71,7 +81,7 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
     the image ids made safe for paths; records whose image fails its checks go to OUT/viz.rejects.jsonl."""
     from sdg_data.dataset.viz import visualize
 
-    s = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots)
+    s = visualize(source, out, cfg.limit, set(cfg.ids.split(",")) if cfg.ids else None, cfg.image_roots, cfg.split)
     rejects = out / "viz.rejects.jsonl"
     echo(
         f"drew {s['kept']} images into {out}"
@@ -82,6 +92,10 @@ def run_viz(cfg: VizConfig, source: Path, out: Path) -> None:
 
 @dataclass
 class ValidateConfig:
+    split: SplitName = field(
+        default="all",
+        metadata={"help": "for a dataset folder: the split to read"},
+    )
     box_order: Literal["xyxy", "yxyx"] = field(default="xyxy", metadata={"help": "order of box_2d in the file"})
     per_annotation: bool | None = field(
         default=None,
@@ -108,9 +122,9 @@ def run_validate(cfg: ValidateConfig, records: Path) -> None:
     from sdg_data.io.jsonl import input_kind
 
     if records.is_dir() and input_kind(records) == "dataset":  # a built dataset: every split's records as stored
-        from sdg_data.io.arrow import dataset_shards, read_parquet_records
+        from sdg_data.io.arrow import read_split
 
-        recs = [r for shard in dataset_shards(records, "annotations") for r in read_parquet_records(shard)]
+        recs = read_split(records, cfg.split)
     else:
         for _, got in check_records(records, order=cfg.box_order, unique=not many):
             (bad if isinstance(got, str) else recs).append(got)
@@ -121,13 +135,22 @@ def run_validate(cfg: ValidateConfig, records: Path) -> None:
     if len(bad) > VALIDATE_SHOWN:
         echo(f"... and {len(bad) - VALIDATE_SHOWN} more bad lines", err=True)
     n_def = sum(len(r.defects) for r in recs)
-    clean = sum(not r.defects for r in recs)
+    with_defects = sum(bool(r.defects) for r in recs)
+    clean = sum(r.annotated and not r.defects for r in recs)
+    unannotated = sum(not r.annotated for r in recs)
     verdict = "valid" if not bad else f"{len(bad)} of {len(bad) + len(recs)} lines bad"
+    kinds = (f"{with_defects} annotated with defects ({n_def} defects), {clean} annotated clean, "
+             f"{unannotated} not annotated")  # fmt: skip
     if many:
         n_img = len({r.image_id for r in recs})
-        echo(f"{records}: {len(recs)} annotations of {n_img} images, {n_def} defects, {clean} clean: {verdict}")
+        echo(f"{records}: {len(recs)} annotations of {n_img} images: {kinds}: {verdict}")
     else:
-        echo(f"{records}: {len(recs)} records, {n_def} defects, {clean} clean images: {verdict}")
+        echo(f"{records}: {len(recs)} records: {kinds}: {verdict}")
+    if unannotated:
+        echo(
+            f"  {unannotated} not annotated (defects null): push them to annotation (sdg annotate push); distill, "
+            "build and every score refuse them until a person has looked"
+        )
     if bad:
         raise typer.Exit(code=2)
 

@@ -23,11 +23,13 @@ import numpy as np
 from sdg_data.records import LABELS, ImageRecord, count_words
 
 
-COMPOSITION = ("clean", "artifact-only", "misalignment-only", "both")
+COMPOSITION = ("clean", "artifact-only", "misalignment-only", "both", "not annotated")
 GALLERY_PER_GENERATOR = 6
 
 
 def _kind(r: ImageRecord) -> str:
+    if not r.annotated:
+        return "not annotated"  # not clean: nobody has looked yet
     labels = {d.label for d in r.defects}
     if not labels:
         return "clean"
@@ -101,22 +103,19 @@ def _composition(img, by: str | None):
     return t
 
 
-def dataset_stats(folder: str | Path) -> dict[str, Any]:
-    """The figures of a built dataset, or of a records JSONL (annotations before a build: the rejects are those of
-    the stage reports beside it)."""
-    from sdg_data.io.arrow import dataset_shards, read_parquet_records
+def dataset_stats(folder: str | Path, split: str = "all") -> dict[str, Any]:
+    """The figures of a built dataset (one ``split``: all, test or train), or of a records JSONL (annotations before a
+    build: the rejects are those of the stage reports beside it)."""
+    from sdg_data.io.arrow import read_split
     from sdg_data.io.jsonl import input_kind, load_records
 
     folder = Path(folder)
     if folder.is_file() and input_kind(folder) == "jsonl":
         recs, meta = load_records(folder), folder.parent
     else:
-        shards = dataset_shards(folder, "annotations")
-        if not shards:
-            raise FileNotFoundError(
-                f"{folder}: neither a dataset built by sdg build (no annotations shards) nor a records JSONL"
-            )
-        recs, meta = [r for shard in shards for r in read_parquet_records(shard)], folder / "meta"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: neither a dataset built by sdg build nor a records JSONL")
+        recs, meta = read_split(folder, split), folder / "meta"
     img, dfs = frames(recs)
     n = len(img)
     comp = Counter(img["kind"]) if n else Counter()
@@ -153,7 +152,7 @@ def dataset_stats(folder: str | Path) -> dict[str, Any]:
             "by_stage": dict(Counter(r.get("stage", "?") for r in rejects)),
             "top_reasons": [{"stage": s, "reason": why, "count": c} for (s, why), c in reasons.most_common(10)],
         },
-        "_raw": {"folder": str(folder), "images": img, "defects": dfs, "rejects": rejects},
+        "_raw": {"folder": str(folder), "split": split, "images": img, "defects": dfs, "rejects": rejects},
     }
 
 
@@ -296,7 +295,9 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
 THUMB_SIDE, FULL_SIDE = 420, 1024  # gallery thumbnails and the full view, in pixels (the longer side)
 
 
-def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed: int = 0) -> list[dict[str, str]]:
+def gallery(
+    folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed: int = 0, split: str = "all"
+) -> list[dict[str, str]]:
     """Sample images per generator (a fixed seed; clean ones included when there are any) drawn with their boxes,
     as embedded JPEG thumbnails."""
     from sdg_data.dataset.viz import draw_boxes
@@ -308,7 +309,7 @@ def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed
     pool: dict[str, list[tuple[ImageRecord, Any]]] = {}
     clean: dict[str, tuple[ImageRecord, Any]] = {}
     seen: dict[str, list[int]] = {}
-    for rec, im in iter_images(folder):
+    for rec, im in iter_images(folder, split=split):
         gen = rec.generator or "unknown"
         n = seen.setdefault(gen, [0, 0])
         n[0] += 1
@@ -317,20 +318,20 @@ def gallery(folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed
             chosen.append((rec, im))
         elif (j := rng.randrange(n[0])) < per_generator:
             chosen[j] = (rec, im)
-        if not rec.defects:
+        if rec.annotated and not rec.defects:
             n[1] += 1
             if rng.randrange(n[1]) == 0:
                 clean[gen] = (rec, im)
     out = []
     for gen in sorted(pool):
         chosen = pool[gen]
-        if gen in clean and not any(not r.defects for r, _ in chosen):
+        if gen in clean and not any(r.annotated and not r.defects for r, _ in chosen):
             chosen[-1] = clean[gen]  # a clean one too: what the annotators left alone matters
         for rec, im in chosen:
             full = draw_boxes(_upscaled(im.convert("RGB"), FULL_SIDE), rec.defects)
             thumb = full.copy()
             thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-            labels = sorted({d.label for d in rec.defects}) or ["clean"]
+            labels = sorted({d.label for d in rec.defects}) or ["clean" if rec.annotated else "not annotated"]
             out.append({"generator": gen, "image_id": rec.image_id, "split": rec.split or "", "labels": labels,
                         "caption": rec.caption or "", "record": rec, "thumb": _jpeg(thumb),
                         "full": _jpeg(full, 90)})  # fmt: skip
@@ -364,7 +365,7 @@ def _card(k: int, g: dict[str, Any]) -> str:
         f"<li><b>{esc(d.label)}</b>{'' if d.importance is None else f' ({d.importance})'}: {esc(d.description)}</li>"
         for d in rec.defects
     )
-    items = items or "<li class='clean'>clean: no defect</li>"
+    items = items or ("<li class='clean'>clean: no defect</li>" if rec.annotated else "<li>not annotated yet</li>")
     return (
         f"<figure class='card' data-generator='{esc(g['generator'])}' data-split='{esc(g['split'])}' "
         f"data-labels='{esc(' '.join(g['labels']))}'>"
@@ -419,7 +420,7 @@ def report_html(s: dict[str, Any]) -> str:
         tables.append(_table(None, "Rejects by stage and reason"))
     plots = "".join(f"<figure><img src='{src}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption>"
                     f"</figure>" for t, src in _plots(s))  # fmt: skip
-    shown = gallery(s["_raw"]["folder"])
+    shown = gallery(s["_raw"]["folder"], split=s["_raw"]["split"])
     cards = "".join(_card(k, g) for k, g in enumerate(shown))
 
     def choices(name: str, values) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from sdg_data.config import Positive
+from sdg_data.io.arrow import SplitName
 from sdg_data.io.sources import iter_images
 from sdg_data.records import ImageRecord, Reject
 
@@ -69,7 +70,7 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
     if len(rec.defects) > LEGEND_DEFECTS:
         entries.append(f"... and {len(rec.defects) - LEGEND_DEFECTS} more defects (boxed above; all in the records)")
     if not rec.defects:
-        entries.append("clean: no defect")
+        entries.append("clean: no defect" if rec.annotated else "not annotated yet")
     pad, step = size // 2, round(size * 1.3)
     lines = []
     for entry in entries:
@@ -88,6 +89,10 @@ def draw_record(image: Image.Image, rec: ImageRecord, scale_to: int = 768) -> Im
 
 @dataclass
 class VizConfig:
+    split: SplitName = field(
+        default="all",
+        metadata={"help": "for a dataset folder: the split to read"},
+    )
     limit: Positive | None = field(default=None, metadata={"help": "draw at most this many images"})
     ids: str | None = field(default=None, metadata={"help": "comma-separated image ids to draw"})
     image_roots: list[str] | None = field(
@@ -105,6 +110,7 @@ def visualize(
     limit: int | None = None,
     ids: set[str] | None = None,
     image_roots: list[str | Path] | None = None,
+    split: str = "all",
 ) -> dict:
     """Draw each record's image into ``out_dir``, named from its id made safe for paths (an id like ``../x``
     cannot write outside it). Returns the summary (also ``viz.summary.json``, with ``viz.rejects.jsonl``, as every
@@ -117,7 +123,7 @@ def visualize(
     out_dir.mkdir(parents=True, exist_ok=True)
     rejects: list[Reject] = []
     report = StageReport("viz")
-    for rec, im in iter_images(source, image_roots, rejects):
+    for rec, im in iter_images(source, image_roots, rejects, split=split):
         report.read += 1
         if ids and rec.image_id not in ids:
             report.left_out += 1

@@ -344,6 +344,7 @@ def _record(it: Item, width: int, height: int, prov: dict[str, Any]) -> dict[str
     rec = ImageRecord(
         image_id=it.image_id,
         defects=[],
+        annotated=False,  # "defects": null until a person has looked: never read as clean
         image_path=it.rel_path,
         width=width,
         height=height,
@@ -438,7 +439,6 @@ def _base_provenance(spec: GeneratorSpec, pipe: Any, dtype: Any, device: str, ra
     """What every image of one pipeline records about how it was made."""
     return {
         "stage": "generate",
-        "annotated": False,
         "model_id": spec.model_id,
         "revision": _revision(pipe, spec),
         "pipeline": type(pipe).__name__,

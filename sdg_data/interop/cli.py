@@ -55,6 +55,9 @@ def export_coco_cmd(
     image_root: Annotated[
         Optional[list[str]], typer.Option("--image-root", help="Folder image paths may point into (repeatable).")
     ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="For a dataset folder: the split to export, all (default), test or train.")
+    ] = "all",
 ) -> None:
     """Export the defects as COCO detection JSON (categories artifact and misalignment; description and importance
     as annotation attributes) for FiftyOne, CVAT or pycocotools. A dataset folder's images are copied out.
@@ -63,7 +66,7 @@ def export_coco_cmd(
     """
     from sdg_data.interop.coco import export_coco
 
-    s = export_coco(source, out, copy_images, image_root)
+    s = export_coco(source, out, copy_images, image_root, split)
     echo(f"read {s['read']}: exported {s['kept']} images, {s['annotations']} boxes; rejected {s['rejected']}")
     echo(f"output: {out}")
     require_kept(s, out.with_name(f"{out.stem}.export.rejects.jsonl"))

@@ -29,7 +29,11 @@ def _relative(path: Path, folder: Path) -> str:
 
 
 def export_coco(
-    source: str | Path, out_json: str | Path, copy_images: str | Path | None = None, image_roots=None
+    source: str | Path,
+    out_json: str | Path,
+    copy_images: str | Path | None = None,
+    image_roots=None,
+    split: str = "all",
 ) -> dict[str, Any]:
     """Write ``out_json`` from a records JSONL or an ``sdg build`` folder; images that fail their checks go to
     ``<out>.export.rejects.jsonl``. Returns the summary."""
@@ -49,7 +53,7 @@ def export_coco(
                                         if not is_dataset else []))  # fmt: skip
     refuse_input(out_json, inputs)
     resolver = _resolver(source, image_roots)
-    for rec, got in iter_images(source, image_roots, rejects, checked=True, stage="export"):
+    for rec, got in iter_images(source, image_roots, rejects, checked=True, stage="export", split=split):
         image_id = len(images) + 1
         if copy_to is not None:
             dest = copy_to / f"{safe_filename(rec.image_id)}.{(got.format or 'png').lower()}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from sdg_data.records import ImageRecord
 
@@ -60,44 +61,74 @@ def image_bytes(cell) -> bytes | None:
     return cell.get("bytes") if isinstance(cell, dict) else None
 
 
+SplitName = Literal["test", "train", "all"]
+SPLIT_CHOICES: tuple[str, ...] = ("test", "train", "all")
+"""What ``--split`` names in a dataset folder: the held-out images, the training images, or every image."""
+
+
+class SplitError(ValueError):
+    """A split that a dataset folder does not have (or has empty); the message names it and the choices."""
+
+
+def build_summary(folder: str | Path) -> dict | None:
+    """The dataset folder's ``meta/build.summary.json`` (its last completed build), or None when it has none."""
+    path = Path(folder) / "meta" / "build.summary.json"
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return got if isinstance(got, dict) else None
+
+
 def dataset_shards(folder: str | Path, config: str, split: str | None = None) -> list[Path]:
     """The shards of one config of a dataset folder written by ``sdg build``: the files its last completed build
-    lists in ``meta/build.summary.json`` (never a crashed or earlier build's leftovers); a glob for older folders."""
-    import json
-
+    lists in ``meta/build.summary.json`` (never a crashed or earlier build's leftovers); a glob for older folders
+    and plain folders of shards. ``split`` keeps one split's shards (``train-*`` / ``test-*``)."""
     folder = Path(folder)
+    summary = build_summary(folder)
     try:
-        summary = json.loads((folder / "meta" / "build.summary.json").read_text(encoding="utf-8"))
-        files = summary["files"][config]
-        paths = [folder / f for f in files]
-    except (OSError, ValueError, KeyError, TypeError):
+        paths = [folder / f for f in summary["files"][config]]  # type: ignore[index]
+    except (KeyError, TypeError):
         paths = sorted((folder / "data" / config).glob("*.parquet"))
+        if not paths and summary is None:  # a plain folder of shards: every parquet file under it
+            paths = sorted(folder.rglob("*.parquet"))
     if split is not None:
-        paths = [p for p in paths if p.name.startswith(f"{split}-")]
+        paths = [p for p in paths if p.name.startswith(f"{split}-") or p.parent.name == split]
     return [p for p in paths if p.is_file()]
 
 
-def parquet_files(path: str | Path) -> list[Path]:
-    """A parquet file, or the shards of a dataset folder: its ``test`` config if it has one, else every shard."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if (p / "meta" / "build.summary.json").is_file():
-        for config in ("test", "annotations"):
-            files = dataset_shards(p, config)
-            if files:
-                return files
-    for sub in (p / "data" / "test", p / "data", p):
-        files = sorted(sub.rglob("*.parquet")) if sub.is_dir() else []
-        if files:
-            return files
-    raise FileNotFoundError(f"{p}: no parquet shards found")
+def split_shards(folder: str | Path, split: str) -> list[Path]:
+    """The shards holding one split's images (one row per image, every record field): ``test``, ``train`` or
+    ``all``. Never another split in its place: a split with no shards is a :class:`SplitError` naming the split,
+    what the folder has, and the choices."""
+    if split not in SPLIT_CHOICES:
+        raise SplitError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
+    shards = dataset_shards(folder, "annotations", None if split == "all" else split)
+    if shards:
+        return shards
+    have = {sp: len(dataset_shards(folder, "annotations", sp)) for sp in ("train", "test")}
+    rows = (build_summary(folder) or {}).get("rows") or {}
+    parts = [f"{sp} ({rows.get(f'annotations/{sp}', '?')} images)" for sp, n in have.items() if n]
+    if not parts:
+        raise SplitError(f"{folder}: no parquet shards (build the dataset first: sdg build RECORDS --out {folder})")
+    hint = " or ".join(f"--split {sp}" for sp in ("train", "test") if have[sp]) + " or --split all"
+    extra = (
+        "; rebuild with a larger set or a test fraction that leaves images for a test split"
+        if split == "test" else ""
+    )  # fmt: skip
+    raise SplitError(f"{folder}: the dataset has no {split!r} split (it has {', '.join(parts)}); choose {hint}{extra}")
+
+
+def read_split(folder: str | Path, split: str) -> list[ImageRecord]:
+    """The records of one split of a dataset folder (see :func:`split_shards`), in shard order."""
+    return [r for shard in split_shards(folder, split) for r in read_parquet_records(shard)]
 
 
 def read_parquet_records(path: str | Path) -> list[ImageRecord]:
-    """Records from parquet shards (``sdg build``'s ``test`` or ``annotations`` config); image columns are skipped."""
+    """Records from one parquet shard (``sdg build``'s ``test`` or ``annotations`` config); image columns skipped.
+    A dataset folder is read by split (:func:`read_split`), never as "whatever shards it has"."""
     out: list[ImageRecord] = []
-    for f in parquet_files(path):
+    for f in [Path(path)]:
         for row in read_rows(f, list(_RECORD_COLUMNS)).to_pylist():
             defects = []
             for d in row.get("defects") or []:

@@ -86,12 +86,36 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
         yield lineno, obj
 
 
+_NOTED: set[str] = set()
+
+
+def note_old_form(path: str | Path, count: int) -> None:
+    """One line on stderr (once per file and process) when records used schema 1.1's "not annotated" marker, so the
+    rule that reads them is never silent."""
+    key = str(path)
+    if not count or key in _NOTED:
+        return
+    _NOTED.add(key)
+    import sys
+
+    from sdg_data.io.cli_kit import printable
+
+    print(
+        printable(
+            f'note: {path}: {count} record(s) say "defects": [] with provenance "annotated": false (the schema 1.1 '
+            'form): read as not annotated, not clean; write "defects": null to say so in the current form'
+        ),
+        file=sys.stderr,
+    )
+
+
 def check_records(
     path: str | Path, order: BoxOrder = "xyxy", unique: bool = True
 ) -> Iterator[tuple[int, ImageRecord | str]]:
     """``(line, record)`` for each valid line of a records file and ``(line, "FILE:LINE: reason")`` for each bad one
     (not JSON, breaks the contract, or repeats an image id), reading on past every bad line."""
     seen: dict[str, int] = {}
+    old = 0
     for lineno, obj in iter_lines(path):
         if isinstance(obj, LineError):
             yield lineno, f"{path}:{lineno}: {obj}"
@@ -108,7 +132,9 @@ def check_records(
             )
             continue
         seen[rec.image_id] = lineno
+        old += rec.old_form
         yield lineno, rec
+    note_old_form(path, old)
 
 
 def read_records(path: str | Path, order: BoxOrder = "xyxy", unique: bool = True) -> list[ImageRecord]:
@@ -131,14 +157,19 @@ def usable_lines(path: str | Path, stage: str, rejects: list[Reject]) -> Iterato
 
 
 def screen_records(
-    path: str | Path, require: tuple[str, ...], stage: str, image_roots: Sequence[str | Path] = ()
+    path: str | Path,
+    require: tuple[str, ...],
+    stage: str,
+    image_roots: Sequence[str | Path] = (),
+    annotated: bool = False,
 ) -> tuple[list[tuple[int, ImageRecord, Path]], list[Reject], int]:
     """Read a stage's input without stopping at bad lines: ``(lineno, record, image file)`` for usable lines,
     a :class:`~sdg_data.records.Reject` (with the line itself) for each of the rest, and the number of lines read.
 
-    A line is unusable if it is not JSON, breaks the contract, repeats an image id, lacks a ``require``d field, or
-    names an image file that does not exist or lies outside the allowed roots (``image_roots``; by default the
-    records file's folder, which relative paths are resolved against). The image's content is checked where it is
+    A line is unusable if it is not JSON, breaks the contract, repeats an image id, lacks a ``require``d field, is
+    not annotated yet where the stage needs a verdict (``annotated``), or names an image file that does not exist
+    or lies outside the allowed roots (``image_roots``; by default the records file's folder, which relative paths
+    are resolved against). The image's content is checked where it is
     used (:func:`sdg_data.io.images.check_bytes`)."""
     from sdg_data.io.paths import PathError, Resolver
 
@@ -147,14 +178,18 @@ def screen_records(
     ok: list[tuple[int, ImageRecord, Path]] = []
     rejects: list[Reject] = []
     seen: set[str] = set()
+    old = 0
     for lineno, obj in usable_lines(path, stage, rejects):
         rid = obj.get("image_id") if isinstance(obj, dict) else None
         try:
             rec = ImageRecord.from_json(obj)
+            old += rec.old_form
             if rec.image_id in seen:
                 raise RecordError(rec.image_id, "image_id", "duplicate of an earlier line")
             seen.add(rec.image_id)
             rec.require("image_path", *require)
+            if annotated:
+                rec.require_annotated()
             try:
                 img = resolver.resolve(rec.image_path)
             except PathError as exc:
@@ -163,6 +198,7 @@ def screen_records(
             rejects.append(Reject(str(exc), stage, rid, f"{path}:{lineno}", lineno, obj))
             continue
         ok.append((lineno, rec, img))
+    note_old_form(path, old)
     return ok, rejects, len(ok) + len(rejects)
 
 
@@ -186,16 +222,19 @@ def input_kind(path: str | Path) -> InputKind:
     raise InputError(f"{p}: give a records JSONL, a parquet shard, an sdg build folder or a folder of images")
 
 
-def load_records(path: str | Path, order: BoxOrder = "xyxy") -> list[ImageRecord]:
-    """Records from a JSONL file, a parquet shard, or a dataset folder made by ``sdg build`` (its test split)."""
+def load_records(path: str | Path, order: BoxOrder = "xyxy", split: str = "test") -> list[ImageRecord]:
+    """Records from a JSONL file, a parquet shard, or one named ``split`` of a dataset folder made by ``sdg build``
+    (``test``, ``train`` or ``all``; a split the folder lacks is an error naming it, never another split)."""
     p = Path(path)
-    if p.exists() and input_kind(p) in ("parquet", "dataset"):
+    kind = input_kind(p) if p.exists() else "jsonl"
+    if kind == "dataset":
+        from sdg_data.io.arrow import read_split
+
+        return read_split(p, split)
+    if kind == "parquet":
         from sdg_data.io.arrow import read_parquet_records
 
-        try:
-            return read_parquet_records(p)
-        except FileNotFoundError as exc:
-            raise InputError(str(exc)) from None
+        return read_parquet_records(p)
     return read_records(p, order)
 
 

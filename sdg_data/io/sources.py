@@ -14,24 +14,22 @@ def iter_images(
     rejects: list[Reject] | None = None,
     checked: bool = False,
     stage: str = "viz",
+    split: str = "all",
 ):
     """(record, PIL image) from a records JSONL (paths inside the allowed roots) or a dataset folder's annotations;
     with ``checked``, (record, CheckedImage): the bytes that were verified, for a writer that stores them.
 
     Records whose line, path or image fails its check are appended to ``rejects`` (if given, as ``stage``'s
-    rejects) and skipped."""
+    rejects) and skipped. A dataset folder is read by ``split`` (``all``, ``train`` or ``test``)."""
     from sdg_data.io.images import ImageError, check_bytes, read_verified
     from sdg_data.io.jsonl import input_kind
 
     rejects = [] if rejects is None else rejects
     source = Path(source)
     if input_kind(source) in ("dataset", "images"):
-        from sdg_data.io.arrow import dataset_shards, image_bytes, read_parquet_records, read_rows
+        from sdg_data.io.arrow import image_bytes, read_parquet_records, read_rows, split_shards
 
-        shards = dataset_shards(source, "annotations")
-        if not shards:
-            raise FileNotFoundError(f"{source}: no annotations shards (build the dataset first)")
-        for shard in shards:
+        for shard in split_shards(source, split):
             recs = read_parquet_records(shard)
             images = read_rows(shard, ["images", "image"]).columns[0].to_pylist()  # the same rows, in order
             for rec, cell in zip(recs, images, strict=True):

@@ -5,8 +5,9 @@
   other backends): AP over IoU 0.50:0.95, AP50, AP75 and AP by box size, per label and overall (the mean over
   the two labels, as COCO averages categories). The predicted importance is the detection score; a box without
   importance ranks after every scored one. Boxes live on the 0-1000 grid, so each image is scored as a
-  1000 x 1000 canvas and the size ranges are shares of the image: small < 1%, medium 1-10%, large >= 10%
-  (COCO's pixel ranges mean nothing across image sizes).
+  1000 x 1000 canvas and the size ranges are shares of the image, pycocotools' inclusive bands: small [0, 1%],
+  medium [1%, 10%], large [10%, 100%] (a box of exactly 1% is in small and medium; COCO's pixel ranges mean nothing
+  across image sizes). Equal scores rank across images in the ground truth's record order, as in pycocotools.
 - **Joint AP** in the DenseCap manner: a prediction is a true positive when an unmatched ground-truth box of its
   label has IoU >= t *and* description similarity >= s (cosine of the embedder's vectors); AP per (t, s) on the
   same 101-point interpolation, and its mean over the grid.
@@ -88,11 +89,11 @@ def _coco_columns(table: ScoringTable, groups: Mapping[str, np.ndarray]) -> dict
     past the last recall reached), -1 where the group has no ground truth inside the range."""
     ranges = _area_ranges()
     n_t, n_a = len(_IOU_THRS), len(ranges)
-    gt_area = box_areas(grid_array(table.gt.xy))
-    dt_area = box_areas(grid_array(table.pred.xy))
+    gt_area = box_areas(table.gt.xy)  # the table's corners are on the integer grid already
+    dt_area = box_areas(table.pred.xy)
     gt_out = np.stack([(gt_area < lo) | (gt_area > hi) for lo, hi in ranges])  # (A, G) outside the range
     dt_out = np.stack([(dt_area < lo) | (dt_area > hi) for lo, hi in ranges])  # (A, P)
-    iou = table.grid_iou
+    iou = table.iou
     thr = np.repeat(np.minimum(_IOU_THRS, 1 - 1e-10), n_a)[:, None, None]  # settings t * A + a
 
     def ok(pairs: np.ndarray) -> np.ndarray:

@@ -24,6 +24,14 @@ GT = opt(
     "--gt",
     "Ground-truth records (JSONL, box_2d xyxy on the 0-1000 grid), a parquet shard or an sdg build folder.",
 )
+SPLIT = opt(
+    "split",
+    str,
+    "--split",
+    "Which split of a dataset folder --gt names is the ground truth: test (the held-out images), train or all "
+    "(default: test). A records file is scored whole.",
+    "test",
+)
 PRED = opt("pred", Path, "--pred", "Predictions (JSONL): 'defects' lists, or raw model text under 'response'.")
 
 
@@ -62,29 +70,34 @@ def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
     echo(
         f"predictions: {p['lines']} lines, {p['format_failures']} format failures "
         f"({p['unparseable']} with no usable defect), {p['missing_predictions']} images without a prediction, "
-        f"{p['unknown_image_ids']} unknown image ids"
+        f"{p['unknown_image_ids']} unknown image ids, {p['coercions']} values coerced"
     )
+    if p["coercions"]:  # never silent: what the scorer read differently from what the file says
+        first = p["coercion_examples"][0]
+        echo(f"  coerced (first, line {first['line']}, {first['image_id']!r}): {'; '.join(first['issues'])}")
     if out:
         echo(f"report: {out}")
 
 
-def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str | None) -> None:
+def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str | None, split: str) -> None:
     """Compute the detector's GRPO reward for each prediction, with its components.
 
     Usage: sdg reward --gt test.jsonl --pred completions.jsonl --out rewards.jsonl
 
     Each output line: image_id, reward, format_ok, case, r_box, r_desc, r_imp, counts and the format failure reason.
     """
+    from sdg_data.io.truth import describe
     from sdg_data.scoring.embedding import DEFAULT_EMBEDDER
     from sdg_data.scoring.reward import reward_files
 
-    _, summary = reward_files(gt, pred, out, cfg, embedder or DEFAULT_EMBEDDER)
+    _, summary = reward_files(gt, pred, out, cfg, embedder or DEFAULT_EMBEDDER, split)
+    echo(describe(summary["ground_truth"]))
     echo(
         f"{int(summary['completions'])} completions: mean reward {summary['reward']:.4f}, "
         f"R_box {summary['r_box']:.4f}, R_desc {summary['r_desc']:.4f}, R_imp {summary['r_imp']:.4f}, "
-        f"format failures {int(summary['parse_failures'])}"
+        f"format failures {int(summary['parse_failures'])}, {summary['coercions']} values coerced"
     )
-    echo(f"rewards: {out}")
+    echo(f"rewards: {out} (summary: {out.with_name(out.stem + '.summary.json')})")
 
 
 def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path | None) -> None:
@@ -108,6 +121,14 @@ def compare_cmd(
     draws: Annotated[int, typer.Option("--draws", min=1, help="Paired bootstrap draws.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the draws.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the comparison as JSON.")] = None,
+    allow_different_gt: Annotated[
+        bool,
+        typer.Option(
+            "--allow-different-gt",
+            help="Compare reports scored on different ground truth (another split, file or build); the output "
+            "then says so. Refused by default.",
+        ),
+    ] = False,
 ) -> None:
     """Compare two sdg eval runs: B minus A for every SDG-Eval metric, with paired bootstrap intervals over the
     images both scored, so you can say whether GRPO beat SFT on your data.
@@ -116,7 +137,7 @@ def compare_cmd(
     """
     from sdg_data.scoring.evaluation import compare, format_compare
 
-    c = compare(a, b, draws, seed)
+    c = compare(a, b, draws, seed, allow_different_gt=allow_different_gt)
     echo(format_compare(c))
     if out:
         from sdg_data.io.files import write_json
@@ -131,8 +152,9 @@ def register(app: typer.Typer) -> None:
     reward_out = Annotated[Path, typer.Option("--out", help="Where to write one JSON line per prediction.")]
     embedder = param("embedder", EMBEDDER, None)
     config_command(
-        app, "reward", RewardConfig, run_reward, [GT, PRED, param("out", reward_out), embedder], extra="embed"
-    )
+        app, "reward", RewardConfig, run_reward, [GT, PRED, param("out", reward_out), embedder, SPLIT],
+        extra="embed",
+    )  # fmt: skip
     app.command("compare")(guarded(compare_cmd))
     report = param("out", out_opt, None)
     gt = opt("gt", Path, "--gt", "Records from sdg import richhf (heatmap peaks in provenance), or any records.")

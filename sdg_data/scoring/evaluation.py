@@ -26,6 +26,7 @@ import numpy as np
 from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
 from sdg_data.boxes import BoxOrder
 from sdg_data.config import Count, Positive
+from sdg_data.io.arrow import SplitName
 from sdg_data.matching import MatchMethod, clear_assignments, match, match_lone
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.embedding import CachedEmbedder
@@ -44,6 +45,15 @@ ApBackend = Literal["sdg", "faster-coco-eval", "pycocotools"]
 class EvalConfig:
     """How SDG-Eval scores a prediction file against ground truth."""
 
+    split: SplitName = field(
+        default="test",
+        metadata={
+            "help": (
+                "Which split of a dataset folder is the ground truth (and the predictions, when they are a dataset "
+                "folder too): ``test`` (the held-out images), ``train`` or ``all``; a records file is scored whole."
+            )
+        },
+    )
     match: MatchMethod = field(
         default="hungarian",
         metadata={"help": "``hungarian`` (the paper) or ``greedy`` (the released evaluate.py, for comparison)."},
@@ -295,6 +305,10 @@ def format_table(report: Mapping[str, Any], title: str = "pred") -> str:
         "-" * (name_w + 3 + 2 * width + 2),
     ]
     counts = report.get("counts", {})
+    if "ground_truth" in report:
+        from sdg_data.io.truth import describe
+
+        lines.insert(0, describe(report["ground_truth"]))
     lines.append(f"{(title + ' (' + str(counts.get('images', '?')) + ')'):<{name_w}} | {cells(report)}")
     for gen, block in report.get("by_generator", {}).items():
         n = counts.get("by_generator", {}).get(gen, "?")
@@ -312,7 +326,8 @@ def index_predictions(
 ) -> tuple[dict[str, list[Defect]], dict[str, Any]]:
     """Parse prediction lines into image_id -> defects, with parse statistics; bad lines raise with their number."""
     out: dict[str, list[Defect]] = {}
-    stats = {"lines": 0, "format_failures": 0, "unparseable": 0, "issues": 0, "examples": []}
+    stats = {"lines": 0, "format_failures": 0, "unparseable": 0, "issues": 0, "examples": [], "coercions": 0,
+             "coercion_examples": []}  # fmt: skip
     for lineno, row in rows:
         if not isinstance(row, Mapping) or not isinstance(row.get("image_id"), str):
             raise ValueError(f"{source}:{lineno}: record '?' field 'image_id': missing or not a string")
@@ -328,6 +343,11 @@ def index_predictions(
             raise ValueError(f"{source}:{lineno}: record {iid!r} field {field!r}: {why}")
         stats["lines"] += 1
         stats["issues"] += len(res.issues)
+        if res.coercions:  # values the contract refuses in ground truth, read here as something else: counted
+            stats["coercions"] += res.coercions
+            if len(stats["coercion_examples"]) < 5:
+                said = [x for x in res.issues if "coerced" in x or "rounded" in x or "clamped" in x or "dropped" in x]
+                stats["coercion_examples"].append({"image_id": iid, "line": lineno, "issues": said[:3]})
         if not res.format_ok:
             stats["format_failures"] += 1
             if not res.defects:
@@ -356,16 +376,16 @@ def evaluate_files(
     gt_path: str | Path, pred_path: str | Path, out_path: str | Path | None, cfg: EvalConfig
 ) -> dict[str, Any]:
     """``sdg eval``: read ground truth and predictions, score, write the JSON report; returns the report."""
-    from sdg_data.io.files import write_json
+    from sdg_data.io.files import write_json, write_jsonl
     from sdg_data.io.jsonl import input_kind, iter_jsonl, load_records
+    from sdg_data.io.truth import load_ground_truth
     from sdg_data.scoring.embedding import load_embedder
 
-    gt = load_records(gt_path)
-    if not gt:
-        raise ValueError(f"{gt_path}: no ground-truth records; nothing to score")
+    truth = load_ground_truth(gt_path, cfg.split, "eval")
+    gt = truth.records
     pp = Path(pred_path)
     rows = (
-        enumerate((r.to_json() for r in load_records(pp)), 1)
+        enumerate((r.to_json() for r in load_records(pp, split=cfg.split)), 1)
         if pp.exists() and input_kind(pp) in ("parquet", "dataset")
         else iter_jsonl(pp)
     )
@@ -379,6 +399,7 @@ def evaluate_files(
 
         report["ap"] = ap_report(gt, preds, embedder, table, backend=cfg.ap_backend)
     report["predictions"] = stats
+    report["ground_truth"] = truth.source  # what was scored: path, split, fingerprint, images
     per_image = report.pop("per_image")
     if cfg.bootstrap:
         report["bootstrap"] = bootstrap(per_image, cfg.bootstrap, cfg.seed)
@@ -387,45 +408,139 @@ def evaluate_files(
         side = out_path.with_name(out_path.stem + ".per_image.npz")
         write_per_image(side, per_image)
         report["per_image_file"] = side.name  # what sdg compare pairs two runs by
+        if truth.rejects:  # the ground-truth records left out, with why (the one rejects schema)
+            rejects = out_path.with_name(out_path.stem + ".gt.rejects.jsonl")
+            write_jsonl(rejects, [r.to_json() for r in truth.rejects])
+            truth.source["rejects_file"] = rejects.name
         write_json(out_path, report)
     return report
 
 
 def write_per_image(path: Path, per_image: Mapping[str, Any]) -> None:
-    """The per-image sums beside the report (compact; a paired comparison of two runs reads them)."""
+    """The per-image sums beside the report (compact; a paired comparison of two runs reads them), with the names
+    of their axes so a reader matches labels and fields by name."""
     import io
 
     from sdg_data.io.files import write_bytes
 
     buf = io.BytesIO()
     np.savez_compressed(buf, image_ids=np.asarray(per_image["image_ids"], dtype=str), sums=per_image["sums"],
-                        has_cos=np.asarray(per_image["has_cos"]), labels=np.asarray(per_image["labels"]))  # fmt: skip
+                        has_cos=np.asarray(per_image["has_cos"]), labels=np.asarray(per_image["labels"]),
+                        fields=np.asarray(list(FIELDS)))  # fmt: skip
     write_bytes(path, buf.getvalue())
 
 
-def read_per_image(report_path: str | Path) -> dict[str, Any]:
-    """A report's per-image sums (``sdg eval --out`` writes them beside the report)."""
+class ReportError(ValueError):
+    """A report (or its per-image file) that cannot be compared; the message names the file and the field."""
+
+    def __init__(self, path: Any, field: str, reason: str):
+        super().__init__(f"{path}: field {field!r}: {reason}")
+
+
+def read_report(report_path: str | Path) -> dict[str, Any]:
+    """An ``sdg eval --out`` report as a dict; one-line errors for a missing file, bad JSON or another shape."""
     import json
 
     report_path = Path(report_path)
-    name = json.loads(report_path.read_text(encoding="utf-8")).get("per_image_file")
+    if not report_path.is_file():
+        raise ValueError(f"{report_path}: no such file" if not report_path.exists() else f"{report_path}: not a file")
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{report_path}: not a JSON report ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(report, dict):
+        raise ReportError(
+            report_path, "<report>", f"must be an object (an sdg eval report), got {type(report).__name__}"
+        )
+    return report
+
+
+def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A report's per-image sums (``sdg eval --out`` writes them beside the report), checked: unique image ids,
+    sums of shape (images, labels, fields), finite, and labels and fields named as this version names them
+    (matched by name, never by position)."""
+    report_path = Path(report_path)
+    report = read_report(report_path) if report is None else report
+    name = report.get("per_image_file")
     if not isinstance(name, str) or "/" in name or not (report_path.parent / name).is_file():
         raise ValueError(f"{report_path}: no per-image file beside it (rerun sdg eval with --out to write one)")
-    with np.load(report_path.parent / name, allow_pickle=False) as z:
-        return {"image_ids": z["image_ids"].tolist(), "sums": z["sums"], "has_cos": bool(z["has_cos"]),
-                "labels": z["labels"].tolist(), "fields": list(FIELDS)}  # fmt: skip
+    side = report_path.parent / name
+    try:
+        with np.load(side, allow_pickle=False) as z:
+            got = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{side}: not a per-image file ({' '.join(str(exc).split())[:200]})") from None
+    for key in ("image_ids", "sums", "has_cos", "labels"):
+        if key not in got:
+            raise ReportError(side, key, "missing")
+    ids, sums, labels = got["image_ids"], got["sums"], got["labels"]
+    if ids.ndim != 1 or ids.dtype.kind != "U":
+        raise ReportError(side, "image_ids", f"must be a list of ids, got an array of shape {ids.shape}")
+    ids = ids.tolist()
+    if len(set(ids)) != len(ids):
+        dup = next(i for k, i in enumerate(ids) if i in ids[:k])
+        raise ReportError(side, "image_ids", f"{dup!r} appears more than once")
+    if labels.ndim != 1 or labels.dtype.kind != "U" or len(set(labels.tolist())) != len(labels):
+        raise ReportError(side, "labels", f"must be distinct label names, got {labels.tolist()!r}"[:300])
+    fields = got["fields"].tolist() if "fields" in got else list(FIELDS)  # files before 1.2 did not name them
+    if fields != list(FIELDS):
+        raise ReportError(side, "fields", f"must be {list(FIELDS)}, got {fields!r}"[:300])
+    if sums.dtype.kind not in "fiu" or sums.shape != (len(ids), len(labels), len(FIELDS)):
+        want = f"({len(ids)} images, {len(labels)} labels, {len(FIELDS)} fields)"
+        raise ReportError(side, "sums", f"must be numbers of shape {want}, got {sums.dtype} {sums.shape}")
+    sums = sums.astype(np.float64)
+    if not np.isfinite(sums).all():
+        bad = int(np.argwhere(~np.isfinite(sums))[0][0])
+        raise ReportError(side, "sums", f"holds NaN or infinity (image {ids[bad]!r})")
+    if (sums < 0).any():
+        raise ReportError(side, "sums", "holds negative counts")
+    if got["has_cos"].shape != ():
+        raise ReportError(side, "has_cos", "must be one true or false")
+    return {"image_ids": ids, "sums": sums, "has_cos": bool(got["has_cos"]), "labels": labels.tolist(),
+            "fields": list(FIELDS)}  # fmt: skip
 
 
-def compare(a: str | Path, b: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+def same_ground_truth(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """Why two reports' ground truths differ (split, or source fingerprint), or None when they are the same."""
+    ga, gb = a.get("ground_truth"), b.get("ground_truth")
+    if not isinstance(ga, dict) or not isinstance(gb, dict):
+        which = "A" if not isinstance(ga, dict) else "B"
+        return f"{which} does not record its ground truth (scored before sdg recorded it; rerun sdg eval)"
+    if ga.get("split") != gb.get("split"):
+        return (
+            f"A scored split {ga.get('split')!r} of {ga.get('path')}, B split {gb.get('split')!r} of {gb.get('path')}"
+        )
+    if ga.get("fingerprint") != gb.get("fingerprint"):
+        return (
+            f"A's ground truth {ga.get('path')} ({str(ga.get('fingerprint'))[:19]}) is not B's {gb.get('path')} "
+            f"({str(gb.get('fingerprint'))[:19]})"
+        )
+    return None
+
+
+def compare(
+    a: str | Path, b: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95, allow_different_gt: bool = False
+) -> dict[str, Any]:
     """B minus A for every headline metric, with a paired bootstrap over the images both runs scored: each draw
-    resamples the shared images once and recomputes both runs on it, so image difficulty cancels out."""
-    pa, pb = read_per_image(a), read_per_image(b)
+    resamples the shared images once and recomputes both runs on it, so image difficulty cancels out.
+
+    Two reports scored on different ground truth (another split, another file or build) are refused unless
+    ``allow_different_gt``, and then the result says so. Labels are matched by name."""
+    ra, rb = read_report(a), read_report(b)
+    differs = same_ground_truth(ra, rb)
+    if differs and not allow_different_gt:
+        raise ValueError(f"{a} and {b} were not scored on the same ground truth: {differs}; pass --allow-different-gt "
+                         "to compare them anyway")  # fmt: skip
+    pa, pb = read_per_image(a, ra), read_per_image(b, rb)
+    if set(pa["labels"]) != set(pb["labels"]):
+        raise ReportError(b, "labels", f"{pb['labels']} do not match A's {pa['labels']}")
+    lab_b = [pb["labels"].index(lab) for lab in pa["labels"]]  # B's label axis in A's order, by name
     idx_b = {iid: k for k, iid in enumerate(pb["image_ids"])}
     shared = [(k, idx_b[iid]) for k, iid in enumerate(pa["image_ids"]) if iid in idx_b]
     if not shared:
         raise ValueError(f"{a} and {b} share no image: compare runs scored on the same ground truth")
     sa = pa["sums"][[i for i, _ in shared]]
-    sb = pb["sums"][[j for _, j in shared]]
+    sb = pb["sums"][[j for _, j in shared]][:, lab_b]
     has_cos = pa["has_cos"] and pb["has_cos"]
     rng = np.random.default_rng(seed)
     labels = pa["labels"]
@@ -443,7 +558,11 @@ def compare(a: str | Path, b: str | Path, n: int = 1000, seed: int = 0, level: f
                 if ma[m] is not None and mb[m] is not None:
                     diffs[lab][m].append(mb[m] - ma[m])
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    out: dict[str, Any] = {"a": str(a), "b": str(b), "images": len(shared), "n": n, "level": level, "metrics": {}}
+    n_a, n_b = len(pa["image_ids"]), len(pb["image_ids"])
+    out: dict[str, Any] = {"a": str(a), "b": str(b), "images": len(shared), "only_a": n_a - len(shared),
+                           "only_b": n_b - len(shared), "n": n, "level": level,
+                           "ground_truth": {"a": ra.get("ground_truth"), "b": rb.get("ground_truth"),
+                                            "differs": differs}, "metrics": {}}  # fmt: skip
     for lab in labels:
         for m in HEADLINE:
             va, vb = point[lab][m]
@@ -459,11 +578,21 @@ def format_compare(c: Mapping[str, Any]) -> str:
         return f"{v:8.3f}" if v is not None else f"{'-':>8}"
 
     lines = [f"B - A over {c['images']} shared images ({c['n']} paired bootstrap draws, {c['level']:.0%} intervals)",
-             f"  A: {c['a']}", f"  B: {c['b']}",
-             f"{'metric':<28}{'A':>9}{'B':>9}{'B - A':>9}   interval"]  # fmt: skip
+             f"  A: {c['a']}", f"  B: {c['b']}"]  # fmt: skip
+    gt = c.get("ground_truth") or {}
+    if gt.get("differs"):
+        lines.append(f"  NOT the same ground truth (compared on request): {gt['differs']}")
+    elif gt.get("a"):
+        from sdg_data.io.truth import describe
+
+        lines.append(f"  both scored on the {describe(gt['a'])}")
+    if c.get("only_a") or c.get("only_b"):
+        lines.append(f"  left out: {c['only_a']} images only A scored, {c['only_b']} only B scored")
+    lines.append(f"{'metric':<28}{'A':>9}{'B':>9}{'B - A':>9}   interval")
     for name, v in c["metrics"].items():
         ci = "-" if v["ci"] is None else f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
         mark = "  *" if v["clear"] else ""
         lines.append(f"{name:<28}{f(v['a'])} {f(v['b'])} {f(v['diff'])}   {ci}{mark}")
-    lines.append("* the interval excludes 0: B and A differ on this metric beyond resampling noise")
+    if any(v["clear"] for v in c["metrics"].values()):
+        lines.append("* the interval excludes 0: B and A differ on this metric beyond resampling noise")
     return "\n".join(lines)

@@ -306,28 +306,41 @@ def breakdown_row(image_id: str, r: RewardBreakdown) -> Mapping[str, Any]:
 
 
 def reward_files(
-    gt_path: str | Path, pred_path: str | Path, out_path: str | Path, cfg: RewardConfig, embedder: str | None
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """``sdg reward``: one line per prediction with its reward and components; returns rows and a summary.
+    gt_path: str | Path,
+    pred_path: str | Path,
+    out_path: str | Path,
+    cfg: RewardConfig,
+    embedder: str | None,
+    split: str = "test",
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``sdg reward``: one line per prediction with its reward and components; returns rows and a summary, which
+    is also written beside the rows (``OUT-STEM.summary.json``) with the ground truth it scored against.
 
     Prediction lines hold raw model text under ``response`` (what GRPO scores, format gate included) or a
-    ``defects`` list, which is checked with the same item rules (it has no think block to require).
+    ``defects`` list, which is checked with the same item rules (it has no think block to require). The ground
+    truth is a records file or one ``split`` of a dataset folder; records not annotated yet are left out.
     """
     from sdg_data.answer import normalized_box_issue, parse_defect_list
-    from sdg_data.io.files import write_jsonl
-    from sdg_data.io.jsonl import InputError, iter_jsonl, read_records
+    from sdg_data.io.files import write_json, write_jsonl
+    from sdg_data.io.jsonl import InputError, iter_jsonl
+    from sdg_data.io.truth import NOT_ANNOTATED, load_ground_truth
 
-    gt = {r.image_id: r.defects for r in read_records(gt_path)}
-    if not gt:
-        raise InputError(f"{gt_path}: no ground-truth records; nothing to score")
+    truth = load_ground_truth(gt_path, split, "reward")
+    gt = {r.image_id: r.defects for r in truth.records}
+    unannotated = {r.image_id for r in truth.rejects}
     ids: list[str] = []
     parsed: list[ParseResult] = []
     for lineno, row in iter_jsonl(pred_path):
         iid = row.get("image_id") if isinstance(row, Mapping) else None
         if not isinstance(iid, str):
             raise InputError(f"{pred_path}:{lineno}: record '?' field 'image_id': missing or not a string")
+        if iid in unannotated:
+            raise InputError(
+                f"{pred_path}:{lineno}: record {iid!r} field 'image_id': its ground truth {NOT_ANNOTATED}"
+            )
         if iid not in gt:
-            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'image_id': not in {gt_path}")
+            where = f"split {split!r} of {gt_path}" if truth.source["split"] else str(gt_path)
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'image_id': not in {where}")
         if "response" in row:
             parsed.append(parse_response(row["response"], order=cfg.box_order))
         elif "defects" in row:
@@ -345,6 +358,10 @@ def reward_files(
     results = score(parsed, [gt[i] for i in ids], emb, cfg)
     rows = [dict(breakdown_row(i, r)) for i, r in zip(ids, results)]
     write_jsonl(out_path, rows)
-    summary = summarize(results)
+    summary: dict[str, Any] = dict(summarize(results))
     summary["completions"] = float(len(results))
+    summary["coercions"] = sum(p.coercions for p in parsed)
+    summary["ground_truth"] = truth.source
+    out_path = Path(out_path)
+    write_json(out_path.with_name(out_path.stem + ".summary.json"), summary)
     return rows, summary

@@ -19,7 +19,7 @@ from itertools import chain
 
 import numpy as np
 
-from sdg_data.boxes import grid_array, iou_rows
+from sdg_data.boxes import iou_rows, scored_corners
 from sdg_data.records import LABELS, Defect, ImageRecord
 
 
@@ -32,7 +32,7 @@ class Boxes:
 
     img: np.ndarray  # image index (into the ground truth), int64
     label: np.ndarray  # index into LABELS, int64
-    xy: np.ndarray  # (n, 4) float64, xyxy on the 0-1000 grid, as the records hold them
+    xy: np.ndarray  # (n, 4) float64, xyxy on the integer 0-1000 grid (``scored_corners``): what every score reads
     importance: np.ndarray  # float64, NaN where a box has none
     desc: list[str]
     start: np.ndarray  # per slot: where its boxes begin in ``order``
@@ -47,6 +47,7 @@ class Boxes:
         n = len(flat)
         label = np.fromiter(map(label_idx.__getitem__, [d.label for d in flat]), dtype=np.int64, count=n)
         xy = np.fromiter(chain.from_iterable([d.box for d in flat]), dtype=np.float64, count=4 * n).reshape(n, 4)
+        xy = scored_corners(xy)  # one reading of the boxes for SDG-Eval, COCO AP and joint AP
         imp = np.array([d.importance for d in flat], dtype=np.float64)  # None -> NaN
         slot = img * len(LABELS) + label
         count = np.bincount(slot, minlength=n_slots).astype(np.int64)
@@ -82,7 +83,7 @@ class ScoringTable:
     pair_g: np.ndarray  # ground-truth box of each pair
     pair_p: np.ndarray  # prediction of each pair
     pair_start: np.ndarray  # per slot: its first pair (slots with both sides hold n_g * n_p pairs)
-    iou: np.ndarray  # IoU of each pair, float64 (the records' coordinates)
+    iou: np.ndarray  # IoU of each pair, float64, on the integer grid corners every score reads
 
     @classmethod
     def build(cls, gt: Sequence[ImageRecord], preds: Mapping[str, Sequence[Defect]]) -> ScoringTable:
@@ -105,14 +106,6 @@ class ScoringTable:
     @cached_property
     def pair_slot(self) -> np.ndarray:
         return self.gt.slot[self.pair_g]
-
-    @cached_property
-    def grid_iou(self) -> np.ndarray:
-        """IoU on integer grid corners (``Box.to_grid``), as the COCO tooling reads the boxes."""
-        gg, pg = grid_array(self.gt.xy), grid_array(self.pred.xy)
-        if np.array_equal(gg, self.gt.xy) and np.array_equal(pg, self.pred.xy):
-            return self.iou
-        return iou_rows(gg[self.pair_g], pg[self.pair_p])
 
     def buckets(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         """Slots with boxes on both sides, grouped by shape: ``(n_g, n_p, slots, pairs)`` with ``pairs`` an

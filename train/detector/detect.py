@@ -27,6 +27,7 @@ from sdg_data.answer import parse_response
 from sdg_data.config import Bounds, NonNegative, Positive
 from sdg_data.detector_prompt import conversation, template_id
 from sdg_data.io.api_client import Transport, transport_defaults
+from sdg_data.io.arrow import SplitName
 from sdg_data.io.files import AppendSink, read_finished, write_jsonl
 from sdg_data.io.jsonl import screen_records
 from sdg_data.io.progress import progress_bar
@@ -56,8 +57,14 @@ class DetectConfig(Transport):
         default=None, metadata={"help": "the user-turn template file ({caption}); default sdg_data/prompts"}
     )
     box_order: Literal["xyxy", "yxyx"] = field(default="xyxy", metadata={"help": "how the detector writes box_2d"})
-    dataset_config: str = field(default="test", metadata={"help": "for a dataset folder: the config to read"})
-    split: str = field(default="test", metadata={"help": "for a dataset folder: the split to read"})
+    dataset_config: str = field(
+        default="annotations",
+        metadata={"help": "for a dataset folder: the config to read (annotations: one row per image, every split)"},
+    )
+    split: SplitName = field(
+        default="test",
+        metadata={"help": "for a dataset folder: the split to read (test: the held-out images)"},
+    )
     allow_missing_caption: bool = field(
         default=False, metadata={"help": "else an image without a caption is rejected"}
     )
@@ -180,11 +187,12 @@ def _parquet_items(path: Path, cfg: DetectConfig) -> Inputs:
     if path.is_file():
         files = [path]
     else:
-        from sdg_data.io.arrow import dataset_shards
+        from sdg_data.io.arrow import SplitError, dataset_shards, split_shards
 
-        files = dataset_shards(path, cfg.dataset_config, cfg.split) or dataset_shards(path, cfg.dataset_config)
-        if not files:
-            raise FileNotFoundError(f"{path}: no parquet shards for its {cfg.dataset_config!r} config")
+        files = dataset_shards(path, cfg.dataset_config, None if cfg.split == "all" else cfg.split)
+        if not files:  # never another split in its place: the error names the split and what the folder has
+            split_shards(path, cfg.split)
+            raise SplitError(f"{path}: its {cfg.dataset_config!r} config has no {cfg.split!r} shards")
     out = Inputs()
     for f in files:
         names = pq.read_schema(f).names
