@@ -450,10 +450,12 @@ def write_outputs(
     report = StageReport("pull", read=counts["annotations"] + counts["malformed_tasks"], kept=counts["valid"])
     report.left_out = counts["cancelled"]  # skipped by the annotator: counted, neither kept nor rejected
     report.add(result["rejects"])
-    report.extras = {**counts, **(extra or {}), **(vouch(out, [image_root]) if image_root else {})}
+    report.extras = {**counts, **(extra or {})}
     if not report.failed:  # a pull that kept nothing leaves the last good records as they were
         _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
         _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
+        if image_root:  # vouched over the records as written, for the roots their images lie in
+            report.extras.update(vouch(out, [image_root]))
     return report.write(out.parent, prefix=f"{out.stem}.")
 
 

@@ -24,7 +24,10 @@ class DiskCache:
     """Finished replies, one JSON file each under ``root``, written atomically: a crash loses no finished work."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        from sdg_data.io.files import check_output, output_root
+
+        check_output(Path(root) / "x")  # the cache folder inside the output is no link (planted, it leads away)
+        self.root = output_root(root)  # and nothing below it is written through one
         self.root.mkdir(parents=True, exist_ok=True)
         self._seen: dict[str, dict[str, Any]] = {}  # entries this process wrote or read: no second file read
 
@@ -35,12 +38,12 @@ class DiskCache:
         """The entry filed under ``key``, or None (a missing or unreadable file is a miss, never trusted)."""
         if key in self._seen:
             return self._seen[key]
-        p = self._path(key)
-        try:
-            entry = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError:  # cannot happen with atomic writes; treat as missing rather than trust it
+        from sdg_data.io.sidecar import read_json_object
+
+        # a regular file only, never through a link: a planted link would hand in a reply nobody asked for; a
+        # missing, unreadable or torn file is a miss, never trusted
+        entry = read_json_object(self._path(key))
+        if entry is None:
             return None
         self._seen[key] = entry
         return entry
@@ -58,14 +61,20 @@ class UsageLedger:
     requests, tokens and cost. A torn last line (killed mid-write) is skipped."""
 
     def __init__(self, path: str | Path):
+        from sdg_data.io.files import check_output, refuse_link
+
         self.path = Path(path)
+        check_output(self.path)
+        refuse_link(self.path)  # appended to: a link would grow the file it points at
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = None
 
     def add(self, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
         """Append one line, flushed at once, so a killed run's requests are counted too."""
         if self._f is None:
-            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
+            from sdg_data.io.files import open_append
+
+            self._f = open_append(self.path)  # never through a link, only a regular file; closed in close()
         self._f.write(f"[{requests},{prompt_tokens},{completion_tokens}]\n")
         self._f.flush()  # in the OS's hands: survives the process being killed
 
@@ -77,15 +86,15 @@ class UsageLedger:
 
     def totals(self) -> dict[str, int]:
         """Requests and tokens over every run into this folder (a torn last line skipped)."""
+        from sdg_data.io.sidecar import read_regular
+
         req = pt = ct = 0
-        try:
-            lines = self.path.read_text(encoding="utf-8").split("\n")
-        except FileNotFoundError:
-            lines = []
-        for line in lines:
+        data = read_regular(self.path, cap=1 << 30)  # a regular file only (a link or FIFO counts nothing)
+        for line in (data or b"").split(b"\n"):
             try:
                 r, p, c = json.loads(line)
+                r, p, c = int(r), int(p), int(c)
             except (ValueError, TypeError):
                 continue
-            req, pt, ct = req + int(r), pt + int(p), ct + int(c)
+            req, pt, ct = req + r, pt + p, ct + c
         return {"requests": req, "prompt_tokens": pt, "completion_tokens": ct}

@@ -146,7 +146,9 @@ def _template(job: Job, tpl: TeacherTemplate, cfg: DistillConfig) -> dict:
 def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -> dict[str, Any]:
     """Run the distill stage; returns the summary also written to ``out_dir/distill.summary.json``."""
 
-    records, out_dir = Path(records), Path(out_dir)
+    from sdg_data.io.files import output_root
+
+    records, out_dir = Path(records), output_root(out_dir)
     tpl = TeacherTemplate.load(cfg.template)
     teacher_name = template_teacher.NAME if cfg.teacher == "template" else f"{cfg.base_url}|{cfg.model}"
     cache = DiskCache(cfg.cache_dir or out_dir / "cache")
@@ -189,7 +191,8 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     report.extras = _figures(report, distilled, attempts, from_cache, len(todo), cfg, tpl, stats, ledger, elapsed)
     # the roots this run checked the images in travel with distilled.jsonl, so build needs no --image-root
     roots = Resolver.for_records(records, cfg.image_roots or ()).roots
-    report.extras.update(vouch(out_dir / "distilled.jsonl", roots))
+    if not report.failed:
+        report.extras.update(vouch(out_dir / "distilled.jsonl", roots))
     summary = report.write(out_dir)
     return summary
 

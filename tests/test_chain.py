@@ -99,8 +99,10 @@ def test_a_vouch_is_bound_to_its_file_and_this_machine(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "d").mkdir()
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"x")
     rec = tmp_path / "d" / "r.jsonl"
-    rec.write_text("")
+    rec.write_text(json.dumps({"image_id": "a", "image_path": "../img/a.png"}) + "\n")
     (tmp_path / "d" / "x.summary.json").write_text(json.dumps(vouch(rec, [tmp_path])))
     assert vouched_roots(rec) == [str(tmp_path.resolve())]
     planted = {"image_roots": ["/"], "image_roots_mac": "0" * 64}
@@ -110,6 +112,7 @@ def test_a_vouch_is_bound_to_its_file_and_this_machine(tmp_path, monkeypatch):
     moved = tmp_path / "d" / "moved.jsonl"
     rec.rename(moved)
     assert vouched_roots(moved) == []
+    moved.rename(rec)
+    assert vouched_roots(rec) == [str(tmp_path.resolve())]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-machine"))
-    rec.write_text("")
     assert vouched_roots(rec) == []

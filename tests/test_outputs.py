@@ -125,10 +125,11 @@ def test_a_rewrite_that_puts_the_old_mtime_back_is_checked_again(tmp_path, monke
 
 # ------------------------------------------------------------------ 5. a failed run leaves the good output intact
 def test_a_failed_rebuild_keeps_the_good_dataset_readable(tmp_path):
-    from sdg_data.dataset.build import FAILED_RUN, BuildConfig, build_dataset
+    from sdg_data.dataset.build import BuildConfig, build_dataset
     from sdg_data.dataset.stats import dataset_stats
     from sdg_data.io.files import write_records
     from sdg_data.io.jsonl import read_records
+    from sdg_data.io.report import FAILED_RUN
 
     demo = Path(__file__).resolve().parents[1] / "sdg_data" / "demo" / "sample"
     recs = read_records(demo / "records.jsonl")[:4]

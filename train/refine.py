@@ -304,7 +304,9 @@ def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[s
     from sdg_data.io.report import StageReport
 
     t0 = time.perf_counter()
-    source, out = Path(source), Path(out_dir)
+    from sdg_data.io.files import output_root
+
+    source, out = Path(source), output_root(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs, rejects, n_read = read_jobs(source, cfg)
     report = StageReport("refine", read=n_read)

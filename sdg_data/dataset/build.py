@@ -33,11 +33,19 @@ from sdg_data.dataset.pagecache import WriteBehind
 from sdg_data.detector_prompt import prompt_messages, sft_messages, template_id
 from sdg_data.io import png
 from sdg_data.io.arrow import FIRST_PAIR, VIEWS
-from sdg_data.io.files import write_text
+from sdg_data.io.files import (
+    check_output,
+    files_below,
+    output_root,
+    remove_output,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 from sdg_data.io.images import MAX_PIXELS, ImageError, read_verified
 from sdg_data.io.jsonl import screen_records
 from sdg_data.io.progress import progress_bar
-from sdg_data.io.report import StageReport, stage_files
+from sdg_data.io.report import REJECTS_SUFFIX, SUMMARY_SUFFIX, StageReport, failed_run_folder
 from sdg_data.records import ImageRecord
 from sdg_data.splits import PAPER_TEST_FRACTION, assign_splits
 
@@ -178,10 +186,12 @@ class _ShardWriter:
         self.writer: pq.ParquetWriter | None = None
         self.size = 0
         self.rows = 0
+        check_output(folder / "x")  # data/<split>/ is no link (planted, it would take the shards elsewhere)
         folder.mkdir(parents=True, exist_ok=True)
 
     def _open(self) -> None:
         path = self.folder / f".{self.split}-{len(self.paths):05d}.{os.getpid()}.parquet.tmp"
+        check_output(path)
         self.paths.append(path)
         self.writer = pq.ParquetWriter(
             path,
@@ -247,7 +257,7 @@ class _ShardWriter:
     def discard(self) -> None:
         self.close_current()
         for p in self.paths:
-            p.unlink(missing_ok=True)
+            remove_output(p)
 
 
 def _leaf_columns(schema: pa.Schema) -> list[str]:
@@ -292,6 +302,7 @@ def _publish(out: Path, temps: dict[str, list[Path]], fp: str) -> dict[str, list
         n = len(paths)
         for i, p in enumerate(paths):
             dst = p.parent / f"{table}-{fp}-{i:05d}-of-{n:05d}.parquet"
+            check_output(dst)
             os.replace(p, dst)
             files[table].append(str(dst.relative_to(out)))
     return files
@@ -307,14 +318,13 @@ def _remove_stale(out: Path, keep: dict[str, list[str]]) -> int:
     kept = {out / f for fs in keep.values() for f in fs}
     removed = 0
     data = out / "data"
-    if not data.is_dir():
+    if not data.is_dir() or data.is_symlink():
         return 0
-    for p in data.glob("*/*"):
-        if p.is_file() and p not in kept and (p.suffix == ".parquet" or p.name.endswith(".parquet.tmp")):
-            p.unlink(missing_ok=True)
-            removed += 1
+    for p in files_below(data):  # never through a link: a planted data/x -> elsewhere loses nothing there
+        if p.parent.parent == data and p not in kept and (p.suffix == ".parquet" or p.name.endswith(".parquet.tmp")):
+            removed += remove_output(p)
     for d in data.iterdir():
-        if d.is_dir() and not any(d.iterdir()):
+        if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
             d.rmdir()
     return removed
 
@@ -491,14 +501,11 @@ def _split(records: list[ImageRecord], cfg: BuildConfig) -> tuple[dict[str, int]
     return info, warnings
 
 
-FAILED_RUN = "failed-run"  # meta/failed-run/: the reports of the last build that kept nothing
-
-
 def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfig, progress: bool = True) -> dict:
     """Write the dataset folder; returns the build summary (also ``meta/build.summary.json``)."""
 
     t0 = time.perf_counter()
-    records_path, out = Path(records_path), Path(out_dir)
+    records_path, out = Path(records_path), output_root(out_dir)
     loaded, rejects, n_read = load_distilled(records_path, cfg.image_roots)
     if n_read == 0:
         raise ValueError(f"{records_path}: no records (an empty file); nothing to build")
@@ -523,9 +530,9 @@ def build_dataset(records_path: str | Path, out_dir: str | Path, cfg: BuildConfi
     report.kept = len(ds.kept)
     if not ds.kept:
         for p in (p for paths in temps.values() for p in paths):
-            p.unlink(missing_ok=True)
+            remove_output(p)
         # the failed run's own place: a good dataset already in OUT keeps its meta/ and stays readable
-        failed = out / "meta" / FAILED_RUN
+        failed = failed_run_folder(out / "meta")
         report.write(failed)
         first = "; ".join(sorted({r.reason for r in report.rejects})[:3])
         raise ValueError(
@@ -549,10 +556,7 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
     no_test = no_test_split(counts, cfg, len(ds.kept))
     if no_test:
         warnings.append(no_test)
-    for stage, found in stage_files(base).items():  # earlier stages' reports travel with the dataset
-        for path in found.values():
-            if stage != "build":
-                write_text(out / "meta" / path.name, path.read_text(encoding="utf-8", errors="replace"))
+    copied = _copy_stage_reports(base, out / "meta")
     size = {t: sum((out / f).stat().st_size for f in fs) for t, fs in tables.items()}
     total = sum(size.values())
     text_and_images = ds.train_image_bytes + ds.sft_text_bytes
@@ -570,6 +574,7 @@ def _publish_build(out, base, ds, temps, report, split_info, warnings, t0) -> di
                 "text_bytes": ds.sft_text_bytes, "ratio": round(size.get("train", 0) / max(1, text_and_images), 4)},
         "total_bytes": total,
         "fingerprint": fp,
+        "stage_reports": copied,
         "tables": dict(tables),
         "files": files,
         "prompt_template": ds.tpl_id,
@@ -596,6 +601,23 @@ def no_test_split(rows: dict[str, int], cfg: BuildConfig, built: int) -> str | N
         "refuse this folder. Build from more images, raise --test-fraction or set --test-images, or score the "
         "training images on purpose with --split train (the report then says so)"
     )
+
+
+def _copy_stage_reports(base: Path, meta: Path) -> dict[str, int]:
+    """Earlier stages' reports travel with the dataset (and to the Hub with it): only what a stage wrote, read as
+    sidecars (regular files, capped, never through a link) and written anew from what was parsed: a summary that
+    is a stage summary, the rejects lines in the one schema. A link to a secret, a FIFO or a malformed line never
+    reaches the dataset; skipped lines are counted."""
+    from sdg_data.io.report import read_reports
+
+    summaries, by_stage, skipped = read_reports(base)
+    for stage, summary in summaries.items():
+        if stage != "build":
+            write_json(meta / f"{stage}{SUMMARY_SUFFIX}", summary)
+    for stage, rows in by_stage.items():
+        if stage != "build":
+            write_jsonl(meta / f"{stage}{REJECTS_SUFFIX}", rows)
+    return {"summaries": len(summaries), "rejects": sum(map(len, by_stage.values())), "skipped_lines": skipped}
 
 
 def card_configs(rows: dict[str, int], fp: str) -> list[dict[str, Any]]:

@@ -36,14 +36,6 @@ def _kind(r: ImageRecord) -> str:
     return "both" if len(labels) == 2 else f"{next(iter(labels))}-only"
 
 
-def _read_jsonl(p: Path) -> list[dict[str, Any]]:
-    if not p.exists():
-        return []
-    from sdg_data.io.jsonl import iter_lines
-
-    return [obj for _, obj in iter_lines(p) if isinstance(obj, dict)]
-
-
 def covered_share(boxes: list[Any]) -> float:
     """The share of the image (0-1) covered by the union of ``boxes`` (grid Boxes): overlaps count once."""
     if not boxes:
@@ -124,12 +116,12 @@ def dataset_stats(folder: str | Path, split: str = "all") -> dict[str, Any]:
         per_gen[str(g)] = {"images": len(part), **{f"{lab}_per_image": round(float(part[f"boxes_{lab}"].mean()), 3)
                                                    for lab in LABELS}}  # fmt: skip
     imps = dfs["importance"].dropna().tolist()
-    from sdg_data.io.report import stage_files
+    from sdg_data.io.report import read_reports
 
-    rejects = []  # every stage's rejects that travelled with the dataset (generate, pull, distill, build, ...)
-    for stage, found in stage_files(meta).items():
-        for r in _read_jsonl(found["rejects"]) if "rejects" in found else []:
-            rejects.append({**r, "stage": r.get("stage") or stage})
+    # every stage's rejects that travelled with the dataset (generate, pull, distill, build, ...), read as sidecars:
+    # regular files only, capped; a malformed line (a list as its stage) is skipped and counted
+    _, by_file, skipped_lines = read_reports(meta)
+    rejects = [r for rows in by_file.values() for r in rows]
     reasons = Counter((r.get("stage", "?"), str(r.get("reason", ""))[:90]) for r in rejects)
     return {
         "images": n,
@@ -151,6 +143,7 @@ def dataset_stats(folder: str | Path, split: str = "all") -> dict[str, Any]:
             "total": len(rejects),
             "by_stage": dict(Counter(r.get("stage", "?") for r in rejects)),
             "top_reasons": [{"stage": s, "reason": why, "count": c} for (s, why), c in reasons.most_common(10)],
+            "malformed_lines_skipped": skipped_lines,
         },
         "_raw": {"folder": str(folder), "split": split, "images": img, "defects": dfs, "rejects": rejects},
     }

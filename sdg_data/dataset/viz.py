@@ -115,11 +115,11 @@ def visualize(
     """Draw each record's image into ``out_dir``, named from its id made safe for paths (an id like ``../x``
     cannot write outside it). Returns the summary (also ``viz.summary.json``, with ``viz.rejects.jsonl``, as every
     stage reports)."""
-    from sdg_data.io.files import write_bytes
+    from sdg_data.io.files import output_root, write_bytes
     from sdg_data.io.paths import safe_filename
     from sdg_data.io.report import StageReport
 
-    out_dir = Path(out_dir)
+    out_dir = output_root(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rejects: list[Reject] = []
     report = StageReport("viz")

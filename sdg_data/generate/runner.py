@@ -380,7 +380,9 @@ def generate(prompts_source: str | Path, out_dir: str | Path, cfg: GenerateConfi
     """Run this rank's share of the plan; rank 0 merges and returns the summary (other ranks return theirs)."""
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    from sdg_data.io.files import output_root
+
+    out = output_root(out_dir)  # nothing below it is written, moved or deleted through a link
     _use_model_root(cfg)
     rank, world, state = _dist()
     prompts, prompt_rejects, n_rows = read_prompts(str(prompts_source))

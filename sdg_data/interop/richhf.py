@@ -197,6 +197,9 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
     from sdg_data.io.paths import Resolver
 
     out = Path(out)
+    from sdg_data.io.files import output_root
+
+    output_root(out.parent)  # the heatmap PNGs land below it, never through a link
     if not cfg.images:
         raise ValueError("--images is required: the folder of the Pick-a-Pic images RichHF-18K's file names name")
     root = Path(cfg.images)
@@ -251,5 +254,6 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
     if not report.failed:
         write_jsonl(out, rows)
     report.extras = {"defects": sum(len(r["defects"]) for r in rows), "threshold": cfg.threshold}
-    report.extras.update(vouch(out, [root]))  # the Pick-a-Pic folder travels with the records to the next stage
+    if not report.failed:  # the Pick-a-Pic folder travels with the records to the next stage
+        report.extras.update(vouch(out, [root]))
     return report.write(out.parent, prefix=f"{out.stem}.")

@@ -248,7 +248,7 @@ def import_sdg30k(
         write_records(out, records)
     agreement = order_agreement(raw_rows, cfg.translated_order)
     report.extras = {**counts, "box_order_check": agreement}
-    if cfg.image_root:  # the records' image paths lie under it: it travels with them to the next stage
+    if cfg.image_root and not report.failed:  # the records' image paths lie under it: it travels with them
         from sdg_data.io.paths import vouch
 
         report.extras.update(vouch(out, [cfg.image_root]))

@@ -71,30 +71,45 @@ class SplitError(ValueError):
 
 
 def build_summary(folder: str | Path) -> dict | None:
-    """The dataset folder's ``meta/build.summary.json`` (its last completed build), or None when it has none."""
-    path = Path(folder) / "meta" / "build.summary.json"
+    """The dataset folder's ``meta/build.summary.json`` (its last completed build), or None when it has none. Read
+    as a sidecar: a regular file reached without a link, capped in size (a downloaded folder can hold anything)."""
+    from sdg_data.io.sidecar import inside, read_json_object
+
+    path = inside(folder, "meta/build.summary.json")
+    return read_json_object(path) if path is not None else None
+
+
+def _regular(p: Path) -> bool:
+    import stat
+
     try:
-        got = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return got if isinstance(got, dict) else None
+        return stat.S_ISREG(p.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def dataset_shards(folder: str | Path, config: str, split: str | None = None) -> list[Path]:
     """The shards of one config of a dataset folder written by ``sdg build``: the files its last completed build
     lists in ``meta/build.summary.json`` (never a crashed or earlier build's leftovers); a glob for older folders
-    and plain folders of shards. ``split`` keeps one split's shards (``train-*`` / ``test-*``)."""
+    and plain folders of shards. ``split`` keeps one split's shards (``train-*`` / ``test-*``).
+
+    A listed path must stay inside the folder (relative, no ``..``, no link on the way) and be a regular file: a
+    downloaded folder cannot point the reader at another dataset's shards elsewhere on the disk."""
+    from sdg_data.io.sidecar import inside
+
     folder = Path(folder)
     summary = build_summary(folder)
-    try:
-        paths = [folder / f for f in summary["files"][config]]  # type: ignore[index]
-    except (KeyError, TypeError):
-        paths = sorted((folder / "data" / config).glob("*.parquet"))
+    listed = summary.get("files", {}).get(config) if summary and isinstance(summary.get("files"), dict) else None
+    if isinstance(listed, list):
+        paths = [p for p in (inside(folder, f) for f in listed) if p is not None]
+    else:
+        data = inside(folder, f"data/{config}")
+        paths = sorted(data.glob("*.parquet")) if data is not None and data.is_dir() else []
         if not paths and summary is None:  # a plain folder of shards: every parquet file under it
-            paths = sorted(folder.rglob("*.parquet"))
+            paths = sorted(p for p in folder.rglob("*.parquet") if inside(folder, str(p.relative_to(folder))))
     if split is not None:
         paths = [p for p in paths if p.name.startswith(f"{split}-") or p.parent.name == split]
-    return [p for p in paths if p.is_file()]
+    return [p for p in paths if _regular(p)]
 
 
 def split_shards(folder: str | Path, split: str) -> list[Path]:

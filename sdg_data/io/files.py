@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,11 +23,80 @@ def _umask() -> int:
     return mask
 
 
+class OutputError(OSError):
+    """An output that would land on an input, or be written through a link: refused before a byte is written."""
+
+
+# ------------------------------------------------------------------ output folders: nothing through a link
+_OUTPUT_ROOTS: list[str] = []
+
+
+def output_root(folder: str | Path) -> Path:
+    """Declare ``folder`` a stage's output folder. From then on, in this process, every file written, renamed or
+    removed below it (:func:`atomic_file`, :class:`AppendSink`, :func:`remove_output`, :func:`files_below`) has
+    each folder on its way checked: a link there (planted by a folder from elsewhere, or left by anyone) is
+    refused, so nothing reaches outside the folder's real tree. The folder itself may be a link: the user named
+    it."""
+    root = os.path.abspath(folder)
+    if root not in _OUTPUT_ROOTS:
+        _OUTPUT_ROOTS.append(root)
+    return Path(folder)
+
+
+def check_output(path: str | Path) -> None:
+    """OutputError when a folder between a declared output root and ``path`` is a link or not a folder (the final
+    name is the writer's business: the atomic writers replace a link there, never follow it)."""
+    full = os.path.abspath(path)
+    for root in _OUTPUT_ROOTS:
+        if not full.startswith(root.rstrip(os.sep) + os.sep):
+            continue
+        here = root
+        for part in full[len(root.rstrip(os.sep)) + 1 :].split(os.sep)[:-1]:
+            here = os.path.join(here, part)
+            try:
+                mode = os.lstat(here).st_mode
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(mode):
+                raise OutputError(
+                    f"{here} is a symbolic link inside the output folder {root}: nothing is written, moved or "
+                    "deleted through one (remove the link)"
+                )
+            if not stat.S_ISDIR(mode):
+                raise OutputError(f"{here} is in the way of an output: it is not a folder (move it away)")
+
+
+def remove_output(path: str | Path) -> bool:
+    """Remove one file below an output folder, never through a link on the way (a link at ``path`` itself is
+    removed as a link, what it points to untouched). True if something was removed."""
+    check_output(path)
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def files_below(folder: str | Path) -> Iterator[Path]:
+    """Regular files under ``folder``, walked without following a link to a folder (a link is not descended)."""
+    for here, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(here, d))]
+        for name in files:
+            p = os.path.join(here, name)
+            try:
+                if stat.S_ISREG(os.lstat(p).st_mode):
+                    yield Path(p)
+            except OSError:
+                continue
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on a clean exit it replaces ``path`` (a crash never leaves a half-written
-    file). The file gets the mode a plain ``open`` would give (0666 less the umask), like every file we write."""
+    file). The file gets the mode a plain ``open`` would give (0666 less the umask), like every file we write.
+    Below a declared output root, no folder on the way may be a link (:func:`check_output`)."""
     path = Path(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
@@ -37,10 +107,6 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class OutputError(OSError):
-    """An output that would land on an input, or be written through a link: refused before a byte is written."""
 
 
 def file_ids(paths: Iterable[str | Path]) -> set[tuple[int, int]]:
@@ -71,7 +137,9 @@ def sweep_stale_temps(folder: str | Path) -> int:
     """Remove temp files (``.NAME.PID.XXXX.tmp``) that killed writers left below ``folder``: only those whose
     process is gone, so a process still writing (another rank) is never disturbed. Returns how many."""
     removed = 0
-    for tmp in Path(folder).glob("**/.*.tmp"):
+    for tmp in files_below(folder):  # never through a link: a planted one cannot aim the sweep elsewhere
+        if not (tmp.name.startswith(".") and tmp.name.endswith(".tmp")):
+            continue
         try:
             pid = int(tmp.name.split(".")[-3])
             os.kill(pid, 0)
@@ -80,8 +148,7 @@ def sweep_stale_temps(folder: str | Path) -> int:
             pass
         except (ValueError, IndexError, PermissionError):
             continue
-        tmp.unlink(missing_ok=True)
-        removed += 1
+        removed += remove_output(tmp)
     return removed
 
 
@@ -127,12 +194,34 @@ def refuse_link(path: str | Path) -> None:
         raise OutputError(f"{path} is a symbolic link: an output is never written through one (remove it)")
 
 
+def open_append(path: str | Path) -> IO[str]:
+    """A text file opened for appending, never through a link (O_NOFOLLOW) and never anything but a regular file
+    (a FIFO there would block or feed another process)."""
+    check_output(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OutputError(
+                f"{path} is a symbolic link: an output is never written through one (remove it)"
+            ) from None
+        raise exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{path} is not a regular file: an output is only appended to a file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 def repair_torn_tail(path: str | Path) -> bool:
     """Cut a last line that a killed writer left without its newline (that record is redone); True if cut."""
     path = Path(path)
     refuse_link(path)
     if not path.exists():
         return False
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise OutputError(f"{path} is not a regular file: an output is only appended to a file")
     with path.open("rb+") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
@@ -174,10 +263,11 @@ class AppendSink:
 
     def __init__(self, path: str | Path, fsync: bool = True):
         self.path = Path(path)
+        check_output(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_torn_tail(self.path)  # refuses a link
         self.fsync = fsync
-        self._f = self.path.open("a", encoding="utf-8")
+        self._f = open_append(self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         self._f.write(redact(dumps_row(row)) + "\n")

@@ -5,10 +5,15 @@ file's folder, or the roots given with ``--image-root`` or ``$SDG_IMAGE_ROOT``);
 path elsewhere and a symlink leading out are refused.
 
 Roots travel between stages: a stage that writes records pointing at images it verified (distill, pull, the
-importers) vouches for its roots in its summary, bound to that records file by an HMAC with a key kept in the
-user's cache (:func:`vouch`). The next stage, given no ``--image-root``, also allows the roots vouched for its input
-(:func:`vouched_roots`), so ``distill -> build`` runs on defaults; a summary written elsewhere, or edited, or a
-records file moved, vouches for nothing. File names made from ids go through :func:`safe_filename`,
+importers) vouches for the roots that hold those images in its summary, with an HMAC under a key private to the
+user (:func:`vouch`) over the records file's path and content and each root's path and identity (device, inode).
+The next stage, given no ``--image-root``, also allows the roots vouched for its input (:func:`vouched_roots`), so
+``distill -> build`` runs on defaults. A summary written elsewhere or edited, a records file moved or edited, a
+root replaced by another folder or by a link, or a key that is missing, linked, shared or short vouches for
+nothing. What a vouch does not cover: files inside a vouched root may change after the vouch (each image is
+checked again where it is read), and anyone who can write the user's key can forge one.
+
+File names made from ids go through :func:`safe_filename`,
 so an id such as ``../../x`` or ``/etc/x`` can never steer a write outside the output folder.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,52 +40,195 @@ def env_image_roots() -> list[str]:
     return [p for p in os.environ.get(IMAGE_ROOT_ENV, "").split(os.pathsep) if p]
 
 
-def _key() -> bytes:
-    """This user's provenance key (32 random bytes in ``$XDG_CACHE_HOME/sdg/provenance.key``, created on first
-    use, readable by the user alone): what makes a vouch unforgeable by a file that arrived with the data."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdg"
-    path = cache / "provenance.key"
+KEY_BYTES = 32
+_WARNED: set[str] = set()
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, once per process and message: a missing vouch is worth a word, not a crash."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def key_path() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdg" / "provenance.key"
+
+
+def _usable_key(path: Path) -> bytes | None:
+    """The key at ``path`` if it is one we may trust: a regular file reached without a link, owned by this user,
+    readable by nobody else, exactly ``KEY_BYTES`` long. Raises FileNotFoundError when there is none."""
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        return path.read_bytes()
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        cache.mkdir(parents=True, exist_ok=True)
-        key = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
-    except FileExistsError:  # pragma: no cover - another process made it between the read and the create
-        return path.read_bytes()
+        raise
+    except OSError as exc:
+        _warn(f"provenance key {path} cannot be opened ({exc.strerror or exc}; a link is never followed): no folder "
+              "is vouched for, so later stages need --image-root")  # fmt: skip
+        return None
+    try:
+        st = os.fstat(fd)
+        why = (
+            "is not a regular file" if not stat.S_ISREG(st.st_mode)
+            else "is not owned by you" if hasattr(os, "getuid") and st.st_uid != os.getuid()
+            else f"is readable by others (mode {stat.S_IMODE(st.st_mode):o}; chmod 600 it)" if st.st_mode & 0o077
+            else f"is {st.st_size} bytes, not {KEY_BYTES}" if st.st_size != KEY_BYTES
+            else None
+        )  # fmt: skip
+        key = os.read(fd, KEY_BYTES + 1) if why is None else b""
+    finally:
+        os.close(fd)
+    if why is None and len(key) != KEY_BYTES:
+        why = f"holds {len(key)} bytes, not {KEY_BYTES}"
+    if why:
+        _warn(f"provenance key {path} {why}: it is not used, no folder is vouched for (remove it to make a new one)")
+        return None
+    return key
 
 
-def _mac(records: str | Path, roots: Sequence[str]) -> str:
+def _key() -> bytes | None:
+    """This user's provenance key (``KEY_BYTES`` random bytes in ``$XDG_CACHE_HOME/sdg/provenance.key``, private to
+    the user): what makes a vouch unforgeable by a file that arrived with the data. Made on first use whole, then
+    linked into place, so several processes starting at once all read the one key that won and a crash never
+    leaves an empty key. None (with a warning) when no usable key can be had: no vouch, never a crash."""
+    try:
+        path = key_path()
+    except (RuntimeError, KeyError, OSError) as exc:  # no HOME and no passwd entry
+        _warn(f"no provenance key: no home folder ({exc}); no folder is vouched for (later stages need --image-root)")
+        return None
+    for _ in range(3):
+        try:
+            return _usable_key(path)
+        except FileNotFoundError:
+            pass
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".provenance.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            _warn(f"no provenance key can be made in {path.parent} ({exc.strerror or exc}): no folder is vouched "
+                  "for, so later stages need --image-root")  # fmt: skip
+            return None
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # whole or absent; another process's key wins the race
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            _warn(f"no provenance key can be made at {path} ({exc.strerror or exc}): no folder is vouched for")
+            return None
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return None
+
+
+def _mac(key: bytes, records: str | Path, digest: str, roots: Sequence[str], ids: Sequence[Sequence[int]]) -> str:
     import hmac
 
-    msg = "\0".join([os.path.realpath(records), *roots]).encode("utf-8", "surrogateescape")
-    return hmac.new(_key(), msg, hashlib.sha256).hexdigest()
+    parts = [os.path.realpath(records), digest, *roots, *(f"{d}:{i}" for d, i in ids)]
+    return hmac.new(key, "\0".join(parts).encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def _digest(path: str | Path) -> str | None:
+    from sdg_data.io.truth import file_digest
+
+    try:
+        return file_digest(Path(path))
+    except OSError:
+        return None
+
+
+def _roots_in_use(records: Path, roots: Sequence[str]) -> list[str]:
+    """The roots under which the records' image paths lie (a stage vouches only for folders it checked images
+    under, never for a root it was merely given)."""
+    from sdg_data.io.jsonl import iter_lines
+
+    resolver = Resolver(records.parent, roots)
+    used: set[str] = set()
+    for _, obj in iter_lines(records):
+        path = obj.get("image_path") if isinstance(obj, dict) else None
+        if not isinstance(path, str):
+            continue
+        try:
+            full = str(resolver.resolve(path))
+        except PathError:
+            continue
+        used.update(r for r in resolver.roots if full.startswith(r.rstrip(os.sep) + os.sep))
+        if len(used) == len(resolver.roots):
+            break
+    return [r for r in resolver.roots if r in used]
 
 
 def vouch(records: str | Path, roots: Sequence[str | Path]) -> dict[str, object]:
-    """The summary fields by which a stage vouches that ``records``' image paths lie in ``roots`` (checked by it)."""
-    real = [os.path.realpath(r) for r in roots]
-    return {"image_roots": real, "image_roots_mac": _mac(records, real)}
+    """The summary fields by which a stage vouches that ``records``' image paths lie in ``roots``: only the roots
+    that hold at least one of its images, each bound by its identity (device and inode: a folder later replaced,
+    by another or by a link, vouches for nothing), and the records file's content (an edited copy vouches for
+    nothing). {} with a warning when there is no usable key."""
+    records = Path(records)
+    key = _key()
+    digest = _digest(records)
+    if key is None or digest is None:
+        return {}
+    real = _roots_in_use(records, [os.path.realpath(r) for r in roots])
+    ids = []
+    for r in real:
+        st = os.stat(r)
+        ids.append([st.st_dev, st.st_ino])
+    return {"image_roots": real, "image_roots_id": ids, "records_sha256": digest,
+            "image_roots_mac": _mac(key, records, digest, real, ids)}  # fmt: skip
 
 
 def vouched_roots(records: str | Path) -> list[str]:
-    """The image roots a stage on this machine vouched for ``records`` (in a ``*.summary.json`` beside it), or []."""
+    """The image roots a stage on this machine vouched for ``records`` (in a ``*.summary.json`` beside it), or []:
+    the summary is read only as a regular file, its MAC must hold for this records file's path and content, and
+    each root must still be the folder it was (same path without a link, same device and inode)."""
     import hmac
-    import json
+
+    from sdg_data.io.sidecar import read_json_object, regular_entries
 
     records = Path(records)
-    for summary in sorted(records.parent.glob("*.summary.json")):
-        try:
-            got = json.loads(summary.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+    key = None
+    digest: str | None = None
+    for summary in regular_entries(records.parent, "*.summary.json"):
+        got = read_json_object(summary)
+        if not got or not isinstance(got.get("image_roots_mac"), str):
             continue
-        roots, mac = (got.get("image_roots"), got.get("image_roots_mac")) if isinstance(got, dict) else (None, None)
-        if isinstance(roots, list) and all(isinstance(r, str) for r in roots) and isinstance(mac, str):
-            if hmac.compare_digest(mac, _mac(records, roots)):
-                return [r for r in roots if os.path.isdir(r)]
+        roots, ids, want = got.get("image_roots"), got.get("image_roots_id"), got.get("records_sha256")
+        if not (
+            isinstance(roots, list)
+            and all(isinstance(r, str) for r in roots)
+            and isinstance(want, str)
+            and isinstance(ids, list)
+            and len(ids) == len(roots)
+            and all(isinstance(i, list) and len(i) == 2 and all(type(v) is int for v in i) for i in ids)
+        ):
+            continue  # fmt: skip
+        key = key if key is not None else _key()
+        if key is None:
+            return []
+        if not hmac.compare_digest(got["image_roots_mac"], _mac(key, records, want, roots, ids)):
+            continue
+        digest = digest if digest is not None else _digest(records)
+        if digest != want:
+            continue
+        ok = []
+        for r, (dev, ino) in zip(roots, ids, strict=True):
+            try:
+                st = os.stat(r)
+            except OSError:
+                continue
+            if os.path.realpath(r) == r and (st.st_dev, st.st_ino) == (dev, ino) and os.path.isdir(r):
+                ok.append(r)
+        return ok
     return []
 
 

@@ -87,43 +87,109 @@ class StageReport:
         """Reconcile, then write ``{prefix}{stage}.rejects.jsonl`` and ``{prefix}{stage}.summary.json`` in
         ``folder`` (a failed run where a good run's reports are: in ``folder/failed-run/``, so those stay with the
         outputs they describe; a good run clears a failed run's reports); returns the summary."""
-        from sdg_data.io.files import write_json, write_jsonl
+        from sdg_data.io.files import output_root, remove_output, write_json, write_jsonl
 
         self.reconcile()
-        folder = Path(folder)
+        folder = output_root(folder)  # nothing below it through a link: failed-run/ planted as one is refused
         if self.failed:
             if _kept_before(self.paths(folder, prefix)[1]):  # a good run's reports are there: leave them
-                folder = folder / FAILED_RUN
-        else:
+                folder = failed_run_folder(folder)
+        elif _real_folder(folder / FAILED_RUN):  # a link or a file there is left alone, never followed
             for stale in self.paths(folder / FAILED_RUN, prefix):
-                stale.unlink(missing_ok=True)
+                remove_output(stale)
         rejects_path, summary_path = self.paths(folder, prefix)
         write_jsonl(rejects_path, (r.to_json() for r in self.rejects))
         summary = self.summary()
-        if folder.name == FAILED_RUN:
+        if folder.name.startswith(FAILED_RUN):
             summary["failed_run"] = str(folder)
         write_json(summary_path, summary)
         return summary
 
 
-def _kept_before(summary_path: Path) -> bool:
-    """Whether the summary already at this place is a run's that kept something."""
-    import json
+def _real_folder(path: Path) -> bool:
+    import os
+    import stat
 
     try:
-        return bool(json.loads(summary_path.read_text(encoding="utf-8")).get("kept"))
-    except (OSError, ValueError, AttributeError):
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
         return False
 
 
+def failed_run_folder(folder: Path) -> Path:
+    """Where a failed run's reports go: ``failed-run/``, or, when something that is not a real folder holds that
+    name (a file, a link), the first free ``failed-run-N/``: the failed run's reports are never lost, and never
+    written through a link."""
+    import os
+
+    for n in range(1000):
+        cand = folder / (FAILED_RUN if n == 0 else f"{FAILED_RUN}-{n}")
+        if _real_folder(cand) or not os.path.lexists(cand):
+            return cand
+    raise OSError(f"{folder}: no free place for a failed run's reports ({FAILED_RUN}-N up to 999 are taken)")
+
+
+def _kept_before(summary_path: Path) -> bool:
+    """Whether the summary already at this place is a run's that kept something."""
+    from sdg_data.io.sidecar import read_json_object
+
+    got = read_json_object(summary_path)  # a regular file only: a FIFO or a link there is no earlier run
+    return bool(got and got.get("kept"))
+
+
 def stage_files(folder: str | Path) -> dict[str, dict[str, Path]]:
-    """The stage reports in a folder: ``{stage: {"rejects": path, "summary": path}}`` (either may be missing)."""
+    """The stage reports in a folder: ``{stage: {"rejects": path, "summary": path}}`` (either may be missing).
+    Regular files only: a link or a FIFO under a report's name (a folder from elsewhere) is no report."""
+    from sdg_data.io.sidecar import regular_entries
+
     out: dict[str, dict[str, Path]] = {}
-    for p in sorted(Path(folder).glob(f"*{REJECTS_SUFFIX}")):
+    for p in regular_entries(folder, f"*{REJECTS_SUFFIX}"):
         out.setdefault(p.name[: -len(REJECTS_SUFFIX)], {})["rejects"] = p
-    for p in sorted(Path(folder).glob(f"*{SUMMARY_SUFFIX}")):
+    for p in regular_entries(folder, f"*{SUMMARY_SUFFIX}"):
         out.setdefault(p.name[: -len(SUMMARY_SUFFIX)], {})["summary"] = p
     return out
+
+
+def clean_reject(row: Any, stage: str | None = None) -> dict[str, Any] | None:
+    """A rejects line read back, in the one schema (``REJECT_KEYS``), or None when it is not one: its ``stage``
+    and ``reason`` must be text (a list there would break every table that groups by them)."""
+    from sdg_data.records import REJECT_KEYS
+
+    if not isinstance(row, dict):
+        return None
+    got = {k: row.get(k) for k in REJECT_KEYS}
+    got["stage"] = got["stage"] if got["stage"] is not None else stage
+    if not isinstance(got["stage"], str) or not isinstance(got["reason"], str):
+        return None
+    if got["line"] is not None and type(got["line"]) is not int:
+        got["line"] = None
+    return got
+
+
+def read_reports(folder: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]], int]:
+    """The stage reports in ``folder``, read as sidecars (regular files, capped, no links): each report's summary
+    (a JSON object with read / kept counts), each rejects file's well-formed lines in the one schema (keyed by the
+    file's stage name, as the summaries are), and how many lines were skipped as malformed."""
+    from sdg_data.io.sidecar import iter_json_lines, read_json_object
+
+    summaries: dict[str, dict[str, Any]] = {}
+    rejects: dict[str, list[dict[str, Any]]] = {}
+    skipped = 0
+    for stage, found in stage_files(folder).items():
+        if "summary" in found:
+            got = read_json_object(found["summary"])
+            if got is not None and isinstance(got.get("read"), int) and isinstance(got.get("kept"), int):
+                summaries[stage] = got
+        if "rejects" in found:
+            rows, bad = iter_json_lines(found["rejects"])
+            skipped += bad
+            for row in rows:
+                got = clean_reject(row, stage)
+                if got is None:
+                    skipped += 1
+                else:
+                    rejects.setdefault(stage, []).append(got)
+    return summaries, rejects, skipped
 
 
 class NothingKept(RuntimeError):
@@ -152,22 +218,10 @@ def top_reasons(rejects: list[Reject] | list[dict[str, Any]], k: int = 3) -> lis
 
 
 def read_rejects(path: str | Path) -> list[dict[str, Any]]:
-    """A rejects file's rows (a missing or unreadable file: none)."""
-    import orjson
+    """A rejects file's rows (a missing, unreadable, linked or oversized file: none; malformed lines skipped)."""
+    from sdg_data.io.sidecar import iter_json_lines
 
-    try:
-        lines = Path(path).read_bytes().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            out.append(row)
-    return out
+    return iter_json_lines(path)[0]
 
 
 def require_kept(

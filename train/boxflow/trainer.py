@@ -138,7 +138,9 @@ class Trainer:
 
     @property
     def out(self) -> Path:
-        return Path(self.cfg.output_dir)
+        from sdg_data.io.files import output_root
+
+        return output_root(self.cfg.output_dir)
 
     @property
     def raw(self) -> Any:

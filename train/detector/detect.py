@@ -374,7 +374,9 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
     """Run the detector over ``source``; returns the summary also written to ``detect.summary.json``."""
 
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    from sdg_data.io.files import output_root
+
+    out_dir = output_root(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_path = out_dir / "predictions.jsonl"
     inputs = read_inputs(source, cfg)

@@ -1,0 +1,333 @@
+"""A folder from elsewhere can waste nothing and reach nothing: links planted on an output's way, sidecar files
+beside an input, and the provenance key. Each class is tested where it lives, at every place it covers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdg_data.io.files import OutputError, check_output, output_root, write_json
+from tests.conftest import DEMO, noise_records
+
+
+SDG = str(Path(sys.executable).parent / "sdg")
+SAMPLE = DEMO / "sample"
+
+
+def sdg(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([SDG, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def decoy(tmp_path: Path) -> Path:
+    """A folder outside every output, with files named like the ones a stage writes, removes or appends to."""
+    d = tmp_path / "elsewhere"
+    d.mkdir()
+    for name in ("distill.summary.json", "distill.rejects.jsonl", "refine.summary.json", "refine.rejects.jsonl",
+                 "build.summary.json", "build.rejects.jsonl", "usage.jsonl", "old.parquet",
+                 "train-0-00000-of-00001.parquet"):  # fmt: skip
+        (d / name).write_text(f"precious {name}\n")
+    return d
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def sample_copy(work: Path, n: int = 3) -> tuple[Path, Path]:
+    shutil.copytree(SAMPLE / "images", work / "images")
+    lines = (SAMPLE / "records.jsonl").read_text().splitlines()[:n]
+    good, bad = work / "good.jsonl", work / "bad.jsonl"
+    good.write_text("\n".join(lines) + "\n")
+    bad.write_text("".join(json.dumps({**json.loads(x), "caption": 5}) + "\n" for x in lines))
+    return good, bad
+
+
+# ------------------------------------------------------------------ 1. nothing written or deleted through a link
+def test_check_output_refuses_a_link_on_the_way_but_not_the_root_itself(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "named").symlink_to(real)  # the user named a link: fine
+    root = output_root(tmp_path / "named")
+    write_json(root / "a" / "b.json", {})
+    (root / "c").symlink_to(tmp_path)
+    with pytest.raises(OutputError, match="symbolic link inside the output folder"):
+        write_json(root / "c" / "d.json", {})
+    with pytest.raises(OutputError, match="symbolic link inside the output folder"):
+        check_output(root / "c" / "deeper" / "e.json")
+    (root / "f").write_text("a file")
+    with pytest.raises(OutputError, match="not a folder"):
+        write_json(root / "f" / "g.json", {})
+
+
+@pytest.mark.parametrize("command", ["distill", "refine"])
+def test_a_failed_run_link_is_never_written_through_or_cleared_through(tmp_path, command):
+    """OUT/failed-run planted as a link: a failing run's reports go to failed-run-1/ (nothing lost, nothing written
+    through the link), and the next good run deletes nothing behind it."""
+    work = tmp_path / "w"
+    work.mkdir()
+    good, bad = sample_copy(work)
+    target = decoy(tmp_path)
+    before = snapshot(target)
+    out = work / "out"
+    args = {"distill": ["distill"], "refine": ["refine"]}[command]
+    extra = ["--backend", "dry-run"] if command == "refine" else []
+    assert sdg(*args, good, "--out", out, *extra).returncode == 0
+    (out / "failed-run").symlink_to(target)
+    res = sdg(*args, bad, "--out", out, *extra)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert snapshot(target) == before
+    assert (out / "failed-run-1" / f"{command}.rejects.jsonl").is_file(), sorted(snapshot(out))
+    assert sdg(*args, good, "--out", out, *extra).returncode == 0
+    assert snapshot(target) == before and (out / "failed-run").is_symlink()
+
+
+def test_a_build_never_removes_or_writes_shards_through_a_link(tmp_path):
+    records = noise_records(tmp_path, n=6)
+    out = tmp_path / "ds"
+    assert sdg("build", records, "--out", out).returncode == 0
+    target = decoy(tmp_path)
+    before = snapshot(target)
+    (out / "data" / "x").symlink_to(target)  # stale-shard removal used to glob through it
+    res = sdg("build", records, "--out", out, "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    assert snapshot(target) == before
+    # data/train itself a link: the shards would be written elsewhere; refused, nothing there touched
+    shutil.rmtree(out / "data" / "train")
+    (out / "data" / "train").symlink_to(target)
+    res = sdg("build", records, "--out", out)
+    assert res.returncode == 2 and "symbolic link inside the output folder" in res.stderr, res.stderr
+    assert snapshot(target) == before
+    # meta/failed-run planted: a build that keeps nothing writes beside it, not through it
+    (out / "data" / "train").unlink()
+    (out / "meta" / "failed-run").symlink_to(target)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        "".join(json.dumps({**json.loads(x), "think": None}) + "\n" for x in records.read_text().splitlines())
+    )
+    res = sdg("build", bad, "--out", out)
+    assert res.returncode == 2 and "failed-run-1" in res.stderr, res.stderr
+    assert snapshot(target) == before
+
+
+def test_distill_never_writes_its_cache_or_ledger_through_a_link(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, _ = sample_copy(work)
+    target = decoy(tmp_path)
+    before = snapshot(target)
+    out = work / "out"
+    out.mkdir()
+    (out / "cache").symlink_to(target)
+    res = sdg("distill", good, "--out", out)
+    assert res.returncode == 2 and "symbolic link inside the output folder" in res.stderr, res.stderr
+    assert snapshot(target) == before
+    (out / "cache").unlink()
+    (out / "cache").mkdir()
+    (out / "cache" / "usage.jsonl").symlink_to(target / "usage.jsonl")
+    res = sdg("distill", good, "--out", out)
+    assert res.returncode == 2 and "symbolic link" in res.stderr, res.stderr
+    assert snapshot(target) == before
+    # a planted entry link cannot hand in a teacher reply
+    (out / "cache" / "usage.jsonl").unlink()
+    assert sdg("distill", good, "--out", out).returncode == 0
+    entry = next((out / "cache").rglob("*.json"))
+    planted = json.loads(entry.read_text())
+    planted_file = tmp_path / "planted.json"
+    planted_file.write_text(json.dumps({**planted, "think": "PLANTED"}))
+    entry.unlink()
+    entry.symlink_to(planted_file)
+    assert sdg("distill", good, "--out", out).returncode == 0
+    assert "PLANTED" not in (out / "distilled.jsonl").read_text()
+
+
+def test_the_temp_sweep_never_follows_a_link(tmp_path):
+    from sdg_data.io.files import sweep_stale_temps
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / ".x.999999.abc.tmp").write_text("not ours")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(target)
+    (out / ".y.999999.abc.tmp").write_text("ours")
+    assert sweep_stale_temps(out) == 1
+    assert (target / ".x.999999.abc.tmp").exists()
+
+
+# ------------------------------------------------------------------ 2. sidecars beside an input are untrusted
+@pytest.fixture
+def distilled(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, _ = sample_copy(work, 6)
+    assert sdg("distill", good, "--out", work / "dist").returncode == 0
+    return work / "dist"
+
+
+def test_build_copies_only_the_stage_reports_never_a_linked_secret(tmp_path, distilled):
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = SECRET-VALUE\n")
+    (distilled / "pwn.summary.json").symlink_to(secret)
+    (distilled / "pwn2.rejects.jsonl").symlink_to(secret)
+    (distilled / "odd.rejects.jsonl").write_text(
+        '{"stage": ["a"], "reason": "x"}\nnot json\n{"stage": "s", "reason": "r"}\n'
+    )
+    out = tmp_path / "ds"
+    res = sdg("build", distilled / "distilled.jsonl", "--out", out)
+    assert res.returncode == 0, res.stderr
+    for p in (out / "meta").iterdir():
+        assert "SECRET-VALUE" not in p.read_text(errors="replace"), p
+        assert not p.is_symlink()
+    assert (out / "meta" / "distill.summary.json").is_file()
+    assert [json.loads(x)["reason"] for x in (out / "meta" / "odd.rejects.jsonl").read_text().splitlines()] == ["r"]
+    assert json.loads((out / "meta" / "build.summary.json").read_text())["stage_reports"]["skipped_lines"] == 2
+    res = sdg("stats", out)  # the odd line used to kill the report (a list as its stage)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+@pytest.mark.parametrize("command", ["build", "viz", "stats"])
+def test_a_sidecar_that_is_a_fifo_a_device_or_huge_is_skipped_in_bounded_time(tmp_path, distilled, kind, command):
+    side = distilled / "zz.summary.json"
+    if kind == "fifo":
+        os.mkfifo(side)
+    elif kind == "dev-zero":
+        side.symlink_to("/dev/zero")
+    else:
+        with side.open("wb") as f:
+            f.truncate(1 << 31)  # 2 GB, sparse
+    args = {"build": ["build", distilled / "distilled.jsonl", "--out", tmp_path / "ds"],
+            "viz": ["viz", distilled / "distilled.jsonl", "--out", tmp_path / "viz"],
+            "stats": ["stats", distilled / "distilled.jsonl"]}[command]  # fmt: skip
+    res = sdg(*args, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_shard_list_cannot_point_outside_its_folder(tmp_path):
+    records = noise_records(tmp_path, n=6)
+    for name in ("ds", "other"):
+        assert sdg("build", records, "--out", tmp_path / name, "--test-images", "2").returncode == 0
+    summary_path = tmp_path / "ds" / "meta" / "build.summary.json"
+    summary = json.loads(summary_path.read_text())
+    other = sorted(str(p) for p in (tmp_path / "other" / "data").rglob("*.parquet"))
+    summary["files"] = {c: [*(f"../other/{Path(p).relative_to(tmp_path / 'other')}" for p in other), *other]
+                        for c in summary["files"]}  # fmt: skip
+    summary_path.write_text(json.dumps(summary))
+    from sdg_data.io.arrow import dataset_shards
+
+    assert dataset_shards(tmp_path / "ds", "annotations") == []
+    for args in (["stats", tmp_path / "ds"], ["eval", "--gt", tmp_path / "ds", "--pred", tmp_path / "ds"]):
+        res = sdg(*args, "--embedder", "none") if args[0] == "eval" else sdg(*args)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+
+
+# ------------------------------------------------------------------ 3. the provenance key
+def _key_env(tmp_path) -> dict[str, str]:
+    return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+@pytest.mark.parametrize("bad", ["empty", "short", "link", "world-readable", "folder"])
+def test_a_key_that_is_not_private_whole_and_ours_vouches_for_nothing(tmp_path, monkeypatch, bad, capsys):
+    from sdg_data.io import paths
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    key = tmp_path / "cache" / "sdg" / "provenance.key"
+    key.parent.mkdir(parents=True)
+    if bad == "empty":
+        key.write_bytes(b"")
+    elif bad == "short":
+        key.write_bytes(b"x" * 31)
+    elif bad == "link":
+        (tmp_path / "k").write_bytes(os.urandom(32))
+        os.chmod(tmp_path / "k", 0o600)
+        key.symlink_to(tmp_path / "k")
+    elif bad == "world-readable":
+        key.write_bytes(os.urandom(32))
+        os.chmod(key, 0o644)
+    else:
+        key.mkdir()
+    if bad in ("empty", "short"):
+        os.chmod(key, 0o600)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"x")
+    rec = tmp_path / "r.jsonl"
+    rec.write_text(json.dumps({"image_id": "a", "image_path": "img/a.png"}) + "\n")
+    assert paths.vouch(rec, [tmp_path]) == {}
+    assert "warning: provenance key" in capsys.readouterr().err
+    assert paths.vouched_roots(rec) == []
+
+
+def test_first_use_by_many_processes_at_once_gives_one_whole_key(tmp_path):
+    code = "from sdg_data.io.paths import _key; import sys; k = _key(); sys.stdout.write(k.hex() if k else 'NONE')"
+    env = {**os.environ, **_key_env(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in range(12)]  # fmt: skip
+    got = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in got]
+    keys = {out.decode() for out, _ in got}
+    assert len(keys) == 1 and "NONE" not in keys and len(keys.pop()) == 64
+    key = tmp_path / "cache" / "sdg" / "provenance.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.stat().st_size == 32
+    assert not [p for p in key.parent.iterdir() if p.name != "provenance.key"]  # no temp left behind
+
+
+def test_an_unusable_home_means_no_vouch_never_a_crash(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, _ = sample_copy(work)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    env = {"XDG_CACHE_HOME": str(blocked)}
+    res = sdg("distill", good, "--out", work / "dist", env=env)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "warning:" in res.stderr and "no folder is vouched for" in res.stderr
+    summary = json.loads((work / "dist" / "distill.summary.json").read_text())
+    assert "image_roots" not in summary and summary["kept"] == 3
+    res = sdg("build", work / "dist" / "distilled.jsonl", "--out", work / "ds", env=env)
+    assert res.returncode != 0 and "Traceback" not in res.stderr  # no vouch: the images are outside dist/
+    assert "--image-root" in res.stderr
+    res = sdg("build", work / "dist" / "distilled.jsonl", "--out", work / "ds", "--image-root", work, env=env)
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_vouch_binds_the_roots_identity_and_the_records_content(tmp_path, monkeypatch):
+    from sdg_data.io.paths import vouch, vouched_roots
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "d").mkdir()
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"x")
+    rec = tmp_path / "d" / "r.jsonl"
+    rec.write_text(json.dumps({"image_id": "a", "image_path": "../imgs/a.png"}) + "\n")
+    (tmp_path / "d" / "x.summary.json").write_text(json.dumps(vouch(rec, [root, tmp_path / "unused"])))
+    assert vouched_roots(rec) == [str(root.resolve())]  # only the root that holds its images
+    rec.write_text(rec.read_text() + json.dumps({"image_id": "b", "image_path": "/etc/passwd"}) + "\n")
+    assert vouched_roots(rec) == []  # an edited records file inherits nothing
+    rec.write_text(json.dumps({"image_id": "a", "image_path": "../imgs/a.png"}) + "\n")
+    assert vouched_roots(rec) == [str(root.resolve())]
+    root.rename(tmp_path / "moved")
+    root.symlink_to("/")  # the vouched folder replaced by a link to /
+    assert vouched_roots(rec) == []
+    root.unlink()
+    root.mkdir()  # another folder at the same path
+    assert vouched_roots(rec) == []
+
+
+def test_pull_from_an_export_with_url_images_vouches_for_no_folder(tmp_path):
+    task = {"id": 1, "data": {"image": "https://example.org/a.png", "image_id": "a", "caption": "c"},
+            "annotations": [{"id": 5, "completed_by": 1, "result": []}]}  # fmt: skip
+    (tmp_path / "export.json").write_text(json.dumps([task]))
+    res = sdg("annotate", "pull", "--from-export", tmp_path / "export.json", "--out", tmp_path / "ann" / "r.jsonl",
+              cwd=tmp_path, env=_key_env(tmp_path))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "ann" / "r.pull.summary.json").read_text())
+    assert summary.get("image_roots", []) == []
