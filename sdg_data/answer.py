@@ -173,6 +173,7 @@ def _importance(value: Any, i: int, issues: list[str]) -> int | None:
     (every call is one coercion: the caller counts it)."""
     if value is None:
         return None
+    shown = _short(value)
     if isinstance(value, str):
         text = value
         try:
@@ -183,20 +184,21 @@ def _importance(value: Any, i: int, issues: list[str]) -> int | None:
         if value == value and -_BIG < value < _BIG and value == int(value) and 1 <= value <= 100:
             issues.append(f"item {i}: importance {_short(text)!r} is text, coerced to {int(value)}")
             return int(value)
+        shown = f"{_short(text)!r} (text)"
     if type(value) not in _NUM or value != value:
-        issues.append(f"item {i}: importance {_short(value)} is not a number, dropped")
+        issues.append(f"item {i}: importance {shown} is not a number, dropped")
         return None
     if not -_BIG < value < _BIG:  # inf, 1e999, 400-digit integers: clamp without converting
         c = IMPORTANCE_MAX if value > 0 else IMPORTANCE_MIN
-        issues.append(f"item {i}: importance {_short(value)} clamped to {c}")
+        issues.append(f"item {i}: importance {shown} clamped to {c}")
         return c
     v = int(value + 0.5) if value >= 0 else int(value - 0.5)
     if v < IMPORTANCE_MIN or v > IMPORTANCE_MAX:
         c = min(IMPORTANCE_MAX, max(IMPORTANCE_MIN, v))
-        issues.append(f"item {i}: importance {value} clamped to {c}")
+        issues.append(f"item {i}: importance {shown} clamped to {c}")
         return c
     if v != value:
-        issues.append(f"item {i}: importance {_short(value)} is not an integer, rounded to {v}")
+        issues.append(f"item {i}: importance {shown} is not an integer, rounded to {v}")
     return v
 
 
@@ -243,6 +245,7 @@ def _parse_items(data: list[Any], order: BoxOrder, issues: list[str]) -> tuple[l
             x1, y1 = min(float(GRID), x1), min(float(GRID), y1)
             if not (x0 < x1 and y0 < y1):
                 issues.append(f"item {i}: box_2d {raw} lies outside the image, dropped")
+                coerced += 1
                 continue
             issues.append(f"item {i}: box_2d {raw} clamped to 0-{GRID}")
             coerced += 1

@@ -333,6 +333,8 @@ class ImageRecord:
                 if raw:
                     raise RecordError(rid, "provenance.annotated", "is false, but the record has defects")
                 annotated, old_form = False, raw is not None
+            elif raw is None:
+                raise RecordError(rid, "provenance.annotated", "is true, but defects is null (not annotated)")
             prov = {k: v for k, v in prov.items() if k != "annotated"}  # the defects field carries it from here on
         rec = cls(
             image_id=rid,

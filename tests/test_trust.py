@@ -125,14 +125,19 @@ def test_unannotated_ground_truth_is_set_aside_with_its_reason(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["counts"]["images"] == 7 and report["ground_truth"]["not_annotated"] == 1
-    assert report["predictions"]["unknown_image_ids"] == 1  # its prediction is not scored against "clean"
+    p = report["predictions"]  # its prediction is not scored against "clean", and counted as what it is
+    assert p["unknown_image_ids"] == 0 and p["not_annotated_predictions"] == 1
+    assert report["ground_truth"]["rejects_file"] == "r.gt-left-out.jsonl"
     rejects = [json.loads(x) for x in (tmp_path / report["ground_truth"]["rejects_file"]).read_text().splitlines()]
     assert rejects[0]["image_id"] == rows[0]["image_id"] and "not annotated" in rejects[0]["reason"]
     assert "1 not annotated, left out" in res.output.splitlines()[0]
     res = sdg(
         "reward", "--gt", gt, "--pred", DEMO / "pred.jsonl", "--out", tmp_path / "rw.jsonl", "--embedder", "none"
     )
-    assert res.exit_code == 2 and "not annotated" in res.output and rows[0]["image_id"] in res.output
+    assert res.exit_code == 0, res.output
+    assert "1 predictions for images not annotated (not scored)" in res.output
+    summary = json.loads((tmp_path / "rw.summary.json").read_text())
+    assert summary["completions"] == 7 and summary["not_annotated_predictions"] == 1
 
 
 # ------------------------------------------------------------------ 3. one reading of the boxes
@@ -163,13 +168,21 @@ def two_reports(tmp_path):
     return a, b
 
 
-def _rewrite_sums(report: Path, **changes):
-    side = report.with_name(json.loads(report.read_text())["per_image_file"])
+def _rewrite_sums(report: Path, digest: bool = True, **changes):
+    """Rewrite a report's per-image file; with ``digest`` the report's digest follows (a consistent forgery, to
+    reach the checks behind the digest), else the report keeps the old one."""
+    import hashlib
+
+    r = json.loads(report.read_text())
+    side = report.with_name(r["per_image_file"])
     with np.load(side) as z:
         got = {k: z[k] for k in z.files}
     got.update(changes)
     with side.open("wb") as f:
         np.savez(f, **got)
+    if digest:
+        r["per_image_sha256"] = "sha256:" + hashlib.sha256(side.read_bytes()).hexdigest()
+        report.write_text(json.dumps(r))
     return got
 
 
@@ -191,6 +204,8 @@ def test_compare_matches_labels_by_name(two_reports):
         ("dup", "image_ids", "appears more than once"),
         ("nan", "sums", "NaN"),
         ("shape", "sums", "must be numbers of shape"),
+        ("fraction", "sums", "not whole numbers"),
+        ("has_cos", "has_cos", "must be one true or false"),
         ("labels", "labels", "do not match"),
     ],
 )
@@ -207,11 +222,57 @@ def test_compare_refuses_what_does_not_line_up_in_one_line(two_reports, change, 
         _rewrite_sums(b, sums=sums)
     elif change == "shape":
         _rewrite_sums(b, sums=got["sums"][:, :, :5])
+    elif change == "fraction":
+        sums = got["sums"].astype(float)
+        sums[0, 0, 0] = 0.5
+        _rewrite_sums(b, sums=sums)
+    elif change == "has_cos":
+        _rewrite_sums(b, has_cos=np.asarray("yes"))
     else:
         _rewrite_sums(b, labels=np.asarray(["artifact", "blur"]))
     res = sdg("compare", a, b, "--draws", 10)
     assert res.exit_code == 2, res.output
     assert len(res.output.strip().splitlines()) == 1 and f"field {field!r}" in res.output and words in res.output
+
+
+def test_compare_refuses_a_per_image_file_that_is_not_the_reports_own(two_reports, tmp_path):
+    a, b = two_reports
+    got = _rewrite_sums(b, digest=False)
+    _rewrite_sums(b, digest=False, sums=got["sums"] * 0)
+    res = sdg("compare", a, b, "--draws", 10)
+    assert res.exit_code == 2 and "is not the file this report was written with" in res.output, res.output
+    # a report borrowing another's per-image file
+    r = json.loads(a.read_text())
+    r["per_image_file"] = json.loads(b.read_text())["per_image_file"]
+    borrowed = a.with_name("borrowed.json")
+    borrowed.write_text(json.dumps(r))
+    res = sdg("compare", a, borrowed, "--draws", 10)
+    assert res.exit_code == 2 and "is not the file this report was written with" in res.output, res.output
+    # a garbage file, and a link
+    side = a.with_name(json.loads(a.read_text())["per_image_file"])
+    side.write_bytes(b"not a zip")
+    r = json.loads(a.read_text())
+    r.pop("per_image_sha256")
+    a.write_text(json.dumps(r))
+    res = sdg("compare", a, b, "--draws", 10)
+    assert res.exit_code == 2 and "not a per-image file" in res.output, res.output
+    (tmp_path / "elsewhere.npz").write_bytes(side.read_bytes())
+    side.unlink()
+    side.symlink_to(tmp_path / "elsewhere.npz")
+    res = sdg("compare", a, b, "--draws", 10)
+    assert res.exit_code == 2 and "is not a regular file" in res.output, res.output
+
+
+def test_compare_refuses_reports_scored_with_different_settings_unless_asked(two_reports, tmp_path):
+    a, _ = two_reports
+    g = tmp_path / "g.json"
+    res = sdg("eval", "--gt", DEMO / "gt.jsonl", "--pred", DEMO / "pred.jsonl", "--embedder", "none", "--no-ap",
+              "--match", "greedy", "--out", g)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = sdg("compare", a, g, "--draws", 10)
+    assert res.exit_code == 2 and "different settings (match 'hungarian' vs 'greedy')" in res.output, res.output
+    res = sdg("compare", a, g, "--draws", 10, "--allow-different-settings")
+    assert res.exit_code == 0 and "NOT the same scoring settings" in res.output, res.output
 
 
 def test_compare_refuses_a_report_that_is_not_one_and_a_missing_file(two_reports, tmp_path):
@@ -295,3 +356,56 @@ def test_agreement_leaves_out_records_not_annotated(tmp_path):
     assert pair["images"] == 2  # image c is not compared as "x saw it clean"
     res = sdg("annotate", "agreement", path)
     assert res.exit_code == 0 and "1 records not annotated yet were left out" in res.output, res.output
+
+
+def test_a_split_given_for_a_records_file_keeps_only_its_records(tmp_path):
+    rows = [json.loads(x) for x in (DEMO / "gt.jsonl").read_text().splitlines()]
+    for r in rows[:3]:
+        r["split"] = "train"
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.json"
+    res = sdg("eval", "--gt", gt, "--pred", DEMO / "pred.jsonl", "--embedder", "none", "--no-ap", "--out", out)
+    assert res.exit_code == 0, res.output  # unset: the whole file, and the heading says its splits were mixed
+    assert "its records' splits (test 5, train 3) all scored: --split test keeps the held-out ones" in res.output
+    res = sdg("eval", "--gt", gt, "--pred", DEMO / "pred.jsonl", "--embedder", "none", "--no-ap", "--split", "test",
+              "--out", out)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["counts"]["images"] == 5 and report["ground_truth"]["split"] == "test"
+    assert report["predictions"]["unknown_image_ids"] == 3  # the training images' predictions are not scored
+    res = sdg("eval", "--gt", DEMO / "gt.jsonl", "--pred", DEMO / "pred.jsonl", "--embedder", "none",
+              "--split", "train")  # fmt: skip
+    assert res.exit_code == 2 and "no record has split 'train' (its records' splits: test (8))" in res.output
+
+
+def test_not_annotated_records_are_never_exported_or_edited_or_averaged_as_clean(tmp_path):
+    rows = [json.loads(x) for x in (DEMO / "sample" / "records.jsonl").read_text().splitlines()][:4]
+    rows[0]["defects"] = None
+    for r in rows:
+        r["image_path"] = str(DEMO / "sample" / r["image_path"])
+    recs = tmp_path / "r.jsonl"
+    recs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = ["--image-root", DEMO / "sample"]
+    res = sdg("export", "coco", recs, "--out", tmp_path / "coco" / "c.json", *root)
+    assert res.exit_code == 0 and "exported 3 images" in res.output and "rejected 1" in res.output, res.output
+    coco = json.loads((tmp_path / "coco" / "c.json").read_text())
+    assert rows[0]["image_id"] not in {im["sdg_image_id"] for im in coco["images"]}
+    res = sdg("refine", recs, "--out", tmp_path / "ref", "--backend", "dry-run", *root)
+    assert res.exit_code == 0 and "not annotated skipped 1" in res.output, res.output
+    from sdg_data.dataset.stats import dataset_stats
+
+    s = dataset_stats(recs)
+    assert s["composition"]["not annotated"] == 1 and s["composition"]["clean"] == 0
+    gen = rows[0]["generator"]  # every sample image of this generator; the not-annotated one is left out
+    assert all(r["generator"] == gen for r in rows)
+    per_image = [len([d for d in r["defects"] if d["label"] == "artifact"]) for r in rows[1:]]
+    assert s["by_generator"][gen]["artifact_per_image"] == round(sum(per_image) / 3, 3)
+    assert s["by_generator"][gen]["images"] == 4
+
+
+def test_a_box_outside_the_image_is_a_counted_coercion():
+    from sdg_data.answer import parse_defect_list
+
+    res = parse_defect_list([{"box_2d": [1100, 1100, 1200, 1200], "label": "artifact", "description": "x"}])
+    assert res.defects == [] and res.coercions == 1 and "lies outside the image, dropped" in res.issues[0]

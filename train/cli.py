@@ -119,7 +119,8 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
     limited = f", {s['left_out_by_limit']} left out by --limit" if s["left_out_by_limit"] else ""
     echo(
         f"read {s['read']}: edited {s['kept']}, rejected {s['rejected']}, clean skipped {s['clean_skipped']}"
-        f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
+        + (f", not annotated skipped {s['not_annotated_skipped']}" if s.get("not_annotated_skipped") else "")
+        + f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
     )
     echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
     from sdg_data.io.report import require_kept
@@ -148,7 +149,7 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="train")
     source_help = (
         "A folder of images (captions in NAME.txt beside them), a records JSONL, a parquet shard, or a folder "
-        "written by sdg build (its test config)."
+        "written by sdg build (one split: --split, the held-out test images by default)."
     )
     config_command(
         root,

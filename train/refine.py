@@ -106,6 +106,7 @@ class Job:
     size: tuple[int, int]
     heatmaps: dict[str, bytes] = field(default_factory=dict)  # label -> the verified heatmap image's bytes
     source: str = ""
+    annotated: bool = True  # False: nobody has looked for defects yet; skipped, never edited as "clean"
 
     @property
     def out_id(self) -> str:
@@ -156,7 +157,7 @@ def _from_records(source: Path, cfg: RefineConfig):
             render_response(rec.think, rec.defects) if rec.think else f"<answer>{render_answer(rec.defects)}</answer>"
         )
         jobs.append(Job(rec.image_id, rec.caption or "", list(rec.defects), text, _png(checked.open()),
-                        (checked.width, checked.height), maps, f"{source}:{line}"))  # fmt: skip
+                        (checked.width, checked.height), maps, f"{source}:{line}", rec.annotated))  # fmt: skip
     return jobs, rejects, n
 
 
@@ -311,11 +312,12 @@ def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[s
     jobs, rejects, n_read = read_jobs(source, cfg)
     report = StageReport("refine", read=n_read)
     report.add(rejects)
-    clean = [j for j in jobs if not j.defects and not cfg.include_clean]  # the same images in every mode
-    todo = [j for j in jobs if j.defects or cfg.include_clean]
+    unannotated = [j for j in jobs if not j.annotated]  # no verdict yet: not clean, nothing to guide an edit
+    clean = [j for j in jobs if j.annotated and not j.defects and not cfg.include_clean]  # the same in every mode
+    todo = [j for j in jobs if j.annotated and (j.defects or cfg.include_clean)]
     limited = todo[cfg.limit :] if cfg.limit is not None else []
     todo = todo[: cfg.limit] if cfg.limit is not None else todo
-    report.left_out = len(clean) + len(limited)
+    report.left_out = len(clean) + len(unannotated) + len(limited)
     model = cfg.model or DEFAULT_MODELS[cfg.backend]
     _same_run(out, _run_settings(cfg, model))
     done = read_finished(out / "refine.rows.jsonl")
@@ -342,6 +344,7 @@ def refine(source: str | Path, out_dir: str | Path, cfg: RefineConfig) -> dict[s
         "backend": cfg.backend,
         "model": model,
         "clean_skipped": len(clean),
+        "not_annotated_skipped": len(unannotated),
         "left_out_by_limit": len(limited),
         "resumed": len(todo) - len(pending),
         "seconds": round(time.perf_counter() - t0, 2),

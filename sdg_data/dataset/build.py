@@ -594,7 +594,9 @@ def no_test_split(rows: dict[str, int], cfg: BuildConfig, built: int) -> str | N
     and the card)."""
     if rows.get("annotations/test", 0) or not built:
         return None
-    asked = f"test images {cfg.test_images}" if cfg.test_images is not None else f"test fraction {cfg.test_fraction}"
+    asked = (
+        f"test images {cfg.test_images}" if cfg.test_images is not None else f"test fraction {cfg.test_fraction:.4g}"
+    )
     why = f"none of its {built} images went to test at {asked}; records that carry a split keep it"
     return (
         f"the dataset has no test split ({why}): sdg eval, reward, detect and refine read --split test and will "

@@ -145,7 +145,8 @@ def run_validate(cfg: ValidateConfig, records: Path) -> None:
         n_img = len({r.image_id for r in recs})
         echo(f"{records}: {len(recs)} annotations of {n_img} images: {kinds}: {verdict}")
     else:
-        echo(f"{records}: {len(recs)} records: {kinds}: {verdict}")
+        where = f" (split {cfg.split!r})" if records.is_dir() else ""
+        echo(f"{records}{where}: {len(recs)} records: {kinds}: {verdict}")
     if unannotated:
         echo(
             f"  {unannotated} not annotated (defects null): push them to annotation (sdg annotate push); distill, "

@@ -62,6 +62,8 @@ def frames(recs: list[ImageRecord]):
             mine = r.defects_of(lab)
             row[f"boxes_{lab}"] = len(mine)
             row[f"covered_{lab}"] = covered_share([d.box for d in mine])
+        if not r.annotated:  # no verdict: out of every per-image mean (NaN is skipped), never counted as 0 boxes
+            row.update({k: float("nan") for k in row if k.startswith(("boxes", "covered"))})
         images.append(row)
         for d in r.defects:
             defects.append({"image_id": r.image_id, "generator": row["generator"], "label": d.label,
@@ -69,6 +71,12 @@ def frames(recs: list[ImageRecord]):
                             "words": count_words(d.description)})  # fmt: skip
     cols = ["image_id", "generator", "label", "importance", "area_share", "words"]
     return pd.DataFrame(images), pd.DataFrame(defects, columns=cols)
+
+
+def _mean(column, digits: int) -> float | None:
+    """The mean over the annotated images (NaN rows skipped), None when there is none."""
+    value = column.mean()
+    return None if value != value else round(float(value), digits)
 
 
 def _quantile_table(df, column: str, by: str = "label"):
@@ -113,7 +121,7 @@ def dataset_stats(folder: str | Path, split: str = "all") -> dict[str, Any]:
     comp = Counter(img["kind"]) if n else Counter()
     per_gen: dict[str, dict[str, Any]] = {}
     for g, part in img.groupby("generator") if n else []:
-        per_gen[str(g)] = {"images": len(part), **{f"{lab}_per_image": round(float(part[f"boxes_{lab}"].mean()), 3)
+        per_gen[str(g)] = {"images": len(part), **{f"{lab}_per_image": _mean(part[f"boxes_{lab}"], 3)
                                                    for lab in LABELS}}  # fmt: skip
     imps = dfs["importance"].dropna().tolist()
     from sdg_data.io.report import read_reports
@@ -136,8 +144,8 @@ def dataset_stats(folder: str | Path, split: str = "all") -> dict[str, Any]:
         "box_area_share_quantiles": _quantiles(dfs["area_share"].tolist()),
         "description_words_quantiles": _quantiles(dfs["words"].tolist()),
         "covered_share_mean": {
-            **{lab: round(float(img[f"covered_{lab}"].mean()), 4) if n else None for lab in LABELS},
-            "all": round(float(img["covered_all"].mean()), 4) if n else None,
+            **{lab: _mean(img[f"covered_{lab}"], 4) if n else None for lab in LABELS},
+            "all": _mean(img["covered_all"], 4) if n else None,
         },
         "rejects": {
             "total": len(rejects),

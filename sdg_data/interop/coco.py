@@ -58,6 +58,10 @@ def export_coco(
     refuse_input(out_json, inputs)
     resolver = _resolver(source, image_roots)
     for rec, got in iter_images(source, image_roots, rejects, checked=True, stage="export", split=split):
+        if not rec.annotated:  # COCO cannot say "not annotated": an image without boxes would read as clean
+            why = "defects: not annotated yet; a COCO file has no way to say so and would read it as clean"
+            rejects.append(Reject(why, "export", rec.image_id, str(source), None, rec.to_json()))
+            continue
         image_id = len(images) + 1
         if copy_to is not None:
             dest = copy_to / f"{safe_filename(rec.image_id)}.{(got.format or 'png').lower()}"

@@ -19,6 +19,9 @@ from sdg_data.records import ImageRecord, Reject
 
 
 NOT_ANNOTATED = "defects: not annotated yet (null), so not ground truth: annotate it, or write [] if it is clean"
+NOT_ANNOTATED_OLD = (
+    'defects: not annotated yet ([] with provenance "annotated": false, the schema 1.1 form), so not ground truth'
+)
 
 
 @dataclass
@@ -56,27 +59,47 @@ def fingerprint(path: Path, kind: str) -> str:
 
 
 def load_ground_truth(
-    path: str | Path, split: str = "test", stage: str = "eval", order: BoxOrder = "xyxy", unique: bool = True
+    path: str | Path, split: str | None = None, stage: str = "eval", order: BoxOrder = "xyxy", unique: bool = True
 ) -> GroundTruth:
-    """The annotated records of ``path`` (one ``split`` of a dataset folder; a file whole), the not-annotated ones
-    as ``stage``'s rejects, and ``source``: path, kind, split (None for a file), fingerprint, records read, images
-    kept, not annotated, and the records' own ``split`` fields counted. Nothing annotated is an error."""
-    from sdg_data.io.arrow import SPLIT_CHOICES
+    """The annotated records of ``path`` and what they are. ``split``: for a dataset folder the split to read
+    (default ``test``); for a records file or shard, None reads it whole and a split keeps the records whose own
+    ``split`` field names it (``all``: every record). The not-annotated records become ``stage``'s rejects;
+    ``source`` holds path, kind, split (None for a whole file), fingerprint, records read, images kept, not
+    annotated, and the kept records' own ``split`` fields counted. Nothing annotated is an error."""
+    import os
+
+    from sdg_data.io.arrow import SPLIT_CHOICES, SplitError
     from sdg_data.io.jsonl import InputError, input_kind, load_records, read_records
 
-    if split not in SPLIT_CHOICES:
+    if split is not None and split not in SPLIT_CHOICES:
         raise InputError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
     p = Path(path)
     kind = input_kind(p)
     if kind == "images":
         raise InputError(f"{p}: a folder of images has no ground truth; give a records JSONL or an sdg build folder")
-    records = read_records(p, order, unique=False) if kind == "jsonl" and not unique else load_records(p, order, split)
+    if kind == "dataset":
+        split = split or "test"
+        records = load_records(p, order, split)
+    else:
+        records = read_records(p, order, unique=False) if kind == "jsonl" and not unique else load_records(p, order)
+        if split not in (None, "all"):
+            have = Counter(r.split or "unset" for r in records)
+            records = [r for r in records if r.split == split]
+            if not records:
+                listed = ", ".join(f"{k} ({v})" for k, v in sorted(have.items())) or "none"
+                named = "".join(f"--split {k} or " for k in sorted(have) if k != "unset")
+                raise SplitError(f"{p}: no record has split {split!r} (its records' splits: {listed}); choose "
+                                 f"{named}leave --split out to score the whole file")  # fmt: skip
     kept = [r for r in records if r.annotated]
-    rejects = [Reject(NOT_ANNOTATED, stage, r.image_id, str(p)) for r in records if not r.annotated]
+    rejects = [
+        Reject(NOT_ANNOTATED_OLD if r.old_form else NOT_ANNOTATED, stage, r.image_id, str(p), None, r.to_json())
+        for r in records
+        if not r.annotated
+    ]
     source = {
-        "path": str(p),
+        "path": os.path.abspath(p),
         "kind": kind,
-        "split": split if kind == "dataset" else None,
+        "split": split,
         "fingerprint": fingerprint(p, kind),
         "records_read": len(records),
         "images": len({r.image_id for r in kept}),
@@ -101,4 +124,8 @@ def describe(source: dict[str, Any]) -> str:
     line = f"ground truth: {source.get('path')} ({what}, {kind} {hexpart[:12]}), {source.get('images')} images"
     if source.get("not_annotated"):
         line += f"; {source['not_annotated']} not annotated, left out"
+    splits = source.get("record_splits") or {}
+    if source.get("kind") != "dataset" and source.get("split") is None and len(splits) > 1:
+        mix = ", ".join(f"{k} {v}" for k, v in splits.items())
+        line += f"; its records' splits ({mix}) all scored: --split test keeps the held-out ones"
     return line

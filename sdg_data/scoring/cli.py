@@ -26,11 +26,11 @@ GT = opt(
 )
 SPLIT = opt(
     "split",
-    str,
+    Optional[str],
     "--split",
-    "Which split of a dataset folder --gt names is the ground truth: test (the held-out images), train or all "
-    "(default: test). A records file is scored whole.",
-    "test",
+    "The split that is the ground truth: test (the held-out images), train or all. Unset: a dataset folder's test "
+    "split, a records file whole (given, only its records of that split).",
+    None,
 )
 PRED = opt("pred", Path, "--pred", "Predictions (JSONL): 'defects' lists, or raw model text under 'response'.")
 
@@ -71,7 +71,9 @@ def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
         f"predictions: {p['lines']} lines, {p['format_failures']} format failures "
         f"({p['unparseable']} with no usable defect), {p['missing_predictions']} images without a prediction, "
         f"{p['unknown_image_ids']} unknown image ids, {p['coercions']} values coerced"
-    )
+        + (f", {p['not_annotated_predictions']} for images not annotated (not scored)"
+           if p.get("not_annotated_predictions") else "")
+    )  # fmt: skip
     if p["coercions"]:  # never silent: what the scorer read differently from what the file says
         first = p["coercion_examples"][0]
         echo(f"  coerced (first, line {first['line']}, {first['image_id']!r}): {'; '.join(first['issues'])}")
@@ -79,7 +81,7 @@ def run_eval(cfg: EvalConfig, gt: Path, pred: Path, out: Path | None) -> None:
         echo(f"report: {out}")
 
 
-def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str | None, split: str) -> None:
+def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str | None, split: str | None) -> None:
     """Compute the detector's GRPO reward for each prediction, with its components.
 
     Usage: sdg reward --gt test.jsonl --pred completions.jsonl --out rewards.jsonl
@@ -95,8 +97,11 @@ def run_reward(cfg: RewardConfig, gt: Path, pred: Path, out: Path, embedder: str
     echo(
         f"{int(summary['completions'])} completions: mean reward {summary['reward']:.4f}, "
         f"R_box {summary['r_box']:.4f}, R_desc {summary['r_desc']:.4f}, R_imp {summary['r_imp']:.4f}, "
-        f"format failures {int(summary['parse_failures'])}, {summary['coercions']} values coerced"
-    )
+        f"format failures {int(summary['parse_failures'])}, {summary['coercions']} values coerced, "
+        f"{summary['missing_predictions']} ground-truth images without a prediction"
+        + (f", {summary['not_annotated_predictions']} predictions for images not annotated (not scored)"
+           if summary["not_annotated_predictions"] else "")
+    )  # fmt: skip
     echo(f"rewards: {out} (summary: {out.with_name(out.stem + '.summary.json')})")
 
 
@@ -129,6 +134,14 @@ def compare_cmd(
             "then says so. Refused by default.",
         ),
     ] = False,
+    allow_different_settings: Annotated[
+        bool,
+        typer.Option(
+            "--allow-different-settings",
+            help="Compare reports scored with different settings (matching, box scope, box order, strict format, "
+            "embedder); the output then says so. Refused by default.",
+        ),
+    ] = False,
 ) -> None:
     """Compare two sdg eval runs: B minus A for every SDG-Eval metric, with paired bootstrap intervals over the
     images both scored, so you can say whether GRPO beat SFT on your data.
@@ -137,7 +150,8 @@ def compare_cmd(
     """
     from sdg_data.scoring.evaluation import compare, format_compare
 
-    c = compare(a, b, draws, seed, allow_different_gt=allow_different_gt)
+    c = compare(a, b, draws, seed, allow_different_gt=allow_different_gt,
+                allow_different_settings=allow_different_settings)  # fmt: skip
     echo(format_compare(c))
     if out:
         from sdg_data.io.files import write_json

@@ -15,6 +15,7 @@ Output that cannot be parsed counts as predicting no defect. A metric whose deno
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,12 +46,12 @@ ApBackend = Literal["sdg", "faster-coco-eval", "pycocotools"]
 class EvalConfig:
     """How SDG-Eval scores a prediction file against ground truth."""
 
-    split: SplitName = field(
-        default="test",
+    split: SplitName | None = field(
+        default=None,
         metadata={
             "help": (
-                "Which split of a dataset folder is the ground truth (and the predictions, when they are a dataset "
-                "folder too): ``test`` (the held-out images), ``train`` or ``all``; a records file is scored whole."
+                "The split that is the ground truth: ``test`` (the held-out images), ``train`` or ``all``. Unset: "
+                "a dataset folder's ``test`` split, a records file whole (given, only its records of that split)."
             )
         },
     )
@@ -347,7 +348,7 @@ def index_predictions(
             stats["coercions"] += res.coercions
             if len(stats["coercion_examples"]) < 5:
                 said = [x for x in res.issues if "coerced" in x or "rounded" in x or "clamped" in x or "dropped" in x]
-                stats["coercion_examples"].append({"image_id": iid, "line": lineno, "issues": said[:3]})
+                stats["coercion_examples"].append({"image_id": iid, "line": lineno, "issues": said[:10]})
         if not res.format_ok:
             stats["format_failures"] += 1
             if not res.defects:
@@ -385,11 +386,15 @@ def evaluate_files(
     gt = truth.records
     pp = Path(pred_path)
     rows = (
-        enumerate((r.to_json() for r in load_records(pp, split=cfg.split)), 1)
+        enumerate((r.to_json() for r in load_records(pp, split=cfg.split or "test")), 1)
         if pp.exists() and input_kind(pp) in ("parquet", "dataset")
         else iter_jsonl(pp)
     )
     preds, stats = index_predictions(rows, cfg, source=str(pred_path))
+    unannotated = {r.image_id for r in truth.rejects}
+    stats["not_annotated_predictions"] = sum(1 for iid in preds if iid in unannotated)  # not scored: no truth known
+    for iid in unannotated:
+        preds.pop(iid, None)
     require_shared_ids(gt, preds, stats, pred_path)
     embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
     table = ScoringTable.build(gt, preds)  # the records' boxes as columns, shared by every scorer below
@@ -406,17 +411,17 @@ def evaluate_files(
     if out_path:
         out_path = Path(out_path)
         side = out_path.with_name(out_path.stem + ".per_image.npz")
-        write_per_image(side, per_image)
+        report["per_image_sha256"] = write_per_image(side, per_image)  # binds the file to this report
         report["per_image_file"] = side.name  # what sdg compare pairs two runs by
         if truth.rejects:  # the ground-truth records left out, with why (the one rejects schema)
-            rejects = out_path.with_name(out_path.stem + ".gt.rejects.jsonl")
+            rejects = out_path.with_name(out_path.stem + ".gt-left-out.jsonl")
             write_jsonl(rejects, [r.to_json() for r in truth.rejects])
             truth.source["rejects_file"] = rejects.name
         write_json(out_path, report)
     return report
 
 
-def write_per_image(path: Path, per_image: Mapping[str, Any]) -> None:
+def write_per_image(path: Path, per_image: Mapping[str, Any]) -> str:
     """The per-image sums beside the report (compact; a paired comparison of two runs reads them), with the names
     of their axes so a reader matches labels and fields by name."""
     import io
@@ -428,6 +433,7 @@ def write_per_image(path: Path, per_image: Mapping[str, Any]) -> None:
                         has_cos=np.asarray(per_image["has_cos"]), labels=np.asarray(per_image["labels"]),
                         fields=np.asarray(list(FIELDS)))  # fmt: skip
     write_bytes(path, buf.getvalue())
+    return "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 class ReportError(ValueError):
@@ -465,11 +471,22 @@ def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = N
     if not isinstance(name, str) or "/" in name or not (report_path.parent / name).is_file():
         raise ValueError(f"{report_path}: no per-image file beside it (rerun sdg eval with --out to write one)")
     side = report_path.parent / name
+    import io
+
+    from sdg_data.io.sidecar import read_regular
+
+    data = read_regular(side, cap=4 << 30)  # a regular file, never through a link
+    if data is None:
+        raise ReportError(report_path, "per_image_file", f"{name} is not a regular file (a link, or too large)")
+    want = report.get("per_image_sha256")
+    if want is not None and want != "sha256:" + hashlib.sha256(data).hexdigest():
+        raise ReportError(report_path, "per_image_file", f"{name} is not the file this report was written with")
     try:
-        with np.load(side, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             got = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{side}: not a per-image file ({' '.join(str(exc).split())[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - a zip of anything: BadZipFile, KeyError, ValueError, EOFError ...
+        raise ValueError(f"{side}: not a per-image file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+                         ) from None  # fmt: skip
     for key in ("image_ids", "sums", "has_cos", "labels"):
         if key not in got:
             raise ReportError(side, key, "missing")
@@ -494,8 +511,16 @@ def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = N
         raise ReportError(side, "sums", f"holds NaN or infinity (image {ids[bad]!r})")
     if (sums < 0).any():
         raise ReportError(side, "sums", "holds negative counts")
-    if got["has_cos"].shape != ():
-        raise ReportError(side, "has_cos", "must be one true or false")
+    counts = sums[..., [F[f] for f in FIELDS if f not in ("cos_sum", "imp_sum")]]
+    if (counts != np.round(counts)).any() or (counts > 1e9).any():
+        raise ReportError(side, "sums", "holds counts that are not whole numbers of boxes or images")
+    if got["has_cos"].shape != () or got["has_cos"].dtype != np.bool_:
+        raise ReportError(
+            side, "has_cos", f"must be one true or false, got {got['has_cos'].dtype} {got['has_cos'].shape}"
+        )
+    n_report = (report.get("counts") or {}).get("images")
+    if isinstance(n_report, int) and n_report != len(ids):
+        raise ReportError(side, "image_ids", f"holds {len(ids)} images, the report scored {n_report}")
     return {"image_ids": ids, "sums": sums, "has_cos": bool(got["has_cos"]), "labels": labels.tolist(),
             "fields": list(FIELDS)}  # fmt: skip
 
@@ -503,9 +528,9 @@ def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = N
 def same_ground_truth(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     """Why two reports' ground truths differ (split, or source fingerprint), or None when they are the same."""
     ga, gb = a.get("ground_truth"), b.get("ground_truth")
-    if not isinstance(ga, dict) or not isinstance(gb, dict):
-        which = "A" if not isinstance(ga, dict) else "B"
-        return f"{which} does not record its ground truth (scored before sdg recorded it; rerun sdg eval)"
+    for which, g in (("A", ga), ("B", gb)):
+        if not isinstance(g, dict) or not isinstance(g.get("fingerprint"), str) or not g["fingerprint"]:
+            return f"{which} does not record its ground truth (scored before sdg recorded it; rerun sdg eval)"
     if ga.get("split") != gb.get("split"):
         return (
             f"A scored split {ga.get('split')!r} of {ga.get('path')}, B split {gb.get('split')!r} of {gb.get('path')}"
@@ -518,8 +543,25 @@ def same_ground_truth(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     return None
 
 
+SETTINGS = ("match", "box_scope", "box_order", "strict_format", "embedder")  # what changes the scores themselves
+
+
+def different_settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """The scoring settings two reports differ in (matching, box scope, ...), or None."""
+    ca, cb = a.get("config"), b.get("config")
+    ca, cb = (ca if isinstance(ca, dict) else {}), (cb if isinstance(cb, dict) else {})
+    diff = [f"{k} {ca.get(k)!r} vs {cb.get(k)!r}" for k in SETTINGS if ca.get(k) != cb.get(k)]
+    return ", ".join(diff) or None
+
+
 def compare(
-    a: str | Path, b: str | Path, n: int = 1000, seed: int = 0, level: float = 0.95, allow_different_gt: bool = False
+    a: str | Path,
+    b: str | Path,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    allow_different_gt: bool = False,
+    allow_different_settings: bool = False,
 ) -> dict[str, Any]:
     """B minus A for every headline metric, with a paired bootstrap over the images both runs scored: each draw
     resamples the shared images once and recomputes both runs on it, so image difficulty cancels out.
@@ -531,6 +573,12 @@ def compare(
     if differs and not allow_different_gt:
         raise ValueError(f"{a} and {b} were not scored on the same ground truth: {differs}; pass --allow-different-gt "
                          "to compare them anyway")  # fmt: skip
+    settings = different_settings(ra, rb)
+    if settings and not allow_different_settings:
+        raise ValueError(
+            f"{a} and {b} were scored with different settings ({settings}): the difference would be the settings', "
+            "not the models'; pass --allow-different-settings to compare anyway"
+        )
     pa, pb = read_per_image(a, ra), read_per_image(b, rb)
     if set(pa["labels"]) != set(pb["labels"]):
         raise ReportError(b, "labels", f"{pb['labels']} do not match A's {pa['labels']}")
@@ -562,7 +610,8 @@ def compare(
     out: dict[str, Any] = {"a": str(a), "b": str(b), "images": len(shared), "only_a": n_a - len(shared),
                            "only_b": n_b - len(shared), "n": n, "level": level,
                            "ground_truth": {"a": ra.get("ground_truth"), "b": rb.get("ground_truth"),
-                                            "differs": differs}, "metrics": {}}  # fmt: skip
+                                            "differs": differs},
+                           "settings_differ": settings, "metrics": {}}  # fmt: skip
     for lab in labels:
         for m in HEADLINE:
             va, vb = point[lab][m]
@@ -586,6 +635,8 @@ def format_compare(c: Mapping[str, Any]) -> str:
         from sdg_data.io.truth import describe
 
         lines.append(f"  both scored on the {describe(gt['a'])}")
+    if c.get("settings_differ"):
+        lines.append(f"  NOT the same scoring settings (compared on request): {c['settings_differ']}")
     if c.get("only_a") or c.get("only_b"):
         lines.append(f"  left out: {c['only_a']} images only A scored, {c['only_b']} only B scored")
     lines.append(f"{'metric':<28}{'A':>9}{'B':>9}{'B - A':>9}   interval")

@@ -311,7 +311,7 @@ def reward_files(
     out_path: str | Path,
     cfg: RewardConfig,
     embedder: str | None,
-    split: str = "test",
+    split: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``sdg reward``: one line per prediction with its reward and components; returns rows and a summary, which
     is also written beside the rows (``OUT-STEM.summary.json``) with the ground truth it scored against.
@@ -323,23 +323,23 @@ def reward_files(
     from sdg_data.answer import normalized_box_issue, parse_defect_list
     from sdg_data.io.files import write_json, write_jsonl
     from sdg_data.io.jsonl import InputError, iter_jsonl
-    from sdg_data.io.truth import NOT_ANNOTATED, load_ground_truth
+    from sdg_data.io.truth import load_ground_truth
 
     truth = load_ground_truth(gt_path, split, "reward")
     gt = {r.image_id: r.defects for r in truth.records}
     unannotated = {r.image_id for r in truth.rejects}
     ids: list[str] = []
     parsed: list[ParseResult] = []
+    skipped = 0  # predictions for images whose ground truth is not annotated: nothing to score them against
     for lineno, row in iter_jsonl(pred_path):
         iid = row.get("image_id") if isinstance(row, Mapping) else None
         if not isinstance(iid, str):
             raise InputError(f"{pred_path}:{lineno}: record '?' field 'image_id': missing or not a string")
         if iid in unannotated:
-            raise InputError(
-                f"{pred_path}:{lineno}: record {iid!r} field 'image_id': its ground truth {NOT_ANNOTATED}"
-            )
+            skipped += 1
+            continue
         if iid not in gt:
-            where = f"split {split!r} of {gt_path}" if truth.source["split"] else str(gt_path)
+            where = f"split {truth.source['split']!r} of {gt_path}" if truth.source["split"] else str(gt_path)
             raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'image_id': not in {where}")
         if "response" in row:
             parsed.append(parse_response(row["response"], order=cfg.box_order))
@@ -353,14 +353,17 @@ def reward_files(
             raise InputError(f"{pred_path}:{lineno}: record {iid!r} field {field!r}: {why}")
         ids.append(iid)
     if not ids:
-        raise InputError(f"{pred_path}: no predictions; nothing to score")
+        why = f" ({skipped} for images not annotated)" if skipped else ""
+        raise InputError(f"{pred_path}: no predictions{why}; nothing to score")
     emb = load_embedder(embedder) if embedder else None
     results = score(parsed, [gt[i] for i in ids], emb, cfg)
-    rows = [dict(breakdown_row(i, r)) for i, r in zip(ids, results)]
+    rows = [{**breakdown_row(i, r), "coercions": p.coercions} for i, r, p in zip(ids, results, parsed)]
     write_jsonl(out_path, rows)
     summary: dict[str, Any] = dict(summarize(results))
     summary["completions"] = float(len(results))
     summary["coercions"] = sum(p.coercions for p in parsed)
+    summary["not_annotated_predictions"] = skipped
+    summary["missing_predictions"] = len(set(gt) - set(ids))
     summary["ground_truth"] = truth.source
     out_path = Path(out_path)
     write_json(out_path.with_name(out_path.stem + ".summary.json"), summary)
