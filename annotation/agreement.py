@@ -63,10 +63,28 @@ def _scores(refs: list[ImageRecord], others: dict[str, ImageRecord]) -> dict[str
     return out
 
 
-def agreement(all_records: list[ImageRecord]) -> dict[str, Any]:
-    """Per annotator pair and overall (pooled), per label."""
-    by_annotator: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
+MAX_ANNOTATORS_PER_IMAGE = 20  # the pairs of one image grow with its annotators squared
+
+
+def agreement(all_records: list[ImageRecord], max_per_image: int = MAX_ANNOTATORS_PER_IMAGE) -> dict[str, Any]:
+    """Per annotator pair and overall (pooled), per label. A record whose annotator is not a name is left out and
+    counted; an image with more than ``max_per_image`` annotators is left out and counted (its pairs alone would
+    cost ``n^2`` scorings)."""
+    usable, bad_annotator = [], 0
     for r in all_records:
+        who = r.provenance.get("annotator")
+        if who is not None and not isinstance(who, str):
+            bad_annotator += 1
+            continue
+        usable.append(r)
+    per_image: dict[str, set[str]] = defaultdict(set)
+    for r in usable:
+        per_image[r.image_id].add(r.provenance.get("annotator") or "unknown")
+    crowded = {i for i, who in per_image.items() if len(who) > max_per_image}
+    by_annotator: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
+    for r in usable:
+        if r.image_id in crowded:
+            continue
         who = r.provenance.get("annotator") or "unknown"
         prev = by_annotator[who].get(r.image_id)
         # one annotation per annotator and image: the latest
@@ -89,6 +107,10 @@ def agreement(all_records: list[ImageRecord]) -> dict[str, Any]:
             pooled_other[key] = ImageRecord.from_json({**by_annotator[b][i].to_json(), "image_id": key})
     overall = _scores(pooled_ref, pooled_other) if pooled_ref else None
     return {
+        "left_out": {
+            "records_with_an_annotator_that_is_not_a_name": bad_annotator,
+            f"images_with_more_than_{max_per_image}_annotators": len(crowded),
+        },
         "annotators": {k: len(v) for k, v in sorted(by_annotator.items())},
         "pairs": pairs,
         "overall": overall,
@@ -96,13 +118,15 @@ def agreement(all_records: list[ImageRecord]) -> dict[str, Any]:
     }
 
 
-def agreement_file(all_path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def agreement_file(
+    all_path: str | Path, out: str | Path | None = None, max_per_image: int = MAX_ANNOTATORS_PER_IMAGE
+) -> dict[str, Any]:
     """Agreement over the annotated records of a records file (several per image); records not annotated yet
     are left out and counted (``not_annotated``), never compared as clean."""
     from sdg_data.io.truth import load_ground_truth
 
     truth = load_ground_truth(all_path, stage="agreement", unique=False)
-    report = agreement(truth.records)
+    report = agreement(truth.records, max_per_image)
     report["ground_truth"] = truth.source
     if out:
         write_json(out, report)

@@ -152,11 +152,18 @@ def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Pat
 def agreement_cmd(
     annotations: Path = typer.Argument(..., help="The .all.jsonl file written by sdg annotate pull."),
     out: Optional[Path] = typer.Option(None, "--out", help="JSON report."),
+    max_annotators_per_image: int = typer.Option(
+        20,
+        "--max-annotators-per-image",
+        min=2,
+        max=1000,
+        help="An image with more annotators is left out (and counted): its pairs grow with their number squared.",
+    ),  # fmt: skip
 ) -> None:
     """Inter-annotator agreement per pair and overall: BoxF1@0.5 and DetTypeF1 per label, importance MAE."""
     from annotation.agreement import agreement_file, format_agreement
 
-    report = agreement_file(annotations, out)
+    report = agreement_file(annotations, out, max_annotators_per_image)
     if len(report["annotators"]) < 2:
         who = ", ".join(report["annotators"]) or "none"
         raise ValueError(
@@ -171,6 +178,9 @@ def agreement_cmd(
     echo(format_agreement(report))
     if report["ground_truth"]["not_annotated"]:
         echo(f"{report['ground_truth']['not_annotated']} records not annotated yet were left out")
+    for what, n in report["left_out"].items():
+        if n:
+            echo(f"left out: {n} {what.replace('_', ' ')}")
 
 
 def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None, out: Path | None) -> None:

@@ -13,6 +13,7 @@ annotations read = valid + rejected + cancelled.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -31,7 +32,7 @@ from sdg_data.boxes import Box, BoxError, label_studio_problem
 from sdg_data.io.gc_pause import gc_paused
 from sdg_data.io.report import StageReport
 from sdg_data.io.secrets import secret_values
-from sdg_data.records import Defect, ImageRecord, Reject
+from sdg_data.records import MAX_DESCRIPTION_CHARS, Defect, ImageRecord, Reject, short_repr
 
 
 _EPS = 1e-6
@@ -81,6 +82,28 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def _id_order(value: Any) -> tuple[int, Any]:
+    """A sort key for an annotation id of any JSON type: numbers first, in order, then the rest as text (ids of
+    different types never meet in one comparison)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value)
+    return (1, "" if value is None else str(value))
+
+
+def _number(value: Any, default: float | None = None) -> float | None:
+    """A finite number from an export value (a number, or its text); ``default`` for a missing one; None when it is
+    not one (NaN, infinity, "abc", a list), so the caller names the region and field."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        got = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return got if math.isfinite(got) else None
+
+
 def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | None) -> tuple[Defect, dict]:
     """One region's results -> a Defect and its provenance, or RegionError with the reason."""
     boxes: list[dict[str, Any]] = []
@@ -109,12 +132,14 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
     labels = v.get("rectanglelabels") or []
     if len(labels) != 1 or labels[0] not in LABELS:
         raise RegionError(f"region {rid}: label {labels!r} is not exactly one of {list(LABELS)}")
-    if abs(float(v.get("rotation") or 0.0)) > _EPS:
-        raise RegionError(f"region {rid}: rotated by {v.get('rotation')} degrees (rotation is not allowed)")
-    try:
-        x, y, w, h = float(v["x"]), float(v["y"]), float(v["width"]), float(v["height"])
-    except (KeyError, TypeError, ValueError):
-        raise RegionError(f"region {rid}: box value lacks numeric x, y, width, height") from None
+    rotation = _number(v.get("rotation"), 0.0)
+    if rotation is None:
+        raise RegionError(f"region {rid}: field 'rotation': {short_repr(v.get('rotation'))} is not a finite number")
+    if abs(rotation) > _EPS:
+        raise RegionError(f"region {rid}: rotated by {rotation:g} degrees (rotation is not allowed)")
+    x, y, w, h = (_number(v.get(k)) for k in ("x", "y", "width", "height"))
+    if x is None or y is None or w is None or h is None:
+        raise RegionError(f"region {rid}: box value lacks finite numeric x, y, width, height")
     problem = label_studio_problem(x, y, w, h, _EPS)
     if problem:
         raise RegionError(f"region {rid}: {problem}")
@@ -132,6 +157,8 @@ def _region(rid: str, results: list[dict[str, Any]], size: tuple[int, int] | Non
     )
     if not text.strip():
         raise RegionError(f"region {rid}: empty description")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise RegionError(f"region {rid}: description of {len(text)} characters, more than {MAX_DESCRIPTION_CHARS}")
     if not numbers:
         raise RegionError(f"region {rid}: box without an importance")
     num = (numbers[0].get("value") or {}).get("number")
@@ -280,7 +307,7 @@ def consolidate(records: list[ImageRecord], cfg: AnnotateConfig) -> ImageRecord:
                 chosen, rule = min(mine, key=lambda r: _ts(r, "created_at")), f"primary annotator {who}"
                 break
     if chosen is None:
-        chosen = min(records, key=lambda r: (_ts(r, "created_at"), r.provenance.get("annotation_id") or 0))
+        chosen = min(records, key=lambda r: (_ts(r, "created_at"), _id_order(r.provenance.get("annotation_id"))))
     decision = {
         "policy": cfg.consolidation,
         "rule": rule,

@@ -55,6 +55,16 @@ class DistillConfig(Transport):
             "help": "Folder that image_path may point into (repeatable). Default: the records file's folder.",
         },
     )
+    max_input_chars: Positive = field(
+        default=20_000,
+        metadata={
+            "help": (
+                "Longest text a record may send the teacher (its caption and every box description): a longer "
+                "record is rejected before a request is paid for (a 4 MB caption would be ~1M prompt tokens, "
+                "re-sent on every retry)."
+            )
+        },
+    )
     max_pixels: Positive = field(
         default=64 * 1024 * 1024, metadata={"help": "images whose header declares more are rejected"}
     )

@@ -45,10 +45,21 @@ class Job:
     image_ref: str = ""  # the image path as written to the output: relative to the output folder
 
 
-def _load_inputs(path: Path, image_roots: list[str] | None = None) -> tuple[list[Job | Reject], int]:
-    """Input lines in order: a Job, or the Reject of a line that cannot be distilled (and why)."""
+def _load_inputs(
+    path: Path, image_roots: list[str] | None = None, max_chars: int = 20_000
+) -> tuple[list[Job | Reject], int]:
+    """Input lines in order: a Job, or the Reject of a line that cannot be distilled (and why): a record whose text
+    for the teacher (caption and box descriptions) is longer than ``max_chars`` is refused before any request."""
     ok, rejects, n = screen_records(path, ("caption",), "input", image_roots or (), annotated=True)
-    items: list[Job | Reject] = [Job(line, rec, img, "") for line, rec, img in ok] + rejects
+    items: list[Job | Reject] = list(rejects)
+    for line, rec, img in ok:
+        size = len(rec.caption or "") + sum(len(d.description) for d in rec.defects)
+        if size > max_chars:
+            why = (f"record {rec.image_id!r} field 'caption': {size} characters of caption and descriptions, more "
+                   f"than max_input_chars {max_chars}: not sent to the teacher")  # fmt: skip
+            items.append(Reject(why, "input", rec.image_id, f"{path}:{line}", line, None))
+        else:
+            items.append(Job(line, rec, img, ""))
     items.sort(key=lambda x: x.line or 0)
     return items, n
 
@@ -152,7 +163,7 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     tpl = TeacherTemplate.load(cfg.template)
     teacher_name = template_teacher.NAME if cfg.teacher == "template" else f"{cfg.base_url}|{cfg.model}"
     cache = DiskCache(cfg.cache_dir or out_dir / "cache")
-    items, n_read = _load_inputs(records, cfg.image_roots)
+    items, n_read = _load_inputs(records, cfg.image_roots, cfg.max_input_chars)
     if n_read == 0:
         raise InputError(f"{records}: no records (an empty file); nothing to distill")
     jobs = [j for j in items if isinstance(j, Job)]

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from sdg_data.boxes import GRID, Box, BoxOrder
-from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, Defect, clean_text
+from sdg_data.records import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS, MAX_DEFECTS, Defect, clean_text
 
 
 _LABEL_SET = frozenset(LABELS)
@@ -369,6 +369,9 @@ def parse_response(text: Any, order: BoxOrder = "xyxy") -> ParseResult:
             reason = reason or issues[-1]
             data = []
 
+    if len(data) > MAX_DEFECTS:  # a flood: not parsed item by item (the cost is bounded before it is paid)
+        issues.append(f"answer holds {len(data)} items, more than the {MAX_DEFECTS} a record may hold")
+        return ParseResult([], False, reason or issues[-1], think, issues, 0)
     defects, item_reason, coerced = _parse_items(data, order, issues)
     reason = reason or item_reason
     return ParseResult(defects, reason is None, reason, think, issues, coerced)
@@ -393,6 +396,9 @@ def parse_defect_list(items: Any, order: BoxOrder = "xyxy") -> ParseResult:
     issues: list[str] = []
     if not isinstance(items, list):
         why = f"defects must be a list, got {type(items).__name__}"
+        return ParseResult(defects=[], format_ok=False, reason=why, issues=[why])
+    if len(items) > MAX_DEFECTS:
+        why = f"defects holds {len(items)} items, more than the {MAX_DEFECTS} a record may hold"
         return ParseResult(defects=[], format_ok=False, reason=why, issues=[why])
     defects, reason, coerced = _parse_items(items, order, issues)
     return ParseResult(defects, reason is None, reason, None, issues, coerced)

@@ -50,6 +50,8 @@ NonNegative = Annotated[float, Bounds(ge=0)]  # prices, weights, scales
 Fraction = Annotated[float, Bounds(ge=0, le=1)]  # shares, thresholds
 Decay = Annotated[float, Bounds(ge=0, lt=1)]  # EMA decays, Adam betas (1 would freeze the average)
 Importance = Annotated[int, Bounds(ge=1, le=100)]  # the answer schema's importance scale
+Draws = Annotated[int, Bounds(ge=0, le=100_000)]  # bootstrap draws: each costs a pass over the images
+BoxLimit = Annotated[int, Bounds(ge=1, le=1000)]  # boxes per image a scorer takes (1,000: a record's own limit)
 
 
 def _bounds(hint: Any) -> tuple[Any, list[Bounds]]:
@@ -165,8 +167,11 @@ def _check_type(cls: type, name: str, value: Any, hint: Any, source: str) -> Any
             raise ConfigError(f"{source}: {cls.__name__}.{name} must be true or false, got {_short(value)}")
         return value
     if hint in (int, float):
+        if hint is int and isinstance(value, float) and not math.isfinite(value):  # int(inf) would raise unnamed
+            raise ConfigError(f"{source}: {cls.__name__}.{name} must be an int, got {_short(value)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
-            raise ConfigError(f"{source}: {cls.__name__}.{name} must be a {hint.__name__}, got {_short(value)}")
+            kind = "an int" if hint is int else "a float"
+            raise ConfigError(f"{source}: {cls.__name__}.{name} must be {kind}, got {_short(value)}")
         return hint(value)
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{source}: {cls.__name__}.{name} must be a string, got {_short(value)}")

@@ -23,6 +23,8 @@ LABELS: tuple[str, ...] = ("artifact", "misalignment")
 
 SPLITS: tuple[str, ...] = ("train", "test")
 IMPORTANCE_MIN, IMPORTANCE_MAX = 1, 100
+MAX_DEFECTS = 1000  # per record: SDG-30K images have a handful; past this it is a flood, and scoring is quadratic
+MAX_DESCRIPTION_CHARS = 2000  # a description is a sentence or two (the teacher writes 18-45 words)
 
 _RECORD_KEYS = {
     "schema_version",
@@ -159,6 +161,12 @@ class Defect:
             raise RecordError(record_id, f"{where}.description", "must be a string")
         if not self.description.strip():
             raise RecordError(record_id, f"{where}.description", "is empty (every box needs a description)")
+        if len(self.description) > MAX_DESCRIPTION_CHARS:
+            raise RecordError(
+                record_id,
+                f"{where}.description",
+                f"{len(self.description)} characters, more than {MAX_DESCRIPTION_CHARS}",
+            )
         if importance:
             try:
                 check_importance(self.importance)
@@ -318,6 +326,10 @@ class ImageRecord:
         annotated = raw is not None  # absent or null: not annotated yet; [] is a verdict, "clean"
         if annotated and not isinstance(raw, list):
             raise RecordError(rid, "defects", f"must be a list, or null when not annotated, got {type(raw).__name__}")
+        if raw and len(raw) > MAX_DEFECTS:
+            raise RecordError(
+                rid, "defects", f"holds {len(raw)} defects, more than the {MAX_DEFECTS} a record may hold"
+            )
         defects = [Defect.from_json(d, rid, f"defects[{i}]", order) for i, d in enumerate(raw or ())]
         prov = obj.get("provenance") or {}
         if not isinstance(prov, Mapping):

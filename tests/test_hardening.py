@@ -331,3 +331,205 @@ def test_pull_from_an_export_with_url_images_vouches_for_no_folder(tmp_path):
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "ann" / "r.pull.summary.json").read_text())
     assert summary.get("image_roots", []) == []
+
+
+# ------------------------------------------------------------------ 4. cost bounded by the shape of the input
+def _flood(n: int, label: str = "artifact") -> list[dict]:
+    return [{"box_2d": [i % 900, i % 900, i % 900 + 50, i % 900 + 50], "label": label, "description": "x",
+             "importance": 50} for i in range(n)]  # fmt: skip
+
+
+def test_a_box_flood_is_refused_before_its_pairs_are_made(tmp_path):
+    import tracemalloc
+
+    from sdg_data.scoring.evaluation import EvalConfig, evaluate_files
+
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"image_id": "a", "defects": _flood(200)}) + "\n")
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"image_id": "a", "defects": _flood(4000)}) + "\n")
+    tracemalloc.start()
+    report = evaluate_files(gt, pred, None, EvalConfig(embedder="none"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert report["predictions"]["format_failures"] == 1 and report["counts"]["artifact"]["pred_boxes"] == 0
+    assert peak < 60e6, peak  # 200 x 4000 pairs would be ~100 MB of arrays; a refused flood costs its parse
+    gt.write_text(json.dumps({"image_id": "a", "defects": _flood(400)}) + "\n")
+    res = sdg("eval", "--gt", gt, "--pred", pred, "--embedder", "none")
+    assert res.returncode == 2 and "400 boxes, more than max_boxes 300" in res.stderr, res.stderr
+    gt.write_text(json.dumps({"image_id": "a", "defects": _flood(4000)}) + "\n")
+    res = sdg("eval", "--gt", gt, "--pred", pred, "--embedder", "none", "--max-boxes", "1000")
+    assert res.returncode == 2 and "holds 4000 defects, more than the 1000 a record may hold" in res.stderr
+    res = sdg("eval", "--gt", gt, "--pred", pred, "--embedder", "none", "--max-boxes", "5000")
+    assert res.returncode == 2 and "max_boxes" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_completion_flood_is_a_format_failure_in_the_reward():
+    from sdg_data.answer import render_response
+    from sdg_data.records import Defect
+    from sdg_data.scoring.reward import RewardConfig, reward_batch
+
+    gt = [Defect.from_json(d) for d in _flood(5)]
+    text = "<think>x</think><answer>" + json.dumps(_flood(400)) + "</answer>"
+    got = reward_batch([text, render_response("x", gt)], [gt, gt], None, RewardConfig())
+    assert got[0].case == "format_fail" and "400 boxes, more than max_boxes 300" in got[0].reason
+    assert got[1].format_ok
+    flood = "<think>x</think><answer>" + json.dumps(_flood(3000)) + "</answer>"
+    (res,) = reward_batch([flood], [gt], None, RewardConfig())
+    assert res.case == "format_fail" and "more than the 1000 a record may hold" in res.reason
+
+
+def test_the_gallery_holds_a_bounded_number_of_images(tmp_path):
+    from sdg_data.dataset.stats import GALLERY_GENERATORS, GALLERY_PER_GENERATOR, dataset_stats, write_report
+
+    records = noise_records(tmp_path, n=120, size=64)
+    rows = [json.loads(x) for x in records.read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["generator"] = f"gen-{i % 60}"  # one generator name per two records
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = dataset_stats(records)
+    out = write_report(s, tmp_path / "report.html")
+    html = out.read_text()
+    assert html.count("class='card'") <= GALLERY_GENERATORS * (GALLERY_PER_GENERATOR + 1)
+    assert f"The {GALLERY_GENERATORS} most frequent of 60 generators are shown." in html
+    assert len(html) < 8e6
+
+
+def test_distill_sends_no_record_longer_than_the_input_cap(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, _ = sample_copy(work)
+    rows = [json.loads(x) for x in good.read_text().splitlines()]
+    rows[0]["caption"] = "a cat " * 700_000  # ~4 MB
+    good.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = sdg("distill", good, "--out", work / "dist")
+    assert res.returncode == 0, res.stderr
+    rejects = [json.loads(x) for x in (work / "dist" / "distill.rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 1 and "more than max_input_chars 20000: not sent to the teacher" in rejects[0]["reason"]
+
+
+def _peak_rss_kb(*args, env=None) -> int:
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, SDG, *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})  # fmt: skip
+    rc, kb = out.stdout.split()
+    return int(kb)
+
+
+def test_a_huge_line_is_never_held_whole(tmp_path):
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps({"image_id": "a", "defects": []}) + "\n")
+    big = tmp_path / "big.jsonl"
+    with big.open("wb") as f:
+        f.write(b'{"image_id": "a", "defects": []}\n{"image_id": "b", "caption": "')
+        for _ in range(200):
+            f.write(b"x" * (1 << 20))  # a 200 MB line
+        f.write(b'", "defects": []}\n')
+    cap = {"SDG_MAX_LINE_BYTES": str(8 << 20)}
+    base = _peak_rss_kb("validate", small, env=cap)
+    peak = _peak_rss_kb("validate", big, env=cap)
+    assert peak - base < 40_000, (base, peak)  # bounded by the cap (8 MiB here), read past in blocks: not 200 MB
+    res = sdg("validate", big)
+    assert res.returncode == 2 and "longer than 67108864 bytes" in res.stderr
+
+
+def test_agreement_work_is_bounded_by_annotators_per_image(tmp_path, monkeypatch):
+    import annotation.agreement as agreement_mod
+    from annotation.agreement import agreement_file
+
+    box = {"box_2d": [100, 100, 400, 400], "label": "artifact", "description": "six fingers", "importance": 50}
+    rows = [{"image_id": "crowded", "defects": [box], "provenance": {"annotator": f"a{k}"}} for k in range(200)]
+    rows += [{"image_id": "b", "defects": [box], "provenance": {"annotator": who}} for who in ("a0", "a1")]
+    rows += [{"image_id": "b", "defects": [box], "provenance": {"annotator": 7}},
+             {"image_id": "b", "defects": [box], "provenance": {"annotator": {"x": 1}}}]  # fmt: skip
+    path = tmp_path / "r.all.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+    real = agreement_mod._scores
+    monkeypatch.setattr(agreement_mod, "_scores", lambda *a: calls.append(1) or real(*a))
+    report = agreement_file(path)
+    assert len(calls) <= 2  # the one pair that shares an image, and the pooled figure (not 19,900 pairs)
+    assert report["left_out"] == {"records_with_an_annotator_that_is_not_a_name": 2,
+                                  "images_with_more_than_20_annotators": 1}  # fmt: skip
+
+
+def test_draw_counts_are_bounded():
+    res = sdg("eval", "--gt", DEMO / "gt.jsonl", "--pred", DEMO / "pred.jsonl", "--embedder", "none",
+              "--bootstrap", "1000000")  # fmt: skip
+    assert res.returncode == 2 and "bootstrap" in res.stderr and "100000" in res.stderr, res.stderr
+    res = sdg("compare", "a.json", "b.json", "--draws", "100000000")
+    assert res.returncode == 2 and "--draws" in res.stderr
+
+
+# ------------------------------------------------------------------ 5. crashes and silent coercions
+def test_pull_survives_mixed_id_types_and_names_bad_fields(tmp_path):
+    def region(rid, **value):
+        base = {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["artifact"]}
+        from annotation.labeling import BOX, NUMBER, TEXT
+
+        return [{"id": rid, "from_name": BOX, "to_name": "image", "type": "rectanglelabels",
+                 "original_width": 64, "original_height": 64, "value": {**base, **value}},
+                {"id": rid, "from_name": TEXT, "to_name": "image", "type": "textarea",
+                 "value": {"text": [value.pop("text", "six fingers")]}},
+                {"id": rid, "from_name": NUMBER, "to_name": "image", "type": "number",
+                 "value": {"number": 50}}]  # fmt: skip
+
+    same = "2026-12-01T10:00:00Z"
+    task = {"id": 1, "data": {"image": "https://example.org/a.png", "image_id": "a", "caption": "c"},
+            "annotations": [{"id": 5, "completed_by": 1, "created_at": same, "result": region("r1")},
+                            {"id": "5b", "completed_by": 2, "created_at": same, "result": region("r2")}]}  # fmt: skip
+    bad = {"id": 2, "data": {"image": "https://example.org/b.png", "image_id": "b", "caption": "c"},
+           "annotations": [{"id": 6, "completed_by": 1, "result": region("n", rotation="nan")},
+                           {"id": 7, "completed_by": 1, "result": region("s", x="abc")},
+                           {"id": 8, "completed_by": 1, "result": region("d", text="y" * 1_000_000)}]}  # fmt: skip
+    (tmp_path / "export.json").write_text(json.dumps([task, bad]))
+    res = sdg("annotate", "pull", "--from-export", tmp_path / "export.json", "--out", tmp_path / "r.jsonl",
+              cwd=tmp_path)  # fmt: skip
+    assert "Traceback" not in res.stderr and (tmp_path / "r.jsonl").is_file(), res.stderr
+    rejects = [json.loads(x)["reason"] for x in (tmp_path / "r.pull.rejects.jsonl").read_text().splitlines()]
+    assert any("region n: field 'rotation': 'nan' is not a finite number" in r for r in rejects), rejects
+    assert any("region s: box value lacks finite numeric x, y, width, height" in r for r in rejects), rejects
+    assert any("region d: description of 1000000 characters, more than 2000" in r for r in rejects), rejects
+
+
+@pytest.mark.parametrize("peaks", ['{"artifact": "0.9"}', '{"artifact": [1]}', '{"artifact": true}', '"0.9"'])
+def test_image_level_refuses_heatmap_peaks_that_are_not_numbers(tmp_path, peaks):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text('{"image_id": "a", "defects": [], "provenance": {"heatmap_peaks": ' + peaks + "}}\n")
+    pred = tmp_path / "p.jsonl"
+    pred.write_text('{"image_id": "a", "defects": []}\n')
+    res = sdg("eval-image-level", "--gt", gt, "--pred", pred)
+    assert res.returncode == 2 and "record 'a' field 'provenance.heatmap_peaks" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_stats_shows_a_mathtext_generator_name_as_text(tmp_path):
+    records = noise_records(tmp_path, n=4, size=64)
+    rows = [json.loads(x) for x in records.read_text().splitlines()]
+    for r in rows:
+        r["generator"] = r"$\undefinedcmd$ {x}_^"
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = sdg("stats", records)
+    assert res.returncode == 0, res.stderr
+
+
+def test_integer_settings_name_the_field_for_inf_and_nan(tmp_path):
+    for value in (".inf", ".nan", "-.inf"):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"embed_batch_size: {value}\n")
+        res = sdg("eval", "--gt", DEMO / "gt.jsonl", "--pred", DEMO / "pred.jsonl", "--config", recipe)
+        assert res.returncode == 2 and "EvalConfig.embed_batch_size must be an int" in res.stderr, res.stderr
+
+
+def test_a_failed_run_that_is_a_file_keeps_the_failed_runs_reports(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, bad = sample_copy(work)
+    out = work / "out"
+    assert sdg("distill", good, "--out", out).returncode == 0
+    (out / "failed-run").write_text("someone's file")
+    res = sdg("distill", bad, "--out", out)
+    assert res.returncode != 0 and "File exists" not in res.stderr, res.stderr
+    assert (out / "failed-run-1" / "distill.rejects.jsonl").is_file()
+    assert (out / "failed-run").read_text() == "someone's file"

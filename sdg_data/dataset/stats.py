@@ -25,6 +25,7 @@ from sdg_data.records import LABELS, ImageRecord, count_words
 
 COMPOSITION = ("clean", "artifact-only", "misalignment-only", "both", "not annotated")
 GALLERY_PER_GENERATOR = 6
+GALLERY_GENERATORS = 12  # the gallery shows the most frequent generators: images held and embedded stay bounded
 
 
 def _kind(r: ImageRecord) -> str:
@@ -249,7 +250,7 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     fig, ax = plt.subplots(figsize=(6, 2.6))
     ax.barh(list(COMPOSITION)[::-1], [s["composition_pct"][k] for k in COMPOSITION][::-1],
-            color=["#a5a", "#55d", "#d55", "#7a7"])  # fmt: skip
+            color=["#999", "#a5a", "#55d", "#d55", "#7a7"])  # fmt: skip
     ax.set_xlabel("% of images")
     out.append(("Composition", _png(fig)))
     gens = list(s["by_generator"])
@@ -257,9 +258,9 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(gens) * 2))
         y = np.arange(len(gens))
         for k, lab in enumerate(LABELS):
-            values = [s["by_generator"][g][f"{lab}_per_image"] for g in gens]
+            values = [np.nan if (v := s["by_generator"][g][f"{lab}_per_image"]) is None else v for g in gens]
             ax.barh(y + 0.4 * k - 0.2, values, 0.4, label=lab, color=_colors()[k])
-        ax.set_yticks(y, gens)
+        ax.set_yticks(y, [_plain(g) for g in gens])  # names are text, never mathtext
         ax.set_xlabel("boxes per image")
         ax.legend()
         out.append(("Boxes per image by generator and label", _png(fig)))
@@ -285,7 +286,7 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
         edges = np.linspace(0, 1, 21)
         fig, ax = plt.subplots(figsize=(6, 3))
         names = [c.removeprefix("covered_") for c in cov.columns]
-        ax.hist([cov[c] for c in cov.columns], bins=edges, label=names, color=[*_colors(), "#555555"])
+        ax.hist([cov[c].dropna() for c in cov.columns], bins=edges, label=names, color=[*_colors(), "#555555"])
         ax.set_xlabel("share of the image covered by its defects (union of boxes)")
         ax.set_ylabel("images")
         ax.legend()
@@ -293,25 +294,43 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _plain(text: str) -> str:
+    """Text for a plot shown as written: matplotlib reads ``$...$`` as mathtext (a generator named ``$\\x$`` would
+    fail the whole report), so every dollar sign is escaped."""
+    return str(text).replace("$", r"\$")
+
+
 THUMB_SIDE, FULL_SIDE = 420, 1024  # gallery thumbnails and the full view, in pixels (the longer side)
 
 
 def gallery(
-    folder: str | Path, per_generator: int = GALLERY_PER_GENERATOR, seed: int = 0, split: str = "all"
+    folder: str | Path,
+    per_generator: int = GALLERY_PER_GENERATOR,
+    seed: int = 0,
+    split: str = "all",
+    generators: list[str] | None = None,
 ) -> list[dict[str, str]]:
     """Sample images per generator (a fixed seed; clean ones included when there are any) drawn with their boxes,
-    as embedded JPEG thumbnails."""
+    as embedded JPEG thumbnails. At most :data:`GALLERY_GENERATORS` generators (``generators``, most frequent
+    first; else the first met), so however many generator names the records hold, the gallery holds and embeds
+    at most ``GALLERY_GENERATORS x (per_generator + 1)`` images, kept encoded until drawn."""
+    from PIL import Image
+
     from sdg_data.dataset.viz import draw_boxes
     from sdg_data.io.sources import iter_images
 
     # one pass, a reservoir per generator (and one clean image each): memory holds a few images per generator,
-    # however large the dataset
+    # for a bounded number of generators, however large the dataset
+    allowed = set(generators[:GALLERY_GENERATORS]) if generators is not None else None
     rng = random.Random(seed)
     pool: dict[str, list[tuple[ImageRecord, Any]]] = {}
     clean: dict[str, tuple[ImageRecord, Any]] = {}
     seen: dict[str, list[int]] = {}
-    for rec, im in iter_images(folder, split=split):
+    for rec, got in iter_images(folder, split=split, checked=True):
         gen = rec.generator or "unknown"
+        if (allowed is not None and gen not in allowed) or (gen not in seen and len(seen) >= GALLERY_GENERATORS):
+            continue
+        im = got.data  # the encoded bytes: decoded only for the images finally shown
         n = seen.setdefault(gen, [0, 0])
         n[0] += 1
         chosen = pool.setdefault(gen, [])
@@ -328,8 +347,9 @@ def gallery(
         chosen = pool[gen]
         if gen in clean and not any(r.annotated and not r.defects for r, _ in chosen):
             chosen[-1] = clean[gen]  # a clean one too: what the annotators left alone matters
-        for rec, im in chosen:
-            full = draw_boxes(_upscaled(im.convert("RGB"), FULL_SIDE), rec.defects)
+        for rec, data in chosen:
+            with Image.open(io.BytesIO(data)) as im:
+                full = draw_boxes(_upscaled(im.convert("RGB"), FULL_SIDE), rec.defects)
             thumb = full.copy()
             thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
             labels = sorted({d.label for d in rec.defects}) or ["clean" if rec.annotated else "not annotated"]
@@ -421,8 +441,13 @@ def report_html(s: dict[str, Any]) -> str:
         tables.append(_table(None, "Rejects by stage and reason"))
     plots = "".join(f"<figure><img src='{src}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption>"
                     f"</figure>" for t, src in _plots(s))  # fmt: skip
-    shown = gallery(s["_raw"]["folder"], split=s["_raw"]["split"])
+    by_size = sorted(s["by_generator"], key=lambda g: (-s["by_generator"][g]["images"], g))
+    shown = gallery(s["_raw"]["folder"], split=s["_raw"]["split"], generators=by_size)
     cards = "".join(_card(k, g) for k, g in enumerate(shown))
+    skipped_note = (
+        f" The {GALLERY_GENERATORS} most frequent of {len(by_size)} generators are shown."
+        if len(by_size) > GALLERY_GENERATORS else ""
+    )  # fmt: skip
 
     def choices(name: str, values) -> str:
         opts = "".join(f"<option value='{html.escape(v)}'>{html.escape(v)}</option>" for v in sorted(set(values)) if v)
@@ -441,7 +466,7 @@ def report_html(s: dict[str, Any]) -> str:
         f"<h2>Tables</h2>{''.join(tables)}<h2>Plots</h2><div class='plots'>{plots}</div>"
         f"<h2 id='gallery'>Gallery</h2><p class='note'>Up to {GALLERY_PER_GENERATOR} images per generator (fixed "
         f"seed), boxes numbered as in the lists (red: artifact, blue: misalignment); click an image for its full size."
-        f"</p><div class='filters'>{filters}</div><div class='gallery'>{cards}</div>"
+        f"{skipped_note}</p><div class='filters'>{filters}</div><div class='gallery'>{cards}</div>"
         f"<script>{_FILTER_JS}</script></body></html>"
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -58,16 +59,40 @@ def parse_line(raw: bytes) -> Any:
     return obj
 
 
+MAX_LINE_BYTES = int(os.environ.get("SDG_MAX_LINE_BYTES") or 64 << 20)
+"""The longest line a reader holds (64 MiB; ``$SDG_MAX_LINE_BYTES`` changes it): a record of 1,000 defects is a few
+hundred KB, so a longer line is a broken or hostile file; it is skipped as a bad line without being held whole."""
+
+
+def _lines(f: Any, limit: int) -> Iterator[bytes | None]:
+    """The file's lines (``\\n``-ended), None for one longer than ``limit`` (read past in blocks, never held)."""
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield raw
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, value)`` for each non-blank line, the value being a :class:`LineError` for a line
-    that is not usable JSON. Lines end at ``\\n`` only (U+2028 inside a JSON string is not a line break)."""
+    that is not usable JSON or longer than :data:`MAX_LINE_BYTES`. Lines end at ``\\n`` only (U+2028 inside a
+    JSON string is not a line break)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a JSONL file")
+    limit = MAX_LINE_BYTES
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw in enumerate(_lines(f, limit), 1):
+            if raw is None:
+                yield lineno, LineError(f"longer than {limit} bytes (SDG_MAX_LINE_BYTES): not read")
+                continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip():

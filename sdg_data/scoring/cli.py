@@ -123,7 +123,7 @@ def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path 
 def compare_cmd(
     a: Annotated[Path, typer.Argument(help="The first run's report (sdg eval --out A.json), the reference.")],
     b: Annotated[Path, typer.Argument(help="The second run's report, scored on the same ground truth.")],
-    draws: Annotated[int, typer.Option("--draws", min=1, help="Paired bootstrap draws.")] = 1000,
+    draws: Annotated[int, typer.Option("--draws", min=1, max=100_000, help="Paired bootstrap draws.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the draws.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the comparison as JSON.")] = None,
     allow_different_gt: Annotated[

@@ -26,7 +26,7 @@ import numpy as np
 
 from sdg_data.answer import ParseResult, normalized_box_issue, parse_defect_list, parse_response
 from sdg_data.boxes import BoxOrder
-from sdg_data.config import Count, Positive
+from sdg_data.config import BoxLimit, Count, Draws, Positive
 from sdg_data.io.arrow import SplitName
 from sdg_data.matching import MatchMethod, clear_assignments, match, match_lone
 from sdg_data.records import LABELS, Defect, ImageRecord
@@ -96,7 +96,16 @@ class EvalConfig:
             )
         },
     )
-    bootstrap: Count = field(
+    max_boxes: BoxLimit = field(
+        default=300,
+        metadata={
+            "help": (
+                "Boxes per image a score takes (matching is quadratic in them): a prediction with more is a format "
+                "failure with nothing scored, ground truth with more an error."
+            )
+        },
+    )
+    bootstrap: Draws = field(
         default=0,
         metadata={
             "help": (
@@ -338,6 +347,10 @@ def index_predictions(
         if "response" not in row and "defects" not in row:
             raise ValueError(f"{source}:{lineno}: record {iid!r} field 'defects': need 'defects' or 'response'")
         res = prediction_defects(row, cfg)
+        if len(res.defects) > cfg.max_boxes:  # a flood: refused before its pairs are made
+            why = f"{len(res.defects)} boxes, more than max_boxes {cfg.max_boxes}"
+            res.defects, res.format_ok, res.reason = [], False, why
+            res.issues.append(why)
         norm = normalized_box_issue(res)
         if norm:
             field, why = norm.split(": ", 1)
@@ -384,6 +397,10 @@ def evaluate_files(
 
     truth = load_ground_truth(gt_path, cfg.split, "eval")
     gt = truth.records
+    crowded = next((r for r in gt if len(r.defects) > cfg.max_boxes), None)
+    if crowded is not None:
+        raise ValueError(f"{gt_path}: record {crowded.image_id!r} field 'defects': {len(crowded.defects)} boxes, more "
+                         f"than max_boxes {cfg.max_boxes} (raise --max-boxes up to 1000 to score it)")  # fmt: skip
     pp = Path(pred_path)
     rows = (
         enumerate((r.to_json() for r in load_records(pp, split=cfg.split or "test")), 1)

@@ -29,6 +29,26 @@ class ImageLevelConfig:
             raise ValueError(f"box_order must be xyxy or yxyx, got {self.box_order!r}")
 
 
+def heatmap_peaks(rec: ImageRecord) -> dict[str, float]:
+    """A record's ``provenance.heatmap_peaks`` (label -> the heatmap's maximum), checked: an object whose keys are
+    labels and whose values are finite numbers; ValueError naming the record and the field otherwise (a string
+    "0.9" or ``true`` would be misread, a list would crash)."""
+    import math
+
+    peaks = (rec.provenance or {}).get("heatmap_peaks")
+    if peaks is None:
+        return {}
+    where = f"record {rec.image_id!r} field 'provenance.heatmap_peaks'"
+    if not isinstance(peaks, dict):
+        raise ValueError(f"{where}: must be an object of label -> peak, got {type(peaks).__name__}")
+    for k, v in peaks.items():
+        if k not in LABELS:
+            raise ValueError(f"{where}: key {k!r} is not one of {list(LABELS)}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}.{k}: must be a finite number, got {v!r}"[:300])
+    return peaks
+
+
 def image_level(gt: list[ImageRecord], preds: dict[str, list[Defect]], threshold: float = PAPER_THRESHOLD):
     """Table 3's image-level precision / recall / F1 per type. Ground truth: the type is present when the record's
     heatmap peak (provenance, from RichHF) exceeds ``threshold``, or, for records without peaks, when it has a box
@@ -38,7 +58,7 @@ def image_level(gt: list[ImageRecord], preds: dict[str, list[Defect]], threshold
     for label in LABELS:
         tp = fp = fn = tn = 0
         for r in gt:
-            peaks = (r.provenance or {}).get("heatmap_peaks") or {}
+            peaks = heatmap_peaks(r)
             truth = peaks[label] > threshold if label in peaks else any(d.label == label for d in r.defects)
             said = any(d.label == label for d in preds.get(r.image_id, []))
             tp += truth and said
@@ -78,17 +98,20 @@ def format_table3(result: dict[str, Any], name: str = "this run") -> str:
 def write_image_level(gt_path, pred_path, out_path, threshold: float, box_order: str = "xyxy") -> dict[str, Any]:
     """``sdg eval-image-level``: read records and predictions (as ``sdg eval`` does), score, write JSON."""
     from sdg_data.io.files import write_json
-    from sdg_data.io.jsonl import iter_jsonl, load_records
+    from sdg_data.io.jsonl import iter_jsonl
+    from sdg_data.io.truth import load_ground_truth
     from sdg_data.scoring.evaluation import EvalConfig, index_predictions, require_shared_ids
 
-    gt = load_records(gt_path)
-    if not gt:
-        raise ValueError(f"{gt_path}: no ground-truth records; nothing to score")
+    truth = load_ground_truth(gt_path, stage="eval-image-level")
+    gt = truth.records
+    for rec in gt:
+        heatmap_peaks(rec)  # every record checked before a figure is made
     preds, stats = index_predictions(iter_jsonl(pred_path), EvalConfig(embedder="none", box_order=box_order),
                                      source=str(pred_path))  # fmt: skip
     require_shared_ids(gt, preds, stats, pred_path)
     result = image_level(gt, preds, threshold)
     result["predictions"] = {**stats, "missing": stats["missing_predictions"]}
+    result["ground_truth"] = truth.source
     if out_path:
         write_json(out_path, result)
     return result

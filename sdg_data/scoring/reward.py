@@ -28,6 +28,7 @@ import numpy as np
 
 from sdg_data.answer import ParseResult, parse_response
 from sdg_data.boxes import BoxOrder, diou_rows
+from sdg_data.config import BoxLimit
 from sdg_data.io.gc_pause import gc_paused
 from sdg_data.matching import hungarian
 from sdg_data.records import Defect, RecordError
@@ -56,6 +57,10 @@ class RewardConfig:
         default=50, metadata={"help": "Importance assumed for a ground-truth box that has none."}
     )
     box_order: BoxOrder = field(default="xyxy", metadata={"help": "Coordinate order the policy writes box_2d in."})
+    max_boxes: BoxLimit = field(
+        default=300,
+        metadata={"help": "Boxes a completion may hold: more is a format failure (matching is quadratic in them)."},
+    )
 
 
 @dataclass(slots=True)
@@ -93,8 +98,11 @@ def score(parsed: Sequence[ParseResult], gts: Truths, embedder: Embedder, cfg: R
     add = out.append
     for i, (res, g) in enumerate(zip(parsed, gts)):
         ng, npred = len(g), len(res.defects)
-        if not res.format_ok:
-            add(RewardBreakdown(cfg.format_fail, False, "format_fail", 0.0, 0.0, 0.0, ng, 0, 0, res.reason))
+        if ng > cfg.max_boxes:
+            raise ValueError(f"ground truth of completion {i}: {ng} boxes, more than max_boxes {cfg.max_boxes}")
+        if not res.format_ok or npred > cfg.max_boxes:
+            why = res.reason if not res.format_ok else f"{npred} boxes, more than max_boxes {cfg.max_boxes}"
+            add(RewardBreakdown(cfg.format_fail, False, "format_fail", 0.0, 0.0, 0.0, ng, 0, 0, why))
         elif ng and npred:
             add(RewardBreakdown(0.0, True, "matched", 0.0, 0.0, 0.0, ng, npred))
             todo.append(i)
