@@ -67,25 +67,61 @@ def test_check_output_refuses_a_link_on_the_way_but_not_the_root_itself(tmp_path
         write_json(root / "f" / "g.json", {})
 
 
-@pytest.mark.parametrize("command", ["distill", "refine"])
+def _inputs(work: Path, command: str) -> tuple[Path, Path, list[str]]:
+    """A good and a bad input for ``command`` (every record of the bad one rejected), and the output arguments."""
+    good, bad = sample_copy(work)
+    out = work / "out"
+    if command == "import coco":
+        coco = {"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}], "annotations": [],
+                "categories": []}  # fmt: skip
+        good.write_text(json.dumps(coco))
+        bad.write_text(json.dumps({**coco, "images": [{"id": 1, "file_name": "a.png", "width": 0, "height": 10}]}))
+        return good, bad, ["import", "coco", "{src}", "--out", str(out / "r.jsonl")]
+    if command == "import-sdg30k":
+        row = {"filepath": "images/flux/1.png", "caption": "a cat", "generator": "FLUX.2-dev",
+               "ann_translated_bboxes": []}  # fmt: skip
+        good.write_text(json.dumps(row) + "\n")
+        bad.write_text(json.dumps({**row, "filepath": 3}) + "\n")
+        return good, bad, ["import-sdg30k", "{src}", "--out", str(out / "r.jsonl")]
+    if command == "pull --from-export":
+        data = {"image": "/data/local-files/?d=images/demo-00.png", "image_id": "demo-00", "caption": "c"}
+        task = {"id": 1, "data": data, "annotations": [{"id": 5, "completed_by": 1, "result": []}]}
+        good.write_text(json.dumps([task]))
+        bad_ann = {"id": 5, "completed_by": 1, "result": [{"id": "r", "from_name": "nope", "value": {}}]}
+        bad.write_text(json.dumps([{**task, "annotations": [bad_ann]}]))
+        return good, bad, ["annotate", "pull", "--from-export", "{src}", "--out", str(out / "r.jsonl"),
+                           "--image-root", str(work / "images")]  # fmt: skip
+    if command == "viz":
+        bad.write_text("".join(json.dumps({**json.loads(x), "image_path": "images/missing.png"}) + "\n"
+                               for x in good.read_text().splitlines()))  # fmt: skip
+        return good, bad, ["viz", "{src}", "--out", str(out)]
+    extra = ["--backend", "dry-run"] if command == "refine" else []
+    return good, bad, [command, "{src}", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("command", ["distill", "refine", "viz", "import coco", "import-sdg30k", "pull --from-export"])
 def test_a_failed_run_link_is_never_written_through_or_cleared_through(tmp_path, command):
-    """OUT/failed-run planted as a link: a failing run's reports go to failed-run-1/ (nothing lost, nothing written
-    through the link), and the next good run deletes nothing behind it."""
+    """OUT/failed-run planted as a link, for every stage whose failed runs report there: a failing run's reports
+    go to failed-run-1/ (nothing lost, nothing written through the link), and the next good run deletes nothing
+    behind it."""
     work = tmp_path / "w"
     work.mkdir()
-    good, bad = sample_copy(work)
+    good, bad, args = _inputs(work, command)
     target = decoy(tmp_path)
     before = snapshot(target)
     out = work / "out"
-    args = {"distill": ["distill"], "refine": ["refine"]}[command]
-    extra = ["--backend", "dry-run"] if command == "refine" else []
-    assert sdg(*args, good, "--out", out, *extra).returncode == 0
+
+    def run(src):
+        return sdg(*[a.replace("{src}", str(src)) for a in args], cwd=work)
+
+    first = run(good)
+    assert first.returncode == 0, first.stderr
     (out / "failed-run").symlink_to(target)
-    res = sdg(*args, bad, "--out", out, *extra)
+    res = run(bad)
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
     assert snapshot(target) == before
-    assert (out / "failed-run-1" / f"{command}.rejects.jsonl").is_file(), sorted(snapshot(out))
-    assert sdg(*args, good, "--out", out, *extra).returncode == 0
+    assert any(p.name.endswith(".rejects.jsonl") for p in (out / "failed-run-1").iterdir()), sorted(snapshot(out))
+    assert run(good).returncode == 0
     assert snapshot(target) == before and (out / "failed-run").is_symlink()
 
 
@@ -194,7 +230,7 @@ def test_build_copies_only_the_stage_reports_never_a_linked_secret(tmp_path, dis
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
-@pytest.mark.parametrize("command", ["build", "viz", "stats"])
+@pytest.mark.parametrize("command", ["build", "viz", "stats", "distill", "export", "refine"])
 def test_a_sidecar_that_is_a_fifo_a_device_or_huge_is_skipped_in_bounded_time(tmp_path, distilled, kind, command):
     side = distilled / "zz.summary.json"
     if kind == "fifo":
@@ -206,7 +242,11 @@ def test_a_sidecar_that_is_a_fifo_a_device_or_huge_is_skipped_in_bounded_time(tm
             f.truncate(1 << 31)  # 2 GB, sparse
     args = {"build": ["build", distilled / "distilled.jsonl", "--out", tmp_path / "ds"],
             "viz": ["viz", distilled / "distilled.jsonl", "--out", tmp_path / "viz"],
-            "stats": ["stats", distilled / "distilled.jsonl"]}[command]  # fmt: skip
+            "stats": ["stats", distilled / "distilled.jsonl"],
+            "distill": ["distill", distilled / "distilled.jsonl", "--out", tmp_path / "again"],
+            "export": ["export", "coco", distilled / "distilled.jsonl", "--out", tmp_path / "coco" / "c.json"],
+            "refine": ["refine", distilled / "distilled.jsonl", "--out", tmp_path / "ref", "--backend", "dry-run"],
+            }[command]  # fmt: skip
     res = sdg(*args, timeout=120)
     assert res.returncode == 0, res.stderr
 

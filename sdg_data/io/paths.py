@@ -139,7 +139,7 @@ def _mac(key: bytes, records: str | Path, digest: str, roots: Sequence[str], ids
 
 
 def _digest(path: str | Path) -> str | None:
-    from sdg_data.io.truth import file_digest
+    from sdg_data.io.sidecar import file_digest
 
     try:
         return file_digest(Path(path))
@@ -150,21 +150,26 @@ def _digest(path: str | Path) -> str | None:
 def _roots_in_use(records: Path, roots: Sequence[str]) -> list[str]:
     """The roots under which the records' image paths lie (a stage vouches only for folders it checked images
     under, never for a root it was merely given)."""
-    from sdg_data.io.jsonl import iter_lines
+    import orjson
 
     resolver = Resolver(records.parent, roots)
     used: set[str] = set()
-    for _, obj in iter_lines(records):
-        path = obj.get("image_path") if isinstance(obj, dict) else None
-        if not isinstance(path, str):
-            continue
-        try:
-            full = str(resolver.resolve(path))
-        except PathError:
-            continue
-        used.update(r for r in resolver.roots if full.startswith(r.rstrip(os.sep) + os.sep))
-        if len(used) == len(resolver.roots):
-            break
+    with records.open("rb") as f:  # the file this stage just wrote (a line a record)
+        for raw in f:
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            path = obj.get("image_path") if isinstance(obj, dict) else None
+            if not isinstance(path, str):
+                continue
+            try:
+                full = str(resolver.resolve(path))
+            except PathError:
+                continue
+            used.update(r for r in resolver.roots if full.startswith(r.rstrip(os.sep) + os.sep))
+            if len(used) == len(resolver.roots):
+                break
     return [r for r in resolver.roots if r in used]
 
 

@@ -20,6 +20,17 @@ SIDECAR_MAX_BYTES = 16 << 20  # a stage summary is a few KB; a rejects file of 1
 REJECTS_MAX_BYTES = 256 << 20
 
 
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """``sha256:<hex>`` of a file's bytes: the identity of a records file or a shard (a copy has the same one)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
+
+
 def read_regular(path: str | Path, cap: int = SIDECAR_MAX_BYTES) -> bytes | None:
     """The bytes of ``path`` when it is a regular file (not a link, FIFO, device or folder) of at most ``cap``
     bytes; None otherwise. Opened with O_NOFOLLOW and O_NONBLOCK, checked with fstat on the open file, so a swap

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sdg_data.boxes import BoxOrder
+from sdg_data.io.sidecar import file_digest
 from sdg_data.records import ImageRecord, Reject
 
 
@@ -31,15 +32,6 @@ class GroundTruth:
     records: list[ImageRecord]
     rejects: list[Reject] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """``sha256:<hex>`` of a file's bytes: the identity of a records file or a shard (a copy has the same one)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return f"sha256:{h.hexdigest()}"
 
 
 def fingerprint(path: Path, kind: str) -> str:
