@@ -15,7 +15,7 @@ from sdg_data.io.cli_kit import arg, config_command, echo, guarded, opt, printab
 HELP = (
     "Annotation in Label Studio: serve the server, init the SDG project, push tasks and detector pre-annotations, "
     "pull annotations as records, measure agreement. Settings come from flags or --config "
-    "(annotation/recipes/local.yaml); the API token from $LABEL_STUDIO_API_KEY (never printed)."
+    "(a YAML file or a bundled recipe: sdg recipes); the API token from $LABEL_STUDIO_API_KEY (never printed)."
 )
 ALL = tuple(AnnotateConfig.__dataclass_fields__)
 SERVE = ("host", "port", "data_dir", "database", "label_studio_bin", "image_root", "token_env")  # serve's settings
@@ -85,9 +85,13 @@ def run_init(cfg: AnnotateConfig) -> None:
     import json
 
     from annotation.client import ensure_project, project_settings
+    from annotation.server import INVITE_STEPS, invite_url
 
-    project, created = ensure_project(_conn(cfg))
+    conn = _conn(cfg)
+    project, created = ensure_project(conn)
     echo(f"{'created' if created else 'updated'} project: {json.dumps(project_settings(project))}")
+    invite = invite_url(cfg.url, conn._token)
+    echo(f"annotators sign up with the invite link {invite}" if invite else f"annotators: {INVITE_STEPS}")
 
 
 def run_push(cfg: AnnotateConfig, samples: Path) -> None:

@@ -71,8 +71,11 @@ class Connection:
             except (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
                 reason = type(exc).__name__
             if attempt == cfg.max_retries:
+                found = getattr(cfg, "found_by", None)
                 raise AnnotateError(
                     f"{what}: Label Studio at {cfg.url} is not answering ({reason}) after {cfg.max_retries + 1} tries"
+                    + (f"; that address came from {found}" if found else "")
+                    + " (start one with sdg annotate serve, or give --url)"
                 ) from None
             wait = min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt) * (0.5 + random.random() / 2)
             log.warning("%s: %s; retrying in %.1f s", what, reason, wait)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,8 @@ from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
 
 @dataclass
 class AnnotateConfig:
+    RECIPE_KIND = "annotate"  # bundled recipes of this kind are found by name (sdg recipes)
+
     url: str = field(
         default="http://127.0.0.1:8089",
         metadata={"help": "the server; unset: $SDG_LABEL_STUDIO_URL, else serve's state file"},
@@ -74,8 +75,12 @@ class AnnotateConfig:
     database: Literal["sqlite", "postgresql"] = field(
         default="sqlite", metadata={"help": "postgresql reads POSTGRE_HOST/PORT/NAME/USER/PASSWORD"}
     )
-    label_studio_bin: str = field(
-        default=".venv-ls/bin/label-studio", metadata={"help": "its own environment; or $SDG_LABEL_STUDIO_BIN"}
+    label_studio_bin: str | None = field(
+        default=None,
+        metadata={
+            "help": "the label-studio program; unset: $SDG_LABEL_STUDIO_BIN, else the installation's .venv-ls (make "
+            "install), one beside this Python, or the per-user one (installed there once, on first use)"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -99,18 +104,27 @@ def resolve_server(cfg: AnnotateConfig, url_given: bool) -> AnnotateConfig:
     import os
 
     state = read_state(cfg)
+    looked = [f"{state_path(cfg)} (serve's state in --data-dir)"]
+    if state is None and not url_given and cfg.data_dir == AnnotateConfig.data_dir:
+        state = read_last_server()  # serve --data-dir X elsewhere: the last server this user started
+        looked.append(f"{last_server_path()} (the last server sdg annotate serve started)")
+    cfg.found_by = "the --url flag or the recipe"
     if not url_given and cfg.url == AnnotateConfig.url:
         env_url = os.environ.get(URL_ENV)
         if env_url:
             cfg.url = env_url.rstrip("/")
+            cfg.found_by = f"${URL_ENV}"
             state = None  # another server: its image root is not this state's
         elif state and state.get("url"):
             cfg.url = str(state["url"])
+            cfg.found_by = f"the running server's state ({state.get('state_file', state_path(cfg))})"
+        else:
+            cfg.found_by = f"the default (no running server found in {', '.join(looked)}; no ${URL_ENV})"
     elif state and str(state.get("url", "")).rstrip("/") != cfg.url.rstrip("/"):
         state = None
     if cfg.image_root is None and state and state.get("image_root"):
         cfg.image_root = str(state["image_root"])
-    if cfg.label_studio_bin == AnnotateConfig.label_studio_bin and os.environ.get(BIN_ENV):
+    if cfg.label_studio_bin is None and os.environ.get(BIN_ENV):
         cfg.label_studio_bin = os.environ[BIN_ENV]
     return cfg
 
@@ -126,10 +140,34 @@ def state_path(cfg: AnnotateConfig) -> Path:
 
 def read_state(cfg: AnnotateConfig) -> dict | None:
     """The running server's state, or None when there is none (or its process is gone)."""
+    return _live_state(state_path(cfg))
+
+
+def _live_state(path: Path) -> dict | None:
+    from sdg_data.io.sidecar import read_json_object
+
+    state = read_json_object(path)
     try:
-        state = json.loads(state_path(cfg).read_text(encoding="utf-8"))
-        pid = int(state["pid"])
+        pid = int(state["pid"])  # type: ignore[index]
         os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return state
+
+
+def last_server_path() -> Path:
+    """Where ``sdg annotate serve`` records the last server this user started (any data folder, any working
+    folder), so a plain ``sdg annotate init`` finds it: ``$XDG_STATE_HOME/sdg/label-studio.json``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sdg" / "label-studio.json"
+
+
+def read_last_server() -> dict | None:
+    """The last server this user started, while its process lives; None otherwise."""
+    try:
+        state = _live_state(last_server_path())
+    except RuntimeError:  # no home folder
+        return None
+    if state is not None:
+        state["state_file"] = str(last_server_path())
     return state

@@ -66,23 +66,47 @@ def document_root(cfg: AnnotateConfig) -> Path:
     return root.parent
 
 
+def user_label_studio() -> Path:
+    """The per-user Label Studio environment (``$XDG_DATA_HOME/sdg/label-studio-VERSION``): installed once, used
+    from every working folder."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sdg" / f"label-studio-{LABEL_STUDIO_VERSION}"
+
+
+def label_studio_places() -> list[Path]:
+    """Where the label-studio program is looked for, in order, none of them relative to the working folder: the
+    installation's own ``.venv-ls`` (what ``make install`` makes beside the checkout), one beside this Python, and
+    the per-user environment."""
+    import sys
+
+    from sdg_data.io.bundled import ROOT
+
+    return [ROOT / ".venv-ls" / "bin" / "label-studio", Path(sys.executable).parent / "label-studio",
+            user_label_studio() / "bin" / "label-studio"]  # fmt: skip
+
+
 def _binary(cfg: AnnotateConfig, install: bool = False) -> str:
-    """The label-studio program. With ``install`` (``sdg annotate serve``), a missing one at the default place is
-    installed there on first use, in an environment of its own (it pins its own Django stack)."""
-    path = Path(cfg.label_studio_bin)
-    if path.is_file():
-        return str(path)
-    found = shutil.which(cfg.label_studio_bin)
-    if found:
-        return found
-    if install and cfg.label_studio_bin == AnnotateConfig.label_studio_bin:
-        install_label_studio(path.parent.parent)
-        if path.is_file():
-            return str(path)
+    """The label-studio program: ``label_studio_bin`` (or ``$SDG_LABEL_STUDIO_BIN``) when given, else the first of
+    :func:`label_studio_places` that exists. With ``install`` (``sdg annotate serve``) and none anywhere, it is
+    installed once, per user, in an environment of its own (it pins its own Django stack)."""
+    given = cfg.label_studio_bin or os.environ.get("SDG_LABEL_STUDIO_BIN")
+    if given:
+        found = given if Path(given).is_file() else shutil.which(given)
+        if found:
+            return str(found)
+        raise ServerError(f"no Label Studio at {given} (label_studio_bin / $SDG_LABEL_STUDIO_BIN)")
+    places = label_studio_places()
+    for p in places:
+        if p.is_file():
+            return str(p)
+    if install:
+        install_label_studio(user_label_studio())
+        if places[-1].is_file():
+            return str(places[-1])
     raise ServerError(
-        f"no Label Studio at {cfg.label_studio_bin}; install it in its own environment: "
-        f"python -m venv .venv-ls && .venv-ls/bin/pip install label-studio=={LABEL_STUDIO_VERSION} "
-        "(make install does this; sdg annotate serve does it at the default place)"
+        f"no Label Studio in {', '.join(str(p) for p in places)}; sdg annotate serve installs it once at the last "
+        f"of them (or: python -m venv DIR && DIR/bin/pip install label-studio=={LABEL_STUDIO_VERSION}, then "
+        "$SDG_LABEL_STUDIO_BIN=DIR/bin/label-studio)"
     )
 
 
@@ -213,14 +237,34 @@ def _is_label_studio(pid: int) -> bool:
     return b"label-studio" in cmdline or b"label_studio" in cmdline
 
 
-def banner(cfg: AnnotateConfig, log_path: Path) -> str:
-    """What a lead needs once the server is up: where it is, how to log in, where its data and log live, how to
-    stop it. The password is never printed, only where it comes from."""
+def invite_url(url: str, token: str) -> str | None:
+    """The organisation's invite link (``GET /api/invite``): sign-up is closed without it. None if the server
+    does not say (the steps to get it are printed instead)."""
+    import httpx
+
+    try:
+        r = httpx.get(f"{url}/api/invite", headers={"Authorization": f"Token {token}"}, timeout=30)
+        r.raise_for_status()
+        link = r.json().get("invite_url")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if not isinstance(link, str) or not link:
+        return None
+    return link if link.startswith("http") else url.rstrip("/") + link
+
+
+INVITE_STEPS = "log in as the lead, open Organization (top left menu), press Add People, copy the link"
+
+
+def banner(cfg: AnnotateConfig, log_path: Path, invite: str | None = None) -> str:
+    """What a lead needs once the server is up: where it is, how to log in, the link annotators sign up with,
+    where its data and log live, how to stop it. The password is never printed, only where it comes from."""
     url = f"http://{cfg.host}:{cfg.port}"
     return "\n".join(
         [
             f"Label Studio {LABEL_STUDIO_VERSION} is up at {url}",
             f"  log in:     {os.environ.get('LABEL_STUDIO_USERNAME')} with the password in $LABEL_STUDIO_PASSWORD",
+            f"  annotators: sign up with the invite link {invite}" if invite else f"  annotators: {INVITE_STEPS}",
             f"  images:     {Path(cfg.image_root or '.').resolve()} (push, predict and pull read this from here)",
             f"  data:       {Path(cfg.data_dir).resolve()} ({cfg.database})",
             f"  server log: {log_path.resolve()}",
@@ -260,26 +304,27 @@ def serve(cfg: AnnotateConfig) -> int:
         raise KeyboardInterrupt
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    last = _last_server_file()
     try:
         from sdg_data.io.files import write_text
 
-        write_text(
-            state,
-            json.dumps(
-                {
-                    "pid": proc.pid,
-                    "url": f"http://{cfg.host}:{cfg.port}",
-                    "data_dir": cfg.data_dir,
-                    "image_root": str(Path(cfg.image_root or ".").resolve()),
-                    "log": str(log_path.resolve()),
-                }
-            )
-            + "\n",
-        )
+        running = {
+            "pid": proc.pid,
+            "url": f"http://{cfg.host}:{cfg.port}",
+            "data_dir": str(Path(cfg.data_dir).resolve()),
+            "image_root": str(Path(cfg.image_root or ".").resolve()),
+            "log": str(log_path.resolve()),
+        }
+        write_text(state, json.dumps(running) + "\n")
+        if last is not None:  # the last server this user started: found from any working folder
+            try:
+                write_text(last, json.dumps(running) + "\n")
+            except OSError:
+                last = None
         print(f"starting Label Studio (a new data folder migrates its database first, about a minute); "
               f"its log: {log_path}", flush=True)  # fmt: skip
         wait_ready(cfg, token, proc, timeout_s=900, log_path=log_path)
-        print(banner(cfg, log_path), flush=True)
+        print(banner(cfg, log_path, invite_url(running["url"], token)), flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         stop(proc.pid)
@@ -290,6 +335,24 @@ def serve(cfg: AnnotateConfig) -> int:
         if proc.poll() is None:
             stop(proc.pid)
         state.unlink(missing_ok=True)
+        _forget_last_server(last, proc.pid)
+
+
+def _last_server_file() -> Path | None:
+    from annotation.config import last_server_path
+
+    try:
+        return last_server_path()
+    except RuntimeError:  # no home folder: commands then need --url or --data-dir
+        return None
+
+
+def _forget_last_server(path: Path | None, pid: int) -> None:
+    """Remove the per-user pointer when it still names this server (another one may have started since)."""
+    from sdg_data.io.sidecar import read_json_object
+
+    if path is not None and (read_json_object(path) or {}).get("pid") == pid:
+        path.unlink(missing_ok=True)
 
 
 def processes_of(data_dir: str | Path) -> list[int]:

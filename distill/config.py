@@ -14,6 +14,8 @@ from sdg_data.io.api_client import Transport, transport_defaults
     base_url="https://generativelanguage.googleapis.com/v1beta/openai/", max_retries=6, backoff_max_s=60.0
 )
 class DistillConfig(Transport):
+    RECIPE_KIND = "distill"  # bundled recipes of this kind are found by name (sdg recipes)
+
     teacher: Literal["template", "openai"] = field(
         default="template",
         metadata={"help": "template (offline, deterministic) or openai (any OpenAI-compatible VLM endpoint)."},

@@ -51,7 +51,7 @@ def main() -> None:
     )
     run = out / "run"
     with RewardServers(latency=0.02) as servers:
-        sdg("train", "boxflow", "--config", "train/recipes/boxflow/smoke.yaml", "--model", str(model),
+        sdg("train", "boxflow", "--config", "boxflow/smoke", "--model", str(model),
             "--prompts", str(prompts), "--judge-url", servers.judge_url, "--detector-url", servers.detector_url,
             "--output_dir", str(run), "--max_steps", "3", "--updates_per_step", "1")  # fmt: skip
         sdg("generate", "--prompts", str(prompts), "--out", str(out / "gen"), "--generator", str(model),

@@ -17,7 +17,7 @@ start=$(date +%s)
 echo "== generate: the four generator classes as tiny random pipelines (noise images; real ids need the hub)"
 "${PY:-.venv/bin/python}" -m sdg_data.testkit.pipelines "$OUT/tiny-pipelines" >/dev/null
 "$SDG" generate --prompts "$DEMO/sample/records.jsonl" --out "$OUT/generate" \
-    --config sdg_data/recipes/generate_tiny.yaml --model-root "$OUT/tiny-pipelines"
+    --config generate_tiny --model-root "$OUT/tiny-pipelines"
 
 echo "== validate the bundled annotated sample (24 images, 4 generators)"
 "$SDG" validate "$DEMO/sample/records.jsonl"
@@ -26,7 +26,7 @@ echo "== distill with the offline template teacher (use --teacher openai --base-
 "$SDG" distill "$DEMO/sample/records.jsonl" --out "$OUT/distill"
 
 echo "== build the dataset (annotations, sft, grpo, test); the image folder distill checked travels with its output"
-"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config sdg_data/recipes/build_demo.yaml
+"$SDG" build "$OUT/distill/distilled.jsonl" --out "$OUT/dataset" --config build_demo
 
 echo "== dataset statistics and report"
 "$SDG" stats "$OUT/dataset" --report "$OUT/report.html"
@@ -47,7 +47,7 @@ echo "== GRPO reward of the same completions"
 echo "== refine: the editor's request bundles (dry-run), then a tiny local editor (FLUX.1 Kontext's classes)"
 "$SDG" refine "$DEMO/sample/records.jsonl" --out "$OUT/refine-bundles" --backend dry-run
 "${PY:-.venv/bin/python}" -m sdg_data.testkit.pipelines "$OUT/tiny-edit" --only flux1-kontext >/dev/null
-"$SDG" refine "$DEMO/sample/records.jsonl" --out "$OUT/refine" --config train/recipes/refine/tiny.yaml \
+"$SDG" refine "$DEMO/sample/records.jsonl" --out "$OUT/refine" --config tiny \
     --model "$OUT/tiny-edit/flux1-kontext" --limit 3
 
 echo "== blind A/B tally: SDG's editor requests against the caption-only baseline, judged by two simulated annotators"

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Annotated
 
 import typer
+import typer.core
 import typer.main
 
 from sdg_data.dataset import cli as dataset_cli
@@ -33,6 +34,58 @@ HELP = (
     '"importance": ...}]}. Every setting of a command is a flag and a key of its --config recipe.'
 )
 ENTRY_POINT_GROUP = "sdg.commands"
+# sdg --help lists the commands in the order a dataset's life runs through them; any other command follows
+PIPELINE = ("generate", "annotate", "distill", "build", "stats", "viz", "validate", "train", "detect", "eval",
+            "reward", "compare", "eval-image-level", "eval-lora", "refine", "import", "export", "recipes")  # fmt: skip
+
+
+class PipelineGroup(typer.core.TyperGroup):
+    """The top-level command group, listed in pipeline order (click sorts by name)."""
+
+    def list_commands(self, ctx):  # noqa: ARG002 - click's signature
+        names = list(self.commands)
+        return sorted(names, key=lambda n: (PIPELINE.index(n) if n in PIPELINE else len(PIPELINE), names.index(n)))
+
+
+def recipes_app() -> typer.Typer:
+    """``sdg recipes`` (the bundled recipes and launch files, a line each) and ``sdg recipes show NAME``."""
+    recipes = typer.Typer(help="The bundled recipes and launch files: sdg recipes; sdg recipes show NAME",
+                          invoke_without_command=True)  # fmt: skip
+
+    @recipes.callback()
+    def listing(ctx: typer.Context) -> None:
+        """List every bundled recipe and launch file with what it is for; any of them is a --config NAME (or
+        --accelerate-config NAME) from any folder."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from sdg_data.io.bundled import FOLDERS, bundled
+        from sdg_data.io.cli_kit import echo
+
+        found = bundled()
+        for kind, _, used in FOLDERS:
+            mine = [b for b in found if b.kind == kind]
+            if not mine:
+                continue
+            echo(f"{kind}: {used}")
+            names = [b.name for b in found]
+            for b in mine:
+                shown = b.name if names.count(b.name) == 1 else b.qualified
+                echo(f"  {shown:<22} {b.summary()}"[:160])
+        echo("sdg recipes show NAME prints one, to start your own from (save it, edit it, pass its path).")
+
+    @recipes.command("show")
+    def show(name: Annotated[str, typer.Argument(help="A bundled recipe's name, as sdg recipes lists it.")]) -> None:
+        """Print a bundled recipe or launch file, to start your own from."""
+        from sdg_data.io.bundled import RecipeError, find
+        from sdg_data.io.cli_kit import fail
+
+        try:
+            b = find(name)
+        except RecipeError as exc:
+            raise fail(exc) from None
+        typer.echo(b.path.read_text(encoding="utf-8"), nl=False)
+
+    return recipes
 
 
 def _version(value: bool) -> None:
@@ -45,8 +98,9 @@ def _version(value: bool) -> None:
 
 def make_app() -> typer.Typer:
     app = typer.Typer(
-        name="sdg", help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
-    )
+        name="sdg", help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+        cls=PipelineGroup,
+    )  # fmt: skip
 
     @app.callback()
     def root(
@@ -58,12 +112,17 @@ def make_app() -> typer.Typer:
 
     for module in (scoring_cli, dataset_cli, interop_cli, generate_cli):
         module.register(app)
+    seen: set[str] = set()
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in seen:  # two installs of sdg on the path (a checkout and a wheel): the first one found
+            continue
+        seen.add(ep.name)
         try:
             register = ep.load()
         except ImportError:  # that stage's extra is not installed: its commands are simply absent
             continue
         register(app)
+    app.add_typer(recipes_app(), name="recipes")
     return app
 
 

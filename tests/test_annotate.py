@@ -707,33 +707,43 @@ def test_judge_pairs_a_refine_manifest_with_its_sources(tmp_path):
     assert pair_id(a["s1"], b["s1"]) != pair_id(b["s1"], a["s1"])  # A and B are not interchangeable
 
 
-def test_serve_installs_label_studio_on_first_use_at_the_default_place(tmp_path, monkeypatch, capsys):
-    """No .venv-ls yet: serve creates it and pip-installs the pinned Label Studio there, saying so; a binary named
+def test_serve_installs_label_studio_once_per_user_wherever_it_runs(tmp_path, monkeypatch, capsys):
+    """No Label Studio in the installation or beside this Python: serve installs the pinned one once, in the
+    per-user environment, saying so, and every working folder finds it there afterwards; a binary named
     elsewhere is never installed over, only reported."""
     import subprocess
 
     from annotation import server
 
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("SDG_LABEL_STUDIO_BIN", raising=False)
+    user_bin = server.user_label_studio() / "bin" / "label-studio"
+    monkeypatch.setattr(server, "label_studio_places",
+                        lambda: [tmp_path / "repo" / ".venv-ls" / "bin" / "label-studio", user_bin])  # fmt: skip
     calls = []
 
     def fake_call(argv, **kw):  # the venv and pip steps, recorded; the last one leaves the program in place
         calls.append(argv)
         if "label-studio==" + server.LABEL_STUDIO_VERSION in argv:
-            (tmp_path / ".venv-ls" / "bin").mkdir(parents=True, exist_ok=True)
-            (tmp_path / ".venv-ls" / "bin" / "label-studio").write_text("#!/bin/sh\n")
+            user_bin.parent.mkdir(parents=True, exist_ok=True)
+            user_bin.write_text("#!/bin/sh\n")
         return 0
 
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
     monkeypatch.setattr(subprocess, "call", fake_call)
-    monkeypatch.delenv("SDG_LABEL_STUDIO_BIN", raising=False)
     argv = server.command(AnnotateConfig(), install=True)
-    assert argv[0] == ".venv-ls/bin/label-studio" and argv[1] == "start"
+    assert argv[0] == str(user_bin) and argv[1] == "start"
     assert calls[0][1:3] == ["-m", "venv"] and calls[-1][-1] == f"label-studio=={server.LABEL_STUDIO_VERSION}"
-    assert "installing it into .venv-ls" in capsys.readouterr().out
+    assert f"installing it into {server.user_label_studio()}" in capsys.readouterr().out
+    assert not (tmp_path / "project" / ".venv-ls").exists()  # nothing in the user's working folder
+    calls.clear()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert server.command(AnnotateConfig(), install=True)[0] == str(user_bin) and not calls  # installed once
     with pytest.raises(ServerError, match="no Label Studio at /nowhere/label-studio"):
         server.command(AnnotateConfig(label_studio_bin="/nowhere/label-studio"), install=True)
-    calls.clear()
     monkeypatch.setattr(subprocess, "call", lambda argv, **kw: calls.append(argv) or 1)
-    (tmp_path / ".venv-ls" / "bin" / "label-studio").unlink()
+    user_bin.unlink()
     with pytest.raises(ServerError, match="installing Label Studio failed"):
         server.command(AnnotateConfig(), install=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,10 +110,15 @@ def test_a_vouch_is_bound_to_its_file_and_this_machine(tmp_path, monkeypatch):
     (tmp_path / "d" / "x.summary.json").write_text(json.dumps(planted))
     assert vouched_roots(rec) == []
     (tmp_path / "d" / "x.summary.json").write_text(json.dumps(vouch(rec, [tmp_path])))
-    moved = tmp_path / "d" / "moved.jsonl"
+    (tmp_path / "e").mkdir()
+    moved = tmp_path / "e" / "moved.jsonl"  # another folder: the summary there vouches for nothing
+    shutil.copy(tmp_path / "d" / "x.summary.json", tmp_path / "e")
     rec.rename(moved)
     assert vouched_roots(moved) == []
     moved.rename(rec)
+    derived = tmp_path / "d" / "filtered.jsonl"  # the user's own filter of it, in the same folder: the same roots
+    derived.write_text(rec.read_text())
+    assert vouched_roots(derived) == [str(tmp_path.resolve())]
     assert vouched_roots(rec) == [str(tmp_path.resolve())]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-machine"))
     assert vouched_roots(rec) == []

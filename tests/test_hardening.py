@@ -350,9 +350,21 @@ def test_a_vouch_binds_the_roots_identity_and_the_records_content(tmp_path, monk
     rec.write_text(json.dumps({"image_id": "a", "image_path": "../imgs/a.png"}) + "\n")
     (tmp_path / "d" / "x.summary.json").write_text(json.dumps(vouch(rec, [root, tmp_path / "unused"])))
     assert vouched_roots(rec) == [str(root.resolve())]  # only the root that holds its images
-    rec.write_text(rec.read_text() + json.dumps({"image_id": "b", "image_path": "/etc/passwd"}) + "\n")
-    assert vouched_roots(rec) == []  # an edited records file inherits nothing
-    rec.write_text(json.dumps({"image_id": "a", "image_path": "../imgs/a.png"}) + "\n")
+    filtered = tmp_path / "d" / "filtered.jsonl"  # a grep of it in the same folder keeps the vouched roots
+    filtered.write_text(rec.read_text())
+    assert vouched_roots(filtered) == [str(root.resolve())]
+    (tmp_path / "copy").mkdir()  # the same folder copied elsewhere (another identity) vouches for nothing
+    for p in (rec, tmp_path / "d" / "x.summary.json"):
+        shutil.copy(p, tmp_path / "copy")
+    assert vouched_roots(tmp_path / "copy" / "r.jsonl") == []
+    d_moved = tmp_path / "d-old"
+    (tmp_path / "d").rename(d_moved)  # the vouched records folder replaced by another at the same path
+    shutil.copytree(d_moved, tmp_path / "d")
+    assert vouched_roots(rec) == [str(root.resolve())]  # the very file, byte for byte, at its path: its own vouch
+    (tmp_path / "d" / "filtered.jsonl").write_text(rec.read_text() + "\n")
+    assert vouched_roots(tmp_path / "d" / "filtered.jsonl") == []  # not the folder the stage wrote into
+    shutil.rmtree(tmp_path / "d")
+    d_moved.rename(tmp_path / "d")
     assert vouched_roots(rec) == [str(root.resolve())]
     root.rename(tmp_path / "moved")
     root.symlink_to("/")  # the vouched folder replaced by a link to /

@@ -117,14 +117,28 @@ def test_sdg_train_relaunches_itself_under_accelerate(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(os, "execv", lambda path, argv: seen.update(path=path, argv=argv))
     monkeypatch.setattr(train_cli, "__import__", None, raising=False)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("max_steps: 1\n")
     res = CliRunner().invoke(
-        app, ["train", "sft", "--accelerate-config", str(launch), "--config", "r.yaml", "--max_steps", "2"]
+        app, ["train", "sft", "--accelerate-config", str(launch), "--config", str(recipe), "--max_steps", "2"]
     )
     argv = seen["argv"]
     assert argv[1:5] == ["launch", "--config_file", str(launch), "-m"] and argv[5] == "train.detector.sft"
-    assert argv[6:] == ["--config", "r.yaml", "--max_steps", "2"], res.output
+    assert argv[6:] == ["--config", str(recipe), "--max_steps", "2"], res.output
     res = CliRunner().invoke(app, ["train", "grpo", "--accelerate-config", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "no such file" in res.output
+    # by name, from another folder: the bundled launch file (its DeepSpeed config made absolute) and recipe
+    import yaml
+
+    from sdg_data.io.bundled import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["train", "sft", "--accelerate-config", "zero2_1x8", "--config", "smoke"])
+    argv = seen["argv"]
+    launched = yaml.safe_load(Path(argv[3]).read_text())
+    ds = launched["deepspeed_config"]["deepspeed_config_file"]
+    assert Path(ds).is_absolute() and Path(ds).is_file() and launched["num_processes"] == 8
+    assert argv[6:] == ["--config", str(ROOT / "train" / "recipes" / "sft" / "smoke.yaml")], res.output
 
 
 def test_the_documented_file_tree_matches_the_tree():

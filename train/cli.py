@@ -20,32 +20,73 @@ HELP = (
     "Train the detector (sdg train sft|grpo) or align a text-to-image model with its boxes (sdg train boxflow): "
     "--config RECIPE.yaml [--flag value ...]. Every option of the recipe (trl's SFTConfig/GRPOConfig, ModelConfig, "
     "the SDG script arguments, the reward's constants; BoxFlow's own two configs) can be given as a flag; "
-    "'sdg train sft --help' lists them. Several GPUs: add --accelerate-config train/launch/zero2_1x8.yaml "
+    "'sdg train sft --help' lists them. Several GPUs: add --accelerate-config zero2_1x8 "
     "(boxflow: ddp_1x8.yaml) and the command relaunches itself under accelerate launch."
 )
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 SCRIPTS = {"sft": "train.detector.sft", "grpo": "train.detector.grpo", "boxflow": "train.boxflow.trainer"}
 
 
+def recipe_args(script: str, args: list[str]) -> list[str]:
+    """ARGS with the ``--config`` value made a file: a path stays, a bundled name (``smoke``, ``sft/smoke``,
+    ``qwen3_vl_4b_sdg30k``) becomes its file, so trl's parser reads it from any working folder."""
+    from sdg_data.io.bundled import resolve
+
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = str(resolve(out[i + 1], (script,)))
+        elif a.startswith("--config="):
+            out[i] = "--config=" + str(resolve(a.split("=", 1)[1], (script,)))
+    return out
+
+
+def launch_file(value: str) -> str:
+    """The accelerate config to launch with: a path or a bundled launch file's name (``zero2_1x8``). A DeepSpeed
+    config it names by a relative path is found from the working folder, else beside the launch file (where the
+    bundled ones keep theirs); then a copy with that path made absolute is what accelerate reads."""
+    import tempfile
+
+    import yaml
+
+    from sdg_data.io.bundled import ROOT, resolve
+
+    path = resolve(value, ("launch",))
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    ds = (cfg.get("deepspeed_config") or {}).get("deepspeed_config_file") if isinstance(cfg, dict) else None
+    if not isinstance(ds, str) or Path(ds).is_absolute() or Path(ds).is_file():
+        return str(path)
+    for base in (path.parent, ROOT):
+        if (base / ds).is_file():
+            cfg["deepspeed_config"]["deepspeed_config_file"] = str((base / ds).resolve())
+            break
+    else:
+        raise ValueError(f"--accelerate-config {value}: its deepspeed_config_file {ds} is not found")
+    fd, tmp = tempfile.mkstemp(prefix=f"sdg-{path.stem}-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return tmp
+
+
 def launch_command(script: str, args: list[str]) -> list[str] | None:
     """``accelerate launch --config_file C -m MODULE ARGS`` (the script's module, from :data:`SCRIPTS`) when ARGS
-    hold ``--accelerate-config C`` (or ``--accelerate-config=C``); None to run here, in this process."""
+    hold ``--accelerate-config C`` (or ``--accelerate-config=C``; a file or a bundled name such as ``zero2_1x8``);
+    None to run here, in this process."""
     for i, a in enumerate(args):
         if a == "--accelerate-config" or a.startswith("--accelerate-config="):
             value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
             if not value:
-                raise ValueError("--accelerate-config needs a file (e.g. train/launch/zero2_1x8.yaml)")
-            if not Path(value).is_file():
-                raise ValueError(f"--accelerate-config {value}: no such file")
+                raise ValueError("--accelerate-config needs a launch file or its name (e.g. zero2_1x8; sdg recipes)")
+            config = launch_file(value)
             rest = args[:i] + args[i + (1 if "=" in a else 2) :]
             accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
-            return [accelerate, "launch", "--config_file", value, "-m", SCRIPTS[script], *rest]
+            return [accelerate, "launch", "--config_file", config, "-m", SCRIPTS[script], *rest]
     return None
 
 
 def _forward(script: str, ctx: typer.Context) -> None:
-    args = list(ctx.args)
     try:
+        args = recipe_args(script, list(ctx.args))
         cmd = launch_command(script, args)
     except ValueError as exc:
         raise fail(exc) from None

@@ -41,6 +41,8 @@ Mode = Literal["boxes+text", "text-only", "caption-only", "heatmap+text"]
 @dataclass
 @transport_defaults(base_url="https://api.openai.com/v1", max_in_flight=8, timeout_s=300.0)
 class RefineConfig(Transport):
+    RECIPE_KIND = "refine"  # bundled recipes of this kind are found by name (sdg recipes)
+
     mode: Mode = field(
         default="boxes+text",
         metadata={"help": 'boxes+text (SDG), text-only, caption-only (the "Fixed" baseline), heatmap+text'},

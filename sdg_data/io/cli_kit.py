@@ -199,7 +199,12 @@ def config_options(cls: type, exclude: Sequence[str] = ()) -> list[inspect.Param
 
 
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", help="YAML recipe of these settings; flags given here override it.")
+    Optional[str],
+    typer.Option(
+        "--config",
+        help="A recipe of these settings: a YAML file, or a bundled recipe's name (sdg recipes lists them); flags "
+        "given here override it.",
+    ),
 ]
 
 
@@ -242,10 +247,14 @@ def config_command(
     opts = config_options(cfg_cls, exclude)
     own = {p.name for p in params}
 
+    kinds = (getattr(cfg_cls, "RECIPE_KIND", None) or name,)
+
     def command(**kwargs: Any) -> Any:
+        from sdg_data.io.bundled import resolve
+
         recipe = kwargs.pop("config", None)
         mine = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
-        cfg = load_config(cfg_cls, recipe, kwargs)
+        cfg = load_config(cfg_cls, resolve(recipe, kinds) if recipe else None, kwargs)
         return run(cfg, **mine)
 
     recipe = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOpt)

@@ -138,6 +138,22 @@ def _mac(key: bytes, records: str | Path, digest: str, roots: Sequence[str], ids
     return hmac.new(key, "\0".join(parts).encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
+def _folder_mac(key: bytes, folder: str, folder_id: Sequence[int], roots: Sequence[str], ids: Sequence[Sequence[int]]):
+    import hmac
+
+    parts = ["folder", folder, f"{folder_id[0]}:{folder_id[1]}", *roots, *(f"{d}:{i}" for d, i in ids)]
+    return hmac.new(key, "\0".join(parts).encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def _identity(path: str) -> list[int] | None:
+    """[device, inode] of a folder reached without a link on its last step, or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino] if os.path.isdir(path) and os.path.realpath(path) == path else None
+
+
 def _digest(path: str | Path) -> str | None:
     from sdg_data.io.sidecar import file_digest
 
@@ -188,15 +204,21 @@ def vouch(records: str | Path, roots: Sequence[str | Path]) -> dict[str, object]
     for r in real:
         st = os.stat(r)
         ids.append([st.st_dev, st.st_ino])
+    folder = os.path.realpath(records.parent)
+    fid = _identity(folder) or [0, 0]
     return {"image_roots": real, "image_roots_id": ids, "records_sha256": digest,
-            "image_roots_mac": _mac(key, records, digest, real, ids)}  # fmt: skip
+            "image_roots_mac": _mac(key, records, digest, real, ids),
+            # the user's own files derived in this folder (a grep, a jq filter) keep these roots too
+            "image_roots_folder": folder, "image_roots_folder_id": fid,
+            "image_roots_folder_mac": _folder_mac(key, folder, fid, real, ids)}  # fmt: skip
 
 
 def vouched_roots(records: str | Path) -> list[str]:
     """The image roots a stage on this machine vouched for ``records`` (in a ``*.summary.json`` beside it), or []:
-    the summary is read only as a regular file, its MAC must hold for this records file's path and content, and
-    each root must still be the folder it was (same path without a link, same device and inode)."""
-    import hmac
+    the summary is read only as a regular file; its MAC must hold for this records file's path and content, or its
+    folder MAC for the folder the records file is in (the same folder, by path and identity: a file the user
+    derived there, a ``grep`` or ``jq`` of the stage's output, keeps the roots; a copy of the folder elsewhere does
+    not); and each root must still be the folder it was (same path without a link, same device and inode)."""
 
     from sdg_data.io.sidecar import read_json_object, regular_entries
 
@@ -220,10 +242,11 @@ def vouched_roots(records: str | Path) -> list[str]:
         key = key if key is not None else _key()
         if key is None:
             return []
-        if not hmac.compare_digest(got["image_roots_mac"], _mac(key, records, want, roots, ids)):
-            continue
-        digest = digest if digest is not None else _digest(records)
-        if digest != want:
+        if _file_vouch(key, got, records, want, roots, ids):
+            digest = digest if digest is not None else _digest(records)
+            if digest != want and not _folder_vouch(key, got, records, roots, ids):
+                continue  # the stage's file, edited: only its folder's vouch can still hold
+        elif not _folder_vouch(key, got, records, roots, ids):
             continue
         ok = []
         for r, (dev, ino) in zip(roots, ids, strict=True):
@@ -235,6 +258,33 @@ def vouched_roots(records: str | Path) -> list[str]:
                 ok.append(r)
         return ok
     return []
+
+
+def _file_vouch(key: bytes, got: dict, records: Path, want: str, roots: list, ids: list) -> bool:
+    import hmac
+
+    return hmac.compare_digest(got["image_roots_mac"], _mac(key, records, want, roots, ids))
+
+
+def _folder_vouch(key: bytes, got: dict, records: Path, roots: list, ids: list) -> bool:
+    """Whether the summary vouches for the folder ``records`` is in: the same folder (path and identity) as the
+    stage wrote into, under this user's key."""
+    import hmac
+
+    folder, fid, mac = (
+        got.get("image_roots_folder"),
+        got.get("image_roots_folder_id"),
+        got.get("image_roots_folder_mac"),
+    )
+    here = os.path.realpath(records.parent)
+    if (
+        not (isinstance(folder, str) and isinstance(mac, str) and isinstance(fid, list) and len(fid) == 2)
+        or folder != here
+    ):
+        return False
+    if _identity(here) != fid:
+        return False
+    return hmac.compare_digest(mac, _folder_mac(key, folder, fid, roots, ids))
 
 
 class Resolver:

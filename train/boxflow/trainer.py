@@ -1,6 +1,6 @@
 """BoxFlow-GRPO: align a flow-matching text-to-image model (FLUX.1-dev) with the SDG detector's boxes.
 
-    sdg train boxflow --config train/recipes/boxflow/flux1_dev_sdg.yaml --prompts pickapic.jsonl \\
+    sdg train boxflow --config flux1_dev_sdg --prompts pickapic.jsonl \\
         --detector-url http://HOST:17142/v1 --judge-url http://HOST:17141/v1 --output_dir runs/boxflow
     accelerate launch --config_file train/launch/ddp_1x8.yaml train/boxflow/trainer.py --config ...
 

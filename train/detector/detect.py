@@ -46,6 +46,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
     base_url="http://127.0.0.1:17142/v1", api_key_env="SDG_DETECTOR_API_KEY", max_in_flight=32, timeout_s=300.0
 )
 class DetectConfig(Transport):
+    RECIPE_KIND = "detect"  # bundled recipes of this kind are found by name (sdg recipes)
+
     backend: Literal["transformers", "openai"] = field(
         default="transformers", metadata={"help": "local and batched, or a vLLM / SGLang server"}
     )

@@ -2,7 +2,7 @@
 (format gate, DIoU boxes, description cosine, importance) against the ``grpo`` config's ground truth.
 
     accelerate launch --config_file train/launch/zero2_2x8.yaml train/detector/grpo.py \\
-        --config train/recipes/grpo/qwen3_vl_4b_sdg30k.yaml --model_name_or_path outputs/sft --dataset_name DIR
+        --config grpo/qwen3_vl_4b_sdg30k --model_name_or_path outputs/sft --dataset_name DIR
 
 Logged besides trl's own metrics (reward mean/std, ``frac_reward_zero_std``: the share of groups whose rewards are
 all equal, which carry no gradient): ``sdg/r_box``, ``sdg/r_desc``, ``sdg/r_imp``, ``sdg/format_fail_rate`` and the

@@ -2,7 +2,7 @@
 loss on the assistant's response only.
 
     accelerate launch --config_file train/launch/zero2_1x8.yaml train/detector/sft.py \\
-        --config train/recipes/sft/qwen3_vl_4b_sdg30k.yaml --dataset_name outputs/sdg30k
+        --config sft/qwen3_vl_4b_sdg30k --dataset_name outputs/sdg30k
     python train/detector/sft.py --config ... --output_dir ...     # one process; flags override the recipe
 """
 
