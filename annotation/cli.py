@@ -243,7 +243,8 @@ def run_judge_push(cfg: AnnotateConfig, a: Path, b: Path, a_name: str | None, b_
     caption-only), or a manifest and the records of its sources. Each pair's left / right order is random and kept
     out of the annotators' view; a second push creates nothing.
 
-    Usage: sdg annotate judge-push --a refined_sdg/refined.jsonl --b refined_fixed/refined.jsonl
+    Usage: sdg annotate judge-push --a refined_sdg/refined.jsonl \\
+               --b refined_fixed/refined.jsonl
     """
     from annotation.judge import judge_push
 

@@ -53,7 +53,7 @@ def plain_loop(model_dir: Path, prompts: list[str], out: Path, side: int, steps:
 
 def tool(model_dir: Path, src: Path, out: Path, side: int, steps: int, call_kwargs: dict) -> float:
     name = ALIASES[model_dir.name]
-    cfg = GenerateConfig(generators=[name], model_paths={name: str(model_dir)}, height=side, width=side, steps=steps,
+    cfg = GenerateConfig(generator=[name], model_paths={name: str(model_dir)}, height=side, width=side, steps=steps,
                          device="cpu", dtype="float32", call_kwargs={name: call_kwargs}, progress=False)  # fmt: skip
     t0 = time.perf_counter()
     s = generate(src, out, cfg)

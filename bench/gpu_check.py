@@ -372,7 +372,7 @@ def generation(device: str, tiny: bool, reps: int) -> dict[str, Any]:
 
         def ours(k: int) -> float:
             gcfg = load_config(GenerateConfig, None, {
-                "generators": ["SANA-1.5-1.6B"], "model_paths": {"SANA-1.5-1.6B": str(folder)},
+                "generator": ["SANA-1.5-1.6B"], "model_paths": {"SANA-1.5-1.6B": str(folder)},
                 "height": run["resolution"], "width": run["resolution"], "steps": run["steps"],
                 "batch_size": run["batch_size"], "device": device, "dtype": str(dtype).removeprefix("torch."),
                 "test_fraction": 0.0, "progress": False, "call_kwargs": {"SANA-1.5-1.6B": call},

@@ -14,9 +14,11 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
     """Turn each annotated image into the detector's target: a three-step think, English descriptions and
     importance scores, keeping the human boxes and labels exactly.
 
-    Usage: sdg distill annotated.jsonl --out work/distill                      (offline template teacher)
-           OPENAI_API_KEY=... sdg distill annotated.jsonl --out work/distill --teacher openai \\
-               --base-url http://localhost:8000/v1 --model Qwen/Qwen3-VL-235B-A22B-Instruct
+    Usage: sdg distill ann/records.jsonl --out dist     (offline template teacher)
+           sdg distill ann/records.jsonl --out dist --config gemini
+           sdg distill ann/records.jsonl --out dist --teacher openai \\
+               --base-url http://localhost:8000/v1 \\
+               --model Qwen/Qwen3-VL-235B-A22B-Instruct
 
     Finished records are cached under OUT/cache: rerunning after a crash sends only what is missing.
     """

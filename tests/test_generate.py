@@ -108,7 +108,7 @@ def test_tiny_pipelines_work_at_the_sizes_tests_and_the_demo_ask_for(tiny_root, 
 
 def test_rerun_skips_finished_images(tiny_root, tmp_path):
     src = _prompts(tmp_path, PROMPTS[:4])
-    cfg = _cfg(tiny_root, generators=["Z-Image-Turbo"], seeds=2)
+    cfg = _cfg(tiny_root, generator=["Z-Image-Turbo"], seeds=2)
     first = generate(src, tmp_path / "out", cfg)
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "images").rglob("*.png")}
     second = generate(src, tmp_path / "out", cfg)
@@ -123,9 +123,9 @@ def test_image_ids_are_stable_and_follow_the_settings(tiny_root):
     from sdg_data.generate.prompts import Prompt
 
     p = [Prompt("a red car", 1, "x")]
-    a = plan(p, GenerateConfig(generators=["SANA-1.5-1.6B"], seeds=2))
-    b = plan(p, GenerateConfig(generators=["SANA-1.5-1.6B"], seeds=2))
-    c = plan(p, GenerateConfig(generators=["SANA-1.5-1.6B"], seeds=2, steps=10))
+    a = plan(p, GenerateConfig(generator=["SANA-1.5-1.6B"], seeds=2))
+    b = plan(p, GenerateConfig(generator=["SANA-1.5-1.6B"], seeds=2))
+    c = plan(p, GenerateConfig(generator=["SANA-1.5-1.6B"], seeds=2, steps=10))
     assert [i.image_id for i in a] == [i.image_id for i in b]
     assert len({i.image_id for i in a}) == 2  # seeds differ
     assert not {i.image_id for i in a} & {i.image_id for i in c}  # settings change the pixels, so the id
@@ -166,7 +166,7 @@ def test_failed_generations_are_retried_then_recorded(tiny_root, tmp_path, monke
 
     monkeypatch.setattr(runner, "_run_batch", flaky)
     src = _prompts(tmp_path, PROMPTS[:4])
-    s = generate(src, tmp_path / "out", _cfg(tiny_root, generators=["Z-Image-Turbo"], batch_size=4, max_retries=2))
+    s = generate(src, tmp_path / "out", _cfg(tiny_root, generator=["Z-Image-Turbo"], batch_size=4, max_retries=2))
     assert s["images"] == 3 and s["failed"] == 1
     rej = [json.loads(x) for x in (tmp_path / "out" / "generate.rejects.jsonl").read_text().splitlines()]
     assert rej[0]["record"]["prompt"] == PROMPTS[0] and rej[0]["record"]["attempts"] == 3 and "NaN" in rej[0]["reason"]
@@ -179,7 +179,7 @@ def test_safety_checker_hook_rejects(tiny_root, tmp_path):
     sys.path.insert(0, str(tmp_path))
     try:
         src = _prompts(tmp_path, PROMPTS[:4])
-        cfg = _cfg(tiny_root, generators=["Z-Image-Turbo"], safety_checker="my_checker:check")
+        cfg = _cfg(tiny_root, generator=["Z-Image-Turbo"], safety_checker="my_checker:check")
         s = generate(src, tmp_path / "out", cfg)
     finally:
         sys.path.remove(str(tmp_path))
@@ -192,7 +192,7 @@ def test_unknown_generator_and_bad_recipe_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="not a registry name"):
         resolve("no-such-generator")
     bad = tmp_path / "r.yaml"
-    bad.write_text("generators: [FLUX.2-dev]\nheigth: 512\n")
+    bad.write_text("generator: [FLUX.2-dev]\nheigth: 512\n")
     with pytest.raises(ValueError, match="heigth"):
         load_config(GenerateConfig, bad)
 

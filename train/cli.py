@@ -84,7 +84,60 @@ def launch_command(script: str, args: list[str]) -> list[str] | None:
     return None
 
 
+# what each script parses beside trl's own configs (the quick help lists these; --help-all lists everything)
+_OWN = {
+    "sft": ("train.detector.args:SDGScriptArguments",),
+    "grpo": ("train.detector.args:SDGGRPOScriptArguments", "sdg_data.scoring.reward:RewardConfig"),
+    "boxflow": ("train.boxflow.config:BoxFlowConfig", "train.boxflow.config:BoxFlowRewardConfig"),
+}
+_TRL = {"sft": "trl's SFTConfig and ModelConfig", "grpo": "trl's GRPOConfig and ModelConfig", "boxflow": None}
+
+
+def quick_help(script: str) -> str:
+    """``sdg train SCRIPT --help`` in the style of the other commands, in well under 2 s: the recipe and launch
+    flags first, then this toolkit's own settings, then where trl's hundreds of options are listed."""
+    import dataclasses
+    import importlib
+    import textwrap
+
+    from sdg_data.io.bundled import bundled
+
+    names = [b.name for b in bundled()]
+    mine = ", ".join(b.name if names.count(b.name) == 1 else b.qualified for b in bundled() if b.kind == script)
+    launch = ", ".join(b.name for b in bundled() if b.kind == "launch")
+    doc = " ".join((importlib.import_module(SCRIPTS[script]).__doc__ or "").strip().split("\n\n")[0].split())
+    doc = doc.replace("``", "")
+    lines = [f"Usage: sdg train {script} --config RECIPE [--accelerate-config LAUNCH] [--option value ...]", "",
+             *(f"  {w}" for w in textwrap.wrap(doc, 116)), "", "Recipe and launch:"]  # fmt: skip
+
+    def row(flag: str, text: str) -> None:
+        wrapped = textwrap.wrap(text, 118 - 34) or [""]
+        lines.append(f"  {flag:<32}{wrapped[0]}")
+        lines.extend(f"  {'':<32}{w}" for w in wrapped[1:])
+
+    row("--config NAME|PATH", f"a YAML recipe: a file, or a bundled one by name ({mine}; sdg recipes show NAME)")
+    row("--accelerate-config NAME|PATH", f"relaunch under accelerate launch with this config ({launch})")
+    for spec in _OWN[script]:
+        module, name = spec.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        lines += ["", f"{(cls.__doc__ or name).strip().splitlines()[0]} ({name}):"]
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("help"):
+                continue  # inherited plumbing (trl's own script arguments) is in --help-all
+            default = f.default if f.default is not dataclasses.MISSING else None
+            row(f"--{f.name.replace('_', '-')}", f"{f.metadata['help']} (default: {default})")
+    lines.append("")
+    if _TRL[script]:
+        lines.append(f"Every option of {_TRL[script]} (learning rate, batch sizes, precision, ...) is a flag and a")
+        lines.append(f"recipe key too: sdg train {script} --help-all lists them all (it loads trl: a few seconds).")
+    return "\n".join(lines)
+
+
 def _forward(script: str, ctx: typer.Context) -> None:
+    if any(a in ("--help", "-h") for a in ctx.args):
+        echo(quick_help(script))
+        return
+    ctx.args[:] = ["--help" if a == "--help-all" else a for a in ctx.args]
     try:
         args = recipe_args(script, list(ctx.args))
         cmd = launch_command(script, args)
@@ -106,12 +159,16 @@ def _forward(script: str, ctx: typer.Context) -> None:
 def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
     """Run an SDG detector over images; write predictions that sdg eval and sdg annotate predict read.
 
-    Usage: sdg detect outputs/dataset --out outputs/detect --model P1n3/sdg-detector-grpo
-           sdg eval --gt outputs/dataset --pred outputs/detect/predictions.jsonl
+    Usage: sdg detect ds --out detect --model P1n3/sdg-detector-grpo
+           sdg eval --gt ds --pred detect/predictions.jsonl
 
-    Served: python -m sglang.launch_server --model-path P1n3/sdg-detector-grpo --served-model-name sdg-detector
-            --port 17142, then sdg detect DIR --out OUT --backend openai --model sdg-detector
-            (key, if any, in $SDG_DETECTOR_API_KEY). Rerunning into the same --out only does what is missing.
+    Served: python -m sglang.launch_server \\
+                --model-path P1n3/sdg-detector-grpo \\
+                --served-model-name sdg-detector --port 17142
+            sdg detect ds --out detect --backend openai --model sdg-detector
+
+    The key of a served detector, if any, is read from $SDG_DETECTOR_API_KEY. Rerunning into the same --out only
+    does what is missing.
     """
     from train.detector.detect import detect
 
@@ -129,8 +186,10 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
 def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:
     """Compare a LoRA with its base model: same prompts and seeds, both sets scored by the SDG detector.
 
-    Usage: sdg eval-lora --prompts drawbench.txt --lora runs/boxflow --detector-url http://HOST:17142/v1 --out ev
-           sdg eval-lora ... --scorer mypkg.scores:pickscore      (any extra metric, paired the same way)
+    Usage: sdg eval-lora --prompts drawbench.txt --lora runs/boxflow \\
+               --detector-url http://HOST:17142/v1 --out eval-lora
+           sdg eval-lora ... --scorer mypkg.scores:pickscore
+               (any extra metric, paired the same way)
 
     Writes OUT/lora_eval.json and OUT/lora_eval.md: clean-image rate, defects per image and mean importance by
     type for each arm, and the per-prompt paired difference (LoRA - base) with its confidence interval.
@@ -146,10 +205,14 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
     """Edit images from their defects: the original, the caption plus the defects (and, in boxes+text mode, the
     boxes drawn on a second image) go to an image editor.
 
-    Usage: sdg refine detect/predictions.jsonl --images dataset --out refined          (GPT-Image, $OPENAI_API_KEY)
-           sdg refine records.jsonl --out refined --mode caption-only                    (the "Fixed" baseline)
-           sdg refine records.jsonl --out bundles --backend dry-run                      (requests for any editor)
-           sdg refine records.jsonl --out refined --backend diffusers --model black-forest-labs/FLUX.1-Kontext-dev
+    Usage: sdg refine detect/predictions.jsonl --images ds --out refined
+               (GPT-Image, key in $OPENAI_API_KEY)
+           sdg refine records.jsonl --out refined --mode caption-only
+               (the "Fixed" baseline)
+           sdg refine records.jsonl --out bundles --backend dry-run
+               (the requests, for any editor)
+           sdg refine records.jsonl --out refined --backend diffusers \\
+               --model black-forest-labs/FLUX.1-Kontext-dev
 
     Writes OUT/edits/*.png, OUT/refined.jsonl (a record per edit, linked to its source), rejects and a summary; a
     rerun into the same --out does only what is missing.

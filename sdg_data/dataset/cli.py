@@ -21,7 +21,8 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
     """Write the SDG dataset: configs annotations, sft (jittered pairs), grpo and test, as parquet shards and a
     dataset card that datasets.load_dataset(OUT, NAME) reads.
 
-    Usage: sdg build work/distill/distilled.jsonl --out work/dataset --image-root work
+    Usage: sdg build dist/distilled.jsonl --out ds
+           sdg build dist/distilled.jsonl --out ds --push-to-hub you/my-sdg
     """
     import tempfile
 
@@ -29,6 +30,10 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
     from sdg_data.io.jsonl import input_kind
     from sdg_data.io.sources import records_input
 
+    if push_to_hub:  # a token and a reachable Hub, checked before the build, not after it
+        from sdg_data.io.hub import check_push
+
+        check_push(push_to_hub)
     if input_kind(records) == "dataset":  # rebuild from a dataset (other jitter, split): its records written out
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.source-") as tmp:
@@ -49,7 +54,11 @@ def run_build(cfg: BuildConfig, records: Path, out: Path, push_to_hub: str | Non
     if push_to_hub:
         from sdg_data.io.hub import push_dataset
 
-        push_dataset(out, push_to_hub, private)
+        try:
+            push_dataset(out, push_to_hub, private)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; the dataset in {out} is complete: push it later with hf upload --repo-type "
+                               f"dataset {push_to_hub} {out}") from None  # fmt: skip
         echo(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
     echo(f"dataset: {out}")
     if no_test:

@@ -14,8 +14,10 @@ from sdg_data.io.cli_kit import config_command, echo, opt
 def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
     """Generate images from prompts with the SDG-30K generators; write PNGs and a manifest of records.
 
-    Usage: sdg generate --prompts prompts.jsonl --out gen [--generator Z-Image-Turbo] [--seeds 2]
-           accelerate launch --num_processes 8 -m sdg_data.cli generate --prompts ... --out gen   (one GPU a rank)
+    Usage: sdg generate --prompts prompts.jsonl --out gen --config generate_sdg30k
+           sdg generate --prompts prompts.jsonl --out gen --generator Z-Image-Turbo
+           accelerate launch --num_processes 8 -m sdg_data.cli generate \\
+               --prompts prompts.jsonl --out gen              (one GPU a rank)
 
     A rerun into the same --out skips finished images. Image ids hash generator, prompt, seed and settings.
     """

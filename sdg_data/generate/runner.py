@@ -38,7 +38,7 @@ SDG30K_GENERATORS = ["FLUX.2-dev", "Z-Image-Turbo", "LongCat-Image", "SANA-1.5-1
 
 @dataclass
 class GenerateConfig:
-    generators: list[str] = field(
+    generator: list[str] = field(
         default_factory=lambda: list(SDG30K_GENERATORS),
         metadata={
             "flag": "--generator",
@@ -110,8 +110,8 @@ class GenerateConfig:
             )
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"GenerateConfig.test_fraction must be in [0, 1), got {self.test_fraction}")
-        if not self.generators:
-            raise ValueError("GenerateConfig.generators is empty")
+        if not self.generator:
+            raise ValueError("GenerateConfig.generator is empty (name at least one)")
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _hash_file(path: str, size: int, mtime_ns: int) -> str:
 
 def plan(prompts: list[Prompt], cfg: GenerateConfig) -> list[Item]:
     """Every (prompt, generator, seed) to make, in a fixed order that every rank computes alike."""
-    specs = [resolve(g, cfg.model_paths) for g in cfg.generators]
+    specs = [resolve(g, cfg.model_paths) for g in cfg.generator]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"generators repeat a name: {names}")

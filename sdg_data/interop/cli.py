@@ -18,7 +18,7 @@ from sdg_data.io.report import require_kept
 def run_import(cfg: ImportConfig, src: Path, out: Path, rejects: Path | None) -> None:
     """Bring the published SDG-30K annotations into core records, and check the raw box order on the data.
 
-    Usage: sdg import sdg30k SDG-30K/annotations/test.jsonl --out test.records.jsonl
+    Usage: sdg import sdg30k SDG-30K/annotations/test.jsonl --out test.jsonl
     """
     from sdg_data.interop.sdg30k import import_sdg30k
 
@@ -62,7 +62,8 @@ def export_coco_cmd(
     """Export the defects as COCO detection JSON (categories artifact and misalignment; description and importance
     as annotation attributes) for FiftyOne, CVAT or pycocotools. A dataset folder's images are copied out.
 
-    Usage: sdg export coco work/distill/distilled.jsonl --out work/coco/sdg.json --copy-images work/coco/images
+    Usage: sdg export coco dist/distilled.jsonl --out coco/sdg.json \\
+               --copy-images coco/images
     """
     from sdg_data.interop.coco import export_coco
 
@@ -91,7 +92,8 @@ def run_import_richhf(cfg: RichHFConfig, tfrecord: Path, out: Path) -> None:
     from each region's peak), joined to your Pick-a-Pic images by file name; scores and heatmap peaks kept in
     provenance for sdg eval-image-level.
 
-    Usage: sdg import richhf richhf_18k/test.tfrecord --images pickapic/test --captions captions.jsonl --out r.jsonl
+    Usage: sdg import richhf richhf_18k/test.tfrecord --images pickapic/test \\
+               --captions captions.jsonl --out richhf.jsonl
     """
     from sdg_data.interop.richhf import import_richhf
 

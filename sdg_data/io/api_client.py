@@ -78,6 +78,14 @@ class TransportError(RuntimeError):
     """The server could not be reached or kept failing after every retry (not a verdict: a rerun tries again)."""
 
 
+def local_server(url: str) -> bool:
+    """Whether ``url`` is on this machine (loopback): the only servers a request goes to without a key."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class AuthError(TransportError):
     """The server refused the key (401/403): every request would fail the same way, so the run stops at once."""
 
@@ -154,6 +162,9 @@ class ChatClient:
         self._reply_type = ChatCompletion
         register(cfg.api_key_env)
         key = os.environ.get(cfg.api_key_env)
+        if not key and not local_server(cfg.base_url):
+            raise AuthError(f"set {cfg.api_key_env}: the server at {cfg.base_url} needs a key (none is sent to a "
+                            "local server; give --base-url for one)")  # fmt: skip
         if not key:
             log.warning("%s is not set; sending requests without a key (fine for a local server)", cfg.api_key_env)
         self.cfg = cfg

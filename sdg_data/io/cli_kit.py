@@ -52,11 +52,18 @@ def plain(text: str | None) -> str | None:
 
 
 def _one_line_summary(text: str | None) -> str | None:
-    """The first paragraph (the command list's summary) as one line; the rest as written."""
+    """The first paragraph (the command list's summary) as one line; each later prose paragraph as one line too
+    (the terminal wraps it evenly), while examples (a paragraph with an indented line, or one starting with
+    ``Usage:``) keep their lines as written."""
     if not text:
         return text
-    first, sep, rest = inspect.cleandoc(text).partition("\n\n")
-    return " ".join(first.split()) + sep + rest
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    out = [" ".join(paragraphs[0].split())]
+    for para in paragraphs[1:]:
+        lines = para.splitlines()
+        example = para.lstrip().startswith(("Usage:", "Served:")) or any(line.startswith(" ") for line in lines[1:])
+        out.append(para if example else " ".join(para.split()))
+    return "\n\n".join(out)
 
 
 def _kind(annotation: Any) -> str:
@@ -189,7 +196,10 @@ def config_options(cls: type, exclude: Sequence[str] = ()) -> list[inspect.Param
         if typing.get_origin(t) is list:  # a list field: one value per use of the flag
             extra["metavar"] = "VALUE"
             text = text if "repeatable" in text.lower() else f"{text} (repeatable)"
-        opt = typer.Option(*decls, help=(text + _default_text(f)).strip(), show_default=False, **extra)
+        said = re.search(r"\b(default|unset)\b\s*[:(]", text, re.IGNORECASE)  # the help says it: once, not twice
+        opt = typer.Option(
+            *decls, help=(text + ("" if said else _default_text(f))).strip(), show_default=False, **extra
+        )
         params.append(
             inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[t], opt]

@@ -6,6 +6,21 @@ import os
 from pathlib import Path
 
 
+def check_push(repo_id: str) -> None:
+    """Before a build that will be pushed: a token, and a Hub that answers. One line naming what is missing, so the
+    build does not run for minutes to fail at its last step."""
+    if _offline():
+        raise RuntimeError(f"--push-to-hub {repo_id}: HF_HUB_OFFLINE is set; build without --push-to-hub and push "
+                           "later (hf upload --repo-type dataset REPO FOLDER)")  # fmt: skip
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise RuntimeError(f"--push-to-hub {repo_id}: no Hugging Face token (set HF_TOKEN or run hf auth login)")
+    if not _hub_reachable():
+        raise RuntimeError(f"--push-to-hub {repo_id}: the Hub is not reachable from here; build without "
+                           "--push-to-hub and push later (hf upload --repo-type dataset REPO FOLDER)")  # fmt: skip
+
+
 def push_dataset(folder: str | Path, repo_id: str, private: bool = False) -> None:
     """Create (if needed) and upload. The token comes from ``HF_TOKEN`` (or huggingface-cli login), never a flag.
 
@@ -52,7 +67,9 @@ def require_model(model: str, flag: str, what: str = "model", also: str = "") ->
     also = f"; {also}" if also else ""
     if Path(model).expanduser().is_dir():
         return
-    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+    first = model.split("/", 1)[0]
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or (first and Path(first).is_dir()):
+        # a path (runs/grpo where runs/ is a folder here): a missing folder, never a Hub lookup
         raise OSError(f"{what} {model!r}: no such folder (give {flag} an existing folder or a Hub id){also}")
     from huggingface_hub import try_to_load_from_cache
 

@@ -110,7 +110,8 @@ def run_eval_image_level(cfg: ImageLevelConfig, gt: Path, pred: Path, out: Path 
     the record's heatmap peak exceeds --threshold (records from sdg import richhf; other records: a box of the type),
     predicted present when the detector boxes the type. Prints the Table 3 layout with the paper's rows.
 
-    Usage: sdg eval-image-level --gt richhf_test.jsonl --pred detect/predictions.jsonl --out table3.json
+    Usage: sdg eval-image-level --gt richhf.jsonl --pred detect/predictions.jsonl \\
+               --out table3.json
     """
     from sdg_data.scoring.image_level import format_table3, write_image_level
 

@@ -73,7 +73,7 @@ def _generate_config(cfg: LoraEvalConfig, lora: str | None):
 
     defaults = {"height": 512, "width": 512, "steps": 28, "guidance_scale": 3.5}  # the paper's DrawBench setting
     base = load_config(GenerateConfig, cfg.generate_recipe) if cfg.generate_recipe else GenerateConfig(**defaults)
-    return replace(base, generators=[cfg.generator], assign="all", seeds=cfg.seeds, base_seed=0, lora=lora,
+    return replace(base, generator=[cfg.generator], assign="all", seeds=cfg.seeds, base_seed=0, lora=lora,
                    lora_scale=cfg.lora_scale, test_fraction=0.0)  # fmt: skip
 
 

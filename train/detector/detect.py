@@ -105,6 +105,12 @@ class DetectConfig(Transport):
                 raise ValueError(f"DetectConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:
             raise ValueError(f"DetectConfig.temperature must be >= 0, got {self.temperature}")
+        default_url = type(self).__dataclass_fields__["base_url"].default
+        if self.backend == "transformers" and self.base_url != default_url:
+            raise ValueError(
+                f"--base-url {self.base_url} is for a served detector: add --backend openai (or leave --base-url out "
+                "to run the model here)"
+            )
 
 
 # ------------------------------------------------------------------ inputs
