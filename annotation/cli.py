@@ -168,6 +168,12 @@ def agreement_cmd(
     from annotation.agreement import agreement_file, format_agreement
 
     report = agreement_file(annotations, out, max_annotators_per_image)
+    sibling = annotations.with_name(annotations.name.removesuffix(".jsonl") + ".all.jsonl")
+    if len(report["annotators"]) < 2 and not annotations.name.endswith(".all.jsonl") and sibling.is_file():
+        raise ValueError(
+            f"{annotations} is pull's one-record-per-image file; agreement compares every annotation: "
+            f"sdg annotate agreement {sibling}"
+        )
     if len(report["annotators"]) < 2:
         who = ", ".join(report["annotators"]) or "none"
         raise ValueError(

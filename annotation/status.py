@@ -48,7 +48,7 @@ def status(
             raise ValueError(f"--since {since!r}: not an ISO time (e.g. 2026-11-30T08:00:00Z)")
     tasks, users, project, _, n_tasks = _export(conn, cfg, from_export)
     result = convert_export(tasks, cfg, users, _doc_root(cfg))
-    overlap = getattr(project, "maximum_annotations", None) or cfg.overlap or 1
+    overlap, overlap_from = _overlap(project, cfg, tasks)
     annotated = complete = clean = skipped_only = 0
     for t in tasks:
         if not isinstance(t, dict):  # a malformed task: convert_export counts it
@@ -65,6 +65,7 @@ def status(
     return {
         "project": getattr(project, "id", None),
         "overlap": overlap,
+        "overlap_from": overlap_from,
         "tasks": n_tasks,
         "annotated": annotated,
         "complete": complete,
@@ -78,6 +79,17 @@ def status(
     }
 
 
+def _overlap(project: Any, cfg: AnnotateConfig, tasks: list) -> tuple[int, str]:
+    """Annotators per task and where that figure comes from: the project on the server, --overlap, or (an export
+    file alone) the most annotations any task of it holds."""
+    if getattr(project, "maximum_annotations", None):
+        return int(project.maximum_annotations), "the project"
+    if cfg.overlap:
+        return cfg.overlap, "--overlap"
+    most = max((len(t.get("annotations") or []) for t in tasks if isinstance(t, dict)), default=1)
+    return max(1, most), "the export (the most annotations a task holds; give --overlap to say it)"
+
+
 def _doc_root(cfg: AnnotateConfig) -> Path | None:
     """The document root when the image root is known (checks as pull does), else None (no file checks)."""
     from annotation.server import document_root
@@ -88,7 +100,8 @@ def _doc_root(cfg: AnnotateConfig) -> Path | None:
 def format_status(s: dict[str, Any]) -> str:
     where = f"project {s['project']}" if s["project"] is not None else "export"
     lines = [
-        f"{where} (overlap {s['overlap']}): {s['tasks']} tasks, {s['annotated']} annotated ({s['clean']} clean, "
+        f"{where} (overlap {s['overlap']}, from {s.get('overlap_from', 'the project')}): {s['tasks']} tasks, "
+        f"{s['annotated']} annotated ({s['clean']} clean, "
         f"{s['complete']} with all {s['overlap']} annotations), {s['skipped_only']} only skipped, "
         f"{s['remaining']} to do; {s['rejected_annotations']} annotations fail validation (pull lists them)",
     ]

@@ -239,14 +239,18 @@ def test_two_ranks_share_the_work_without_duplicates(tiny_root, tmp_path):
     res = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, cwd=ROOT,
                          timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    per_rank = [
-        {json.loads(x)["image_id"] for x in (out / f"manifest.rank{r}.jsonl").read_text().splitlines()} for r in (0, 1)
-    ]
-    assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
     rows = _manifest(out)
-    assert {r["image_id"] for r in rows} == per_rank[0] | per_rank[1] and len(rows) == 8
-    assert {r["provenance"]["rank"] for r in rows} == {0, 1}
-    assert json.loads((out / "generate.summary.json").read_text())["world_size"] == 2
+    per_rank = [{r["image_id"] for r in rows if r["provenance"]["rank"] == k} for k in (0, 1)]
+    assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1] and len(rows) == 8
+    summary = json.loads((out / "generate.summary.json").read_text())
+    assert summary["world_size"] == 2 and sorted(r["generated"] for r in summary["ranks"]) == sorted(
+        map(len, per_rank)
+    )
+    assert not list(out.glob("*.rank*.json*"))  # merged: the ranks' files are gone
+    res = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0 and "8 already made (resumed)" in res.stdout, res.stdout + res.stderr[-2000:]
+    assert _manifest(out) == rows
 
 
 def test_the_manifest_is_not_annotated_so_distill_and_validate_never_call_it_clean(tiny_root, tmp_path):

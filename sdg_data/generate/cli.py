@@ -32,7 +32,8 @@ def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
         f"images: {s['images']} of "
         f"{s['planned_images']} planned, {s['failed']} failed; by generator {json.dumps(s['by_generator'])}; "
         f"by split {json.dumps(s['by_split'])}"
-    )
+        + (f"; {s['skipped_existing']} already made (resumed)" if s.get("skipped_existing") else "")
+    )  # fmt: skip
     echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
     from sdg_data.io.report import require_kept
 

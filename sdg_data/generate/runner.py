@@ -359,11 +359,17 @@ def _record(it: Item, width: int, height: int, prov: dict[str, Any]) -> dict[str
 
 # ------------------------------------------------------------------ the job
 def _finished(out: Path) -> dict[str, dict[str, Any]]:
-    """Every rank's finished images (a torn last line is cut: that image is redone)."""
+    """Every finished image: the merged manifest of earlier runs, and every rank's rows of a run not merged yet
+    (a torn last line is cut: that image is redone)."""
     done: dict[str, dict[str, Any]] = {}
+    if (out / "manifest.jsonl").is_file():
+        done.update(read_finished(out / "manifest.jsonl"))
     for f in sorted(out.glob("manifest.rank*.jsonl")):
         done.update(read_finished(f))
     return done
+
+
+_RANK_FILES = ("manifest.rank*.jsonl", "rejects.rank*.jsonl", "summary.rank*.json")
 
 
 def _use_model_root(cfg: GenerateConfig) -> None:
@@ -625,7 +631,14 @@ def _merge(
         "ranks": rank_summaries,
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
     }
+    report.extras["skipped_existing"] = sum(r.get("skipped_existing", 0) for r in rank_summaries)
     if not report.failed:  # a run that made nothing leaves an earlier manifest as it was
         write_jsonl(out / "manifest.jsonl", rows)
     summary = report.write(out)
+    if not report.failed:  # merged: the ranks' own files have said all they had (a rerun reads manifest.jsonl)
+        from sdg_data.io.files import remove_output
+
+        for pattern in _RANK_FILES:
+            for f in out.glob(pattern):
+                remove_output(f)
     return summary
