@@ -33,10 +33,10 @@ def run_distill(cfg: DistillConfig, records: Path, out: Path) -> None:
         f"{s['requests']} requests, tokens {s['prompt_tokens']} in / {s['completion_tokens']} out, "
         f"cost ${s['cost_usd']}"
     )
-    echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
     from sdg_data.io.report import require_kept
 
     require_kept(s, out / "distill.rejects.jsonl")
+    echo(f"output: {out}/distilled.jsonl, {out}/distill.rejects.jsonl, {out}/distill.summary.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -177,10 +177,10 @@ def run_detect(cfg: DetectConfig, source: Path, out: Path) -> None:
         f"read {s['read']}: predicted {s['predicted']} ({s['format_ok']} pass the format check, "
         f"{s['format_fail']} fail), rejected {s['rejected']}, resumed {s['resumed']}; {s['seconds']} s"
     )
-    echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
     from sdg_data.io.report import require_kept
 
     require_kept(s, out / "detect.rejects.jsonl", "images")
+    echo(f"output: {out}/predictions.jsonl, {out}/detect.rejects.jsonl, {out}/detect.summary.json")
 
 
 def run_eval_lora(cfg: LoraEvalConfig, prompts: str, out: Path) -> None:
@@ -226,10 +226,10 @@ def run_refine(cfg: RefineConfig, source: Path, out: Path) -> None:
         + (f", not annotated skipped {s['not_annotated_skipped']}" if s.get("not_annotated_skipped") else "")
         + f"{limited}, resumed {s['resumed']}; {s['seconds']} s"
     )
-    echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
     from sdg_data.io.report import require_kept
 
     require_kept(s, out / "refine.rejects.jsonl")
+    echo(f"output: {out}/refined.jsonl, {out}/refine.rejects.jsonl, {out}/refine.summary.json")
 
 
 def register(root: typer.Typer) -> None:

@@ -34,10 +34,10 @@ def run_generate(cfg: GenerateConfig, prompts: str, out: Path) -> None:
         f"by split {json.dumps(s['by_split'])}"
         + (f"; {s['skipped_existing']} already made (resumed)" if s.get("skipped_existing") else "")
     )  # fmt: skip
-    echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
     from sdg_data.io.report import require_kept
 
     require_kept(s, out / "generate.rejects.jsonl", "planned images")
+    echo(f"output: {out}/manifest.jsonl, {out}/generate.rejects.jsonl, {out}/generate.summary.json")
 
 
 def register(app: typer.Typer) -> None:
