@@ -118,6 +118,22 @@ def _plan(
     return create, replace, delete, unchanged
 
 
+def _import_new(conn: Connection, project_id: int, create: list[dict]) -> int:
+    """Import the new predictions in chunks; each chunk's count is checked against what the server created."""
+    created = 0
+    for i in range(0, len(create), conn.cfg.chunk_size):
+        chunk = create[i : i + conn.cfg.chunk_size]
+        resp = conn.call(
+            "import predictions",
+            lambda chunk=chunk: conn.client.projects.import_predictions(id=project_id, request=chunk),
+        )
+        got = getattr(resp, "created", None)
+        if got != len(chunk):
+            raise AnnotateError(f"import predictions: sent {len(chunk)}, the server created {got}")
+        created += got
+    return created
+
+
 def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str | Path | None = None) -> dict:
     """Import the predictions for the project's tasks and make the project show them prefilled.
 
@@ -144,17 +160,7 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
         payload.append({"task": tid, "model_version": model_version, "result": result})
     create, replace, delete, unchanged = _plan(payload, project_predictions(conn, project.id, model_version))
     # writes from here on
-    created = 0
-    for i in range(0, len(create), conn.cfg.chunk_size):
-        chunk = create[i : i + conn.cfg.chunk_size]
-        resp = conn.call(
-            "import predictions",
-            lambda chunk=chunk: conn.client.projects.import_predictions(id=project.id, request=chunk),
-        )
-        got = getattr(resp, "created", None)
-        if got != len(chunk):
-            raise AnnotateError(f"import predictions: sent {len(chunk)}, the server created {got}")
-        created += got
+    created = _import_new(conn, project.id, create)
     _each(conn, "replace prediction", replace, lambda pid, item: conn.client.predictions.update(
         id=pid, result=item["result"], model_version=model_version))  # fmt: skip
     _each(conn, "delete repeated prediction", [(pid, None) for pid in delete],

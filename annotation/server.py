@@ -281,8 +281,6 @@ def serve(cfg: AnnotateConfig) -> int:
     starts workers), so no server is left behind. Its own output (a line per request) goes to DATA_DIR/server.log;
     the terminal gets one banner. While it runs, ``DATA_DIR/server.json`` holds its pid, URL and image root:
     ``sdg annotate stop`` and the other annotate commands read it."""
-    import json
-
     token = token_from_env(cfg)
     admin_from_env()
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
@@ -304,23 +302,9 @@ def serve(cfg: AnnotateConfig) -> int:
         raise KeyboardInterrupt
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    last = _last_server_file()
+    last = None
     try:
-        from sdg_data.io.files import write_text
-
-        running = {
-            "pid": proc.pid,
-            "url": f"http://{cfg.host}:{cfg.port}",
-            "data_dir": str(Path(cfg.data_dir).resolve()),
-            "image_root": str(Path(cfg.image_root or ".").resolve()),
-            "log": str(log_path.resolve()),
-        }
-        write_text(state, json.dumps(running) + "\n")
-        if last is not None:  # the last server this user started: found from any working folder
-            try:
-                write_text(last, json.dumps(running) + "\n")
-            except OSError:
-                last = None
+        running, last = _record_running(cfg, proc.pid, log_path)
         print(f"starting Label Studio (a new data folder migrates its database first, about a minute); "
               f"its log: {log_path}", flush=True)  # fmt: skip
         wait_ready(cfg, token, proc, timeout_s=900, log_path=log_path)
@@ -336,6 +320,30 @@ def serve(cfg: AnnotateConfig) -> int:
             stop(proc.pid)
         state.unlink(missing_ok=True)
         _forget_last_server(last, proc.pid)
+
+
+def _record_running(cfg: AnnotateConfig, pid: int, log_path: Path) -> tuple[dict, Path | None]:
+    """Write the running server's state in its data folder, and as the last server this user started (found from
+    any working folder); the state, and the per-user file when it could be written."""
+    import json
+
+    from sdg_data.io.files import write_text
+
+    running = {
+        "pid": pid,
+        "url": f"http://{cfg.host}:{cfg.port}",
+        "data_dir": str(Path(cfg.data_dir).resolve()),
+        "image_root": str(Path(cfg.image_root or ".").resolve()),
+        "log": str(log_path.resolve()),
+    }
+    write_text(state_path(cfg), json.dumps(running) + "\n")
+    last = _last_server_file()
+    if last is not None:
+        try:
+            write_text(last, json.dumps(running) + "\n")
+        except OSError:
+            last = None
+    return running, last
 
 
 def _last_server_file() -> Path | None:

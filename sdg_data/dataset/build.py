@@ -677,14 +677,22 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
     }
     import yaml
 
-    comp, teachers = _composition(records)
-    n = max(1, len(records))
     rows = summary["rows"]
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False).rstrip(),
         "---",
         "",
+        *_card_body(summary, records, cfg, rows),
+    ]
+    return "\n".join(lines)
+
+
+def _card_body(summary: dict[str, Any], records: list[ImageRecord], cfg: BuildConfig, rows: dict[str, int]):
+    """The card's text: what the data is, its configs, composition, split, provenance and license."""
+    comp, teachers = _composition(records)
+    n = max(1, len(records))
+    return [
         f"# {cfg.pretty_name}",
         "",
         "Structured Defect Grounding data for text-to-image feedback: each generated image carries a list of",
@@ -730,4 +738,3 @@ def dataset_card(summary: dict[str, Any], records: list[ImageRecord], cfg: Build
         f"{cfg.license}.",
         "",
     ]
-    return "\n".join(lines)

@@ -37,7 +37,7 @@ def export_coco(
 ) -> dict[str, Any]:
     """Write ``out_json`` from a records JSONL or an ``sdg build`` folder; images that fail their checks go to
     ``<out>.export.rejects.jsonl``. Returns the summary."""
-    from sdg_data.io.files import file_ids, refuse_input, write_bytes, write_json
+    from sdg_data.io.files import file_ids, output_root, refuse_input, write_bytes, write_json
     from sdg_data.io.jsonl import input_kind, screen_records
     from sdg_data.io.paths import safe_filename
     from sdg_data.io.sources import iter_images
@@ -47,8 +47,6 @@ def export_coco(
     is_dataset = input_kind(Path(source)) in ("dataset", "images")
     copy_to = Path(copy_images) if copy_images else (out_json.with_suffix("") / "images" if is_dataset else None)
     if copy_to is not None:
-        from sdg_data.io.files import output_root
-
         output_root(copy_to)  # the copies land below it, never through a link
     images, annotations, rejects = [], [], []
     # every file the run reads, known before the first copy: a copy named after another record's id must never
@@ -74,16 +72,8 @@ def export_coco(
             file_name = _relative(dest, folder)
         else:
             file_name = _relative(resolver.resolve(rec.image_path), folder)  # type: ignore[union-attr]
-        w, h = got.width, got.height
-        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h,
-                       "sdg_image_id": rec.image_id, "caption": rec.caption, "generator": rec.generator,
-                       "split": rec.split, "seed": rec.seed})  # fmt: skip
-        for d in rec.defects:
-            bbox = [round(v, 3) for v in d.box.to_coco(w, h)]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": CATEGORY_ID[d.label], "bbox": bbox, "area": round(bbox[2] * bbox[3], 3),
-                                "iscrowd": 0,
-                                "attributes": {"description": d.description, "importance": d.importance}})  # fmt: skip
+        images.append(_coco_image(image_id, file_name, rec, got.width, got.height))
+        annotations += _coco_annotations(rec, image_id, got.width, got.height, len(annotations) + 1)
     coco = {
         "info": {"description": "SDG defects (artifact / misalignment) exported by sdg", "version": "1.0"},
         "licenses": [],
@@ -97,6 +87,23 @@ def export_coco(
     report.add(rejects)
     report.extras = {"annotations": len(annotations), "images_copied_to": str(copy_to) if copy_to else None}
     return report.write(folder, prefix=f"{out_json.stem}.")
+
+
+def _coco_image(image_id: int, file_name: str, rec: Any, w: int, h: int) -> dict[str, Any]:
+    """A COCO image entry with the SDG fields a round trip needs (id, caption, generator, split, seed)."""
+    return {"id": image_id, "file_name": file_name, "width": w, "height": h, "sdg_image_id": rec.image_id,
+            "caption": rec.caption, "generator": rec.generator, "split": rec.split, "seed": rec.seed}  # fmt: skip
+
+
+def _coco_annotations(rec: Any, image_id: int, w: int, h: int, first_id: int) -> list[dict[str, Any]]:
+    """A record's defects as COCO annotations (pixel bbox; description and importance as attributes)."""
+    out = []
+    for k, d in enumerate(rec.defects):
+        bbox = [round(v, 3) for v in d.box.to_coco(w, h)]
+        out.append({"id": first_id + k, "image_id": image_id, "category_id": CATEGORY_ID[d.label], "bbox": bbox,
+                    "area": round(bbox[2] * bbox[3], 3), "iscrowd": 0,
+                    "attributes": {"description": d.description, "importance": d.importance}})  # fmt: skip
+    return out
 
 
 def _resolver(source: str | Path, image_roots):

@@ -188,10 +188,29 @@ def _captions(cfg: RichHFConfig) -> dict[str, str]:
     return {o["filename"]: o["caption"] for _, o in iter_jsonl(p) if isinstance(o, dict) and "filename" in o}
 
 
-def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> dict[str, Any]:
-    """Write ``out`` (records), its rejects and summary (and the heatmap PNGs); returns the summary."""
+def _heatmap_defects(iid: str, maps: dict, cfg: RichHFConfig, maps_dir: Path, base: Path):
+    """One example's heatmaps as defects (a box per region above the threshold, importance from its peak), each
+    map's peak, and (``write_heatmaps``) the maps as PNGs with their paths relative to ``base``."""
     from PIL import Image
 
+    defects, peaks, paths = [], {}, {}
+    for label, heat in maps.items():
+        peaks[label] = round(float(heat.max()), 4)
+        for box, peak in boxes_from_heatmap(heat, cfg.threshold, cfg.min_pixels):
+            desc = f"region marked by RichHF-18K raters on the {label} heatmap (peak {peak:.2f})"
+            defects.append(Defect(box, label, desc, max(1, min(100, round(peak * 100)))))
+        if cfg.write_heatmaps:
+            maps_dir.mkdir(parents=True, exist_ok=True)
+            dest = maps_dir / f"{iid}.{label}.png"
+            buf = io.BytesIO()
+            Image.fromarray((heat * 255).round().astype("uint8")).save(buf, format="PNG")
+            write_bytes(dest, buf.getvalue())  # a temp file renamed over the name: a planted link is replaced
+            paths[label] = str(dest.relative_to(base))
+    return defects, peaks, paths
+
+
+def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> dict[str, Any]:
+    """Write ``out`` (records), its rejects and summary (and the heatmap PNGs); returns the summary."""
     from sdg_data.io.files import write_jsonl
     from sdg_data.io.images import ImageError, load_image
     from sdg_data.io.paths import Resolver
@@ -230,19 +249,7 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
         except (ImageError, ValueError, OSError) as exc:
             report.reject(f"record {iid!r}: {exc}", iid, f"{tfrecord}#{n}", None)
             continue
-        defects, peaks, paths = [], {}, {}
-        for label, heat in maps.items():
-            peaks[label] = round(float(heat.max()), 4)
-            for box, peak in boxes_from_heatmap(heat, cfg.threshold, cfg.min_pixels):
-                desc = f"region marked by RichHF-18K raters on the {label} heatmap (peak {peak:.2f})"
-                defects.append(Defect(box, label, desc, max(1, min(100, round(peak * 100)))))
-            if cfg.write_heatmaps:
-                maps_dir.mkdir(parents=True, exist_ok=True)
-                dest = maps_dir / f"{iid}.{label}.png"
-                buf = io.BytesIO()
-                Image.fromarray((heat * 255).round().astype("uint8")).save(buf, format="PNG")
-                write_bytes(dest, buf.getvalue())  # a temp file renamed over the name: a planted link is replaced
-                paths[label] = str(dest.relative_to(out.parent))
+        defects, peaks, paths = _heatmap_defects(iid, maps, cfg, maps_dir, out.parent)
         prov = {"source": "richhf-18k", "filename": name, "scores": scores, "heatmap_peaks": peaks,
                 "threshold": cfg.threshold, "prompt_misalignment_label": _text(ex.get("prompt_misalignment_label")),
                 "heatmaps": paths}  # fmt: skip

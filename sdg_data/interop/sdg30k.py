@@ -208,9 +208,39 @@ def import_sdg30k(
     ``extras``) and the raw box-order check."""
     cfg = cfg or ImportConfig()
     src, out = Path(src), Path(out)
+    report = StageReport("import")
+    records, raw_rows, counts = _convert_rows(src, cfg, report)
+    if report.read == 0:
+        raise InputError(f"{src}: no rows (an empty file); nothing to import")
+    report.kept = len(records)
+    if not report.failed:
+        write_records(out, records)
+    agreement = order_agreement(raw_rows, cfg.translated_order)
+    report.extras = {**counts, "box_order_check": agreement}
+    if cfg.image_root and not report.failed:  # the records' image paths lie under it: it travels with them
+        from sdg_data.io.paths import vouch
+
+        report.extras.update(vouch(out, [cfg.image_root]))
+    if rejects is None:
+        report.write(out.parent, prefix=f"{out.stem}.")
+    else:  # the user named the rejects file: the summary goes beside it
+        from sdg_data.io.files import write_json
+
+        report.reconcile()
+        write_jsonl(rejects, (r.to_json() for r in report.rejects))
+        write_json(
+            Path(rejects).with_name(Path(rejects).name.removesuffix(".jsonl") + ".summary.json"), report.summary()
+        )
+    return report, agreement
+
+
+def _convert_rows(
+    src: Path, cfg: ImportConfig, report: StageReport
+) -> tuple[list[ImageRecord], list[Mapping[str, Any]], dict[str, Any]]:
+    """Every row of the released file, converted or rejected into ``report`` with its reason: the records, a sample
+    of raw rows for the box-order check, and the counts (clean images, placeholders dropped, defect sources)."""
     split = cfg.split or {"train": "train", "test": "test"}.get(src.stem)
     how = (cfg.source, cfg.translated_order, cfg.raw_order, cfg.image_root)
-    report = StageReport("import")
     counts: dict[str, Any] = {"clean": 0, "placeholders_dropped": 0, "by_source": {}}
     records: list[ImageRecord] = []
     raw_rows: list[Mapping[str, Any]] = []
@@ -241,25 +271,4 @@ def import_sdg30k(
         counts["placeholders_dropped"] += dropped
         counts["clean"] += not rec.defects
         counts["by_source"][used] = counts["by_source"].get(used, 0) + 1
-    if report.read == 0:
-        raise InputError(f"{src}: no rows (an empty file); nothing to import")
-    report.kept = len(records)
-    if not report.failed:
-        write_records(out, records)
-    agreement = order_agreement(raw_rows, cfg.translated_order)
-    report.extras = {**counts, "box_order_check": agreement}
-    if cfg.image_root and not report.failed:  # the records' image paths lie under it: it travels with them
-        from sdg_data.io.paths import vouch
-
-        report.extras.update(vouch(out, [cfg.image_root]))
-    if rejects is None:
-        report.write(out.parent, prefix=f"{out.stem}.")
-    else:  # the user named the rejects file: the summary goes beside it
-        from sdg_data.io.files import write_json
-
-        report.reconcile()
-        write_jsonl(rejects, (r.to_json() for r in report.rejects))
-        write_json(
-            Path(rejects).with_name(Path(rejects).name.removesuffix(".jsonl") + ".summary.json"), report.summary()
-        )
-    return report, agreement
+    return records, raw_rows, counts

@@ -214,24 +214,10 @@ def matched_pairs(table: ScoringTable, method: MatchMethod) -> np.ndarray:
     return out[np.lexsort((order_in_slot, table.pair_slot[out]))]
 
 
-def evaluate(
-    gt: Sequence[ImageRecord],
-    preds: Mapping[str, Sequence[Defect]],
-    cfg: EvalConfig | None = None,
-    embedder: CachedEmbedder | None = None,
-    table: ScoringTable | None = None,
-) -> dict[str, Any]:
-    """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect.
-
-    Every sum is taken on the run's columns (``table``, built here when not given): per (image, label) slot at
-    once, and the matched pairs' sums land on their slots in one bincount, in slot order."""
-    cfg = cfg or EvalConfig()
-    table = table if table is not None else ScoringTable.build(gt, preds)
-    images_by_gen: dict[str, int] = defaultdict(int)
-    for rec in gt:
-        images_by_gen[rec.generator or "unknown"] += 1
-
-    shape = (len(gt), len(LABELS))
+def _image_sums(table: ScoringTable, n_images: int, box_scope: str) -> np.ndarray:
+    """The (images, labels, FIELDS) sums' image-level part: tp / fp / fn / tn of "has a defect of this type", and
+    the box counts of the images in scope (those with type-t ground truth, or all)."""
+    shape = (n_images, len(LABELS))
     n_g, n_p = table.gt.count.reshape(shape), table.pred.count.reshape(shape)
     has_g, has_p = n_g > 0, n_p > 0
     per_image = np.zeros((*shape, len(FIELDS)), dtype=np.float64)
@@ -239,16 +225,23 @@ def evaluate(
     per_image[..., F["fp"]] = has_p & ~has_g
     per_image[..., F["fn"]] = has_g & ~has_p
     per_image[..., F["tn"]] = ~(has_g | has_p)
-    in_scope = has_g if cfg.box_scope == "gt_positive" else np.ones(shape, dtype=bool)
+    in_scope = has_g if box_scope == "gt_positive" else np.ones(shape, dtype=bool)
     per_image[..., F["n_gt"]] = np.where(in_scope, n_g, 0)
     per_image[..., F["n_pred"]] = np.where(in_scope, n_p, 0)
+    return per_image
 
-    pairs = matched_pairs(table, cfg.match)  # only slots with ground truth: always in scope
+
+def _pair_sums(
+    table: ScoringTable, per_image: np.ndarray, method: MatchMethod, embedder: CachedEmbedder | None
+) -> np.ndarray | None:
+    """Fill the matched pairs' sums into ``per_image``: matches at each threshold, and over the pairs at IoU >=
+    0.1 their count, description cosines (with an embedder) and importance accuracies. Returns the cosines."""
+    shape = per_image.shape[:2]
+    pairs = matched_pairs(table, method)  # only slots with ground truth: always in scope
     iou, slot = table.iou[pairs], table.pair_slot[pairs]
-    n_slots = table.n_slots
 
     def per_slot(which: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(slot[which], weights=weights, minlength=n_slots).reshape(shape)
+        return np.bincount(slot[which], weights=weights, minlength=table.n_slots).reshape(shape)
 
     for t in THRESHOLDS:
         per_image[..., F[f"m{t}"]] = per_slot(iou + _TOL >= t)
@@ -267,7 +260,27 @@ def evaluate(
     known[described] = ~np.isnan(imp)
     per_image[..., F["imp_n"]] = per_slot(known)
     per_image[..., F["imp_sum"]] = per_slot(known, imp[~np.isnan(imp)])
+    return cos
 
+
+def evaluate(
+    gt: Sequence[ImageRecord],
+    preds: Mapping[str, Sequence[Defect]],
+    cfg: EvalConfig | None = None,
+    embedder: CachedEmbedder | None = None,
+    table: ScoringTable | None = None,
+) -> dict[str, Any]:
+    """Score ``preds`` (image_id -> defects) against ``gt``. An image with no prediction predicts no defect.
+
+    Every sum is taken on the run's columns (``table``, built here when not given): per (image, label) slot at
+    once, and the matched pairs' sums land on their slots in one bincount, in slot order."""
+    cfg = cfg or EvalConfig()
+    table = table if table is not None else ScoringTable.build(gt, preds)
+    images_by_gen: dict[str, int] = defaultdict(int)
+    for rec in gt:
+        images_by_gen[rec.generator or "unknown"] += 1
+    per_image = _image_sums(table, len(gt), cfg.box_scope)
+    cos = _pair_sums(table, per_image, cfg.match, embedder)
     has_cos = cos is not None
     gens = np.asarray([r.generator or "unknown" for r in gt], dtype=object)
 
@@ -478,21 +491,18 @@ def read_report(report_path: str | Path) -> dict[str, Any]:
     return report
 
 
-def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A report's per-image sums (``sdg eval --out`` writes them beside the report), checked: unique image ids,
-    sums of shape (images, labels, fields), finite, and labels and fields named as this version names them
-    (matched by name, never by position)."""
-    report_path = Path(report_path)
-    report = read_report(report_path) if report is None else report
-    name = report.get("per_image_file")
-    if not isinstance(name, str) or "/" in name or not (report_path.parent / name).is_file():
-        raise ValueError(f"{report_path}: no per-image file beside it (rerun sdg eval with --out to write one)")
-    side = report_path.parent / name
+def _per_image_arrays(report_path: Path, report: Mapping[str, Any]) -> tuple[Path, dict[str, np.ndarray]]:
+    """The arrays of the per-image file a report names: read as a regular file, never through a link, and only
+    when it is the very file the report was written with (its SHA-256, in reports since 1.2)."""
     import io
 
     from sdg_data.io.sidecar import read_regular
 
-    data = read_regular(side, cap=4 << 30)  # a regular file, never through a link
+    name = report.get("per_image_file")
+    if not isinstance(name, str) or "/" in name or not (report_path.parent / name).is_file():
+        raise ValueError(f"{report_path}: no per-image file beside it (rerun sdg eval with --out to write one)")
+    side = report_path.parent / name
+    data = read_regular(side, cap=4 << 30)
     if data is None:
         raise ReportError(report_path, "per_image_file", f"{name} is not a regular file (a link, or too large)")
     want = report.get("per_image_sha256")
@@ -500,14 +510,18 @@ def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = N
         raise ReportError(report_path, "per_image_file", f"{name} is not the file this report was written with")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            got = {k: z[k] for k in z.files}
+            return side, {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - a zip of anything: BadZipFile, KeyError, ValueError, EOFError ...
         raise ValueError(f"{side}: not a per-image file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
                          ) from None  # fmt: skip
+
+
+def _checked_names(side: Path, got: Mapping[str, np.ndarray]) -> tuple[list[str], list[str]]:
+    """The image ids (unique) and label names (distinct) of a per-image file, and its fields named as ours."""
     for key in ("image_ids", "sums", "has_cos", "labels"):
         if key not in got:
             raise ReportError(side, key, "missing")
-    ids, sums, labels = got["image_ids"], got["sums"], got["labels"]
+    ids, labels = got["image_ids"], got["labels"]
     if ids.ndim != 1 or ids.dtype.kind != "U":
         raise ReportError(side, "image_ids", f"must be a list of ids, got an array of shape {ids.shape}")
     ids = ids.tolist()
@@ -519,6 +533,12 @@ def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = N
     fields = got["fields"].tolist() if "fields" in got else list(FIELDS)  # files before 1.2 did not name them
     if fields != list(FIELDS):
         raise ReportError(side, "fields", f"must be {list(FIELDS)}, got {fields!r}"[:300])
+    return ids, labels.tolist()
+
+
+def _checked_sums(side: Path, sums: np.ndarray, ids: list[str], labels: list[str]) -> np.ndarray:
+    """The sums as float64 of shape (images, labels, fields): finite, not negative, whole numbers where they
+    count boxes or images."""
     if sums.dtype.kind not in "fiu" or sums.shape != (len(ids), len(labels), len(FIELDS)):
         want = f"({len(ids)} images, {len(labels)} labels, {len(FIELDS)} fields)"
         raise ReportError(side, "sums", f"must be numbers of shape {want}, got {sums.dtype} {sums.shape}")
@@ -531,15 +551,25 @@ def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = N
     counts = sums[..., [F[f] for f in FIELDS if f not in ("cos_sum", "imp_sum")]]
     if (counts != np.round(counts)).any() or (counts > 1e9).any():
         raise ReportError(side, "sums", "holds counts that are not whole numbers of boxes or images")
-    if got["has_cos"].shape != () or got["has_cos"].dtype != np.bool_:
-        raise ReportError(
-            side, "has_cos", f"must be one true or false, got {got['has_cos'].dtype} {got['has_cos'].shape}"
-        )
+    return sums
+
+
+def read_per_image(report_path: str | Path, report: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A report's per-image sums (``sdg eval --out`` writes them beside the report), checked: the report's own
+    file, unique image ids, sums of shape (images, labels, fields), finite whole counts, and labels and fields
+    named as this version names them (matched by name, never by position)."""
+    report_path = Path(report_path)
+    report = read_report(report_path) if report is None else report
+    side, got = _per_image_arrays(report_path, report)
+    ids, labels = _checked_names(side, got)
+    sums = _checked_sums(side, got["sums"], ids, labels)
+    has_cos = got["has_cos"]
+    if has_cos.shape != () or has_cos.dtype != np.bool_:
+        raise ReportError(side, "has_cos", f"must be one true or false, got {has_cos.dtype} {has_cos.shape}")
     n_report = (report.get("counts") or {}).get("images")
     if isinstance(n_report, int) and n_report != len(ids):
         raise ReportError(side, "image_ids", f"holds {len(ids)} images, the report scored {n_report}")
-    return {"image_ids": ids, "sums": sums, "has_cos": bool(got["has_cos"]), "labels": labels.tolist(),
-            "fields": list(FIELDS)}  # fmt: skip
+    return {"image_ids": ids, "sums": sums, "has_cos": bool(has_cos), "labels": labels, "fields": list(FIELDS)}
 
 
 def same_ground_truth(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
@@ -597,25 +627,39 @@ def compare(
             "not the models'; pass --allow-different-settings to compare anyway"
         )
     pa, pb = read_per_image(a, ra), read_per_image(b, rb)
+    sa, sb = _paired_sums(a, b, pa, pb)
+    metrics = paired_metrics(sa, sb, pa["labels"], pa["has_cos"] and pb["has_cos"], n, seed, level)
+    return {"a": str(a), "b": str(b), "images": len(sa), "only_a": len(pa["image_ids"]) - len(sa),
+            "only_b": len(pb["image_ids"]) - len(sa), "n": n, "level": level,
+            "ground_truth": {"a": ra.get("ground_truth"), "b": rb.get("ground_truth"), "differs": differs},
+            "settings_differ": settings, "metrics": metrics}  # fmt: skip
+
+
+def _paired_sums(a: Any, b: Any, pa: Mapping[str, Any], pb: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A's and B's sums over the images both scored, rows aligned by image id, B's labels in A's order by name."""
     if set(pa["labels"]) != set(pb["labels"]):
         raise ReportError(b, "labels", f"{pb['labels']} do not match A's {pa['labels']}")
-    lab_b = [pb["labels"].index(lab) for lab in pa["labels"]]  # B's label axis in A's order, by name
+    lab_b = [pb["labels"].index(lab) for lab in pa["labels"]]
     idx_b = {iid: k for k, iid in enumerate(pb["image_ids"])}
     shared = [(k, idx_b[iid]) for k, iid in enumerate(pa["image_ids"]) if iid in idx_b]
     if not shared:
         raise ValueError(f"{a} and {b} share no image: compare runs scored on the same ground truth")
-    sa = pa["sums"][[i for i, _ in shared]]
-    sb = pb["sums"][[j for _, j in shared]][:, lab_b]
-    has_cos = pa["has_cos"] and pb["has_cos"]
+    return pa["sums"][[i for i, _ in shared]], pb["sums"][[j for _, j in shared]][:, lab_b]
+
+
+def paired_metrics(
+    sa: np.ndarray, sb: np.ndarray, labels: Sequence[str], has_cos: bool, n: int, seed: int, level: float
+) -> dict[str, dict[str, Any]]:
+    """Each headline metric of A and B, B - A, and its paired percentile interval over ``n`` draws that resample
+    the images once for both runs; ``clear`` when the interval excludes 0."""
     rng = np.random.default_rng(seed)
-    labels = pa["labels"]
-    point = {lab: {} for lab in labels}
+    point = {}
     for k, lab in enumerate(labels):
         ma, mb = metrics_from_sums(sa[:, k].sum(0), has_cos), metrics_from_sums(sb[:, k].sum(0), has_cos)
         point[lab] = {m: (ma[m], mb[m]) for m in HEADLINE}
     diffs: dict[str, dict[str, list[float]]] = {lab: {m: [] for m in HEADLINE} for lab in labels}
     for _ in range(n):
-        w = np.bincount(rng.integers(0, len(shared), len(shared)), minlength=len(shared)).astype(np.float64)
+        w = np.bincount(rng.integers(0, len(sa), len(sa)), minlength=len(sa)).astype(np.float64)
         ta, tb = np.einsum("i,ilf->lf", w, sa), np.einsum("i,ilf->lf", w, sb)
         for k, lab in enumerate(labels):
             ma, mb = metrics_from_sums(ta[k], has_cos), metrics_from_sums(tb[k], has_cos)
@@ -623,19 +667,14 @@ def compare(
                 if ma[m] is not None and mb[m] is not None:
                     diffs[lab][m].append(mb[m] - ma[m])
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    n_a, n_b = len(pa["image_ids"]), len(pb["image_ids"])
-    out: dict[str, Any] = {"a": str(a), "b": str(b), "images": len(shared), "only_a": n_a - len(shared),
-                           "only_b": n_b - len(shared), "n": n, "level": level,
-                           "ground_truth": {"a": ra.get("ground_truth"), "b": rb.get("ground_truth"),
-                                            "differs": differs},
-                           "settings_differ": settings, "metrics": {}}  # fmt: skip
+    out: dict[str, dict[str, Any]] = {}
     for lab in labels:
         for m in HEADLINE:
             va, vb = point[lab][m]
             d = diffs[lab][m]
             ci = [float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d else None
-            out["metrics"][f"{lab}/{m}"] = {"a": va, "b": vb, "diff": None if va is None or vb is None else vb - va,
-                                            "ci": ci, "clear": bool(ci and (ci[0] > 0 or ci[1] < 0))}  # fmt: skip
+            out[f"{lab}/{m}"] = {"a": va, "b": vb, "diff": None if va is None or vb is None else vb - va,
+                                 "ci": ci, "clear": bool(ci and (ci[0] > 0 or ci[1] < 0))}  # fmt: skip
     return out
 
 

@@ -313,6 +313,41 @@ def breakdown_row(image_id: str, r: RewardBreakdown) -> Mapping[str, Any]:
     return {"image_id": image_id, **{name: getattr(r, name) for name in _BREAKDOWN_FIELDS}}
 
 
+def _read_predictions(
+    pred_path: str | Path, gt: Mapping[str, Any], unannotated: set[str], where: str, cfg: RewardConfig
+) -> tuple[list[str], list[ParseResult], int]:
+    """Each prediction line parsed as the reward parses it (``response`` text, or a ``defects`` list with the same
+    item rules), with its image id; lines for images not annotated are counted and left out; a line whose id is
+    not in the ground truth, or whose boxes look normalised to 0-1, is an error naming it."""
+    from sdg_data.answer import normalized_box_issue, parse_defect_list
+    from sdg_data.io.jsonl import InputError, iter_jsonl
+
+    ids: list[str] = []
+    parsed: list[ParseResult] = []
+    skipped = 0
+    for lineno, row in iter_jsonl(pred_path):
+        iid = row.get("image_id") if isinstance(row, Mapping) else None
+        if not isinstance(iid, str):
+            raise InputError(f"{pred_path}:{lineno}: record '?' field 'image_id': missing or not a string")
+        if iid in unannotated:
+            skipped += 1
+            continue
+        if iid not in gt:
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'image_id': not in {where}")
+        if "response" in row:
+            parsed.append(parse_response(row["response"], order=cfg.box_order))
+        elif "defects" in row:
+            parsed.append(parse_defect_list(row["defects"], order=cfg.box_order))
+        else:
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'response': need 'response' or 'defects'")
+        norm = normalized_box_issue(parsed[-1])
+        if norm:
+            field, why = norm.split(": ", 1)
+            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field {field!r}: {why}")
+        ids.append(iid)
+    return ids, parsed, skipped
+
+
 def reward_files(
     gt_path: str | Path,
     pred_path: str | Path,
@@ -328,38 +363,14 @@ def reward_files(
     ``defects`` list, which is checked with the same item rules (it has no think block to require). The ground
     truth is a records file or one ``split`` of a dataset folder; records not annotated yet are left out.
     """
-    from sdg_data.answer import normalized_box_issue, parse_defect_list
     from sdg_data.io.files import write_json, write_jsonl
-    from sdg_data.io.jsonl import InputError, iter_jsonl
+    from sdg_data.io.jsonl import InputError
     from sdg_data.io.truth import load_ground_truth
 
     truth = load_ground_truth(gt_path, split, "reward")
     gt = {r.image_id: r.defects for r in truth.records}
-    unannotated = {r.image_id for r in truth.rejects}
-    ids: list[str] = []
-    parsed: list[ParseResult] = []
-    skipped = 0  # predictions for images whose ground truth is not annotated: nothing to score them against
-    for lineno, row in iter_jsonl(pred_path):
-        iid = row.get("image_id") if isinstance(row, Mapping) else None
-        if not isinstance(iid, str):
-            raise InputError(f"{pred_path}:{lineno}: record '?' field 'image_id': missing or not a string")
-        if iid in unannotated:
-            skipped += 1
-            continue
-        if iid not in gt:
-            where = f"split {truth.source['split']!r} of {gt_path}" if truth.source["split"] else str(gt_path)
-            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'image_id': not in {where}")
-        if "response" in row:
-            parsed.append(parse_response(row["response"], order=cfg.box_order))
-        elif "defects" in row:
-            parsed.append(parse_defect_list(row["defects"], order=cfg.box_order))
-        else:
-            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field 'response': need 'response' or 'defects'")
-        norm = normalized_box_issue(parsed[-1])
-        if norm:
-            field, why = norm.split(": ", 1)
-            raise InputError(f"{pred_path}:{lineno}: record {iid!r} field {field!r}: {why}")
-        ids.append(iid)
+    where = f"split {truth.source['split']!r} of {gt_path}" if truth.source["split"] else str(gt_path)
+    ids, parsed, skipped = _read_predictions(pred_path, gt, {r.image_id for r in truth.rejects}, where, cfg)
     if not ids:
         why = f" ({skipped} for images not annotated)" if skipped else ""
         raise InputError(f"{pred_path}: no predictions{why}; nothing to score")
