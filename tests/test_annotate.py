@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import urllib.error
 import urllib.request
@@ -354,6 +355,20 @@ def _safe_pgid(pid: int) -> int | None:
         return None
 
 
+def _annotate_one(url: str, title: str) -> None:
+    """Submit one annotation (two boxes) on the first task of the project titled ``title``, as the admin."""
+    import httpx
+
+    from annotation.testkit import random_result
+
+    with httpx.Client(base_url=url, headers={"Authorization": f"Token {TOKEN}"}, timeout=60) as s:
+        project = next(p for p in s.get("/api/projects").json()["results"] if p["title"] == title)
+        task = s.get("/api/tasks", params={"project": project["id"]}).json()["tasks"][0]
+        body = {"result": random_result(random.Random(1), 64, 48), "lead_time": 10.0}
+        r = s.post(f"/api/tasks/{task['id']}/annotations/?project={project['id']}", json=body)
+        assert r.status_code == 201, r.text[:300]
+
+
 @needs_server
 def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_server, tmp_path):
     """sdg annotate serve --port P: init finds it without --url; SIGTERM to serve (or sdg annotate stop) ends
@@ -365,7 +380,7 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
 
     from annotation import server
 
-    env = {**os.environ, **ADMIN, "LABEL_STUDIO_API_KEY": TOKEN}
+    env = {**os.environ, **ADMIN, "LABEL_STUDIO_API_KEY": TOKEN, "XDG_STATE_HOME": str(tmp_path / "state")}
     root = Path(__file__).resolve().parents[1]
     images = tmp_path / "images"
     images.mkdir()
@@ -397,6 +412,8 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
             if how == "sigterm":  # the README's lines as written: no --url, no --image-root after serve
                 src, _ = _samples(images, 2, "served", size=(64, 48))
                 for argv in (["push", str(src)], ["pull", "--out", str(tmp_path / "work" / "a.jsonl")]):
+                    if argv[0] == "pull":  # one task annotated through the API, as the editor would send it
+                        _annotate_one(cfg.url, f"serve-{how}")
                     r = subprocess.run(
                         [sys.executable, "-m", "sdg_data.cli", "annotate", *argv, "--config", str(recipe)],
                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
@@ -407,6 +424,19 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
                     cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
                 )  # fmt: skip
                 assert r.returncode == 0 and "2 tasks" in r.stdout, r.stdout + r.stderr[-1500:]
+                # from another folder, no flags at all: the last server this user started, and its invite link
+                elsewhere = tmp_path / "elsewhere"
+                elsewhere.mkdir()
+                r = subprocess.run([sys.executable, "-m", "sdg_data.cli", "annotate", "init"], cwd=elsewhere, env=env,
+                                   capture_output=True, text=True, timeout=120)  # fmt: skip
+                assert r.returncode == 0 and "annotators sign up with the invite link http" in r.stdout, r.stderr
+                # a routine edit of the pulled records in their folder keeps the vouched image root
+                pulled = (tmp_path / "work" / "a.jsonl").read_text().splitlines()
+                (tmp_path / "work" / "first.jsonl").write_text(pulled[0] + "\n")
+                r = subprocess.run([sys.executable, "-m", "sdg_data.cli", "distill", "work/first.jsonl", "--out",
+                                    "work/dist"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                   timeout=120)  # fmt: skip
+                assert r.returncode == 0 and "distilled 1, rejected 0" in r.stdout, r.stdout + r.stderr[-1500:]
             shown = console.read_text()
             assert f"is up at http://127.0.0.1:{port}" in shown and "sdg annotate stop" in shown, shown
             assert "password" in shown and ADMIN["LABEL_STUDIO_PASSWORD"] not in shown and TOKEN not in shown
@@ -424,7 +454,9 @@ def test_serve_is_found_by_the_other_commands_and_stops_its_whole_group(ls_serve
             while time.monotonic() < deadline and _group_alive(ls_pid):
                 time.sleep(0.2)
             assert not _group_alive(ls_pid), f"Label Studio ({how}) left processes behind"
-            assert not (data / "server.json").exists()
+            assert (
+                not (data / "server.json").exists() and not (tmp_path / "state" / "sdg" / "label-studio.json").exists()
+            )
         finally:
             if serve.poll() is None:
                 serve.kill()
