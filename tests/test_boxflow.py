@@ -511,7 +511,8 @@ def test_sdg_train_boxflow_explains_a_missing_reward_in_one_line(flux1, prompts,
                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert res.returncode == 2 and "no scalar reward" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([sdg, "train", "boxflow", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0 and "--detector_url" in res.stdout and "--mode" in res.stdout
+    assert res.returncode == 0 and "--detector-url" in res.stdout and "--mode" in res.stdout
+    assert "--config NAME|PATH" in res.stdout.splitlines()[5]  # the recipe flags first
 
 
 def test_eval_lora_pairs_prompts_and_reports_intervals(run, flux1, tmp_path):

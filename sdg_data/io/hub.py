@@ -9,7 +9,7 @@ from pathlib import Path
 def check_push(repo_id: str) -> None:
     """Before a build that will be pushed: a token, and a Hub that answers. One line naming what is missing, so the
     build does not run for minutes to fail at its last step."""
-    if _offline():
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise RuntimeError(f"--push-to-hub {repo_id}: HF_HUB_OFFLINE is set; build without --push-to-hub and push "
                            "later (hf upload --repo-type dataset REPO FOLDER)")  # fmt: skip
     from huggingface_hub import get_token
