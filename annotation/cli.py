@@ -57,13 +57,14 @@ def _conn(cfg: AnnotateConfig):
 
 
 def run_serve(cfg: AnnotateConfig) -> None:
-    """Run Label Studio (pinned, in .venv-ls) for the SDG project, locked down: local bind, invite-only
-    sign-up, local files only from the image root, no telemetry. Needs LABEL_STUDIO_USERNAME,
+    """Run Label Studio (pinned, in an environment of its own) for the SDG project, locked down: local bind,
+    invite-only sign-up, local files only from the image root, no telemetry. Needs LABEL_STUDIO_USERNAME,
     LABEL_STUDIO_PASSWORD (the admin) and LABEL_STUDIO_API_KEY (the admin's token) in the environment.
 
     The first start of a new data folder builds its database (a minute or two). Ctrl+C, SIGTERM or
     'sdg annotate stop' (from another shell) stop the server and its workers. While it runs, the other annotate
-    commands find its URL in DATA_DIR/server.json, so a --port given here need not be repeated."""
+    commands find it (its data folder's state, or the last server you started, from any folder), so a --port given
+    here need not be repeated. The banner prints the invite link annotators sign up with."""
     from annotation.server import serve
 
     raise typer.Exit(code=serve(_server(cfg)) or 0)

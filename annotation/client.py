@@ -70,6 +70,8 @@ class Connection:
                 reason = f"HTTP {code}"
             except (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ConnectTimeout) as exc:
                 reason = type(exc).__name__
+                if isinstance(exc, httpx.ConnectError) and str(getattr(cfg, "found_by", "")).startswith("the default"):
+                    attempt = cfg.max_retries  # no server was found anywhere: nothing to wait for
             if attempt == cfg.max_retries:
                 found = getattr(cfg, "found_by", None)
                 raise AnnotateError(

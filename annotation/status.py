@@ -85,7 +85,7 @@ def _overlap(project: Any, cfg: AnnotateConfig, tasks: list) -> tuple[int, str]:
     if getattr(project, "maximum_annotations", None):
         return int(project.maximum_annotations), "the project"
     if cfg.overlap:
-        return cfg.overlap, "--overlap"
+        return cfg.overlap, "--overlap or the recipe"
     most = max((len(t.get("annotations") or []) for t in tasks if isinstance(t, dict)), default=1)
     return max(1, most), "the export (the most annotations a task holds; give --overlap to say it)"
 

@@ -208,6 +208,16 @@ def distill_file(records: str | Path, out_dir: str | Path, cfg: DistillConfig) -
     return summary
 
 
+def _current(cached: dict, job: Job) -> dict:
+    """A cached reply's record with this run's input around it: the teacher's think, descriptions and importances
+    are reused (the cache key covers what they depend on: caption, image, boxes), while the record's own fields
+    (generator, seed, split, size, image path, provenance) come from the input as it is now, never a stale copy."""
+    rec = job.record
+    prov = {**rec.provenance, "distill": (cached.get("provenance") or {}).get("distill")}
+    return {**cached, "image_path": job.image_ref, "width": rec.width, "height": rec.height, "caption": rec.caption,
+            "generator": rec.generator, "seed": rec.seed, "split": rec.split, "provenance": prov}  # fmt: skip
+
+
 def _assemble(items: list, records: Path, cache: DiskCache, failures: dict, n_read: int) -> tuple[Any, ...]:
     """The outputs in input order, from the cache: each line is distilled or rejected with its reason."""
     report = StageReport("distill", read=n_read)
@@ -226,7 +236,7 @@ def _assemble(items: list, records: Path, cache: DiskCache, failures: dict, n_re
             continue
         attempts_hist[entry["attempts"]] = attempts_hist.get(entry["attempts"], 0) + 1
         if entry["status"] == "ok":
-            distilled.append(entry["record"])
+            distilled.append(_current(entry["record"], item))
         else:
             report.reject(entry["reason"], rec.image_id, where, rec.to_json(), stage=entry["stage"], line=item.line)
     report.kept = len(distilled)

@@ -58,19 +58,24 @@ def recipes_app() -> typer.Typer:
         --accelerate-config NAME) from any folder."""
         if ctx.invoked_subcommand is not None:
             return
+        import shutil
+        import textwrap
+
         from sdg_data.io.bundled import FOLDERS, bundled
         from sdg_data.io.cli_kit import echo
 
+        width = max(60, min(120, shutil.get_terminal_size((100, 20)).columns))
         found = bundled()
+        names = [b.name for b in found]
         for kind, _, used in FOLDERS:
             mine = [b for b in found if b.kind == kind]
             if not mine:
                 continue
             echo(f"{kind}: {used}")
-            names = [b.name for b in found]
             for b in mine:
-                shown = b.name if names.count(b.name) == 1 else b.qualified
-                echo(f"  {shown:<22} {b.summary()}"[:160])
+                echo(f"  {b.name if names.count(b.name) == 1 else b.qualified}")
+                for line in textwrap.wrap(b.summary(), width - 6):
+                    echo(f"      {line}")
         echo("sdg recipes show NAME prints one, to start your own from (save it, edit it, pass its path).")
 
     @recipes.command("show")

@@ -130,5 +130,6 @@ def test_a_model_id_not_in_the_cache_is_one_line_at_once(tmp_path, monkeypatch, 
     lines = [x for x in res.stderr.splitlines() if x.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     why = "HF_HUB_OFFLINE is set" if offline else "the Hub is not reachable"
-    assert "'someone/not-cached' is not in the local Hugging Face cache" in lines[0] and why in lines[0]
+    assert "'someone/not-cached': no such folder here, and not in the local Hugging Face cache" in lines[0]
+    assert why in lines[0]
     assert "hf download someone/not-cached" in lines[0] and "--embedder a local folder" in lines[0]

@@ -89,7 +89,7 @@ def test_the_readme_lines_from_a_folder_outside_the_repository(tmp_path, tiny):
     run(work, "stats", "ds")
     # 5. the detector's lines fail clearly, and the training help is quick and names the recipe flags
     res = run(work, "detect", "ds", "--out", "detect", "--model", "runs/grpo", ok=False)
-    assert res.returncode == 2 and "not in the local Hugging Face cache" in res.stderr
+    assert res.returncode == 2 and "no such folder here, and not in the local Hugging Face cache" in res.stderr
     (work / "runs").mkdir()
     res = run(work, "detect", "ds", "--out", "detect", "--model", "runs/grpo", ok=False)
     assert res.returncode == 2 and "runs/grpo': no such folder" in res.stderr
@@ -141,3 +141,6 @@ def test_a_wheel_installed_apart_from_the_checkout_runs_the_quickstart_and_the_n
     run(work, "distill", demo / "sample" / "records.jsonl", "--out", "dist", sdg=sdg, env=env)
     run(work, "build", "dist/distilled.jsonl", "--out", "ds", "--config", "build_demo", sdg=sdg, env=env)
     assert (work / "ds" / "README.md").is_file() and (work / "eval.json").is_file()
+    res = run(work, "refine", "dist/distilled.jsonl", "--out", "refined", "--backend", "dry-run", sdg=sdg, env=env)
+    assert "rejected 0" in res.stdout, res.stdout  # the editor's instruction templates travel in the wheel
+    assert (site / "train" / "prompts" / "judge_v1.txt").is_file()

@@ -51,7 +51,7 @@ def launch_file(value: str) -> str:
 
     from sdg_data.io.bundled import ROOT, resolve
 
-    path = resolve(value, ("launch",))
+    path = resolve(value, ("launch",), "--accelerate-config")
     cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     ds = (cfg.get("deepspeed_config") or {}).get("deepspeed_config_file") if isinstance(cfg, dict) else None
     if not isinstance(ds, str) or Path(ds).is_absolute() or Path(ds).is_file():
@@ -98,6 +98,7 @@ def quick_help(script: str) -> str:
     flags first, then this toolkit's own settings, then where trl's hundreds of options are listed."""
     import dataclasses
     import importlib
+    import shutil
     import textwrap
 
     from sdg_data.io.bundled import bundled
@@ -107,11 +108,13 @@ def quick_help(script: str) -> str:
     launch = ", ".join(b.name for b in bundled() if b.kind == "launch")
     doc = " ".join((importlib.import_module(SCRIPTS[script]).__doc__ or "").strip().split("\n\n")[0].split())
     doc = doc.replace("``", "")
-    lines = [f"Usage: sdg train {script} --config RECIPE [--accelerate-config LAUNCH] [--option value ...]", "",
-             *(f"  {w}" for w in textwrap.wrap(doc, 116)), "", "Recipe and launch:"]  # fmt: skip
+    width = max(60, min(120, shutil.get_terminal_size((100, 20)).columns))
+    usage = f"Usage: sdg train {script} --config RECIPE [--accelerate-config LAUNCH] [--OPTION VALUE ...]"
+    lines = [*textwrap.wrap(usage, width, subsequent_indent=" " * 22), "",
+             *(f"  {w}" for w in textwrap.wrap(doc, width - 4)), "", "Recipe and launch:"]  # fmt: skip
 
     def row(flag: str, text: str) -> None:
-        wrapped = textwrap.wrap(text, 118 - 34) or [""]
+        wrapped = textwrap.wrap(text, width - 36) or [""]
         lines.append(f"  {flag:<32}{wrapped[0]}")
         lines.extend(f"  {'':<32}{w}" for w in wrapped[1:])
 
@@ -128,8 +131,9 @@ def quick_help(script: str) -> str:
             row(f"--{f.name.replace('_', '-')}", f"{f.metadata['help']} (default: {default})")
     lines.append("")
     if _TRL[script]:
-        lines.append(f"Every option of {_TRL[script]} (learning rate, batch sizes, precision, ...) is a flag and a")
-        lines.append(f"recipe key too: sdg train {script} --help-all lists them all (it loads trl: a few seconds).")
+        tail = (f"Every option of {_TRL[script]} (learning rate, batch sizes, precision, ...) is a flag and a recipe "
+                f"key too: sdg train {script} --help-all lists them all (it loads trl: a few seconds).")  # fmt: skip
+        lines += textwrap.wrap(tail, width)
     return "\n".join(lines)
 
 

@@ -290,7 +290,8 @@ def _same_run(out: Path, settings: dict[str, Any]) -> None:
 
     path = out / "refine.run.json"
     before = json.loads(path.read_text()) if path.is_file() else None
-    if before is not None and before != settings and (out / "refine.rows.jsonl").exists():
+    rows = out / "refine.rows.jsonl"
+    if before is not None and before != settings and rows.is_file() and rows.stat().st_size > 0:
         diff = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v)
         raise ValueError(
             f"{out} holds edits made with other settings ({diff}); give another --out, or delete "

@@ -40,16 +40,18 @@ class Bundled:
         return f"{self.kind}/{self.name}"
 
     def summary(self) -> str:
-        """The file's first comment line: what the recipe is for."""
+        """What the recipe is for: the first sentence of its leading comment (which may run over several lines)."""
+        words: list[str] = []
         try:
             for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("# ").strip()
-                if line.strip():
+                if not line.startswith("#"):
                     break
+                words += line.lstrip("# ").split()
         except OSError:
-            pass
-        return ""
+            return ""
+        text = " ".join(words)
+        cut = text.find(". ")
+        return text if cut < 0 else text[: cut + 1]
 
 
 def bundled() -> list[Bundled]:
@@ -65,14 +67,19 @@ class RecipeError(ValueError):
     """A --config value that is neither a file nor a bundled name; the message lists what there is."""
 
 
-def resolve(value: str | Path, kinds: tuple[str, ...] = ()) -> Path:
-    """The file ``value`` names: a path that exists (it wins), a bundled name (``kinds`` are searched first, so
-    ``sdg train sft --config smoke`` means ``sft/smoke``), a qualified name (``sft/smoke``), or a repository path
-    of a bundled file (``train/recipes/sft/smoke.yaml``) from any folder. RecipeError otherwise."""
+def resolve(value: str | Path, kinds: tuple[str, ...] = (), flag: str = "--config") -> Path:
+    """The file ``value`` names: a path that exists (it wins; so does ``NAME.yaml`` in the working folder for a
+    bare ``NAME``), a bundled name (``kinds`` are searched first, so ``sdg train sft --config smoke`` means
+    ``sft/smoke``), a qualified name (``sft/smoke``), or a repository path of a bundled file
+    (``train/recipes/sft/smoke.yaml``) from any folder. RecipeError otherwise, and for a bundled recipe of another
+    kind (a distill recipe given to build)."""
     text = str(value)
     p = Path(text).expanduser()
     if p.is_file():
         return p
+    for local in (Path(text + ".yaml"), Path(text + ".yml")):
+        if "/" not in text and local.is_file():
+            return local
     repo = ROOT / text
     if repo.is_file() and any(repo.parent == ROOT / folder for _, folder, _ in FOLDERS):
         return repo
@@ -85,18 +92,19 @@ def resolve(value: str | Path, kinds: tuple[str, ...] = ()) -> Path:
     mine = [b for b in same if b.kind in kinds]
     pick = mine if mine else same
     if len(pick) == 1:
+        if kinds and pick[0].kind not in kinds:
+            used = next(u for k, _, u in FOLDERS if k == pick[0].kind)
+            raise RecipeError(f"{flag} {text}: that bundled file is a {pick[0].kind} recipe ({used}), not one for "
+                              "this command (sdg recipes lists them)")  # fmt: skip
         return pick[0].path
     if len(pick) > 1:
         both = ", ".join(b.qualified for b in pick)
-        raise RecipeError(f"--config {text}: several bundled files have that name ({both}); give one of those")
+        raise RecipeError(f"{flag} {text}: several bundled files have that name ({both}); give one of those")
     if "/" in text or text.endswith((".yaml", ".yml")):
-        raise RecipeError(f"{text}: no such file (and no bundled recipe of that name; sdg recipes lists them)")
-    names = [
-        b.qualified if b.kind in kinds or not kinds else b.name for b in everything if not kinds or b.kind in kinds
-    ]
-    listed = ", ".join(names) if names else "none"
-    raise RecipeError(f"--config {text}: no such file and no bundled recipe of that name (bundled here: {listed}; "
-                      "sdg recipes lists them all)")  # fmt: skip
+        raise RecipeError(f"{flag} {text}: no such file (and no bundled recipe of that name; sdg recipes lists them)")
+    names = [b.name for b in everything if b.kind in kinds] or [b.qualified for b in everything]
+    raise RecipeError(f"{flag} {text}: no such file and no bundled recipe of that name (bundled for this command: "
+                      f"{', '.join(names)}; sdg recipes lists them all)")  # fmt: skip
 
 
 def find(name: str) -> Bundled:

@@ -62,7 +62,7 @@ def _one_line_summary(text: str | None) -> str | None:
     for para in paragraphs[1:]:
         lines = para.splitlines()
         example = para.lstrip().startswith(("Usage:", "Served:")) or any(line.startswith(" ") for line in lines[1:])
-        out.append(para if example else " ".join(para.split()))
+        out.append("\b\n" + para if example else " ".join(para.split()))  # \b: click keeps the lines as written
     return "\n\n".join(out)
 
 
@@ -81,6 +81,7 @@ def tidy(command: Any) -> Any:
     stack = [command]
     while stack:
         cmd = stack.pop()
+        cmd.rich_markup_mode = None  # click's own help: wrapped to the terminal, never an option or URL cut short
         cmd.help = _one_line_summary(plain(cmd.help))
         stack.extend(getattr(cmd, "commands", {}).values())
         helper = cmd.get_help_option(cmd.context_class(cmd))
@@ -196,7 +197,7 @@ def config_options(cls: type, exclude: Sequence[str] = ()) -> list[inspect.Param
         if typing.get_origin(t) is list:  # a list field: one value per use of the flag
             extra["metavar"] = "VALUE"
             text = text if "repeatable" in text.lower() else f"{text} (repeatable)"
-        said = re.search(r"\b(default|unset)\b\s*[:(]", text, re.IGNORECASE)  # the help says it: once, not twice
+        said = re.search(r"\b(default|unset)\b", text, re.IGNORECASE)  # the help says it: once, not twice
         opt = typer.Option(
             *decls, help=(text + ("" if said else _default_text(f))).strip(), show_default=False, **extra
         )
@@ -257,7 +258,7 @@ def config_command(
     opts = config_options(cfg_cls, exclude)
     own = {p.name for p in params}
 
-    kinds = (getattr(cfg_cls, "RECIPE_KIND", None) or name,)
+    kinds = (getattr(cfg_cls, "RECIPE_KIND", None) or "core",)
 
     def command(**kwargs: Any) -> Any:
         from sdg_data.io.bundled import resolve

@@ -82,7 +82,8 @@ def require_model(model: str, flag: str, what: str = "model", also: str = "") ->
     if isinstance(cached, str):
         return
     how = f"download it where the Hub is reachable (hf download {model}) or give {flag} a local folder{also}"
+    neither = f"{what} {model!r}: no such folder here, and not in the local Hugging Face cache"
     if _offline():
-        raise OSError(f"{what} {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {how}")
+        raise OSError(f"{neither} (HF_HUB_OFFLINE is set): if it is a Hub id, {how}")
     if not _hub_reachable():
-        raise OSError(f"{what} {model!r} is not in the local Hugging Face cache and the Hub is not reachable: {how}")
+        raise OSError(f"{neither} (the Hub is not reachable): if it is a Hub id, {how}")
