@@ -64,17 +64,21 @@ def _scores(refs: list[ImageRecord], others: dict[str, ImageRecord]) -> dict[str
 
 
 MAX_ANNOTATORS_PER_IMAGE = 20  # the pairs of one image grow with its annotators squared
+MAX_BOXES = 300  # boxes per annotation compared (as sdg eval's max_boxes): pairs grow with their product
 
 
 def agreement(all_records: list[ImageRecord], max_per_image: int = MAX_ANNOTATORS_PER_IMAGE) -> dict[str, Any]:
     """Per annotator pair and overall (pooled), per label. A record whose annotator is not a name is left out and
     counted; an image with more than ``max_per_image`` annotators is left out and counted (its pairs alone would
     cost ``n^2`` scorings)."""
-    usable, bad_annotator = [], 0
+    usable, bad_annotator, crowded_records = [], 0, 0
     for r in all_records:
         who = r.provenance.get("annotator")
         if who is not None and not isinstance(who, str):
             bad_annotator += 1
+            continue
+        if len(r.defects) > MAX_BOXES:  # matching is quadratic in boxes: a flood is left out, counted
+            crowded_records += 1
             continue
         usable.append(r)
     per_image: dict[str, set[str]] = defaultdict(set)
@@ -109,6 +113,7 @@ def agreement(all_records: list[ImageRecord], max_per_image: int = MAX_ANNOTATOR
     return {
         "left_out": {
             "records_with_an_annotator_that_is_not_a_name": bad_annotator,
+            f"records_with_more_than_{MAX_BOXES}_boxes": crowded_records,
             f"images_with_more_than_{max_per_image}_annotators": len(crowded),
         },
         "annotators": {k: len(v) for k, v in sorted(by_annotator.items())},

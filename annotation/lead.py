@@ -102,7 +102,7 @@ def annotator_stats(
             if since is not None and (created is None or created < since):
                 continue
             p = per[_user(ann.get("completed_by"), users) or "?"]
-            if ann.get("was_cancelled"):
+            if ann.get("was_cancelled") is True:
                 p["skipped"] += 1
                 continue
             p["done"] += 1
@@ -252,7 +252,7 @@ def prefill_stats(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             continue
         preds = {p["id"]: p for p in _listed(task, "predictions") if isinstance(p, Mapping) and is_id(p.get("id"))}
         for ann in _listed(task, "annotations"):
-            if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
+            if not isinstance(ann, Mapping) or ann.get("was_cancelled") is True:
                 continue
             lead = ann.get("lead_time")
             lead = float(lead) if isinstance(lead, (int, float)) and not isinstance(lead, bool) and lead >= 0 else None

@@ -376,7 +376,7 @@ def convert_export(
                 counts["rejected"] += 1
                 continue
             who = _user(ann.get("completed_by"), users)
-            if ann.get("was_cancelled"):
+            if ann.get("was_cancelled") is True:  # a skip; "false" (text) is not one
                 counts["cancelled"] += 1
                 cancelled_by[who or "?"] += 1
                 continue
@@ -429,7 +429,8 @@ def export_image_folder(tasks: list[Any]) -> tuple[str | None, str | None]:
     """(the folder an export's local-files paths start with, one such path): the name of the image root on the
     machine the export was made on."""
     for t in tasks:
-        url = str(((t.get("data") or {}) if isinstance(t, Mapping) else {}).get("image", ""))
+        data = t.get("data") if isinstance(t, Mapping) else None
+        url = str(data.get("image", "")) if isinstance(data, Mapping) else ""
         if "local-files" in url:
             d = parse_qs(urlparse(url).query).get("d")
             if d:

@@ -55,7 +55,7 @@ def status(
             continue
         raw = t.get("annotations")
         anns = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
-        done = [a for a in anns if not a.get("was_cancelled")]
+        done = [a for a in anns if a.get("was_cancelled") is not True]
         if done:
             annotated += 1
             complete += len(done) >= overlap

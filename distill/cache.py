@@ -38,12 +38,13 @@ class DiskCache:
         """The entry filed under ``key``, or None (a missing or unreadable file is a miss, never trusted)."""
         if key in self._seen:
             return self._seen[key]
-        from sdg_data.io.sidecar import read_json_object
+        from sdg_data.io.sidecar import inside, read_json_object
 
-        # a regular file only, never through a link: a planted link would hand in a reply nobody asked for; a
-        # missing, unreadable or torn file is a miss, never trusted
-        entry = read_json_object(self._path(key))
-        if entry is None:
+        # a regular file only, reached with no link on the way (folder or file): a planted link would hand in a
+        # reply nobody asked for; a missing, unreadable, torn or malformed entry is a miss, never trusted
+        path = inside(self.root, f"{key[:2]}/{key}.json")
+        entry = read_json_object(path) if path is not None else None
+        if entry is None or not _well_formed(entry):
             return None
         self._seen[key] = entry
         return entry
@@ -52,6 +53,21 @@ class DiskCache:
         """File ``entry`` under ``key`` (a temporary file renamed over the name, keys masked)."""
         write_text(self._path(key), json.dumps(entry, ensure_ascii=False))  # atomic, keys masked
         self._seen[key] = entry
+
+
+def _well_formed(entry: dict[str, Any]) -> bool:
+    """An entry as :meth:`DiskCache.put` writes it: attempts, a status, and a valid record or a reason."""
+    if type(entry.get("attempts")) is not int or entry.get("status") not in ("ok", "rejected"):
+        return False
+    if entry["status"] == "rejected":
+        return isinstance(entry.get("reason"), str) and isinstance(entry.get("stage"), str)
+    from sdg_data.records import ImageRecord, RecordError
+
+    try:
+        ImageRecord.from_json(entry.get("record"))
+    except (RecordError, TypeError):
+        return False
+    return True
 
 
 class UsageLedger:
@@ -89,8 +105,10 @@ class UsageLedger:
         from sdg_data.io.sidecar import read_regular
 
         req = pt = ct = 0
-        data = read_regular(self.path, cap=1 << 30)  # a regular file only (a link or FIFO counts nothing)
+        data = read_regular(self.path, cap=64 << 20)  # a regular file only (a link or FIFO counts nothing)
         for line in (data or b"").split(b"\n"):
+            if len(line) < 5:  # blank, or too short to be a "[r,p,c]" line
+                continue
             try:
                 r, p, c = json.loads(line)
                 r, p, c = int(r), int(p), int(c)

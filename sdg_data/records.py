@@ -25,6 +25,9 @@ SPLITS: tuple[str, ...] = ("train", "test")
 IMPORTANCE_MIN, IMPORTANCE_MAX = 1, 100
 MAX_DEFECTS = 1000  # per record: SDG-30K images have a handful; past this it is a flood, and scoring is quadratic
 MAX_DESCRIPTION_CHARS = 2000  # a description is a sentence or two (the teacher writes 18-45 words)
+# the other text fields, bounded so one record cannot cost a stage minutes or gigabytes (a 10 MB generator name
+# drawn into a plot, a 3 MB id written into every report)
+MAX_TEXT_CHARS = {"image_id": 512, "generator": 256, "caption": 20_000, "image_path": 4096, "think": 200_000}
 
 _RECORD_KEYS = {
     "schema_version",
@@ -269,6 +272,11 @@ class ImageRecord:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise RecordError(rid, name, f"must be a string, got {type(v).__name__}")
+        for name, most in MAX_TEXT_CHARS.items():
+            v = getattr(self, name)
+            if isinstance(v, str) and len(v) > most:
+                raise RecordError(rid if name != "image_id" else short_repr(rid), name,
+                                  f"{len(v)} characters, more than {most}")  # fmt: skip
         if not isinstance(self.defects, list):
             raise RecordError(rid, "defects", "must be a list (empty for a clean image)")
         if not self.annotated and self.defects:

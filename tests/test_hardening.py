@@ -452,12 +452,14 @@ def test_distill_sends_no_record_longer_than_the_input_cap(tmp_path):
     work.mkdir()
     good, _ = sample_copy(work)
     rows = [json.loads(x) for x in good.read_text().splitlines()]
-    rows[0]["caption"] = "a cat " * 700_000  # ~4 MB
+    rows[0]["caption"] = "a cat " * 700_000  # ~4 MB: past the record's own caption limit
+    rows[1]["caption"] = "a cat " * 1_000  # 6,000 characters: past this run's input cap
     good.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = sdg("distill", good, "--out", work / "dist")
+    res = sdg("distill", good, "--out", work / "dist", "--max-input-chars", "5000")
     assert res.returncode == 0, res.stderr
     rejects = [json.loads(x) for x in (work / "dist" / "distill.rejects.jsonl").read_text().splitlines()]
-    assert len(rejects) == 1 and "more than max_input_chars 20000: not sent to the teacher" in rejects[0]["reason"]
+    assert len(rejects) == 2 and "field 'caption': 4200000 characters, more than 20000" in rejects[0]["reason"]
+    assert "more than max_input_chars 5000: not sent to the teacher" in rejects[1]["reason"]
 
 
 def _peak_rss_kb(*args, env=None) -> int:
@@ -503,6 +505,7 @@ def test_agreement_work_is_bounded_by_annotators_per_image(tmp_path, monkeypatch
     report = agreement_file(path)
     assert len(calls) <= 2  # the one pair that shares an image, and the pooled figure (not 19,900 pairs)
     assert report["left_out"] == {"records_with_an_annotator_that_is_not_a_name": 2,
+                                  "records_with_more_than_300_boxes": 0,
                                   "images_with_more_than_20_annotators": 1}  # fmt: skip
 
 
@@ -585,3 +588,116 @@ def test_a_failed_run_that_is_a_file_keeps_the_failed_runs_reports(tmp_path):
     assert res.returncode != 0 and "File exists" not in res.stderr, res.stderr
     assert (out / "failed-run-1" / "distill.rejects.jsonl").is_file()
     assert (out / "failed-run").read_text() == "someone's file"
+
+
+# ------------------------------------------------------------------ the second probe's cases, each at its class
+def test_export_copies_never_land_through_a_link_on_the_way(tmp_path):
+    records = noise_records(tmp_path, n=4)
+    assert sdg("build", records, "--out", tmp_path / "ds").returncode == 0
+    target = decoy(tmp_path)
+    (target / "images").mkdir()
+    (target / "images" / "r0.png").write_bytes(b"precious")
+    before = snapshot(target)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "coco").symlink_to(target)  # the default copy folder, e/coco/images, planted
+    res = sdg("export", "coco", tmp_path / "ds", "--out", tmp_path / "e" / "coco.json")
+    assert res.returncode == 2 and "symbolic link inside the output folder" in res.stderr, res.stderr
+    assert snapshot(target) == before
+
+
+def test_a_caption_beside_an_image_is_read_only_as_a_small_regular_file(tmp_path):
+    from tests.conftest import noise_png
+    from train.detector.detect import DetectConfig, read_inputs
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        noise_png(tmp_path / "imgs" / f"{i}.png", i, 32)
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = SECRET-VALUE\n")
+    (tmp_path / "imgs" / "0.txt").write_text("a red car")
+    (tmp_path / "imgs" / "1.txt").symlink_to(secret)
+    with (tmp_path / "imgs" / "2.txt").open("wb") as f:
+        f.truncate(600 << 20)  # 600 MB, sparse
+    got = read_inputs(tmp_path / "imgs", DetectConfig())
+    assert [it.caption for it in got.items] == ["a red car"]
+    reasons = sorted(r.reason for r in got.rejects)
+    assert all("is not a regular file of at most 64 KB" in r for r in reasons) and len(reasons) == 2
+    assert "SECRET" not in json.dumps([it.caption for it in got.items])
+
+
+def test_scoring_work_is_bounded_across_images_and_in_agreement(tmp_path):
+    import tracemalloc
+
+    from annotation.agreement import agreement_file
+    from sdg_data.scoring.evaluation import EvalConfig, evaluate_files
+
+    gt, pred = tmp_path / "gt.jsonl", tmp_path / "p.jsonl"
+    gt.write_text("".join(json.dumps({"image_id": f"i{k}", "defects": _flood(300)}) + "\n" for k in range(100)))
+    pred.write_text("".join(json.dumps({"image_id": f"i{k}", "defects": _flood(300)}) + "\n" for k in range(100)))
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="9000000 box pairs to score .* more than max_pairs 5000000"):
+        evaluate_files(gt, pred, None, EvalConfig(embedder="none"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 400e6, peak  # the records were read; no pair was made (9M pairs would be ~2 GB)
+    rows = [{"image_id": "a", "defects": _flood(400), "provenance": {"annotator": f"a{k}"}} for k in range(5)]
+    path = tmp_path / "r.all.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = agreement_file(path)
+    assert report["left_out"]["records_with_more_than_300_boxes"] == 5 and not report["pairs"]
+
+
+def test_a_shard_listed_twice_is_read_once(tmp_path):
+    records = noise_records(tmp_path, n=6)
+    assert sdg("build", records, "--out", tmp_path / "ds", "--test-images", "2").returncode == 0
+    summary_path = tmp_path / "ds" / "meta" / "build.summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["files"] = {c: fs * 50 for c, fs in summary["files"].items()}
+    summary_path.write_text(json.dumps(summary))
+    from sdg_data.io.arrow import read_split
+
+    assert len(read_split(tmp_path / "ds", "all")) == 6
+
+
+def test_a_distill_cache_folder_link_or_a_malformed_entry_is_a_miss(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, _ = sample_copy(work, 2)
+    assert sdg("distill", good, "--out", work / "out").returncode == 0
+    entry = next((work / "out" / "cache").rglob("*.json"))
+    if entry.name == "usage.jsonl":
+        entry = next(p for p in (work / "out" / "cache").rglob("*.json") if p.parent.name != "cache")
+    planted = json.loads(entry.read_text())
+    planted["record"]["think"] = "PLANTED"
+    moved = tmp_path / "moved"
+    entry.parent.rename(moved)
+    (moved / entry.name).write_text(json.dumps(planted))
+    entry.parent.symlink_to(moved)  # the entry's folder, not the entry, is the link
+    assert sdg("distill", good, "--out", work / "out").returncode == 2  # a link below the output: refused
+    entry.parent.unlink()
+    entry.parent.mkdir()
+    entry.write_text(json.dumps({**planted, "attempts": [1]}))  # malformed: a miss, the work redone
+    res = sdg("distill", good, "--out", work / "out")
+    assert res.returncode == 0 and "PLANTED" not in (work / "out" / "distilled.jsonl").read_text(), res.stderr
+
+
+def test_pull_reads_an_odd_task_without_crashing(tmp_path):
+    task = {"id": 1, "data": "not an object", "annotations": []}
+    ann = {"id": 5, "completed_by": 1, "was_cancelled": "false", "result": []}
+    ok = {"id": 2, "data": {"image": "https://example.org/a.png", "image_id": "a", "caption": "c"},
+          "annotations": [ann]}  # fmt: skip
+    (tmp_path / "export.json").write_text(json.dumps([task, ok]))
+    res = sdg("annotate", "pull", "--from-export", tmp_path / "export.json", "--out", tmp_path / "r.jsonl",
+              cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in rows] == ["a"]  # "false" as text is no skip
+
+
+@pytest.mark.parametrize("field, size", [("image_id", 513), ("generator", 257), ("caption", 20_001)])
+def test_text_fields_are_bounded(field, size):
+    from sdg_data.records import ImageRecord, RecordError
+
+    obj = {"image_id": "a", "defects": [], field: "x" * size}
+    with pytest.raises(RecordError, match=f"{size} characters, more than {size - 1}"):
+        ImageRecord.from_json(obj)

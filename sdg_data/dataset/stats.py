@@ -170,7 +170,7 @@ def format_stats(s: dict[str, Any]) -> str:
     for k in COMPOSITION:
         lines.append(f"  {k:<18} {s['composition'][k]:>7}  {s['composition_pct'][k]:5.1f}%")
     lines += ["", f"  {'generator':<20} {'images':>7} {'artifact/img':>13} {'misalign/img':>13}"]
-    for g, v in s["by_generator"].items():
+    for g, v in ((g, s["by_generator"][g]) for g in _top_generators(s)):
         lines.append(
             f"  {g:<20} {v['images']:>7} {v['artifact_per_image']:>13.2f} {v['misalignment_per_image']:>13.2f}"
         )
@@ -253,7 +253,7 @@ def _plots(s: dict[str, Any]) -> list[tuple[str, str]]:
             color=["#999", "#a5a", "#55d", "#d55", "#7a7"])  # fmt: skip
     ax.set_xlabel("% of images")
     out.append(("Composition", _png(fig)))
-    gens = list(s["by_generator"])
+    gens = _top_generators(s)
     if gens:
         fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(gens) * 2))
         y = np.arange(len(gens))
@@ -298,6 +298,20 @@ def _plain(text: str) -> str:
     """Text for a plot shown as written: matplotlib reads ``$...$`` as mathtext (a generator named ``$\\x$`` would
     fail the whole report), so every dollar sign is escaped."""
     return str(text).replace("$", r"\$")
+
+
+PER_GENERATOR_SHOWN = 30  # generators in the per-generator plots and tables (the report stays bounded)
+
+
+def _top_generators(s: dict[str, Any]) -> list[str]:
+    """The generators the per-generator plots and tables show: the most frequent, at most PER_GENERATOR_SHOWN."""
+    gens = sorted(s["by_generator"], key=lambda g: (-s["by_generator"][g]["images"], g))
+    return gens[:PER_GENERATOR_SHOWN]
+
+
+def _shown_note(s: dict[str, Any]) -> str:
+    n = len(s["by_generator"])
+    return f" (the {PER_GENERATOR_SHOWN} most frequent of {n})" if n > PER_GENERATOR_SHOWN else ""
 
 
 THUMB_SIDE, FULL_SIDE = 420, 1024  # gallery thumbnails and the full view, in pixels (the longer side)
@@ -418,14 +432,16 @@ def report_html(s: dict[str, Any]) -> str:
     img, dfs, rejects = s["_raw"]["images"], s["_raw"]["defects"], s["_raw"]["rejects"]
     tables = [_table(_composition(img, None), "Composition, all images")] if len(img) else []
     if len(img):
-        tables.append(_table(_composition(img, "generator"), "Composition by generator"))
-        tables.append(_table(_composition(img, "split"), "Composition by split"))
+        all_img, img = img, img[img["generator"].isin(_top_generators(s))]  # per-generator rows: the most frequent
+        tables.append(_table(_composition(img, "generator"), f"Composition by generator{_shown_note(s)}"))
+        tables.append(_table(_composition(all_img, "split"), "Composition by split"))
         per = img.groupby("generator")[[f"boxes_{lab}" for lab in LABELS] + ["boxes"]].agg(["mean", "max"])
         per.columns = [f"{a.removeprefix('boxes_') or 'all'} {b}" for a, b in per.columns]
         tables.append(_table(per.round(3), "Boxes per image by generator (mean, max)"))
-        dist = pd.crosstab(img["generator"], img["boxes"].clip(upper=4).map(lambda v: "4+" if v == 4 else str(v)))
+        boxes = img["boxes"].dropna().astype(int).clip(upper=4)  # annotated images only
+        dist = pd.crosstab(img.loc[boxes.index, "generator"], boxes.map(lambda v: "4+" if v == 4 else str(v)))
         tables.append(_table(dist, "Images by number of boxes"))
-        cov = img[[f"covered_{lab}" for lab in LABELS] + ["covered_all"]]
+        cov = all_img[[f"covered_{lab}" for lab in LABELS] + ["covered_all"]]
         cov.columns = [c.removeprefix("covered_") for c in cov.columns]
         tables.append(_table(cov.describe(percentiles=[0.5, 0.9]).T.round(4),
                              "Share of the image covered by defects (union of boxes, overlaps once)"))  # fmt: skip

@@ -46,8 +46,8 @@ def export_coco(
     folder = out_json.parent
     is_dataset = input_kind(Path(source)) in ("dataset", "images")
     copy_to = Path(copy_images) if copy_images else (out_json.with_suffix("") / "images" if is_dataset else None)
-    if copy_to is not None:
-        output_root(copy_to)  # the copies land below it, never through a link
+    if copy_to is not None:  # the copies land below it, never through a link: the folder the user named is the root
+        output_root(copy_images if copy_images else folder)
     images, annotations, rejects = [], [], []
     # every file the run reads, known before the first copy: a copy named after another record's id must never
     # replace a source image (ids and file names can cross when --copy-images is the source folder)

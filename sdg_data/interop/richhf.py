@@ -240,10 +240,14 @@ def import_richhf(tfrecord: str | Path, out: str | Path, cfg: RichHFConfig) -> d
             img = load_image(name, resolver)
             caption = captions.get(name)
             side = (root / name).with_suffix(".txt")
-            if caption is None and side.is_file():
-                caption = side.read_text(encoding="utf-8").strip()
+            why = ""
+            if caption is None:
+                from sdg_data.io.sidecar import read_caption
+
+                caption, why = read_caption(side)
             if not caption:
-                raise ValueError(f"no caption for {name} (give --captions or put {side.name} beside the image)")
+                raise ValueError(f"no caption for {name} ({why or 'empty'}; give --captions or a {side.name} beside "
+                                 "the image)")  # fmt: skip
             maps = {t: _decode_map(ex.get(key), key) for t, key in MAPS.items()}
             scores = _scores(ex)
         except (ImageError, ValueError, OSError) as exc:

@@ -109,7 +109,7 @@ def dataset_shards(folder: str | Path, config: str, split: str | None = None) ->
             paths = sorted(p for p in folder.rglob("*.parquet") if inside(folder, str(p.relative_to(folder))))
     if split is not None:
         paths = [p for p in paths if p.name.startswith(f"{split}-") or p.parent.name == split]
-    return [p for p in paths if _regular(p)]
+    return [p for p in dict.fromkeys(paths) if _regular(p)]  # a shard listed twice is read once
 
 
 def split_shards(folder: str | Path, split: str) -> list[Path]:

@@ -59,6 +59,25 @@ def read_regular(path: str | Path, cap: int = SIDECAR_MAX_BYTES) -> bytes | None
         os.close(fd)
 
 
+CAPTION_MAX_BYTES = 64 << 10  # a prompt is a sentence or a paragraph
+
+
+def read_caption(path: str | Path) -> tuple[str | None, str]:
+    """The caption in a ``NAME.txt`` beside an image, and why not when there is none usable: the file must be a
+    regular file reached without a link (a link to a secret would send it to a teacher or a detector server), of at
+    most 64 KB, in UTF-8."""
+    p = Path(path)
+    if not os.path.lexists(p):
+        return None, f"{p.name} is missing"
+    data = read_regular(p, CAPTION_MAX_BYTES)
+    if data is None:
+        return None, f"{p.name} is not a regular file of at most {CAPTION_MAX_BYTES // 1024} KB (a link is not read)"
+    try:
+        return data.decode("utf-8").strip(), ""
+    except UnicodeDecodeError:
+        return None, f"{p.name} is not UTF-8 text"
+
+
 def read_json_object(path: str | Path, cap: int = SIDECAR_MAX_BYTES) -> dict[str, Any] | None:
     """A JSON object from a sidecar file (see :func:`read_regular`), or None when it is absent, not a regular
     file, too large, or not a JSON object."""

@@ -105,6 +105,15 @@ class EvalConfig:
             )
         },
     )
+    max_pairs: Positive = field(
+        default=5_000_000,
+        metadata={
+            "help": (
+                "Box pairs a run scores in all (a ground-truth box and a prediction of one image and type; ~200 "
+                "bytes each): more is an error before any is made, so a run's memory stays bounded."
+            )
+        },
+    )
     bootstrap: Draws = field(
         default=0,
         metadata={
@@ -399,6 +408,21 @@ def require_shared_ids(gt: list[ImageRecord], preds: dict[str, Any], stats: dict
         )
 
 
+def require_pairs_within(gt: Sequence[ImageRecord], preds: Mapping[str, Any], most: int, pred_path: Any) -> None:
+    """Refuse, before any pair is made, a run whose same-image-and-type box pairs exceed ``most`` (each holds an
+    IoU, indices and, for matching, a cost: memory grows with their number, not with the images')."""
+    total = 0
+    for rec in gt:
+        got = preds.get(rec.image_id)
+        if not got or not rec.defects:
+            continue
+        for label in LABELS:
+            total += sum(d.label == label for d in rec.defects) * sum(d.label == label for d in got)
+    if total > most:
+        raise ValueError(f"{pred_path}: {total} box pairs to score (images with many boxes on both sides), more than "
+                         f"max_pairs {most}; score fewer images at once or raise --max-pairs")  # fmt: skip
+
+
 def evaluate_files(
     gt_path: str | Path, pred_path: str | Path, out_path: str | Path | None, cfg: EvalConfig
 ) -> dict[str, Any]:
@@ -426,6 +450,7 @@ def evaluate_files(
     for iid in unannotated:
         preds.pop(iid, None)
     require_shared_ids(gt, preds, stats, pred_path)
+    require_pairs_within(gt, preds, cfg.max_pairs, pred_path)
     embedder = load_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, max_length=cfg.embed_max_length)
     table = ScoringTable.build(gt, preds)  # the records' boxes as columns, shared by every scorer below
     report = evaluate(gt, preds, cfg, embedder, table)

@@ -306,6 +306,7 @@ class SDGReward:
 
 
 _BREAKDOWN_FIELDS = [f.name for f in fields(RewardBreakdown)]
+MAX_FILE_PAIRS = 5_000_000  # sdg reward on a file: every ground-truth x prediction pair at once (~200 bytes each)
 
 
 def breakdown_row(image_id: str, r: RewardBreakdown) -> Mapping[str, Any]:
@@ -374,6 +375,11 @@ def reward_files(
     if not ids:
         why = f" ({skipped} for images not annotated)" if skipped else ""
         raise InputError(f"{pred_path}: no predictions{why}; nothing to score")
+    pairs = sum(len(gt[i]) * len(p.defects) for i, p in zip(ids, parsed))
+    if pairs > MAX_FILE_PAIRS:  # memory grows with the pairs: refused before any is made
+        raise InputError(
+            f"{pred_path}: {pairs} box pairs to score, more than {MAX_FILE_PAIRS}; score the file in parts"
+        )
     emb = load_embedder(embedder) if embedder else None
     results = score(parsed, [gt[i] for i in ids], emb, cfg)
     rows = [{**breakdown_row(i, r), "coercions": p.coercions} for i, r, p in zip(ids, results, parsed)]

@@ -154,13 +154,13 @@ def _folder_items(root: Path, cfg: DetectConfig) -> Inputs:
         except PathError as exc:
             out.rejects.append(Reject(f"image: {exc}", "detect", iid, str(p)))
             continue
-        side = p.with_suffix(".txt")
-        if side.is_file():
-            caption = side.read_text(encoding="utf-8").strip()
-        elif cfg.allow_missing_caption:
+        from sdg_data.io.sidecar import read_caption
+
+        caption, why = read_caption(p.with_suffix(".txt"))
+        if caption is None and cfg.allow_missing_caption:
             caption = ""
-        else:
-            out.rejects.append(Reject(f"no caption: {side.name} is missing", "detect", iid, str(p)))
+        elif caption is None:
+            out.rejects.append(Reject(f"no caption: {why}", "detect", iid, str(p)))
             continue
         out.items.append(Item(iid, caption, None, str(p), path=p))
     if out.read == 0:
