@@ -128,7 +128,7 @@ def quick_help(script: str) -> str:
             if not f.metadata.get("help"):
                 continue  # inherited plumbing (trl's own script arguments) is in --help-all
             default = f.default if f.default is not dataclasses.MISSING else None
-            row(f"--{f.name.replace('_', '-')}", f"{f.metadata['help']} (default: {default})")
+            row(f"--{f.name.replace('_', '-')}", f"{f.metadata['help']}  [default: {default}]")
     lines.append("")
     if _TRL[script]:
         tail = (f"Every option of {_TRL[script]} (learning rate, batch sizes, precision, ...) is a flag and a recipe "

@@ -170,9 +170,9 @@ def _default_text(f: dataclasses.Field) -> str:
         return ""
     if isinstance(value, float):
         value = f"{value:.6g}"
-    if value is None or value == []:
-        return " (default: unset)" if value is None else " (default: none)"
-    return f" (default: {value})"
+    if value is None or value == []:  # square brackets, as click marks [required]: one style for the help's notes
+        return "  [default: unset]" if value is None else "  [default: none]"
+    return f"  [default: {value}]"
 
 
 def config_options(cls: type, exclude: Sequence[str] = ()) -> list[inspect.Parameter]:
