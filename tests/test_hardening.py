@@ -274,7 +274,7 @@ def _key_env(tmp_path) -> dict[str, str]:
     return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
 
 
-@pytest.mark.parametrize("bad", ["empty", "short", "link", "world-readable", "folder"])
+@pytest.mark.parametrize("bad", ["empty", "short", "link", "world-readable", "folder", "hardlink", "zeros", "shared"])
 def test_a_key_that_is_not_private_whole_and_ours_vouches_for_nothing(tmp_path, monkeypatch, bad, capsys):
     from sdg_data.io import paths
 
@@ -292,6 +292,17 @@ def test_a_key_that_is_not_private_whole_and_ours_vouches_for_nothing(tmp_path, 
     elif bad == "world-readable":
         key.write_bytes(os.urandom(32))
         os.chmod(key, 0o644)
+    elif bad == "hardlink":
+        key.write_bytes(os.urandom(32))
+        os.chmod(key, 0o600)
+        os.link(key, tmp_path / "another-name")
+    elif bad == "zeros":
+        key.write_bytes(bytes(32))
+        os.chmod(key, 0o600)
+    elif bad == "shared":
+        key.write_bytes(os.urandom(32))
+        os.chmod(key, 0o600)
+        os.chmod(key.parent, 0o777)
     else:
         key.mkdir()
     if bad in ("empty", "short"):
@@ -575,6 +586,20 @@ def test_integer_settings_name_the_field_for_inf_and_nan(tmp_path):
         recipe.write_text(f"embed_batch_size: {value}\n")
         res = sdg("eval", "--gt", DEMO / "gt.jsonl", "--pred", DEMO / "pred.jsonl", "--config", recipe)
         assert res.returncode == 2 and "EvalConfig.embed_batch_size must be an int" in res.stderr, res.stderr
+
+
+def test_a_good_run_clears_every_failed_runs_reports(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    good, bad = sample_copy(work)
+    out = work / "out"
+    assert sdg("distill", good, "--out", out).returncode == 0
+    (out / "failed-run").write_text("someone's file")
+    assert sdg("distill", bad, "--out", out).returncode != 0
+    assert (out / "failed-run-1" / "distill.rejects.jsonl").is_file()
+    assert sdg("distill", good, "--out", out).returncode == 0
+    assert not (out / "failed-run-1" / "distill.rejects.jsonl").exists()
+    assert (out / "failed-run").read_text() == "someone's file"
 
 
 def test_a_failed_run_that_is_a_file_keeps_the_failed_runs_reports(tmp_path):

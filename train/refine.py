@@ -284,12 +284,12 @@ def _run_settings(cfg: RefineConfig, model: str) -> dict[str, Any]:
 def _same_run(out: Path, settings: dict[str, Any]) -> None:
     """Record this run's settings in ``OUT/refine.run.json``, or refuse when the folder's finished edits were made
     with others: they would be reused as if they were this run's (another mode's or backend's edits)."""
-    import json
 
     from sdg_data.io.files import write_json
+    from sdg_data.io.sidecar import read_json_object
 
     path = out / "refine.run.json"
-    before = json.loads(path.read_text()) if path.is_file() else None
+    before = read_json_object(path)  # a regular file only, capped: a link or a list there is no earlier run
     rows = out / "refine.rows.jsonl"
     if before is not None and before != settings and rows.is_file() and rows.stat().st_size > 0:
         diff = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v)

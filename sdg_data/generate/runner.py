@@ -25,9 +25,9 @@ from sdg_data.config import Count, Fraction, NonNegative, Positive
 from sdg_data.generate.prompts import Prompt, decide_split, read_prompts
 from sdg_data.generate.registry import GeneratorSpec, resolve, slug
 from sdg_data.io.files import AppendSink, atomic_file, read_finished, sweep_stale_temps, write_json, write_jsonl
-from sdg_data.io.jsonl import iter_jsonl
 from sdg_data.io.progress import progress_bar
 from sdg_data.io.report import StageReport
+from sdg_data.io.sidecar import iter_json_lines, read_json_object
 from sdg_data.records import REJECT_KEYS, ImageRecord, Reject
 from sdg_data.splits import PAPER_TEST_FRACTION
 
@@ -595,8 +595,9 @@ def _merge(
     done = _finished(out)
     failed: dict[str, dict[str, Any]] = {}
     for f in sorted(out.glob("rejects.rank*.jsonl")):
-        for _, obj in iter_jsonl(f):
-            failed[obj["image_id"]] = obj
+        for obj in iter_json_lines(f)[0]:  # a regular file only; a malformed line is no failure of ours
+            if isinstance(obj.get("image_id"), str):
+                failed[obj["image_id"]] = obj
     rows, fails, missing = [], [], []
     for it in items:
         if it.image_id in done and (out / it.rel_path).is_file():
@@ -610,7 +611,7 @@ def _merge(
     for r in rows:
         per_gen[r["generator"]] += 1
         per_split[r["split"]] += 1
-    rank_summaries = [json.loads(p.read_text()) for p in sorted(out.glob("summary.rank*.json"))]
+    rank_summaries = [s for p in sorted(out.glob("summary.rank*.json")) if (s := read_json_object(p)) is not None]
     # the units of work: every planned image, and every prompt row that planned none (rejected)
     report = StageReport("generate", read=len(items) + len(prompt_rejects), kept=len(rows), left_out=len(missing))
     report.add(prompt_rejects)

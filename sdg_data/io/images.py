@@ -88,9 +88,12 @@ class _VerifiedCache:
 
     def _open(self) -> sqlite3.Connection | None:
         if self.db is None and not self.failed:
-            folder = Path(os.environ.get("SDG_CACHE_DIR") or Path.home() / ".cache" / "sdg")
+            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            folder = Path(os.environ.get("SDG_CACHE_DIR") or Path(base) / "sdg")
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if folder.is_symlink() or (folder.stat().st_mode & 0o022):  # shared or linked: not trusted
+                    raise OSError(f"{folder} is a link or writable by others")
                 db = sqlite3.connect(folder / "verified-images.sqlite3", check_same_thread=False, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")

@@ -76,6 +76,7 @@ def _usable_key(path: Path) -> bytes | None:
         st = os.fstat(fd)
         why = (
             "is not a regular file" if not stat.S_ISREG(st.st_mode)
+            else "has other hard links" if st.st_nlink != 1
             else "is not owned by you" if hasattr(os, "getuid") and st.st_uid != os.getuid()
             else f"is readable by others (mode {stat.S_IMODE(st.st_mode):o}; chmod 600 it)" if st.st_mode & 0o077
             else f"is {st.st_size} bytes, not {KEY_BYTES}" if st.st_size != KEY_BYTES
@@ -86,6 +87,12 @@ def _usable_key(path: Path) -> bytes | None:
         os.close(fd)
     if why is None and len(key) != KEY_BYTES:
         why = f"holds {len(key)} bytes, not {KEY_BYTES}"
+    if why is None and len(set(key)) < 8:  # all zeros, or a few repeated bytes: not random, guessable
+        why = "is not random (too few distinct bytes)"
+    if why is None:
+        folder = os.lstat(path.parent)
+        if stat.S_ISLNK(folder.st_mode) or folder.st_mode & 0o022:
+            why = f"lies in {path.parent}, which is a link or writable by others"
     if why:
         _warn(f"provenance key {path} {why}: it is not used, no folder is vouched for (remove it to make a new one)")
         return None

@@ -94,9 +94,11 @@ class StageReport:
         if self.failed:
             if _kept_before(self.paths(folder, prefix)[1]):  # a good run's reports are there: leave them
                 folder = failed_run_folder(folder)
-        elif _real_folder(folder / FAILED_RUN):  # a link or a file there is left alone, never followed
-            for stale in self.paths(folder / FAILED_RUN, prefix):
-                remove_output(stale)
+        else:  # a good run clears every failed run's reports (failed-run/, failed-run-N/); links are left alone
+            for place in [folder / FAILED_RUN, *sorted(folder.glob(f"{FAILED_RUN}-*"))]:
+                if _real_folder(place):
+                    for stale in self.paths(place, prefix):
+                        remove_output(stale)
         rejects_path, summary_path = self.paths(folder, prefix)
         write_jsonl(rejects_path, (r.to_json() for r in self.rejects))
         summary = self.summary()

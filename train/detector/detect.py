@@ -422,7 +422,7 @@ def detect(source: str | Path, out_dir: str | Path, cfg: DetectConfig) -> dict[s
         report.reject(why, iid, by_id[iid].source if iid in by_id else None)
     if not report.failed:  # a run that kept nothing leaves the predictions file as it was
         write_jsonl(pred_path, (done[i] for i in order))
-    n_ok = sum(done[i]["format_ok"] for i in order)
+    n_ok = sum(done[i].get("format_ok") is True for i in order)  # a resumed row is read as written, not trusted
     report.extras = {
         "source": str(source),
         "predicted": len(order),
