@@ -21,6 +21,7 @@ from sdg_data.io.files import write_json
 from sdg_data.matching import match
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.evaluation import EvalConfig, evaluate
+from sdg_data.scoring.table import MAX_BOXES  # boxes per annotation compared, as sdg eval's default
 
 
 def matched_boxes(a: ImageRecord, b: ImageRecord) -> list[tuple[str, Defect, Defect]]:
@@ -64,7 +65,6 @@ def _scores(refs: list[ImageRecord], others: dict[str, ImageRecord]) -> dict[str
 
 
 MAX_ANNOTATORS_PER_IMAGE = 20  # the pairs of one image grow with its annotators squared
-MAX_BOXES = 300  # boxes per annotation compared (as sdg eval's max_boxes): pairs grow with their product
 
 
 def agreement(all_records: list[ImageRecord], max_per_image: int = MAX_ANNOTATORS_PER_IMAGE) -> dict[str, Any]:

@@ -588,21 +588,7 @@ def test_integer_settings_name_the_field_for_inf_and_nan(tmp_path):
         assert res.returncode == 2 and "EvalConfig.embed_batch_size must be an int" in res.stderr, res.stderr
 
 
-def test_a_good_run_clears_every_failed_runs_reports(tmp_path):
-    work = tmp_path / "w"
-    work.mkdir()
-    good, bad = sample_copy(work)
-    out = work / "out"
-    assert sdg("distill", good, "--out", out).returncode == 0
-    (out / "failed-run").write_text("someone's file")
-    assert sdg("distill", bad, "--out", out).returncode != 0
-    assert (out / "failed-run-1" / "distill.rejects.jsonl").is_file()
-    assert sdg("distill", good, "--out", out).returncode == 0
-    assert not (out / "failed-run-1" / "distill.rejects.jsonl").exists()
-    assert (out / "failed-run").read_text() == "someone's file"
-
-
-def test_a_failed_run_that_is_a_file_keeps_the_failed_runs_reports(tmp_path):
+def test_a_failed_run_that_is_a_file_keeps_its_reports_and_a_good_run_clears_them(tmp_path):
     work = tmp_path / "w"
     work.mkdir()
     good, bad = sample_copy(work)
@@ -612,6 +598,9 @@ def test_a_failed_run_that_is_a_file_keeps_the_failed_runs_reports(tmp_path):
     res = sdg("distill", bad, "--out", out)
     assert res.returncode != 0 and "File exists" not in res.stderr, res.stderr
     assert (out / "failed-run-1" / "distill.rejects.jsonl").is_file()
+    assert (out / "failed-run").read_text() == "someone's file"
+    assert sdg("distill", good, "--out", out).returncode == 0  # a good run clears every failed run's reports
+    assert not (out / "failed-run-1" / "distill.rejects.jsonl").exists()
     assert (out / "failed-run").read_text() == "someone's file"
 
 

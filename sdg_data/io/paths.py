@@ -161,11 +161,20 @@ def _identity(path: str) -> list[int] | None:
     return [st.st_dev, st.st_ino] if os.path.isdir(path) and os.path.realpath(path) == path else None
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
 def _digest(path: str | Path) -> str | None:
+    """The records file's SHA-256, once per version of the file in this process: a stage resolves its input's
+    roots several times (screening, then each file a record names), and a 30K-line file is not hashed each time."""
     from sdg_data.io.sidecar import file_digest
 
     try:
-        return file_digest(Path(path))
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = file_digest(Path(path))
+        return _DIGESTS[key]
     except OSError:
         return None
 

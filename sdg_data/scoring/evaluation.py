@@ -31,7 +31,7 @@ from sdg_data.io.arrow import SplitName
 from sdg_data.matching import MatchMethod, clear_assignments, match, match_lone
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.embedding import CachedEmbedder
-from sdg_data.scoring.table import ScoringTable, described_pairs
+from sdg_data.scoring.table import MAX_BOXES, MAX_PAIRS, ScoringTable, described_pairs
 
 
 THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
@@ -97,7 +97,7 @@ class EvalConfig:
         },
     )
     max_boxes: BoxLimit = field(
-        default=300,
+        default=MAX_BOXES,
         metadata={
             "help": (
                 "Boxes per image a score takes (matching is quadratic in them): a prediction with more is a format "
@@ -106,7 +106,7 @@ class EvalConfig:
         },
     )
     max_pairs: Positive = field(
-        default=5_000_000,
+        default=MAX_PAIRS,
         metadata={
             "help": (
                 "Box pairs a run scores in all (a ground-truth box and a prediction of one image and type; ~200 "

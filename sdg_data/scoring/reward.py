@@ -33,6 +33,7 @@ from sdg_data.io.gc_pause import gc_paused
 from sdg_data.matching import hungarian
 from sdg_data.records import Defect, RecordError
 from sdg_data.scoring.embedding import CachedEmbedder, load_embedder
+from sdg_data.scoring.table import MAX_BOXES, MAX_PAIRS
 
 
 @dataclass
@@ -58,7 +59,7 @@ class RewardConfig:
     )
     box_order: BoxOrder = field(default="xyxy", metadata={"help": "Coordinate order the policy writes box_2d in."})
     max_boxes: BoxLimit = field(
-        default=300,
+        default=MAX_BOXES,
         metadata={"help": "Boxes a completion may hold: more is a format failure (matching is quadratic in them)."},
     )
 
@@ -306,7 +307,6 @@ class SDGReward:
 
 
 _BREAKDOWN_FIELDS = [f.name for f in fields(RewardBreakdown)]
-MAX_FILE_PAIRS = 5_000_000  # sdg reward on a file: every ground-truth x prediction pair at once (~200 bytes each)
 
 
 def breakdown_row(image_id: str, r: RewardBreakdown) -> Mapping[str, Any]:
@@ -376,10 +376,8 @@ def reward_files(
         why = f" ({skipped} for images not annotated)" if skipped else ""
         raise InputError(f"{pred_path}: no predictions{why}; nothing to score")
     pairs = sum(len(gt[i]) * len(p.defects) for i, p in zip(ids, parsed))
-    if pairs > MAX_FILE_PAIRS:  # memory grows with the pairs: refused before any is made
-        raise InputError(
-            f"{pred_path}: {pairs} box pairs to score, more than {MAX_FILE_PAIRS}; score the file in parts"
-        )
+    if pairs > MAX_PAIRS:  # memory grows with the pairs: refused before any is made
+        raise InputError(f"{pred_path}: {pairs} box pairs to score, more than {MAX_PAIRS}; score the file in parts")
     emb = load_embedder(embedder) if embedder else None
     results = score(parsed, [gt[i] for i in ids], emb, cfg)
     rows = [{**breakdown_row(i, r), "coercions": p.coercions} for i, r, p in zip(ids, results, parsed)]

@@ -24,6 +24,8 @@ from sdg_data.records import LABELS, Defect, ImageRecord
 
 
 NO_SCORE = -1.0  # a box without importance ranks after every scored one (importance is 1-100)
+MAX_BOXES = 300  # boxes per image a score takes by default: matching is quadratic in them
+MAX_PAIRS = 5_000_000  # same-image-and-type box pairs a run scores at most by default (~200 bytes each, ~1 GB)
 
 
 @dataclass
