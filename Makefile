@@ -73,6 +73,7 @@ bench: $(STAMP) $(LS_STAMP)
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_annotate.py
 	$(BIN)/python bench/bench_team.py
+	$(BIN)/python bench/bench_quality.py
 	$(BIN)/python bench/bench_boxflow.py
 
 # The GPU check (bench/gpu_check.py, about 41 MB of wheels): the device machine has Python 3.12 with torch,

@@ -23,13 +23,17 @@ SERVE = ("host", "port", "data_dir", "database", "label_studio_bin", "image_root
 # recipe may still hold them all: one AnnotateConfig for the team).
 CLIENT = ("url", "token_env", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s", "project_title",
           "data_dir", "image_root")  # fmt: skip
-PULL = ("consolidation", "primary_annotators", "reviewers", "check_image_size")
+PULL = ("consolidation", "primary_annotators", "reviewers", "check_image_size", "consensus_iou", "consensus_quorum",
+        "consensus_weights", "embedder", "gold_file", "work_dir", "gold_min_tasks", "gold_min_score")  # fmt: skip
+GOLD = ("gold_file", "gold_share", "team_size", "work_dir", "chunk_size")
 OWN = {
-    "init": (*CLIENT, "overlap", "guidelines"),
-    "push": (*CLIENT, "chunk_size", "work_dir"),
+    "init": (*CLIENT, "overlap", "guidelines", "side_panels"),
+    "push": (*CLIENT, "chunk_size", "work_dir", "gold_file", "gold_share", "team_size"),
+    "gold-add": (*CLIENT, *GOLD),
+    "escalate": (*CLIENT, *PULL, "escalate_below", "escalate_max"),
     "predict": (*CLIENT, "chunk_size", "work_dir"),
     "pull": (*CLIENT, *PULL),
-    "status": (*CLIENT, *PULL, "overlap"),
+    "status": (*CLIENT, *PULL, "overlap", "gold_bootstrap"),
     "disagreements": (*CLIENT, *PULL),
     "judge-init": (*CLIENT, "judge_title", "overlap"),
     "judge-push": (*CLIENT, "judge_title", "judge_seed", "chunk_size", "work_dir"),
@@ -95,20 +99,72 @@ def run_init(cfg: AnnotateConfig) -> None:
     echo(f"annotators sign up with the invite link {invite}" if invite else f"annotators: {INVITE_STEPS}")
 
 
-def run_push(cfg: AnnotateConfig, samples: Path) -> None:
+def run_push(cfg: AnnotateConfig, samples: Path, order: Path | None) -> None:
     """Import images as tasks, idempotent by image_id (a second push creates nothing); checks the server's count.
     Rejects (missing file, path outside the image root, duplicate ids) go to WORK_DIR/SAMPLES.push.rejects.jsonl
-    (outputs/annotate/ by default; never beside the input). Exits 1 when no line could be pushed."""
+    (outputs/annotate/ by default; never beside the input). Exits 1 when no line could be pushed.
+
+    --order puts the images a detector is least sure about first in the queue the server hands out (sdg detect
+    --samples K writes their uncertainty), gold tasks spread through it; the project switches to Label Studio's
+    uncertainty sampling. A later push or gold add keeps that order."""
     from annotation.push import push
+    from annotation.queue import keep_queue, order_queue
     from sdg_data.io.report import require_kept
 
-    s = push(samples, _conn(cfg))
+    conn = _conn(cfg)
+    s = push(samples, conn)
     echo(
         f"read {s['read']}: created {s['created']}, already on the server {s['already_on_server']}, "
         f"rejected {s['rejected']}; {s['tasks_on_server']} tasks in project {s['project']}; "
         f"report: {s['reports']}/{samples.stem}.push.summary.json"
     )
+    if order is not None:
+        q = order_queue(conn, order)
+        echo(
+            f"queue: {q['prioritised']} of {q['tasks']} tasks ordered by {order} ({q['rejected']} lines rejected), "
+            f"{q['gold']} gold tasks, one after every {q['gold_every']} (team of {q['team']}); sampling: uncertainty"
+        )
+    else:
+        q = keep_queue(conn)
+        if q["applied"]:
+            echo(f"queue kept ({q['model_version']}): {q['tasks']} tasks, {q['created']} newly placed")
     require_kept(s, Path(s["reports"]) / f"{samples.stem}.push.rejects.jsonl")
+
+
+def run_gold_add(cfg: AnnotateConfig, records: Path) -> None:
+    """Add reference-annotated images as gold: their records stay in the gold store on this machine (never on the
+    server); their images become ordinary tasks (same data, URL form and prefill as any other), handed to every
+    annotator and spread through the queue so that about gold_share of each annotator's tasks are gold. Status
+    scores each annotator against them; pull keeps gold annotations out of the dataset. A record whose id or file
+    name says gold (gold, honeypot, reference) is refused: annotators see both."""
+    from annotation.queue import add_gold
+
+    from sdg_data.io.report import require_kept
+
+    s = add_gold(_conn(cfg), records)
+    q = s["queue"]
+    echo(
+        f"read {s['read']}: {s['gold_added']} gold tasks added, {s['rejected']} rejected; {s['gold_in_store']} in "
+        f"{s['store']}; every annotator gets them, one after every {q.get('gold_every')} ordinary tasks (team of "
+        f"{q.get('team')}, gold_share {cfg.gold_share})"
+    )
+    require_kept(s, Path(cfg.work_dir) / f"{records.stem}.gold.rejects.jsonl", "gold records")
+
+
+def run_escalate(cfg: AnnotateConfig, out: Path, dry_run: bool) -> None:
+    """One more annotator for each task whose annotators disagree: mean pairwise box F1 below escalate_below and
+    fewer than escalate_max annotators. The server then hands the task to someone who has not done it. OUT lists
+    every compared task with its agreement and the reason for the decision."""
+    from annotation.escalate import escalate
+
+    s = escalate(_conn(cfg), out, dry_run)
+    verb = "would get" if dry_run else "get"
+    echo(
+        f"{s['tasks_compared']} tasks with several annotators; {s['would_escalate']} {verb} one more annotator "
+        f"(agreement < {s['threshold']}, at most {s['escalate_max']}); {s['at_most_already']} below but full -> {out}"
+    )
+    for r in [r for r in s["rows"] if r["escalate"]][:20]:
+        echo(f"  task {r['task_id']}  {r['image_id']}: {r['why']}")
 
 
 def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> None:
@@ -164,11 +220,18 @@ def agreement_cmd(
         max=1000,
         help="An image with more annotators is left out (and counted): its pairs grow with their number squared.",
     ),  # fmt: skip
+    embedder: str = typer.Option(
+        "lexical",
+        "--embedder",
+        help="Description cosine of matched boxes: lexical (offline), a model id or folder (sdg eval's default: "
+        "Qwen/Qwen3-Embedding-0.6B), none.",
+    ),  # fmt: skip
 ) -> None:
-    """Inter-annotator agreement per pair and overall: BoxF1@0.5 and DetTypeF1 per label, importance MAE."""
+    """Inter-annotator agreement per pair and overall: BoxF1@0.5, DetTypeF1, importance MAE and description cosine
+    per label; and each annotator against the consensus of the others on the images they share."""
     from annotation.agreement import agreement_file, format_agreement
 
-    report = agreement_file(annotations, out, max_annotators_per_image)
+    report = agreement_file(annotations, out, max_annotators_per_image, embedder)
     sibling = annotations.with_name(annotations.name.removesuffix(".jsonl") + ".all.jsonl")
     if len(report["annotators"]) < 2 and not annotations.name.endswith(".all.jsonl") and sibling.is_file():
         raise ValueError(
@@ -279,7 +342,24 @@ def register(root: typer.Typer) -> None:
     config_command(app, "stop", AnnotateConfig, run_stop, exclude=_but(("data_dir",)), extra="annotate")
     config_command(app, "init", AnnotateConfig, run_init, exclude=_own("init"), extra="annotate")
     samples = arg("samples", Path, "Records JSONL (sdg generate's manifest.jsonl) or a dataset folder (sdg build).")
-    config_command(app, "push", AnnotateConfig, run_push, [samples], exclude=_own("push"), extra="annotate")
+    order = opt(
+        "order", Optional[Path], "--order",
+        "sdg detect --samples K predictions (or JSONL with image_id and uncertainty): most uncertain first.", None,
+    )  # fmt: skip
+    config_command(app, "push", AnnotateConfig, run_push, [samples, order], exclude=_own("push"), extra="annotate")
+    gold_app = typer.Typer(help="Gold (reference-annotated) tasks mixed through every annotator's queue.",
+                           no_args_is_help=True)  # fmt: skip
+    gold_records = arg("records", Path, "Annotated records JSONL: the reference boxes of each gold image.")
+    config_command(gold_app, "add", AnnotateConfig, run_gold_add, [gold_records], exclude=_own("gold-add"),
+                   extra="annotate")  # fmt: skip
+    app.add_typer(gold_app, name="gold")
+    escalate_params = [
+        opt("out", Path, "--out", "Every compared task with its agreement and the decision (JSONL).",
+            Path("outputs/annotate/escalated.jsonl")),
+        opt("dry_run", bool, "--dry-run", "Say what would be escalated; change nothing on the server.", False),
+    ]  # fmt: skip
+    config_command(app, "escalate", AnnotateConfig, run_escalate, escalate_params, exclude=_own("escalate"),
+                   extra="annotate")  # fmt: skip
     predictions = arg("predictions", Path, "Detector output JSONL: raw 'response' text or 'defects'.")
     version = opt("model_version", str, "--model-version", "Name annotators see on the boxes.")
     config_command(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from annotation.config import AnnotateConfig
-from annotation.labeling import CONFIG_VERSION, LABEL_CONFIG, guidelines_html
+from annotation.labeling import CONFIG_VERSION, guidelines_html, label_config
 
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,16 @@ class Connection:
                 before_retry()
         raise AssertionError("unreachable")
 
-    def get_json(self, what: str, path: str, params: dict[str, Any]) -> Any:
-        """One GET of the API as plain JSON, through :meth:`call` (retries, one-line errors): for listings where
-        the SDK's typed objects or its pager cost more than the fields we read."""
+    def get_json(
+        self, what: str, path: str, params: dict[str, Any] | None = None, method: str = "GET", json: Any = None
+    ) -> Any:
+        """One request of the API as plain JSON (GET unless told), through :meth:`call` (retries, one-line errors):
+        for listings where the SDK's typed objects or its pager cost more than the fields we read, and for fields
+        the SDK does not send (a task's overlap)."""
         http = self.client._client_wrapper.httpx_client
 
         def get() -> Any:
-            resp = http.request(path, method="GET", params=params)
+            resp = http.request(path, method=method, params=params or {}, json=json)
             if resp.status_code >= 400:
                 from label_studio_sdk.core.api_error import ApiError
 
@@ -151,7 +154,7 @@ def ensure_project(conn: Connection) -> tuple[Any, bool]:
     fields: dict[str, Any] = {
         "title": cfg.project_title,
         "description": f"Structured Defect Grounding: boxes with label, description and importance. {PROJECT_TAG}",
-        "label_config": LABEL_CONFIG,
+        "label_config": label_config(cfg.side_panels),
         "expert_instruction": guidelines_html(cfg.guidelines),
         "show_instruction": True,
         "show_collab_predictions": True,

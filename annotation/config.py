@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from sdg_data.config import Bounds, Count, NonNegative, Positive, Seconds
+from sdg_data.config import Bounds, Count, Draws, Fraction, NonNegative, Positive, Seconds
 
 
 @dataclass
@@ -45,14 +45,65 @@ class AnnotateConfig:
     guidelines: str | None = field(
         default=None, metadata={"help": "a markdown file; default annotation/guidelines.md"}
     )
+    side_panels: bool = field(
+        default=False,
+        metadata={
+            "help": "init: keep Label Studio's side panels (region list, details, history) beside the image; off, "
+            "their 320 px go to the image (a box is selected on the image and deleted with Backspace)"
+        },
+    )
     chunk_size: Positive = field(default=2000, metadata={"help": "tasks or predictions per import request"})
     work_dir: str = field(
         default="outputs/annotate",
         metadata={"help": "push and predict write their rejects and summary here (not beside the input)"},
     )
-    consolidation: Literal["primary", "review"] = field(
-        default="primary", metadata={"help": "how pull picks the one record of an image"}
+    consolidation: Literal["primary", "review", "consensus"] = field(
+        default="primary",
+        metadata={
+            "help": "how pull makes the one record of an image: primary (the primary annotators', else the earliest "
+            "annotation), review (the latest review), consensus (boxes a quorum of its annotators drew, merged)"
+        },
     )
+    consensus_iou: Annotated[float, Bounds(gt=0, le=1)] = field(
+        default=0.5, metadata={"help": "consensus: boxes of one label at this IoU or more are the same defect"}
+    )
+    consensus_quorum: Positive | None = field(
+        default=None,
+        metadata={"help": "consensus: annotators a box needs; unset: a majority of the image's annotators"},
+    )
+    consensus_weights: bool = field(
+        default=False,
+        metadata={"help": "consensus: weigh each annotator's vote by their gold score (see gold_min_tasks)"},
+    )
+    embedder: str = field(
+        default="lexical",
+        metadata={
+            "help": "description similarity in gold scores and consensus, with sdg eval's embedders: lexical "
+            "(offline), a model id or folder (Qwen/Qwen3-Embedding-0.6B: sdg eval's default), none to skip"
+        },
+    )
+    gold_file: str | None = field(
+        default=None,
+        metadata={"help": "the gold store (reference records, kept here, never on the server); unset: "
+                  "WORK_DIR/gold/<project title>.jsonl"},
+    )  # fmt: skip
+    gold_share: Annotated[float, Bounds(gt=0, lt=1)] = field(
+        default=0.05, metadata={"help": "the share of each annotator's tasks that are gold"}
+    )
+    gold_min_tasks: Positive = field(
+        default=10, metadata={"help": "gold tasks an annotator does before their score can flag them or weigh"}
+    )
+    gold_min_score: Fraction = field(
+        default=0.3, metadata={"help": "flag an annotator whose gold score (mean BoxF1@0.5 over labels) is below"}
+    )
+    gold_bootstrap: Draws = field(default=1000, metadata={"help": "resamples for the gold scores' 95% intervals"})
+    team_size: Positive | None = field(
+        default=None, metadata={"help": "annotators sharing the queue; unset: the server's accounts but yours"}
+    )
+    escalate_below: Fraction = field(
+        default=0.5, metadata={"help": "escalate: a task whose annotators' mean box F1 is below gets one more"}
+    )
+    escalate_max: Positive = field(default=4, metadata={"help": "escalate: most annotators a task gets"})
     primary_annotators: list[str] = field(
         default_factory=list, metadata={"help": "emails in priority order; default: earliest"}
     )
@@ -86,6 +137,8 @@ class AnnotateConfig:
     def __post_init__(self) -> None:
         if (self.overlap is not None and self.overlap < 1) or self.chunk_size < 1 or self.max_retries < 0:
             raise ValueError("AnnotateConfig: overlap and chunk_size must be >= 1, max_retries >= 0")
+        if self.consolidation != "consensus" and (self.consensus_weights or self.consensus_quorum):
+            raise ValueError("AnnotateConfig: consensus_quorum and consensus_weights need consolidation 'consensus'")
         if self.consolidation == "review" and not self.reviewers:
             raise ValueError("AnnotateConfig: consolidation 'review' needs the reviewers' emails in 'reviewers'")
 

@@ -18,6 +18,7 @@ from itertools import combinations
 from typing import Any
 
 from annotation.agreement import matched_boxes
+from annotation.consensus import latest_per_annotator
 from sdg_data.records import ImageRecord, is_id
 
 
@@ -52,17 +53,6 @@ def pair_agreement(a: ImageRecord, b: ImageRecord) -> dict[str, Any]:
         "importance_diffs": diffs,
         "verdicts_differ": (n[0] == 0) != (n[1] == 0),
     }
-
-
-def latest_per_annotator(records: Iterable[ImageRecord]) -> dict[str, dict[str, ImageRecord]]:
-    """image_id -> annotator -> that annotator's latest annotation of it."""
-    out: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
-    for r in records:
-        who = r.provenance.get("annotator") or "unknown"
-        prev = out[r.image_id].get(who)
-        if prev is None or str(r.provenance.get("updated_at") or "") > str(prev.provenance.get("updated_at") or ""):
-            out[r.image_id][who] = r
-    return out
 
 
 def _active_hours(times: list[datetime], median_lead_s: float) -> float:
@@ -257,12 +247,16 @@ def prefill_stats(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             lead = ann.get("lead_time")
             lead = float(lead) if isinstance(lead, (int, float)) and not isinstance(lead, bool) and lead >= 0 else None
             parent = preds.get(ann["parent_prediction"]) if is_id(ann.get("parent_prediction")) else None
+            version = str((parent or {}).get("model_version") or "?")
+            if parent is not None and version.endswith("+queue"):  # the queue's place holder (annotation.queue)
+                version = version.removesuffix("+queue")
+                parent = parent if parent.get("result") else None  # no prefill behind it: an empty canvas
             if parent is None:
                 if lead is not None:
                     no_prefill_leads.append(lead)
                 continue
             v = by_version.setdefault(
-                str(parent.get("model_version") or "?"),
+                version,
                 {"annotations": 0, "unchanged": 0, "predicted_boxes": 0, "kept": 0, "moved": 0, "edited": 0,
                  "deleted": 0, "added": 0, "leads": []},
             )  # fmt: skip

@@ -14,6 +14,10 @@ from typing import Any
 
 from annotation.client import AnnotateError, Connection, require_project, set_model_version
 from annotation.labeling import IMPORTANCE_MAX, IMPORTANCE_MIN, LABELS
+from annotation.predictions import canonical as _canonical
+from annotation.predictions import each as _each
+from annotation.predictions import import_new as _import_new
+from annotation.predictions import project_predictions
 from annotation.push import server_tasks
 from annotation.uiform import ui_region
 from sdg_data.answer import parse_response
@@ -78,23 +82,6 @@ def read_predictions(path: Path, box_order: str = "xyxy") -> tuple[list[dict[str
     return rows, rejects, len(rows) + len(rejects)
 
 
-def _canonical(result: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(result, option=orjson.OPT_SORT_KEYS)
-
-
-def project_predictions(conn: Connection, project_id: int, model_version: str) -> dict[int, list[Any]]:
-    """task id -> this model version's predictions on it (oldest first), read in one listing."""
-    body = conn.get_json("list predictions", "api/predictions/", {"project": project_id})
-    rows = body.get("results", []) if isinstance(body, dict) else body
-    out: dict[int, list[Any]] = {}
-    for p in sorted(rows, key=lambda p: p.get("id") or 0):
-        if p.get("model_version") == model_version and isinstance(p.get("task"), int):
-            out.setdefault(p["task"], []).append(p)
-    return out
-
-
 def _plan(
     payload: list[dict], existing: dict[int, list[Any]]
 ) -> tuple[list[dict], list[tuple[int, dict]], list[int], int]:
@@ -116,22 +103,6 @@ def _plan(
         else:
             replace.append((keep["id"], item))
     return create, replace, delete, unchanged
-
-
-def _import_new(conn: Connection, project_id: int, create: list[dict]) -> int:
-    """Import the new predictions in chunks; each chunk's count is checked against what the server created."""
-    created = 0
-    for i in range(0, len(create), conn.cfg.chunk_size):
-        chunk = create[i : i + conn.cfg.chunk_size]
-        resp = conn.call(
-            "import predictions",
-            lambda chunk=chunk: conn.client.projects.import_predictions(id=project_id, request=chunk),
-        )
-        got = getattr(resp, "created", None)
-        if got != len(chunk):
-            raise AnnotateError(f"import predictions: sent {len(chunk)}, the server created {got}")
-        created += got
-    return created
 
 
 def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str | Path | None = None) -> dict:
@@ -169,6 +140,11 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
     shown_before = getattr(project, "model_version", None)
     if kept and shown_before != model_version:  # the server accepts a version only once it holds its predictions
         set_model_version(conn, project, model_version)
+    queue = {"applied": False}
+    if kept:  # a project with a queue (push --order, gold) keeps it, now carrying this prefill
+        from annotation.queue import keep_queue
+
+        queue = keep_queue(conn)
     report = StageReport("predict", read=n, kept=kept)
     report.add(rejects)
     report.extras = {
@@ -178,7 +154,8 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
         "unchanged": unchanged,
         "repeats_removed": len(delete),
         "model_version": model_version,
-        "model_version_shown": model_version if kept else shown_before,
+        "model_version_shown": (queue.get("model_version") or model_version) if kept else shown_before,
+        "queue": queue,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if not kept:
@@ -187,14 +164,3 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
     summary = report.write(folder, prefix=f"{path.stem}.")
     summary["reports"] = str(folder)
     return summary
-
-
-def _each(conn: Connection, what: str, items: list[tuple[int, Any]], fn) -> None:
-    """One request per item, four in flight (a rerun over 30K tasks replaces in minutes, not tens of minutes)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not items:
-        return
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for f in [pool.submit(conn.call, what, lambda pid=pid, item=item: fn(pid, item)) for pid, item in items]:
-            f.result()

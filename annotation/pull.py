@@ -345,8 +345,10 @@ def convert_export(
     users: Mapping[int, str] | None = None,
     doc_root: Path | None = None,
     only_reviewed: bool = False,
+    one_per_image: bool = True,
 ) -> dict[str, Any]:
-    """Every annotation of every task -> records, rejects and counts (see the module docstring). With
+    """Every annotation of every task -> records, rejects and counts (see the module docstring); annotations of
+    gold tasks go to ``gold``, never to the records. ``one_per_image=False`` skips the consolidation. With
     ``only_reviewed`` the one-per-image output holds only images a reviewer annotated, with the review's record
     (the review pass); the others stay in ``all`` and are counted as ``unreviewed_images``."""
     if only_reviewed and not cfg.reviewers:
@@ -394,12 +396,22 @@ def convert_export(
         counts["images_missing"] = len(missing)
         if missing:
             counts["image_missing_example"] = missing[0]
+    from annotation.gold import read_gold, split_gold
+
+    gold_ref = read_gold(cfg)
+    all_records, gold_anns = split_gold(all_records, set(gold_ref))  # never ordinary annotations
+    counts["gold_annotations"] = len(gold_anns)
     by_image: dict[str, list[ImageRecord]] = defaultdict(list)
     for r in all_records:
         by_image[r.image_id].append(r)
     if only_reviewed:
         cfg = replace(cfg, consolidation="review")
-    consolidated = [consolidate(rs, cfg) for rs in by_image.values()]
+    if not one_per_image:
+        consolidated = []
+    elif cfg.consolidation == "consensus":
+        consolidated = _consensus(by_image, all_records, gold_ref, gold_anns, cfg, counts)
+    else:
+        consolidated = [consolidate(rs, cfg) for rs in by_image.values()]
     if only_reviewed:
         reviewed = [r for r in consolidated if r.provenance["consolidation"]["rule"] == "latest review"]
         counts["unreviewed_images"] = len(consolidated) - len(reviewed)
@@ -407,7 +419,29 @@ def convert_export(
     counts["images"] = len(consolidated)
     counts["clean_images"] = sum(not r.defects for r in consolidated)
     counts["cancelled_by"] = dict(cancelled_by)
-    return {"records": consolidated, "all": all_records, "rejects": rejects, "counts": counts}
+    return {"records": consolidated, "all": all_records, "rejects": rejects, "counts": counts, "gold": gold_anns,
+            "gold_reference": gold_ref}  # fmt: skip
+
+
+def _consensus(by_image, all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: dict) -> list[ImageRecord]:
+    """The consensus policy over every image (see :mod:`annotation.consensus`); counts its disagreements."""
+    from annotation.consensus import consensus_record, description_vectors, latest_per_annotator
+    from annotation.gold import gold_scores, vote_weights
+    from sdg_data.scoring.embedding import load_embedder
+
+    weights = None
+    if cfg.consensus_weights:
+        scores = gold_scores(gold_ref, gold_anns, replace(cfg, gold_bootstrap=0), None)
+        weights = vote_weights(scores, cfg) or None
+        counts["consensus_weights"] = weights or {}
+    vectors = description_vectors(all_records, load_embedder(cfg.embedder))
+    out = []
+    for by_who in latest_per_annotator(all_records).values():
+        out.append(consensus_record(by_who, cfg.consensus_iou, cfg.consensus_quorum, weights, vectors))
+    disputed = [len(r.provenance["consolidation"]["disagreements"]) for r in out]
+    counts["consensus_disagreements"] = sum(disputed)
+    counts["images_with_disagreements"] = sum(n > 0 for n in disputed)
+    return out
 
 
 def _missing_images(records: list[ImageRecord]) -> list[str]:
@@ -482,6 +516,15 @@ def write_outputs(
     if not report.failed:  # a pull that kept nothing leaves the last good records as they were
         _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
         _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
+        if result.get("gold"):  # the annotators' gold answers, for the lead; never part of the dataset
+            _write_atomic(Path(f"{stem}.gold.jsonl"), _dumps_lines(r.to_json() for r in result["gold"]))
+        disputes = [
+            {"image_id": r.image_id, "task_id": r.provenance.get("task_id"), **d}
+            for r in result["records"]
+            for d in (r.provenance.get("consolidation") or {}).get("disagreements") or []
+        ]
+        if disputes:
+            _write_atomic(Path(f"{stem}.disagreements.jsonl"), _dumps_lines(disputes))
         if image_root:  # vouched over the records as written, for the roots their images lie in
             report.extras.update(vouch(out, [image_root]))
     return report.write(out.parent, prefix=f"{out.stem}.")

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from annotation.client import AnnotateError, Connection, require_image_root, require_project
-from annotation.labeling import CONFIG_VERSION
+from annotation.labeling import CONFIG_VERSION, about_line
 from annotation.server import document_root
 from sdg_data.io.jsonl import usable_lines
 from sdg_data.io.report import StageReport
@@ -58,6 +58,7 @@ def task_for(rec: ImageRecord, full: Path, doc_root: Path) -> dict[str, Any]:
             "generator": rec.generator or "",
             "seed": rec.seed if rec.seed is not None else "",
             "split": rec.split or "",
+            "about": about_line(rec.generator, rec.seed, rec.image_id),
         },
         "meta": {"image_id": rec.image_id, "labeling": CONFIG_VERSION},
     }

@@ -47,7 +47,8 @@ def status(
         if since_t is None:
             raise ValueError(f"--since {since!r}: not an ISO time (e.g. 2026-11-30T08:00:00Z)")
     tasks, users, project, _, n_tasks = _export(conn, cfg, from_export)
-    result = convert_export(tasks, cfg, users, _doc_root(cfg))
+    result = convert_export(tasks, cfg, users, _doc_root(cfg), one_per_image=False)
+    gold = _gold(result, cfg)
     overlap, overlap_from = _overlap(project, cfg, tasks)
     annotated = complete = clean = skipped_only = 0
     for t in tasks:
@@ -76,6 +77,27 @@ def status(
         "since": since,
         "annotators": annotator_stats(tasks, result["all"], users, since_t),
         "prefill": prefill_stats(tasks),
+        "gold": gold,
+    }
+
+
+def _gold(result: dict[str, Any], cfg: AnnotateConfig) -> dict[str, Any] | None:
+    """Each annotator's score against the gold tasks (None when the project has no gold)."""
+    from annotation.gold import gold_path, gold_scores
+    from sdg_data.scoring.embedding import load_embedder
+
+    ref = result["gold_reference"]
+    if not ref:
+        return None
+    scores = gold_scores(ref, result["gold"], cfg, load_embedder(cfg.embedder) if result["gold"] else None)
+    return {
+        "store": str(gold_path(cfg)),
+        "gold_tasks": len(ref),
+        "annotations": len(result["gold"]),
+        "embedder": cfg.embedder,
+        "annotators": scores,
+        "flagged": sorted(w for w, s in scores.items() if s["flagged"]),
+        "rule": {"min_score": cfg.gold_min_score, "min_tasks": cfg.gold_min_tasks, "bootstrap": cfg.gold_bootstrap},
     }
 
 
@@ -109,6 +131,12 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"annotators since {s['since']}:")
     lines += format_annotators(s["annotators"])
     lines += format_prefill(s["prefill"])
+    if s.get("gold"):
+        from annotation.gold import format_gold
+
+        g = s["gold"]
+        lines.append(f"{g['gold_tasks']} gold tasks ({g['store']}), {g['annotations']} gold annotations")
+        lines += format_gold(g["annotators"], g["rule"])
     return "\n".join(lines)
 
 

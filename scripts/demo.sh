@@ -56,6 +56,18 @@ echo "== blind A/B tally: SDG's editor requests against the caption-only baselin
     "$OUT/refine-fixed/refined.jsonl" "$OUT/judging-export.json" >/dev/null
 "$SDG" annotate judge-pull --from-export "$OUT/judging-export.json" --out "$OUT/judged.jsonl"
 
+echo "== a simulated team of three (good, fair, weak) on the sample, 4 images as gold: each one's gold score, then"
+echo "   the earliest annotation against the consensus of the three, both scored on the other 20 images' labels"
+"${PY:-.venv/bin/python}" -m annotation.simteam "$DEMO/sample/records.jsonl" "$OUT/team" >/dev/null
+TEAM=(--from-export "$OUT/team/export.json" --gold-file "$OUT/team/gold.jsonl" --embedder lexical)
+"$SDG" annotate status "${TEAM[@]}" --gold-min-tasks 3 | sed -n '/scores against gold/,$p'
+for policy in primary consensus; do
+    "$SDG" annotate pull "${TEAM[@]}" --consolidation "$policy" --out "$OUT/team/$policy.jsonl" >/dev/null
+    "$SDG" eval --gt "$OUT/team/reference.jsonl" --pred "$OUT/team/$policy.jsonl" --out "$OUT/team/eval-$policy.json" \
+        --embedder lexical >/dev/null
+done
+"$SDG" compare "$OUT/team/eval-primary.json" "$OUT/team/eval-consensus.json" | head -8
+
 echo "== RichHF-18K interop on a synthetic TFRecord drawn from the sample's boxes (every F1 must be 1)"
 "${PY:-.venv/bin/python}" -m sdg_data.testkit.richhf "$DEMO/sample/records.jsonl" "$OUT/richhf" >/dev/null
 "$SDG" import richhf "$OUT/richhf/test.tfrecord" --images "$DEMO/sample/images" \

@@ -285,6 +285,14 @@ class Box(NamedTuple):
 
 
 # --------------------------------------------------------------------- vectorized maths
+def median_box(boxes: Sequence[Box]) -> Box:
+    """The coordinate-wise median of boxes (the mean of the middle two for an even count): consensus's merged box.
+    Each box has x0 < x1, so the medians keep that order (the k-th smallest x0 is below the k-th smallest x1)."""
+    if not boxes:
+        raise ValueError("median_box needs at least one box")
+    return Box(*(float(v) for v in np.median(boxes_array(boxes), axis=0)))
+
+
 def boxes_array(boxes: Sequence[Box]) -> np.ndarray:
     """An ``(n, 4)`` float64 array of grid xyxy coordinates."""
     if not boxes:

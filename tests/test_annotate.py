@@ -79,7 +79,7 @@ def test_server_starts_locked_down_from_a_cached_data_folder(ls_server):
 @needs_server
 def test_init_is_idempotent_and_applies_the_config(conn):
     from annotation.client import ensure_project, find_project
-    from annotation.labeling import LABEL_CONFIG
+    from annotation.labeling import LABEL_CONFIG, label_config
 
     conn.cfg.overlap = 2
     p1, created1 = ensure_project(conn)
@@ -87,6 +87,13 @@ def test_init_is_idempotent_and_applies_the_config(conn):
     assert not created1 and not created2 and p1.id == p2.id == find_project(conn).id
     p = conn.client.projects.get(id=p1.id)
     assert p.maximum_annotations == 2 and p.label_config.strip() == LABEL_CONFIG.strip()
+    assert ".lsf-sidepanels__wrapper" in p.label_config  # Label Studio's side panels give their width to the image
+    conn.cfg.side_panels = True
+    ensure_project(conn)
+    kept = conn.client.projects.get(id=p1.id).label_config
+    assert kept.strip() == label_config(side_panels=True).strip() and ".lsf-sidepanels__wrapper" not in kept
+    conn.cfg.side_panels = False
+    ensure_project(conn)
     assert "misalignment" in p.expert_instruction and "Shift+Enter" in p.expert_instruction
     storages = conn.client.import_storage.local.list(project=p1.id)
     assert len(storages) == 1 and Path(storages[0].path) == Path(conn.cfg.image_root).resolve()

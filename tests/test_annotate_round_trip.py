@@ -62,7 +62,7 @@ def _response(*boxes: tuple[list[int], str, int]) -> str:
 
 
 def _predictions(conn, project_id: int) -> list[dict]:
-    from annotation.predict import project_predictions
+    from annotation.predictions import project_predictions
 
     out = []
     for version in ("det-v1", "det-v2"):

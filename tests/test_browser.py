@@ -24,7 +24,7 @@ from tests.lskit import ADMIN, ROOT, TOKEN, needs_server
 pytestmark = [needs_server, needs_browser]
 
 SHOTS = ROOT / "outputs" / "browser-failures"
-VIEWPORTS = [(1400, 900), (1280, 720)]
+VIEWPORTS = [(1400, 900), (1280, 720), (1920, 1080)]
 BORDER = (255, 0, 0)
 
 
@@ -109,9 +109,13 @@ ALL_SIZES = {
 }  # fmt: skip
 
 
+LONG_PROMPT = " ".join(["a photorealistic close-up of an elderly fisherman mending a blue net on a wooden pier"] * 5)
+
+
 def _bordered_images(images: Path, tag: str, sizes: dict[str, tuple[int, int]] = SIZES) -> Path:
     """Grey images with a red frame 1.5% of their size wide (4 px at least): the frame shows whether every edge is
-    in view."""
+    in view. The square image (the first task) has a long prompt (five times a long sentence), the tall one no
+    generator or seed."""
     from PIL import Image, ImageDraw
 
     folder = images / tag
@@ -123,6 +127,10 @@ def _bordered_images(images: Path, tag: str, sizes: dict[str, tuple[int, int]] =
         im.save(folder / f"{name}.png")
         lines.append({"image_id": name, "image_path": f"{tag}/{name}.png", "caption": f"a {name} photo of a cat",
                       "generator": "Z-Image-Turbo", "seed": 7, "split": "train", "defects": []})  # fmt: skip
+        if name == "square":
+            lines[-1]["caption"] = LONG_PROMPT
+        if name == "tall":
+            del lines[-1]["generator"], lines[-1]["seed"]
     path = images / f"{tag}.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
@@ -366,26 +374,46 @@ def test_typed_text_is_saved_when_the_field_loses_focus(page, project, leave):
     assert d["description"] == "a smeared face in the crowd" and d["importance"] == 30
 
 
+LAYOUT = ROOT / "outputs" / "browser-layout"
+
+
+def _layout(page) -> dict:
+    """The boxes of the image's column and the fields' column."""
+    return page.evaluate(
+        """() => Object.fromEntries(['.sdg-image', '.sdg-fields'].map(sel => {
+            const r = document.querySelector(sel).getBoundingClientRect();
+            return [sel.slice(1), {x: r.x, y: r.y, width: r.width, height: r.height}];
+        }))"""
+    )
+
+
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda v: f"{v[0]}x{v[1]}")
-def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
-    """Every edge of the red frame is on screen and above the bottom bar, for square, wide and tall images, in the
-    Data Manager's editor and in Label All Tasks."""
+def test_the_whole_image_is_in_view_and_as_large_as_the_window_allows(browser, ls_server, project, viewport):
+    """Every edge of the red frame is on screen and above the bottom bar, for small, medium and large images, square,
+    wide and tall, in the Data Manager's editor and in Label All Tasks; and the image fills one of its two bounds:
+    its column's width (less the zoom bar) or the window's height less the bars. The image's column takes most of the
+    window (Label Studio's side panels give it their width). The displayed size as a share of the window, per size
+    class and view, is written to outputs/browser-layout/."""
     from PIL import Image
 
-    with _own_page(browser, viewport, f"whole-image-{viewport[0]}") as pg:
+    from annotation.labeling import FIELDS_WIDTH_PX, IMAGE_MAX_HEIGHT_OFFSET_PX
+
+    vw, vh = viewport
+    figures: dict[str, dict] = {}
+    with _own_page(browser, viewport, f"whole-image-{vw}") as pg:
         _login(pg, project["url"], ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
-        views = [(name, lambda n=name: _open_task(pg, project, n)) for name in ALL_SIZES]
+        views = [(f"task/{name}", lambda n=name: _open_task(pg, project, n)) for name in ALL_SIZES]
         url = f"{project['url']}/projects/{project['id']}/data?labeling=1"
-        views.append(("label-all-tasks", lambda: (pg.goto(url), _image_box(pg))[1]))
+        views.append(("stream/square", lambda: (pg.goto(url), _image_box(pg))[1]))
         for name, open_view in views:
             box = open_view()
-            shot = project["out"] / f"{name}-{viewport[0]}.png"
+            shot = project["out"] / f"{name.replace('/', '-')}-{vw}.png"
             pg.screenshot(path=str(shot))
             im = Image.open(shot).convert("RGB")
             bar = pg.get_by_role("button", name="Submit").first.bounding_box()
             left, top = box["x"], box["y"]
             right, bottom = left + box["width"], top + box["height"]
-            assert right <= viewport[0] and bottom <= bar["y"], (name, box, bar)
+            assert right <= vw and bottom <= bar["y"], (name, box, bar)
             mid_x, mid_y = round((left + right) / 2), round((top + bottom) / 2)
             for edge, (x, y) in {"left": (left + 1, mid_y), "right": (right - 2, mid_y),
                                  "top": (mid_x, top + 1), "bottom": (mid_x, bottom - 2)}.items():  # fmt: skip
@@ -397,6 +425,80 @@ def test_the_whole_image_is_in_view(browser, ls_server, project, viewport):
                 left >= stage["x"] - 1 and top >= stage["y"] - 1 and right <= stage["x"] + stage["width"] + 1
                 and bottom <= stage["y"] + stage["height"] + 1
             ), (name, viewport, box, stage)  # fmt: skip
+            # as large as the window allows: bounded by the column's width or by the window's height
+            cols = _layout(pg)
+            max_w, max_h = cols["sdg-image"]["width"] - 42, vh - IMAGE_MAX_HEIGHT_OFFSET_PX
+            assert box["width"] >= max_w - 3 or box["height"] >= max_h - 3, (name, viewport, box, max_w, max_h)
+            assert cols["sdg-fields"]["width"] == FIELDS_WIDTH_PX and cols["sdg-image"]["width"] >= (
+                vw - FIELDS_WIDTH_PX - (300 if name.startswith("task") else 60)
+            ), (name, viewport, cols)  # the task list (about 240 px), gaps and paddings are all that is left
+            natural = pg.evaluate("() => document.querySelector(\"img[src^='blob:']\").naturalWidth")
+            figures[name] = {
+                "shown": [round(box["width"]), round(box["height"])], "scale": round(box["width"] / natural, 3),
+                "share_of_window": round(box["width"] * box["height"] / (vw * vh), 3),
+            }  # fmt: skip
+    LAYOUT.mkdir(parents=True, exist_ok=True)
+    (LAYOUT / f"image-{vw}x{vh}.json").write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"image share of the window at {vw}x{vh}:", {k: v["share_of_window"] for k, v in figures.items()})
+
+
+_ON_TOP = """([sel, text]) => {
+    const el = Array.from(document.querySelectorAll(sel)).find(
+        e => e.offsetParent !== null && (!text || e.innerText.trim() === text));
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    const top = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    return {x: r.x, y: r.y, width: r.width, height: r.height, on_top: !!top && (top === el || el.contains(top)),
+            text: el.innerText || ''};
+}"""
+FIELDS = {
+    "prompt": ".sdg-caption", "metadata": ".sdg-about", "label artifact": ".sdg-fields .lsf-label:first-of-type",
+    "label misalignment": ".sdg-fields .lsf-label:last-of-type", "description": ".sdg-fields textarea",
+    "add": ".sdg-fields .lsf-text-area button", "hint": ".sdg-fields .lsf-text-area p.italic",
+    "importance": ".sdg-fields input[type=number]", "submit": "button",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda v: f"{v[0]}x{v[1]}")
+def test_the_prompt_and_a_selected_boxs_fields_are_in_view_and_on_top(browser, ls_server, project, viewport):
+    """With a box selected and a long prompt (the square image), in the task list's editor and in Label All Tasks:
+    the prompt, the metadata, both labels, the description with its Add button, the importance and Submit are each
+    the topmost element at their centre, inside the window and above the bottom bar, with no scrolling; the Add hint
+    stays on one line. A record with no generator or seed shows only its id; no thumbnail in the task list is cut."""
+    vw, vh = viewport
+    url = f"{project['url']}/projects/{project['id']}/data?labeling=1"
+    with _own_page(browser, viewport, f"fields-{vw}") as pg:
+        _login(pg, project["url"], ADMIN["LABEL_STUDIO_USERNAME"], ADMIN["LABEL_STUDIO_PASSWORD"])
+        _open_task(pg, project, "tall")
+        assert pg.evaluate(_ON_TOP, [".sdg-about", ""])["text"].strip() == "id tall"
+        # the task list's thumbnails (the wide one included) end before the editor starts: none is cut
+        cut = pg.evaluate(
+            """() => { const edge = document.querySelector('.lsf-editor').getBoundingClientRect().x;
+                return Array.from(document.querySelectorAll('.lsf-table__cell img'))
+                    .map(i => i.getBoundingClientRect()).filter(r => r.right > edge + 1).length; }"""
+        )
+        assert cut == 0 and pg.locator(".lsf-table__cell img").count() == len(SIZES), cut
+        for view, open_view in [("task", lambda: _open_task(pg, project, "square")),
+                                ("stream", lambda: (pg.goto(url), _image_box(pg))[1])]:  # fmt: skip
+            box = open_view()
+            start, end = _at(box, 0.3, 0.3), _at(box, 0.5, 0.5)
+            _draw(pg, "1", start, end)
+            _select_region(pg, start, end)
+            bar = pg.get_by_role("button", name="Submit").first.bounding_box()
+            assert pg.evaluate("() => document.scrollingElement.scrollTop") == 0
+            for field, sel in FIELDS.items():
+                got = pg.evaluate(_ON_TOP, [sel, "Submit" if field == "submit" else ""])
+                assert got is not None, f"{view} at {viewport}: no {field} ({sel})"
+                assert got["on_top"], f"{view} at {viewport}: the {field} is covered at its centre ({got})"
+                bottom = got["y"] + got["height"]
+                assert got["y"] >= 0 and got["x"] + got["width"] <= vw and (field == "submit" or bottom <= bar["y"]), (
+                    f"{view} at {viewport}: the {field} is not in view above the bottom bar ({got}, bar {bar})"
+                )
+            meta = pg.evaluate(_ON_TOP, [FIELDS["metadata"], ""])["text"].strip()
+            assert meta == "Z-Image-Turbo \u00b7 seed 7 \u00b7 id square", meta
+            assert pg.evaluate(_ON_TOP, [FIELDS["hint"], ""])["height"] <= 24  # one line
+            assert pg.evaluate(_ON_TOP, [FIELDS["add"], ""])["text"].strip() == "Add"
+            pg.keyboard.press("Escape")
 
 
 def test_an_invited_annotator_sees_the_project_and_a_stranger_cannot_sign_up(browser, project):
@@ -437,3 +539,52 @@ def test_the_importance_field_is_labelled_and_a_new_box_can_open_its_fields_at_o
         _submit(pg)
     (d,) = _pull(project)["square"]["defects"]
     assert (d["label"], d["importance"], d["description"]) == ("artifact", 65, "two left feet")
+
+
+def test_a_gold_task_looks_like_any_other_to_the_annotator(browser, project, monkeypatch, tmp_path):
+    """An invited annotator opens an ordinary task and a gold task of the same size: the same headers, the same
+    metadata line form, the same tabs, the same image size, no prefill on either, and the same task fields through
+    the API they can call."""
+    import re
+
+    from annotation.push import server_tasks
+    from annotation.queue import add_gold
+    from annotation.testkit import join
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    conn = project["conn"]
+    conn.cfg.work_dir = str(tmp_path / "work")
+    images = Path(conn.cfg.image_root)
+    tag = f"g{project['id']}"
+    path = _bordered_images(images, tag, {"square-2": (1024, 1024)})
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[0]["defects"] = [{"box_2d": [100, 100, 300, 300], "label": "artifact", "description": "x", "importance": 5}]
+    path.write_text(json.dumps(rows[0]) + "\n")
+    assert add_gold(conn, path)["gold_added"] == 1
+    tasks = server_tasks(conn, project["id"])
+    email, password = f"gold-viewer-{project['id']}@sdg.test", "Gold-viewer-pass-1"
+    api = join(project["url"], invite_link(project["url"], TOKEN), email, password)
+    seen = {}
+    with _own_page(browser, (1400, 900), "gold-looks-ordinary") as pg:
+        _login(pg, project["url"], email, password)
+        for name in ("square", "square-2"):
+            pg.goto(f"{project['url']}/projects/{project['id']}/data?tab=1&task={tasks[name]}")
+            _image_box(pg)
+            seen[name] = pg.evaluate(
+                """() => ({
+                    headers: Array.from(document.querySelectorAll('.sdg-fields h4')).map(h => h.innerText),
+                    about: document.querySelector('.sdg-about').innerText.trim(),
+                    tabs: document.querySelectorAll('[class*=annotation-button]').length,
+                    size: (i => [i.naturalWidth, i.naturalHeight])(document.querySelector("img[src^='blob:']")),
+                    regions: document.querySelectorAll('[class*=region-item], [class*=outliner-item]').length,
+                })"""
+            )
+            seen[name]["api"] = api.get(f"/api/tasks/{tasks[name]}").json()
+    o, g = seen["square"], seen["square-2"]
+    for key in ("headers", "tabs", "size", "regions"):
+        assert o[key] == g[key], (key, o[key], g[key])
+    form = re.compile(r"^Z-Image-Turbo \u00b7 seed 7 \u00b7 id [\w-]+$")
+    assert form.match(o["about"]) and form.match(g["about"]), (o["about"], g["about"])
+    assert set(o["api"]["data"]) == set(g["api"]["data"]) and set(o["api"]["meta"]) == set(g["api"]["meta"])
+    assert [p["result"] for p in o["api"]["predictions"]] == [p["result"] for p in g["api"]["predictions"]] == [[]]
+    assert "gold" not in json.dumps(g["api"]["data"]).lower()

@@ -73,6 +73,14 @@ class DetectConfig(Transport):
     limit: Positive | None = field(default=None, metadata={"help": "only the first N images"})
     max_new_tokens: Positive = field(default=4096, metadata={"help": "longest response"})
     temperature: NonNegative = field(default=0.0, metadata={"help": "0 = greedy (reproducible evaluation)"})
+    samples: Positive = field(
+        default=1,
+        metadata={
+            "help": "answers per image; with more than 1 (and --temperature > 0) each row also holds every answer's "
+            "defects (samples) and how much they disagree (uncertainty, 0-1), which sdg annotate push --order "
+            "puts first in the annotators' queue"
+        },
+    )
     top_p: Annotated[float, Bounds(gt=0, le=1)] = field(
         default=1.0, metadata={"help": "nucleus sampling, when temperature > 0"}
     )
@@ -105,6 +113,11 @@ class DetectConfig(Transport):
                 raise ValueError(f"DetectConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0:
             raise ValueError(f"DetectConfig.temperature must be >= 0, got {self.temperature}")
+        if self.samples < 1 or (self.samples > 1 and self.temperature == 0):
+            raise ValueError(
+                f"--samples {self.samples}: several answers per image need --temperature > 0 (greedy decoding gives "
+                "the same answer every time)"
+            )
         default_url = type(self).__dataclass_fields__["base_url"].default
         if self.backend == "transformers" and self.base_url != default_url:
             raise ValueError(
@@ -346,8 +359,18 @@ class ApiDetector:
 
 
 # ------------------------------------------------------------------ output
-def _prediction(item: Item, text: str, cfg: DetectConfig, meta: dict[str, Any]) -> dict[str, Any]:
-    res = parse_response(text, order=cfg.box_order)
+def _prediction(item: Item, texts: str | list[str], cfg: DetectConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """The row of one image: the first answer as the prediction; with several, every answer's defects and their
+    disagreement (a format failure counts as an answer with no box)."""
+    from sdg_data.scoring.uncertainty import disagreement
+
+    texts = [texts] if isinstance(texts, str) else texts
+    parsed = [parse_response(t, order=cfg.box_order) for t in texts]
+    text, res = texts[0], parsed[0]
+    extra: dict[str, Any] = {}
+    if len(texts) > 1:
+        extra["samples"] = [{"format_ok": r.format_ok, "defects": [d.to_json() for d in r.defects]} for r in parsed]
+        extra["uncertainty"] = round(disagreement([r.defects for r in parsed]), 4)
     return {
         "image_id": item.image_id,
         "caption": item.caption,
@@ -356,6 +379,7 @@ def _prediction(item: Item, text: str, cfg: DetectConfig, meta: dict[str, Any]) 
         "format_ok": res.format_ok,
         "format_reason": res.reason,
         "defects": [d.to_json() for d in res.defects],
+        **extra,
         "provenance": meta,
     }
 
@@ -375,6 +399,7 @@ def _provenance(cfg: DetectConfig) -> dict[str, Any]:
         "max_new_tokens": cfg.max_new_tokens,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p if cfg.temperature > 0 else None,
+        "samples": cfg.samples,
     }
 
 
@@ -443,21 +468,27 @@ def _run_local(todo: list[Item], cfg: DetectConfig, meta: dict, sink: AppendSink
     det = TransformersDetector(cfg)
     meta.update(det.describe())
     for batch in _batches(todo, cfg.batch_size):
-        try:
-            texts = det.generate(batch)
-        except (OSError, ValueError) as exc:
-            texts = []
-            for it in batch:
-                try:
-                    texts.extend(det.generate([it]))
-                except (OSError, ValueError) as one_exc:
-                    failures[it.image_id] = f"image: {type(one_exc).__name__}: {one_exc}"
-                    texts.append(None)
-            log.debug("batch fell back to single images: %s", exc)
-        for it, text in zip(batch, texts):
-            if text is not None:
-                sink.write(_prediction(it, text, cfg, meta))
+        runs = [_generate(det, batch, failures) for _ in range(cfg.samples)]  # one batch per sampled answer
+        for k, it in enumerate(batch):
+            texts = [run[k] for run in runs]
+            if None not in texts:
+                sink.write(_prediction(it, texts, cfg, meta))
             bar.update()
+
+
+def _generate(det: TransformersDetector, batch: list[Item], failures: dict) -> list[str | None]:
+    try:
+        return det.generate(batch)
+    except (OSError, ValueError) as exc:
+        texts: list[str | None] = []
+        for it in batch:
+            try:
+                texts.extend(det.generate([it]))
+            except (OSError, ValueError) as one_exc:
+                failures[it.image_id] = f"image: {type(one_exc).__name__}: {one_exc}"
+                texts.append(None)
+        log.debug("batch fell back to single images: %s", exc)
+        return texts
 
 
 async def _run_api(det: ApiDetector, todo: list[Item], cfg: DetectConfig, meta, sink, failures, bar) -> None:
@@ -469,8 +500,8 @@ async def _run_api(det: ApiDetector, todo: list[Item], cfg: DetectConfig, meta, 
         if refused:  # the key was refused: send nothing more
             return
         try:
-            text = await det.one(it)
-            sink.write(_prediction(it, text, cfg, meta))
+            texts = list(await asyncio.gather(*(det.one(it) for _ in range(cfg.samples))))
+            sink.write(_prediction(it, texts, cfg, meta))
         except AuthError as exc:
             refused.append(exc)
         except TransportError as exc:

@@ -1,0 +1,168 @@
+"""Several annotators' boxes of one image merged into one ground truth: pull's ``consensus`` policy.
+
+One annotation per annotator and image (their latest). Per label, the annotators' boxes are taken in turn (annotators
+in sorted order) and matched one to one (Hungarian on IoU, kept at IoU >= ``iou``) to the clusters built so far,
+each cluster represented by the median of its boxes; a box that matches none starts a cluster. A cluster drawn by a
+quorum of the image's annotators (default: a strict majority; with weights, the same share of their summed weight)
+becomes one box: the coordinate-wise median, the median importance, and the description most similar to the others'
+(cosine with the embedder; on a tie, the first annotator's in order). Every other cluster is a disagreement, kept
+with who drew it. An image on which no cluster reaches the quorum is clean, and its disagreements say why.
+
+A box of another label in the same place is another cluster: labels never merge.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from sdg_data.boxes import boxes_array, iou_matrix, median_box
+from sdg_data.matching import match
+from sdg_data.records import LABELS, Defect, ImageRecord
+
+
+@dataclass
+class _Cluster:
+    label: str
+    members: list[tuple[str, Defect, Any]] = field(default_factory=list)  # (annotator, box, annotation id)
+
+    @property
+    def rep(self):
+        return median_box([d.box for _, d, _ in self.members])
+
+
+def latest_per_annotator(records: Iterable[ImageRecord]) -> dict[str, dict[str, ImageRecord]]:
+    """image_id -> annotator -> that annotator's latest annotation of it."""
+    out: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
+    for r in records:
+        who = r.provenance.get("annotator") or "unknown"
+        prev = out[r.image_id].get(who)
+        if prev is None or str(r.provenance.get("updated_at") or "") > str(prev.provenance.get("updated_at") or ""):
+            out[r.image_id][who] = r
+    return out
+
+
+def majority(n: int) -> int:
+    """A strict majority of ``n`` annotators: 1 of 1, 2 of 2, 2 of 3, 3 of 4."""
+    return n // 2 + 1
+
+
+def _clusters(by_who: Mapping[str, ImageRecord], label: str, iou: float) -> list[_Cluster]:
+    clusters: list[_Cluster] = []
+    for who in sorted(by_who):
+        rec = by_who[who]
+        mine = [d for d in rec.defects if d.label == label]
+        if not mine:
+            continue
+        taken: set[int] = set()
+        if clusters:
+            m = iou_matrix(boxes_array([d.box for d in mine]), boxes_array([c.rep for c in clusters]))
+            for r, c in zip(*match(m, "hungarian")):
+                if m[r, c] >= iou - 1e-9:
+                    clusters[c].members.append((who, mine[r], rec.provenance.get("annotation_id")))
+                    taken.add(r)
+        clusters += [
+            _Cluster(label, [(who, d, rec.provenance.get("annotation_id"))])
+            for k, d in enumerate(mine)
+            if k not in taken
+        ]
+    return clusters
+
+
+def _medoid(texts: list[str], vectors: Mapping[str, np.ndarray] | None) -> int:
+    """The index of the text most similar to the others (mean cosine); the first on a tie or without vectors."""
+    if len(texts) < 3 or vectors is None:  # one or two texts: every choice ties
+        return 0
+    v = np.stack([vectors[t] for t in texts]).astype(np.float64)
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    sims = v @ v.T
+    score = (sims.sum(axis=1) - np.diag(sims)) / (len(texts) - 1)
+    best = float(score.max())
+    return int(next(i for i, s in enumerate(score) if s >= best - 1e-9))
+
+
+def _median_importance(values: list[int]) -> int | None:
+    return int(math.floor(statistics.median(values) + 0.5)) if values else None
+
+
+def merge_image(
+    by_who: Mapping[str, ImageRecord],
+    iou: float = 0.5,
+    quorum: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    vectors: Mapping[str, np.ndarray] | None = None,
+) -> tuple[list[Defect], list[dict[str, Any]], dict[str, Any]]:
+    """One image's annotators (email -> their annotation) -> (merged defects, disagreements, the vote's terms)."""
+    n = len(by_who)
+    need = quorum if quorum is not None else majority(n)
+    w = {who: float((weights or {}).get(who, 1.0)) for who in by_who}
+    total = sum(w.values())
+    merged: list[Defect] = []
+    disputed: list[dict[str, Any]] = []
+    for label in LABELS:
+        for c in _clusters(by_who, label, iou):
+            who = [m[0] for m in c.members]
+            votes = sum(w[x] for x in who)
+            passed = votes >= need / n * total - 1e-9 if weights else len(who) >= need
+            if passed:
+                # the description's tie goes to the heaviest voter first, then the annotators' order
+                order = sorted(range(len(who)), key=lambda k: (-w[who[k]], who[k]))
+                texts = [c.members[k][1].description for k in order]
+                pick = c.members[order[_medoid(texts, vectors)]][1]
+                imps = [d.importance for _, d, _ in c.members if d.importance is not None]
+                merged.append(
+                    Defect(
+                        c.rep, label, pick.description, _median_importance(imps),
+                        {"origin": "consensus", "votes": len(who), "of": n, "annotators": who,
+                         "annotation_ids": [m[2] for m in c.members]},
+                    )
+                )  # fmt: skip
+            else:
+                disputed.append(
+                    {"label": label, "votes": len(who), "needed": need, "of": n,
+                     "boxes": [{"annotator": x, "annotation_id": aid, **d.to_json()} for x, d, aid in c.members]}
+                )  # fmt: skip
+    terms = {"annotators": sorted(by_who), "quorum": need, "iou": iou, "weighted": bool(weights)}
+    if weights:
+        terms["weights"] = {k: round(v, 3) for k, v in sorted(w.items())}
+    return merged, disputed, terms
+
+
+def consensus_record(
+    by_who: Mapping[str, ImageRecord],
+    iou: float = 0.5,
+    quorum: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    vectors: Mapping[str, np.ndarray] | None = None,
+) -> ImageRecord:
+    """The image's one record under the consensus policy; image fields come from the earliest annotation, the vote
+    and its disagreements go to the provenance."""
+    recs = list(by_who.values())
+    base = min(recs, key=lambda r: (str(r.provenance.get("created_at") or ""), str(r.provenance.get("annotation_id"))))
+    merged, disputed, terms = merge_image(by_who, iou, quorum, weights, vectors)
+    decision = {
+        "policy": "consensus",
+        "rule": f"boxes drawn by {terms['quorum']} of {len(recs)} annotators at IoU >= {iou}"
+        + (" (weighted by gold scores)" if weights else ""),
+        **terms,
+        "annotations": [r.provenance.get("annotation_id") for r in recs],
+        "disagreements": disputed,
+    }
+    prov = {k: v for k, v in base.provenance.items() if k not in ("annotation_id", "annotator", "origins")}
+    return replace(base, defects=merged, provenance={**prov, "annotator": "consensus", "consolidation": decision})
+
+
+def description_vectors(records: Sequence[ImageRecord], embedder: Any) -> dict[str, np.ndarray] | None:
+    """Every distinct description, encoded once (one batched call): the medoid's cosines read from here."""
+    if embedder is None:
+        return None
+    texts = sorted({d.description for r in records for d in r.defects})
+    if not texts:
+        return {}
+    return dict(zip(texts, embedder.encode(texts)))
