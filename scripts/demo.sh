@@ -66,7 +66,7 @@ for policy in primary consensus; do
     "$SDG" eval --gt "$OUT/team/reference.jsonl" --pred "$OUT/team/$policy.jsonl" --out "$OUT/team/eval-$policy.json" \
         --embedder lexical >/dev/null
 done
-"$SDG" compare "$OUT/team/eval-primary.json" "$OUT/team/eval-consensus.json" | head -8
+"$SDG" compare "$OUT/team/eval-primary.json" "$OUT/team/eval-consensus.json" | grep -E "^(B - A|metric|[a-z]+/(DetTypeF1|ClnAcc|BoxF1@0.5) )"
 
 echo "== RichHF-18K interop on a synthetic TFRecord drawn from the sample's boxes (every F1 must be 1)"
 "${PY:-.venv/bin/python}" -m sdg_data.testkit.richhf "$DEMO/sample/records.jsonl" "$OUT/richhf" >/dev/null

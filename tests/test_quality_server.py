@@ -177,3 +177,41 @@ def test_escalation_gives_a_disputed_task_to_one_more_annotator(server, monkeypa
     again = escalate(conn, tmp_path / "again.jsonl")
     rows = {r["image_id"]: r for r in map(json.loads, (tmp_path / "again.jsonl").read_text().splitlines())}
     assert again["escalated"] == 0 and "already 3 annotators" in rows["esc-1"]["why"]
+
+
+def test_the_queue_order_holds_with_a_prefill_and_carries_its_boxes(server, monkeypatch, tmp_path):
+    """The usual workflow: a detector's prefill first (sdg annotate predict), then push --order. The tasks hold two
+    model versions' predictions; the server still hands them out in the queue's order, and the annotator starts from
+    the prefill's boxes (carried into the queue's predictions). A new prefill afterwards keeps the order."""
+    from annotation.client import Connection, ensure_project, find_project
+    from annotation.predict import predict
+    from annotation.push import push, server_tasks
+    from annotation.queue import order_queue
+    from annotation.testkit import invite_link, join
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    cfg = _cfg(server, tmp_path, "sdg-prefill-order", overlap=1, team_size=1)
+    conn = Connection(cfg)
+    project, _ = ensure_project(conn)
+    path, _ = samples(server["images"], 8, "pq")
+    push(path, conn, tmp_path)
+    box = {"box_2d": [100, 100, 300, 300], "label": "artifact", "description": "melted ear", "importance": 40}
+    preds = _write(tmp_path / "p.jsonl", [{"image_id": f"pq-{i}", "defects": [box] * (i % 2)} for i in range(8)])
+    predict(preds, conn, "det-v1", tmp_path)
+    order_queue(conn, _write(tmp_path / "u.jsonl", [{"image_id": f"pq-{i}", "uncertainty": i / 10} for i in range(8)]))
+    assert find_project(conn).model_version == "det-v1+queue"
+    predict(preds, conn, "det-v2", tmp_path)  # a new prefill: the queue carries it, the order stays
+    assert find_project(conn).model_version == "det-v2+queue"
+    tasks = server_tasks(conn, project.id)
+    a = join(cfg.url, invite_link(cfg.url, TOKEN), "prefill-a@sdg.test", PASSWORD)
+    got = _work(a, project.id, lambda task: [])
+    want = [f"pq-{i}" for i in range(7, -1, -1)]
+    assert sorted(got) == sorted(want)
+    team = len(conn.client.users.list())
+    places = {iid: k for k, iid in enumerate(want)}
+    for k, iid in enumerate(got):
+        open_ = sorted(places[x] for x in want if x not in got[:k])
+        assert places[iid] in open_[: team + 1], (k, iid, got)
+    view = a.get(f"/api/tasks/{tasks['pq-1']}").json()["predictions"]
+    queue = [p for p in view if p["model_version"] == "det-v2+queue"]
+    assert len(queue) == 1 and len(queue[0]["result"]) == 3  # the prefill's box: rectangle, text, number
