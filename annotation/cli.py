@@ -138,7 +138,6 @@ def run_gold_add(cfg: AnnotateConfig, records: Path) -> None:
     scores each annotator against them; pull keeps gold annotations out of the dataset. A record whose id or file
     name says gold (gold, honeypot, reference) is refused: annotators see both."""
     from annotation.queue import add_gold
-
     from sdg_data.io.report import require_kept
 
     s = add_gold(_conn(cfg), records)
@@ -187,7 +186,9 @@ def run_predict(cfg: AnnotateConfig, predictions: Path, model_version: str) -> N
 
 def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Path | None, only_reviewed: bool) -> None:
     """Annotations -> core records (box_2d on the 0-1000 grid, pixel boxes, origin, annotator, lead time).
-    Every annotation is kept in OUT.all.jsonl; the consolidation policy picks one per image for OUT.
+    Every annotation is kept in OUT.all.jsonl (those of gold tasks in OUT.gold.jsonl, never in OUT); the
+    consolidation policy makes one record per image for OUT (consensus: what no quorum drew goes to
+    OUT.disagreements.jsonl, with who drew it).
     --only-reviewed: OUT holds only the images a reviewer (--reviewers) annotated, with the review's record."""
     from annotation.pull import pull, pull_from_export
 
@@ -260,7 +261,9 @@ def agreement_cmd(
 def run_status(cfg: AnnotateConfig, since: str | None, from_export: Path | None, out: Path | None) -> None:
     """Where the work stands, and per annotator: submitted, skip rate, tasks per active hour (sessions split at
     20-minute pauses), median lead time, boxes per image, share of clean verdicts, and agreement with the others
-    on overlap tasks (box F1 at IoU 0.5, importance gap). --since limits the annotator table to recent work."""
+    on overlap tasks (box F1 at IoU 0.5, importance gap). --since limits the annotator table to recent work.
+    With gold tasks (sdg annotate gold add): each annotator's SDG-Eval against them, with 95% intervals, and the
+    annotators whose score is under gold_min_score after gold_min_tasks gold tasks FLAGGED."""
     from annotation.status import format_status, status
 
     s = status(None if from_export is not None else _conn(cfg), cfg, since, from_export)

@@ -55,7 +55,10 @@ class AnnotateConfig:
     chunk_size: Positive = field(default=2000, metadata={"help": "tasks or predictions per import request"})
     work_dir: str = field(
         default="outputs/annotate",
-        metadata={"help": "push and predict write their rejects and summary here (not beside the input)"},
+        metadata={
+            "help": "push, predict and gold add write their rejects and summary here (not beside the input); the "
+            "gold store and the queue's priorities live under it"
+        },
     )
     consolidation: Literal["primary", "review", "consensus"] = field(
         default="primary",
