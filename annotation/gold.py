@@ -1,12 +1,12 @@
 """Gold tasks (honeypots): reference-annotated images mixed through every annotator's queue, and each annotator's
 score against them.
 
-``sdg annotate gold add GOLD.jsonl`` (:func:`annotation.queue.add_gold`) keeps the reference records on the lead's machine (the gold store, never on the
-server, where every annotator could read it) and pushes their images as ordinary tasks: the same task data, image
-URL form and metadata as any other task, no prefill of their own (the project's prefill applies to them as to every
-task). On the server a gold task differs only in its overlap, raised so that every annotator gets it, and in its
-place in the queue, which :mod:`annotation.queue` spreads through the others'. Pull leaves gold annotations out of
-the dataset (they go to ``*.gold.jsonl``); status scores them.
+``sdg annotate gold add GOLD.jsonl`` (:func:`annotation.queue.add_gold`) keeps the reference records on the lead's
+machine (the gold store, never on the server, where every annotator could read it) and pushes their images as ordinary
+tasks: the same task data, image URL form and metadata as any other task, no prefill of their own (the project's
+prefill applies to them as to every task). On the server a gold task differs only in its overlap, raised so that every
+annotator gets it, and in its place in the queue, which :mod:`annotation.queue` spreads through the others'. Pull
+leaves gold annotations out of the dataset (they go to ``*.gold.jsonl``); status scores them.
 
 An annotator's score is SDG-Eval with the gold record as ground truth and their annotation as the prediction: per
 label DetTypeF1 and BoxF1@0.5, the description cosine of boxes matched at IoU >= 0.1 (with the eval's embedder) and
