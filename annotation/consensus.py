@@ -48,6 +48,30 @@ def latest_per_annotator(records: Iterable[ImageRecord]) -> dict[str, dict[str, 
     return out
 
 
+MAX_VOTERS = 20  # annotators of one image a consensus takes: the earliest 20 (matching grows with them times boxes)
+
+
+def bounded(by_who: Mapping[str, ImageRecord]) -> tuple[dict[str, ImageRecord], list[dict[str, Any]]]:
+    """The annotations a consensus takes, and the ones it leaves out with why: one with more than the scorers' box
+    limit (a flood, matched quadratically), and past the earliest ``MAX_VOTERS`` annotators. They stay in OUT.all."""
+    from sdg_data.scoring.table import MAX_BOXES
+
+    left: list[dict[str, Any]] = []
+    kept: dict[str, ImageRecord] = {}
+    for who, r in by_who.items():
+        if len(r.defects) > MAX_BOXES:
+            left.append({"annotator": who, "annotation_id": r.provenance.get("annotation_id"),
+                         "why": f"{len(r.defects)} boxes, more than {MAX_BOXES}"})  # fmt: skip
+        else:
+            kept[who] = r
+    order = sorted(kept, key=lambda w: (str(kept[w].provenance.get("created_at") or ""), w))
+    for who in order[MAX_VOTERS:]:
+        left.append({"annotator": who, "annotation_id": kept[who].provenance.get("annotation_id"),
+                     "why": f"past the earliest {MAX_VOTERS} annotators of the image"})  # fmt: skip
+        del kept[who]
+    return kept, left
+
+
 def majority(n: int) -> int:
     """A strict majority of ``n`` annotators: 1 of 1, 2 of 2, 2 of 3, 3 of 4."""
     return n // 2 + 1
@@ -141,19 +165,23 @@ def consensus_record(
     weights: Mapping[str, float] | None = None,
     vectors: Mapping[str, np.ndarray] | None = None,
 ) -> ImageRecord:
-    """The image's one record under the consensus policy; image fields come from the earliest annotation, the vote
-    and its disagreements go to the provenance."""
+    """The image's one record under the consensus policy; image fields come from the earliest annotation, the vote,
+    its disagreements and the annotations it could not take (:func:`bounded`) go to the provenance."""
     recs = list(by_who.values())
     base = min(recs, key=lambda r: (str(r.provenance.get("created_at") or ""), str(r.provenance.get("annotation_id"))))
-    merged, disputed, terms = merge_image(by_who, iou, quorum, weights, vectors)
+    voters, left_out = bounded(by_who)
+    merged, disputed, terms = merge_image(voters, iou, quorum, weights, vectors) if voters else ([], [], {
+        "annotators": [], "quorum": quorum or 1, "iou": iou, "weighted": bool(weights)})  # fmt: skip
     decision = {
         "policy": "consensus",
-        "rule": f"boxes drawn by {terms['quorum']} of {len(recs)} annotators at IoU >= {iou}"
+        "rule": f"boxes drawn by {terms['quorum']} of {len(terms['annotators'])} annotators at IoU >= {iou}"
         + (" (weighted by gold scores)" if weights else ""),
         **terms,
         "annotations": [r.provenance.get("annotation_id") for r in recs],
         "disagreements": disputed,
     }
+    if left_out:
+        decision["left_out"] = left_out
     prov = {k: v for k, v in base.provenance.items() if k not in ("annotation_id", "annotator", "origins")}
     return replace(base, defects=merged, provenance={**prov, "annotator": "consensus", "consolidation": decision})
 

@@ -409,7 +409,7 @@ def convert_export(
     if not one_per_image:
         consolidated = []
     elif cfg.consolidation == "consensus":
-        consolidated = _consensus(by_image, all_records, gold_ref, gold_anns, cfg, counts)
+        consolidated = _consensus(all_records, gold_ref, gold_anns, cfg, counts)
     else:
         consolidated = [consolidate(rs, cfg) for rs in by_image.values()]
     if only_reviewed:
@@ -423,7 +423,7 @@ def convert_export(
             "gold_reference": gold_ref}  # fmt: skip
 
 
-def _consensus(by_image, all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: dict) -> list[ImageRecord]:
+def _consensus(all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: dict) -> list[ImageRecord]:
     """The consensus policy over every image (see :mod:`annotation.consensus`); counts its disagreements."""
     from annotation.consensus import consensus_record, description_vectors, latest_per_annotator
     from annotation.gold import gold_scores, vote_weights
@@ -441,6 +441,7 @@ def _consensus(by_image, all_records, gold_ref, gold_anns, cfg: AnnotateConfig, 
     disputed = [len(r.provenance["consolidation"]["disagreements"]) for r in out]
     counts["consensus_disagreements"] = sum(disputed)
     counts["images_with_disagreements"] = sum(n > 0 for n in disputed)
+    counts["consensus_left_out"] = sum(len(r.provenance["consolidation"].get("left_out", [])) for r in out)
     return out
 
 

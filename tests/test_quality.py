@@ -341,3 +341,20 @@ def test_on_the_demos_simulated_team_consensus_keeps_fewer_wrong_boxes_than_the_
         matched = sum(counts[lab]["matched@0.5"] for lab in ("artifact", "misalignment"))
         precision[policy] = matched / sum(counts[lab]["pred_boxes"] for lab in ("artifact", "misalignment"))
     assert precision["consensus"] > precision["primary"] + 0.15, precision
+
+
+def test_consensus_work_is_bounded_and_what_it_leaves_out_is_said():
+    from annotation.consensus import MAX_VOTERS
+
+    box = [d([0, 0, 100, 100])]
+    by_who = {f"a{k:02d}@x": rec(f"a{k:02d}@x", box, created=f"2026-12-01T00:00:{k:02d}Z") for k in range(25)}
+    flood = [d([i % 900, 0, i % 900 + 50, 50]) for i in range(400)]
+    by_who["flood@x"] = rec("flood@x", flood, created="2026-11-01T00:00:00Z")
+    out = consensus_record(by_who)
+    c = out.provenance["consolidation"]
+    assert len(c["annotators"]) == MAX_VOTERS == 20 and "flood@x" not in c["annotators"]
+    why = {x["annotator"]: x["why"] for x in c["left_out"]}
+    assert why["flood@x"] == "400 boxes, more than 300" and len(why) == 1 + 5
+    assert "a24@x" in why and "a00@x" not in why  # the earliest 20 vote
+    (m,) = out.defects
+    assert m.provenance["votes"] == 20
