@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from annotation.client import Connection, require_image_root, require_project
-from annotation.consensus import latest_per_annotator
+from annotation.consensus import bounded, latest_per_annotator
 from annotation.gold import raise_overlap, read_gold
 from annotation.lead import pair_agreement
 from annotation.pull import convert_export, export_tasks, users_map
@@ -27,13 +27,16 @@ from annotation.pull import convert_export, export_tasks, users_map
 def plan(records: list, below: float, most: int, gold: set[str]) -> list[dict[str, Any]]:
     """One row per image with two or more annotators: its agreement and whether it gets one more (and why)."""
     rows = []
-    for image_id, by_who in sorted(latest_per_annotator(records).items()):
-        if len(by_who) < 2 or image_id in gold:
+    for image_id, everyone in sorted(latest_per_annotator(records).items()):
+        if len(everyone) < 2 or image_id in gold:
             continue
+        by_who, _ = bounded(everyone)  # pairs grow with annotators squared: the earliest 20, as consensus takes
+        if len(by_who) < 2:
+            continue  # the others are floods of boxes: nothing to compare (pull says so)
         pairs = [pair_agreement(by_who[a], by_who[b]) for a, b in combinations(sorted(by_who), 2)]
         f1 = statistics.fmean(p["box_f1"] for p in pairs)
         diffs = [d for p in pairs for d in p["importance_diffs"]]
-        n = len(by_who)
+        n = len(everyone)
         if f1 >= below:
             why, more = f"agreement {f1:.2f} >= {below}", False
         elif n >= most:
@@ -41,9 +44,9 @@ def plan(records: list, below: float, most: int, gold: set[str]) -> list[dict[st
         else:
             why, more = f"agreement {f1:.2f} < {below}: annotator {n + 1} of at most {most}", True
         rows.append({
-            "image_id": image_id, "task_id": next(iter(by_who.values())).provenance.get("task_id"),
+            "image_id": image_id, "task_id": next(iter(everyone.values())).provenance.get("task_id"),
             "agreement": round(f1, 3), "importance_gap": round(statistics.fmean(diffs), 1) if diffs else None,
-            "annotators": sorted(by_who), "escalate": more, "new_overlap": n + 1 if more else None, "why": why,
+            "annotators": sorted(everyone), "escalate": more, "new_overlap": n + 1 if more else None, "why": why,
         })  # fmt: skip
     return rows
 
