@@ -204,6 +204,20 @@ def run_pull(cfg: AnnotateConfig, out: Path, since: str | None, from_export: Pat
         f"{s['tasks']} tasks, {s['annotations']} annotations: {s['valid']} valid, {s['rejected']} rejected, "
         f"{s['cancelled']} skipped{bad_tasks}; {s['images']} images ({s['clean_images']} clean){unreviewed} -> {out}"
     )
+    if s.get("gold_annotations"):
+        echo(f"{s['gold_annotations']} annotations of gold tasks kept out of the records -> {out.stem}.gold.jsonl")
+    if "consensus_disagreements" in s:
+        echo(
+            f"consensus: {s['consensus_disagreements']} boxes no quorum drew, on {s['images_with_disagreements']} "
+            f"images; {s['unresolved_images']} images without a verdict (left out) -> {out.stem}.disagreements.jsonl"
+        )
+    if s.get("consensus_weights") == {}:
+        typer.secho(
+            f"warning: consensus_weights: no annotator has {cfg.gold_min_tasks} gold tasks yet: the votes are not "
+            "weighted",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if s.get("hint"):
         typer.secho(printable(f"warning: {s['hint']}"), fg=typer.colors.YELLOW, err=True)
     if not s["read"]:

@@ -1,12 +1,14 @@
 """Several annotators' boxes of one image merged into one ground truth: pull's ``consensus`` policy.
 
 One annotation per annotator and image (their latest). Per label, the annotators' boxes are taken in turn (annotators
-in sorted order) and matched one to one (Hungarian on IoU, kept at IoU >= ``iou``) to the clusters built so far,
-each cluster represented by the median of its boxes; a box that matches none starts a cluster. A cluster drawn by a
-quorum of the image's annotators (default: a strict majority; with weights, the same share of their summed weight)
-becomes one box: the coordinate-wise median, the median importance, and the description most similar to the others'
-(cosine with the embedder; on a tie, the first annotator's in order). Every other cluster is a disagreement, kept
-with who drew it. An image on which no cluster reaches the quorum is clean, and its disagreements say why.
+in sorted order) and matched one to one (Hungarian on IoU, kept at IoU >= ``iou``) to the clusters built so far, each
+cluster represented by the median of its boxes; a box that matches none starts a cluster. A cluster drawn by a quorum
+of the image's annotators (default: a strict majority; with weights, the same share of their summed weight) becomes one
+box: the coordinate-wise median, the median importance, and the description most similar to the others' (cosine with
+the embedder; on a tie, the first annotator's in order). Every other cluster is a disagreement, kept with who drew it.
+An image on which no cluster reaches the quorum is clean when a quorum of its annotators drew nothing; otherwise it is
+unresolved (annotators who each saw a different defect, or fewer annotators than the quorum): pull leaves it out of the
+records and lists its boxes with the disagreements, so it is never taken for clean.
 
 A box of another label in the same place is another cluster: labels never merge.
 """
@@ -37,11 +39,14 @@ class _Cluster:
         return median_box([d.box for _, d, _ in self.members])
 
 
-def latest_per_annotator(records: Iterable[ImageRecord]) -> dict[str, dict[str, ImageRecord]]:
-    """image_id -> annotator -> that annotator's latest annotation of it."""
+def latest_per_annotator(records: Iterable[ImageRecord], apart: bool = False) -> dict[str, dict[str, ImageRecord]]:
+    """image_id -> annotator -> that annotator's latest annotation of it. An annotation with no annotator is
+    "unknown"; with ``apart`` each such annotation is a voter of its own (two anonymous people are not one)."""
     out: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
     for r in records:
-        who = r.provenance.get("annotator") or "unknown"
+        who = r.provenance.get("annotator")
+        if not isinstance(who, str) or not who:
+            who = f"unknown (annotation {r.provenance.get('annotation_id')})" if apart else "unknown"
         prev = out[r.image_id].get(who)
         if prev is None or str(r.provenance.get("updated_at") or "") > str(prev.provenance.get("updated_at") or ""):
             out[r.image_id][who] = r
@@ -152,7 +157,11 @@ def merge_image(
                     {"label": label, "votes": len(who), "needed": need, "of": n,
                      "boxes": [{"annotator": x, "annotation_id": aid, **d.to_json()} for x, d, aid in c.members]}
                 )  # fmt: skip
-    terms = {"annotators": sorted(by_who), "quorum": need, "iou": iou, "weighted": bool(weights)}
+    clean = [x for x, r in by_who.items() if not r.defects]
+    votes = sum(w[x] for x in clean)
+    clean_passed = votes >= need / n * total - 1e-9 if weights else len(clean) >= need
+    terms = {"annotators": sorted(by_who), "quorum": need, "iou": iou, "weighted": bool(weights),
+             "clean_votes": len(clean), "resolved": bool(merged) or clean_passed}  # fmt: skip
     if weights:
         terms["weights"] = {k: round(v, 3) for k, v in sorted(w.items())}
     return merged, disputed, terms
@@ -166,12 +175,15 @@ def consensus_record(
     vectors: Mapping[str, np.ndarray] | None = None,
 ) -> ImageRecord:
     """The image's one record under the consensus policy; image fields come from the earliest annotation, the vote,
-    its disagreements and the annotations it could not take (:func:`bounded`) go to the provenance."""
+    its disagreements and the annotations it could not take (:func:`bounded`) go to the provenance. The vote is
+    ``resolved`` when a box reached the quorum or a quorum drew nothing (a clean verdict); otherwise (boxes nobody
+    agreed on, fewer annotators than the quorum) the image has no verdict yet, and pull leaves it out of OUT."""
     recs = list(by_who.values())
     base = min(recs, key=lambda r: (str(r.provenance.get("created_at") or ""), str(r.provenance.get("annotation_id"))))
     voters, left_out = bounded(by_who)
     merged, disputed, terms = merge_image(voters, iou, quorum, weights, vectors) if voters else ([], [], {
-        "annotators": [], "quorum": quorum or 1, "iou": iou, "weighted": bool(weights)})  # fmt: skip
+        "annotators": [], "quorum": quorum or 1, "iou": iou, "weighted": bool(weights), "clean_votes": 0,
+        "resolved": False})  # fmt: skip
     decision = {
         "policy": "consensus",
         "rule": f"boxes drawn by {terms['quorum']} of {len(terms['annotators'])} annotators at IoU >= {iou}"
@@ -183,6 +195,11 @@ def consensus_record(
     if left_out:
         decision["left_out"] = left_out
     prov = {k: v for k, v in base.provenance.items() if k not in ("annotation_id", "annotator", "origins")}
+    if not terms["resolved"]:
+        why = "no annotator it can count" if not voters else (
+            f"no box reached {terms['quorum']} of {len(voters)} annotators and {terms['clean_votes']} drew none"
+        )  # fmt: skip
+        decision["unresolved"] = why
     return replace(base, defects=merged, provenance={**prov, "annotator": "consensus", "consolidation": decision})
 
 

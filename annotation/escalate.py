@@ -32,7 +32,12 @@ def plan(records: list, below: float, most: int, gold: set[str]) -> list[dict[st
             continue
         by_who, _ = bounded(everyone)  # pairs grow with annotators squared: the earliest 20, as consensus takes
         if len(by_who) < 2:
-            continue  # the others are floods of boxes: nothing to compare (pull says so)
+            rows.append({
+                "image_id": image_id, "task_id": next(iter(everyone.values())).provenance.get("task_id"),
+                "agreement": None, "importance_gap": None, "annotators": sorted(everyone), "escalate": False,
+                "new_overlap": None, "why": "fewer than 2 annotations to compare (the others are floods of boxes)",
+            })  # fmt: skip
+            continue
         pairs = [pair_agreement(by_who[a], by_who[b]) for a, b in combinations(sorted(by_who), 2)]
         f1 = statistics.fmean(p["box_f1"] for p in pairs)
         diffs = [d for p in pairs for d in p["importance_diffs"]]
@@ -63,6 +68,13 @@ def escalate(conn: Connection, out: str | Path, dry_run: bool = False) -> dict[s
     tasks = export_tasks(conn, project.id)
     result = convert_export(tasks, cfg, users_map(conn), document_root(cfg), one_per_image=False)
     rows = plan(result["all"], cfg.escalate_below, cfg.escalate_max, set(read_gold(cfg)))
+    for r in rows:  # a task still waiting for the annotators its overlap asks for gets them anyway: never lowered
+        if r["escalate"] and isinstance(r["task_id"], int):
+            task = conn.get_json("read a task", f"api/tasks/{r['task_id']}", {"fields": "overlap"})
+            current = task.get("overlap") if isinstance(task, dict) else None
+            if isinstance(current, int) and current >= r["new_overlap"]:
+                why = f"{r['why'].split(':')[0]}, but its overlap is already {current}: more annotators to come"
+                r.update(escalate=False, new_overlap=None, why=why)
     chosen = [r for r in rows if r["escalate"] and isinstance(r["task_id"], int)]
     if not dry_run:
         by_overlap: dict[int, list[int]] = {}

@@ -38,13 +38,35 @@ def gold_path(cfg: AnnotateConfig) -> Path:
 
 
 def read_gold(cfg: AnnotateConfig) -> dict[str, ImageRecord]:
-    """image_id -> reference record; empty when the project has no gold."""
+    """image_id -> reference record; empty when the project has no gold (no store at the default place, or an empty
+    file). A ``gold_file`` given but missing or not a regular file, or a store holding a record that is not
+    annotated, is an error: read as "no gold", gold annotations would go into the dataset."""
+    import os
+    import stat
+
     from sdg_data.io.truth import load_ground_truth
 
     path = gold_path(cfg)
-    if not path.is_file():
+    if cfg.gold_file is None and not os.path.lexists(path):
         return {}
-    return {r.image_id: r for r in load_ground_truth(path, stage="gold").records}
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(
+            f"gold_file {path}: cannot be read ({exc.strerror}); give the gold store gold add wrote"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"gold_file {path}: not a regular file; give the gold store gold add wrote")
+    if st.st_size == 0:
+        return {}
+    truth = load_ground_truth(path, stage="gold")
+    if truth.rejects:
+        bad = truth.rejects[0]
+        raise ValueError(
+            f"gold_file {path}: {len(truth.rejects)} record(s) not annotated (e.g. {bad.image_id}, {bad.where}): "
+            "a gold task needs its reference boxes, or [] for a clean one"
+        )
+    return {r.image_id: r for r in truth.records}
 
 
 _TELL = re.compile(r"gold|honeypot|reference|golden", re.IGNORECASE)

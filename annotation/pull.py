@@ -406,10 +406,11 @@ def convert_export(
         by_image[r.image_id].append(r)
     if only_reviewed:
         cfg = replace(cfg, consolidation="review")
+    unresolved: list[ImageRecord] = []
     if not one_per_image:
         consolidated = []
     elif cfg.consolidation == "consensus":
-        consolidated = _consensus(all_records, gold_ref, gold_anns, cfg, counts)
+        consolidated, unresolved = _consensus(all_records, gold_ref, gold_anns, cfg, counts)
     else:
         consolidated = [consolidate(rs, cfg) for rs in by_image.values()]
     if only_reviewed:
@@ -420,11 +421,12 @@ def convert_export(
     counts["clean_images"] = sum(not r.defects for r in consolidated)
     counts["cancelled_by"] = dict(cancelled_by)
     return {"records": consolidated, "all": all_records, "rejects": rejects, "counts": counts, "gold": gold_anns,
-            "gold_reference": gold_ref}  # fmt: skip
+            "gold_reference": gold_ref, "unresolved": unresolved}  # fmt: skip
 
 
-def _consensus(all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: dict) -> list[ImageRecord]:
-    """The consensus policy over every image (see :mod:`annotation.consensus`); counts its disagreements."""
+def _consensus(all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: dict) -> tuple[list, list]:
+    """The consensus policy over every image (see :mod:`annotation.consensus`): (records, unresolved images);
+    counts its disagreements."""
     from annotation.consensus import consensus_record, description_vectors, latest_per_annotator
     from annotation.gold import gold_scores, vote_weights
     from sdg_data.scoring.embedding import load_embedder
@@ -436,13 +438,15 @@ def _consensus(all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: di
         counts["consensus_weights"] = weights or {}
     vectors = description_vectors(all_records, load_embedder(cfg.embedder))
     out = []
-    for by_who in latest_per_annotator(all_records).values():
+    for by_who in latest_per_annotator(all_records, apart=True).values():
         out.append(consensus_record(by_who, cfg.consensus_iou, cfg.consensus_quorum, weights, vectors))
     disputed = [len(r.provenance["consolidation"]["disagreements"]) for r in out]
     counts["consensus_disagreements"] = sum(disputed)
     counts["images_with_disagreements"] = sum(n > 0 for n in disputed)
     counts["consensus_left_out"] = sum(len(r.provenance["consolidation"].get("left_out", [])) for r in out)
-    return out
+    unresolved = [r for r in out if "unresolved" in r.provenance["consolidation"]]
+    counts["unresolved_images"] = len(unresolved)
+    return [r for r in out if "unresolved" not in r.provenance["consolidation"]], unresolved
 
 
 def _missing_images(records: list[ImageRecord]) -> list[str]:
@@ -517,15 +521,20 @@ def write_outputs(
     if not report.failed:  # a pull that kept nothing leaves the last good records as they were
         _write_atomic(out, _dumps_lines(r.to_json() for r in result["records"]))
         _write_atomic(Path(f"{stem}.all.jsonl"), _dumps_lines(r.to_json() for r in result["all"]))
-        if result.get("gold"):  # the annotators' gold answers, for the lead; never part of the dataset
-            _write_atomic(Path(f"{stem}.gold.jsonl"), _dumps_lines(r.to_json() for r in result["gold"]))
+        # side files: the annotators' gold answers (for the lead; never part of the dataset) and consensus's
+        # disagreements (an unresolved image's boxes included); a rerun that has none leaves no stale one behind
         disputes = [
-            {"image_id": r.image_id, "task_id": r.provenance.get("task_id"), **d}
-            for r in result["records"]
+            {"image_id": r.image_id, "task_id": r.provenance.get("task_id"),
+             "unresolved": (r.provenance.get("consolidation") or {}).get("unresolved"), **d}
+            for r in [*result["records"], *result.get("unresolved", [])]
             for d in (r.provenance.get("consolidation") or {}).get("disagreements") or []
-        ]
-        if disputes:
-            _write_atomic(Path(f"{stem}.disagreements.jsonl"), _dumps_lines(disputes))
+        ]  # fmt: skip
+        for name, rows in (("gold", [r.to_json() for r in result.get("gold", [])]), ("disagreements", disputes)):
+            side = Path(f"{stem}.{name}.jsonl")
+            if rows:
+                _write_atomic(side, _dumps_lines(rows))
+            elif side.is_file() or side.is_symlink():
+                side.unlink()
         if image_root:  # vouched over the records as written, for the roots their images lie in
             report.extras.update(vouch(out, [image_root]))
     return report.write(out.parent, prefix=f"{out.stem}.")

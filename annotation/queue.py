@@ -58,31 +58,43 @@ def read_order(path: str | Path) -> tuple[dict[str, float], list[Reject], int]:
 
     path = Path(path)
     out: dict[str, float] = {}
+    first: dict[str, int] = {}
     rejects: list[Reject] = []
     bad: list[Reject] = []  # lines that are not JSON
     for lineno, obj in usable_lines(path, "order", bad):
         iid = obj.get("image_id") if isinstance(obj, dict) else None
         where = f"{path}:{lineno}"
         try:
-            if not isinstance(iid, str) or not iid:
+            if not isinstance(obj, dict):
+                raise ValueError(f"line: must be an object with image_id and uncertainty, got {type(obj).__name__}")
+            if iid is None or iid == "":
                 raise ValueError("image_id: missing")
+            if not isinstance(iid, str):
+                raise ValueError(f"image_id: must be text, got {type(iid).__name__}")
+            if iid in first:
+                raise ValueError(f"image_id: repeated in this file (first on line {first[iid]}, which is kept)")
             u = obj.get("uncertainty")
             if u is None and isinstance(obj.get("samples"), list):
-                u = disagreement(
-                    [[Defect.from_json(d, iid) for d in (s.get("defects") or [])] for s in obj["samples"]]
-                )
+                u = disagreement([_sample(iid, k, x) for k, x in enumerate(obj["samples"])])
             if isinstance(u, bool) or not isinstance(u, (int, float)) or not 0 <= u <= 1:
                 raise ValueError(f"uncertainty: a number from 0 to 1 is needed (or samples), got {u!r}")
             out[iid] = float(u)
-        except (ValueError, TypeError, AttributeError) as exc:
+            first[iid] = lineno
+        except (ValueError, TypeError) as exc:
             rejects.append(Reject(str(exc), "order", iid if isinstance(iid, str) else None, where, lineno, obj))
     return out, bad + rejects, len(out) + len(bad) + len(rejects)
+
+
+def _sample(iid: str, k: int, sample: Any) -> list[Defect]:
+    if not isinstance(sample, dict) or not isinstance(sample.get("defects") or [], list):
+        raise ValueError(f"samples[{k}]: must be an object with a defects list")
+    return [Defect.from_json(d, iid, f"samples[{k}].defects[{j}]") for j, d in enumerate(sample.get("defects") or [])]
 
 
 def spacing(share: float, team: int, overlap: int) -> int:
     """Ordinary tasks between two gold tasks so that gold is ``share`` of each annotator's tasks: an annotator does
     ``overlap / team`` of the ordinary tasks and every gold task."""
-    return max(1, round((1 - share) / share * team / max(1, overlap)))
+    return max(1, round((1 - share) / share * team / max(1, min(overlap, team))))
 
 
 def queue_places(
@@ -170,10 +182,15 @@ def order_queue(conn: Connection, order_file: str | Path) -> dict[str, Any]:
     """``push --order``: read the priorities, keep them, and apply them with the project's gold; the order file's
     unusable lines go to ``<stem>.order.rejects.jsonl`` in the work folder."""
     from annotation.gold import read_gold
+    from annotation.push import server_tasks
     from sdg_data.io.report import StageReport
 
     order_file = Path(order_file)
     pri, rejects, n = read_order(order_file)
+    tasks = server_tasks(conn, require_project(conn).id)
+    for iid in [i for i in pri if i not in tasks]:
+        rejects.append(Reject("no task with this image_id in the project", "order", iid, str(order_file)))
+        del pri[iid]
     if not pri:
         raise AnnotateError(f"{order_file}: no usable line ({len(rejects)} rejected): nothing to order by")
     report = StageReport("order", read=n, kept=len(pri))

@@ -40,11 +40,14 @@ def test_two_annotators_who_agree_give_the_median_box_and_importance():
                             "annotation_ids": ["a@x", "b@x"]}  # fmt: skip
 
 
-def test_two_annotators_who_disagree_leave_a_clean_record_and_two_disagreements():
+def test_two_annotators_who_disagree_leave_an_unresolved_image_and_two_disagreements():
     a = rec("a@x", [d([0, 0, 100, 100])])
     b = rec("b@x", [d([500, 500, 600, 600])])
     out = consensus_record({"a@x": a, "b@x": b})
-    assert out.defects == [] and out.annotated
+    assert out.defects == [] and "no box reached 2 of 2" in out.provenance["consolidation"]["unresolved"]
+    # one of three drew a box the two others did not see: a majority said clean, and that is a verdict
+    c = consensus_record({"a@x": a, "c@x": rec("c@x", []), "e@x": rec("e@x", [])})
+    assert c.defects == [] and "unresolved" not in c.provenance["consolidation"]
     dis = out.provenance["consolidation"]["disagreements"]
     assert [(x["votes"], x["needed"], x["boxes"][0]["annotator"]) for x in dis] == [(1, 2, "a@x"), (1, 2, "b@x")]
     assert out.provenance["annotator"] == "consensus"
@@ -131,10 +134,9 @@ def test_pull_consensus_against_earliest_on_a_three_annotator_image(tmp_path):
     anns = [_ann(1, "c@x", _box(60, 60, 10, 10, 20, "hand"), "2026-12-01T09:00:00Z"),
             _ann(2, "a@x", _box(10, 10, 20, 20, 40)), _ann(3, "b@x", _box(11, 10, 20, 20, 60))]  # fmt: skip
     task = _task(1, "i1", anns)
-    gold_file = str(tmp_path / "none.jsonl")
-    earliest = convert_export([task], AnnotateConfig(gold_file=gold_file))["records"][0]
+    earliest = convert_export([task], AnnotateConfig(work_dir=str(tmp_path)))["records"][0]
     assert [x.description for x in earliest.defects] == ["hand"]
-    cfg = AnnotateConfig(consolidation="consensus", embedder="lexical", gold_file=gold_file)
+    cfg = AnnotateConfig(consolidation="consensus", embedder="lexical", work_dir=str(tmp_path))
     out = convert_export([task], cfg)
     (r,) = out["records"]
     (m,) = r.defects
@@ -144,7 +146,21 @@ def test_pull_consensus_against_earliest_on_a_three_annotator_image(tmp_path):
 
     write_outputs(out, tmp_path / "p.jsonl")
     (row,) = [json.loads(x) for x in (tmp_path / "p.disagreements.jsonl").read_text().splitlines()]
-    assert row["image_id"] == "i1" and row["boxes"][0]["annotator"] == "c@x"
+    assert row["image_id"] == "i1" and row["boxes"][0]["annotator"] == "c@x" and row["unresolved"] is None
+    # two annotators who each saw a different defect: no verdict, so no record (never a clean one); both anonymous
+    # annotations vote apart
+    split = _task(2, "i2", [{**_ann(4, "x", _box(10, 10, 20, 20, 40)), "completed_by": None},
+                            {**_ann(5, "x", _box(60, 60, 20, 20, 40)), "completed_by": None}])  # fmt: skip
+    out = convert_export([task, split], cfg)
+    assert [r.image_id for r in out["records"]] == ["i1"] and out["counts"]["unresolved_images"] == 1
+    (u,) = out["unresolved"]
+    assert "no box reached 2 of 2 annotators and 0 drew none" in u.provenance["consolidation"]["unresolved"]
+    write_outputs(out, tmp_path / "p.jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "p.disagreements.jsonl").read_text().splitlines()]
+    assert sorted(r["image_id"] for r in rows) == ["i1", "i2", "i2"] and rows[-1]["unresolved"]
+    # a rerun with another policy leaves no stale disagreements behind
+    write_outputs(convert_export([task, split], AnnotateConfig(work_dir=str(tmp_path))), tmp_path / "p.jsonl")
+    assert not (tmp_path / "p.disagreements.jsonl").exists()
 
 
 def _gold_store(tmp_path, records):
@@ -188,6 +204,24 @@ def test_gold_annotations_never_reach_the_records_and_are_scored(tmp_path):
     assert 0 <= lo <= 2 / 3 <= hi <= 1
 
 
+def test_a_gold_file_given_but_unusable_is_an_error_not_no_gold(tmp_path):
+    import os
+
+    task = [_task(1, "g1", [_ann(1, "a@x", [])])]
+    for bad in (tmp_path / "missing.jsonl", tmp_path):
+        with pytest.raises(ValueError, match="gold_file"):
+            convert_export(task, AnnotateConfig(gold_file=str(bad)))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        convert_export(task, AnnotateConfig(gold_file=str(fifo)))
+    mixed = _gold_store(tmp_path, [{"image_id": "g1", "defects": []}, {"image_id": "g2", "defects": None}])
+    with pytest.raises(ValueError, match="not annotated .e.g. g2"):
+        convert_export(task, AnnotateConfig(gold_file=mixed))
+    (tmp_path / "empty.jsonl").write_text("")
+    assert convert_export(task, AnnotateConfig(gold_file=str(tmp_path / "empty.jsonl")))["counts"]["valid"] == 1
+
+
 def test_a_gold_record_whose_id_or_file_name_says_gold_is_refused():
     from annotation.gold import telltale
 
@@ -201,6 +235,7 @@ def test_queue_places_order_by_uncertainty_and_spread_gold():
     from annotation.queue import PLACE, queue_places, spacing
 
     assert spacing(0.05, 10, 1) == 190 and spacing(0.05, 1, 1) == 19 and spacing(0.5, 3, 3) == 1
+    assert spacing(0.05, 3, 5) == spacing(0.05, 3, 3) == 19  # an overlap above the team is the whole team
     tasks = {f"t{k}": k + 1 for k in range(6)} | {"g1": 10, "g2": 11}
     pri = {"t3": 0.9, "t1": 0.5, "t5": 0.5}
     places = queue_places(tasks, pri, {"g1", "g2"}, every=2)
@@ -221,12 +256,18 @@ def test_read_order_takes_uncertainty_or_samples_and_rejects_the_rest(tmp_path):
         {"image_id": "b", "samples": [{"defects": [box]}, {"defects": []}]},
         {"image_id": "c", "uncertainty": 7},
         {"uncertainty": 0.1},
+        {"image_id": "a", "uncertainty": 0.9},
+        {"image_id": 12, "uncertainty": 0.9},
+        {"image_id": "e", "samples": [1, 2]},
     ]
     p = tmp_path / "u.jsonl"
     p.write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json\n")
     pri, rejects, n = read_order(p)
-    assert pri == {"a": 0.25, "b": 1.0} and n == 5 and len(rejects) == 3
-    assert {r.line for r in rejects} == {3, 4, 5} and "uncertainty" in rejects[0].reason + rejects[1].reason
+    assert pri == {"a": 0.25, "b": 1.0} and n == 8 and len(rejects) == 6  # every line counted once
+    why = {r.line: r.reason for r in rejects}
+    assert "uncertainty" in why[3] and why[4] == "image_id: missing" and "line 1, which is kept" in why[5]
+    assert why[6] == "image_id: must be text, got int" and why[7].startswith("samples[0]: must be an object")
+    assert 8 in why
 
 
 # ------------------------------------------------------------------ escalation's decisions
@@ -335,7 +376,7 @@ def test_on_the_demos_simulated_team_consensus_keeps_fewer_wrong_boxes_than_the_
     tasks = simulate_export(refs, seed=seed)
     precision = {}
     for policy in ("primary", "consensus"):
-        cfg = AnnotateConfig(consolidation=policy, embedder="lexical", gold_file="/nonexistent/gold.jsonl")
+        cfg = AnnotateConfig(consolidation=policy, embedder="lexical", work_dir="/nonexistent")
         recs = convert_export(tasks, cfg)["records"]
         counts = evaluate(refs, {r.image_id: r.defects for r in recs})["counts"]
         matched = sum(counts[lab]["matched@0.5"] for lab in ("artifact", "misalignment"))

@@ -153,25 +153,31 @@ def test_escalation_gives_a_disputed_task_to_one_more_annotator(server, monkeypa
     cfg = _cfg(server, tmp_path, "sdg-escalate", overlap=2, escalate_below=0.5, escalate_max=3)
     conn = Connection(cfg)
     project, _ = ensure_project(conn)
-    path, _ = samples(server["images"], 2, "esc")
+    path, _ = samples(server["images"], 3, "esc")
     push(path, conn, tmp_path)
     tasks = server_tasks(conn, project.id)
     link = invite_link(cfg.url, TOKEN)
     a, b, c = (join(cfg.url, link, f"esc-{k}@sdg.test", PASSWORD) for k in "abc")
-    # a and b agree on esc-0 (the same box) and not on esc-1 (a box against a clean verdict)
+    # a and b agree on esc-0 (the same box) and not on esc-1 and esc-2 (a box against a clean verdict)
     _work(a, project.id, _perfect)
     _work(b, project.id, lambda t: _perfect(t) if t["data"]["image_id"] == "esc-0" else [])
-    assert c.get(f"/api/projects/{project.id}/next").status_code == 404  # both tasks have their 2 annotators
+    assert c.get(f"/api/projects/{project.id}/next").status_code == 404  # every task has its 2 annotators
     dry = escalate(conn, tmp_path / "dry.jsonl", dry_run=True)
-    assert dry["would_escalate"] == 1 and dry["escalated"] == 0
+    assert dry["would_escalate"] == 2 and dry["escalated"] == 0
     assert c.get(f"/api/projects/{project.id}/next").status_code == 404  # a dry run changes nothing
+    # the lead has meanwhile asked for 5 annotators on esc-2: escalation must not lower that to 3
+    conn.get_json(
+        "set overlap", f"api/tasks/{tasks['esc-2']}", method="PATCH", json={"overlap": 5, "is_labeled": False}
+    )
     s = escalate(conn, tmp_path / "esc.jsonl")
     rows = {r["image_id"]: r for r in map(json.loads, (tmp_path / "esc.jsonl").read_text().splitlines())}
     assert s["escalated"] == 1 and rows["esc-1"]["escalate"] and not rows["esc-0"]["escalate"]
     assert rows["esc-1"]["new_overlap"] == 3 and rows["esc-1"]["task_id"] == tasks["esc-1"]
+    assert not rows["esc-2"]["escalate"] and "already 5" in rows["esc-2"]["why"]
+    assert conn.get_json("read", f"api/tasks/{tasks['esc-2']}")["overlap"] == 5
     time.sleep(0.2)
-    # the server now hands esc-1, and only it, to c; a and b, who did it, get nothing
-    assert _work(c, project.id, lambda t: []) == ["esc-1"]
+    # the server now hands esc-1 (and esc-2, which wants 5), to c; a and b, who did them, get nothing
+    assert sorted(_work(c, project.id, lambda t: [])) == ["esc-1", "esc-2"]
     assert a.get(f"/api/projects/{project.id}/next").status_code == 404
     # three annotators now, at most 3: not escalated again, and the row says why
     again = escalate(conn, tmp_path / "again.jsonl")
