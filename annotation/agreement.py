@@ -130,9 +130,9 @@ def agreement(
 
 
 def versus_consensus(by_annotator: dict[str, dict[str, ImageRecord]], embedder: Any = None) -> dict[str, Any]:
-    """Each annotator scored against the consensus of the others (majority of them, IoU 0.5) on every image they
-    share with at least one other: SDG-Eval with the others' consensus as ground truth. Leaving the annotator out of
-    their own reference keeps a lone dissenter from agreeing with themselves."""
+    """Each annotator scored against the consensus of the others (majority of them, IoU 0.5) on every image they share
+    with at least one other and where the others reach a verdict: SDG-Eval with it as ground truth. Leaving the
+    annotator out of their own reference keeps a lone dissenter from agreeing with themselves."""
     from annotation.consensus import consensus_record
 
     per_image: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
@@ -144,8 +144,9 @@ def versus_consensus(by_annotator: dict[str, dict[str, ImageRecord]], embedder: 
         refs, mine = [], {}
         for iid, r in by_annotator[who].items():
             others = {k: v for k, v in per_image[iid].items() if k != who}
-            if others:
-                refs.append(consensus_record(others))
+            ref = consensus_record(others) if others else None
+            if ref is not None and "unresolved" not in ref.provenance["consolidation"]:  # no verdict: not clean
+                refs.append(ref)
                 mine[iid] = r
         if refs:
             out[who] = _scores(refs, mine, embedder)
