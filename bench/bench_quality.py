@@ -85,8 +85,8 @@ def main() -> None:
           f"{t / t_plain:5.2f}x  (flagged: {', '.join(flagged) or 'none'})")  # fmt: skip
     for name, cfg in (("consensus pull", consensus), ("consensus, gold-weighted", weighted)):
         t, s = _time(lambda cfg=cfg: pull_from_export(export, root / "c.jsonl", cfg), args.repeats)
-        print(f"  {name:<28} {t:7.2f} s  {s['images']} images, {s['consensus_disagreements']} disagreements  "
-              f"{t / t_plain:5.2f}x")  # fmt: skip
+        print(f"  {name:<28} {t:7.2f} s  {s['images']} images ({s['unresolved_images']} without a verdict), "
+              f"{s['consensus_disagreements']} disagreements  {t / t_plain:5.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
