@@ -16,29 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from sdg_data.boxes import boxes_array, iou_matrix
 from sdg_data.io.files import write_json
-from sdg_data.matching import match
 from sdg_data.records import LABELS, Defect, ImageRecord
 from sdg_data.scoring.evaluation import EvalConfig, evaluate
 from sdg_data.scoring.table import MAX_BOXES  # boxes per annotation compared, as sdg eval's default
+from sdg_data.scoring.uncertainty import matched_defects
 
 
 def matched_boxes(a: ImageRecord, b: ImageRecord) -> list[tuple[str, Defect, Defect]]:
     """Two annotations of one image: (label, a's box, b's box) for boxes of the same label matched one to one by
     Hungarian matching on IoU, kept at IoU >= 0.5."""
-    out = []
-    for label in LABELS:
-        ga = [d for d in a.defects if d.label == label]
-        gb = [d for d in b.defects if d.label == label]
-        if not ga or not gb:
-            continue
-        iou = iou_matrix(boxes_array([d.box for d in ga]), boxes_array([d.box for d in gb]))
-        out += [(label, ga[r], gb[c]) for r, c in zip(*match(iou, "hungarian")) if iou[r, c] >= 0.5 - 1e-9]
-    return out
+    return matched_defects(a.defects, b.defects)
 
 
-def _importance_diffs(a: ImageRecord, b: ImageRecord) -> dict[str, list[float]]:
+def importance_diffs(a: ImageRecord, b: ImageRecord) -> dict[str, list[float]]:
+    """Per label, the importance gaps of the boxes :func:`matched_boxes` pairs (both with an importance)."""
     out: dict[str, list[float]] = defaultdict(list)
     for label, da, db in matched_boxes(a, b):
         if da.importance is not None and db.importance is not None:
@@ -51,7 +43,7 @@ def _scores(refs: list[ImageRecord], others: dict[str, ImageRecord], embedder: A
     out: dict[str, Any] = {"images": len(refs)}
     diffs: dict[str, list[float]] = defaultdict(list)
     for r in refs:
-        for label, d in _importance_diffs(r, others[r.image_id]).items():
+        for label, d in importance_diffs(r, others[r.image_id]).items():
             diffs[label].extend(d)
     for label in LABELS:
         m = rep[label]

@@ -29,12 +29,16 @@ from sdg_data.records import LABELS, ImageRecord
 GOLD_OVERLAP = 1000  # annotations a gold task takes: more than any team, so the server hands it to everyone
 
 
+def project_slug(cfg: AnnotateConfig) -> str:
+    """The project's title as a file name: the gold store and the queue's priorities are one file per project."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.project_title).strip("-") or "project"
+
+
 def gold_path(cfg: AnnotateConfig) -> Path:
     """The gold store of this project: ``gold_file``, else one file per project title in the work folder."""
     if cfg.gold_file:
         return Path(cfg.gold_file)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.project_title).strip("-") or "project"
-    return Path(cfg.work_dir) / "gold" / f"{slug}.jsonl"
+    return Path(cfg.work_dir) / "gold" / f"{project_slug(cfg)}.jsonl"
 
 
 def read_gold(cfg: AnnotateConfig) -> dict[str, ImageRecord]:
@@ -91,16 +95,6 @@ def split_gold(records: list[ImageRecord], gold_ids: set[str]) -> tuple[list[Ima
 
 
 # ------------------------------------------------------------------ scores
-def _importance_mae(gold: ImageRecord, ann: ImageRecord) -> list[float]:
-    from annotation.agreement import matched_boxes
-
-    return [
-        abs(a.importance - b.importance)
-        for _, a, b in matched_boxes(gold, ann)
-        if a.importance is not None and b.importance is not None
-    ]
-
-
 def score_against(
     refs: list[ImageRecord], anns: dict[str, ImageRecord], embedder: Any, draws: int, seed: int = 0
 ) -> dict[str, Any]:
@@ -111,7 +105,9 @@ def score_against(
 
     rep = evaluate(refs, {k: v.defects for k, v in anns.items()}, EvalConfig(), embedder)
     ci = bootstrap(rep["per_image"], draws, seed) if draws else {}
-    diffs = [d for r in refs for d in _importance_mae(r, anns[r.image_id])]
+    from annotation.agreement import importance_diffs
+
+    diffs = [d for r in refs for ds in importance_diffs(r, anns[r.image_id]).values() for d in ds]
     out: dict[str, Any] = {"tasks": len(refs)}
     for lab in LABELS:
         out[lab] = {

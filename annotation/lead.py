@@ -19,6 +19,7 @@ from typing import Any
 
 from annotation.agreement import matched_boxes
 from annotation.consensus import latest_per_annotator
+from annotation.predictions import QUEUE_SUFFIX
 from sdg_data.records import ImageRecord, is_id
 
 
@@ -248,8 +249,8 @@ def prefill_stats(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             lead = float(lead) if isinstance(lead, (int, float)) and not isinstance(lead, bool) and lead >= 0 else None
             parent = preds.get(ann["parent_prediction"]) if is_id(ann.get("parent_prediction")) else None
             version = str((parent or {}).get("model_version") or "?")
-            if parent is not None and version.endswith("+queue"):  # the queue's place holder (annotation.queue)
-                version = version.removesuffix("+queue")
+            if parent is not None and version.endswith(QUEUE_SUFFIX):  # the queue's place holder (annotation.queue)
+                version = version.removesuffix(QUEUE_SUFFIX)
                 parent = parent if parent.get("result") else None  # no prefill behind it: an empty canvas
             if parent is None:
                 if lead is not None:

@@ -144,7 +144,7 @@ def predict(path: str | Path, conn: Connection, model_version: str, out_dir: str
     if kept:  # a project with a queue (push --order, gold) keeps it, now carrying this prefill
         from annotation.queue import keep_queue
 
-        queue = keep_queue(conn)
+        queue = keep_queue(conn, tasks)
     report = StageReport("predict", read=n, kept=kept)
     report.add(rejects)
     report.extras = {

@@ -8,6 +8,9 @@ from typing import Any
 from annotation.client import AnnotateError, Connection
 
 
+QUEUE_SUFFIX = "+queue"  # the model version of the queue's place holders (annotation.queue), after the prefill's
+
+
 def canonical(result: Any) -> bytes:
     import orjson
 

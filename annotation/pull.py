@@ -436,10 +436,14 @@ def _consensus(all_records, gold_ref, gold_anns, cfg: AnnotateConfig, counts: di
         scores = gold_scores(gold_ref, gold_anns, replace(cfg, gold_bootstrap=0), None)
         weights = vote_weights(scores, cfg) or None
         counts["consensus_weights"] = weights or {}
-    vectors = description_vectors(all_records, load_embedder(cfg.embedder))
-    out = []
-    for by_who in latest_per_annotator(all_records, apart=True).values():
-        out.append(consensus_record(by_who, cfg.consensus_iou, cfg.consensus_quorum, weights, vectors))
+    images = latest_per_annotator(all_records, apart=True)
+    # a medoid needs three descriptions: with two annotators per image no embedder is loaded at all
+    crowded = [r for by_who in images.values() if len(by_who) >= 3 for r in by_who.values()]
+    vectors = description_vectors(crowded, load_embedder(cfg.embedder)) if crowded else None
+    out = [
+        consensus_record(by_who, cfg.consensus_iou, cfg.consensus_quorum, weights, vectors)
+        for by_who in images.values()
+    ]
     disputed = [len(r.provenance["consolidation"]["disagreements"]) for r in out]
     counts["consensus_disagreements"] = sum(disputed)
     counts["images_with_disagreements"] = sum(n > 0 for n in disputed)

@@ -17,7 +17,6 @@ The priorities given last are kept in the work folder, so a later push or gold a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,18 @@ import orjson
 
 from annotation.client import AnnotateError, Connection, require_project
 from annotation.config import AnnotateConfig
+from annotation.predictions import QUEUE_SUFFIX
 from sdg_data.records import Defect, Reject
 
 
-QUEUE_SUFFIX = "+queue"
 PLACE = 1e-7  # the score of one place: the server keeps scores in 0-1 (drops the rest); room for 10M tasks
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 
-def _slug(title: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-") or "project"
-
-
 def priorities_path(cfg: AnnotateConfig) -> Path:
-    return Path(cfg.work_dir) / "queue" / f"{_slug(cfg.project_title)}.json"
+    from annotation.gold import project_slug
+
+    return Path(cfg.work_dir) / "queue" / f"{project_slug(cfg)}.json"
 
 
 def stored_priorities(cfg: AnnotateConfig) -> dict[str, float] | None:
@@ -122,10 +119,15 @@ def _team(conn: Connection, cfg: AnnotateConfig) -> int:
 
 
 def apply_queue(
-    conn: Connection, priorities: Mapping[str, float] | None, gold: set[str], save: bool = False
+    conn: Connection,
+    priorities: Mapping[str, float] | None,
+    gold: set[str],
+    save: bool = False,
+    tasks: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write the queue's predictions and switch the project to uncertainty sampling (see the module docstring).
-    Without priorities and gold, and no queue yet, nothing is done (the project keeps its sampling)."""
+    Without priorities and gold, and no queue yet, nothing is done (the project keeps its sampling). ``tasks``
+    (image_id -> task id) when the caller has just listed them: 30K take seconds to list."""
     from annotation.client import set_model_version
     from annotation.predictions import each, import_new, project_predictions
     from annotation.push import server_tasks
@@ -137,7 +139,7 @@ def apply_queue(
         return {"applied": False}
     base = shown[: -len(QUEUE_SUFFIX)] if shown.endswith(QUEUE_SUFFIX) else shown
     version = f"{base or 'sdg'}{QUEUE_SUFFIX}"
-    tasks = server_tasks(conn, project.id)
+    tasks = tasks if tasks is not None else server_tasks(conn, project.id)
     overlap = int(getattr(project, "maximum_annotations", 1) or 1)
     team = _team(conn, cfg)
     every = spacing(cfg.gold_share, team, overlap)
@@ -195,17 +197,17 @@ def order_queue(conn: Connection, order_file: str | Path) -> dict[str, Any]:
         raise AnnotateError(f"{order_file}: no usable line ({len(rejects)} rejected): nothing to order by")
     report = StageReport("order", read=n, kept=len(pri))
     report.add(rejects)
-    report.extras = apply_queue(conn, pri, set(read_gold(conn.cfg)), save=True)
+    report.extras = apply_queue(conn, pri, set(read_gold(conn.cfg)), save=True, tasks=tasks)
     return report.write(Path(conn.cfg.work_dir), prefix=f"{order_file.stem}.")
 
 
-def keep_queue(conn: Connection) -> dict[str, Any]:
+def keep_queue(conn: Connection, tasks: Mapping[str, int] | None = None) -> dict[str, Any]:
     """After a push, a gold add or a new prefill: place new tasks, carry the prefill shown now into the queue's
     predictions, with the priorities kept in the work folder and the project's gold (nothing when it has neither and
     no queue yet)."""
     from annotation.gold import read_gold
 
-    return apply_queue(conn, stored_priorities(conn.cfg), set(read_gold(conn.cfg)))
+    return apply_queue(conn, stored_priorities(conn.cfg), set(read_gold(conn.cfg)), tasks=tasks)
 
 
 def add_gold(conn: Any, records_path: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
@@ -247,7 +249,7 @@ def add_gold(conn: Any, records_path: str | Path, out_dir: str | Path | None = N
             store[r.image_id] = r
     write_bytes(gold_path(cfg), b"".join(orjson.dumps(r.to_json()) + b"\n" for r in store.values()))
     raised = raise_overlap(conn, [tasks[i] for i in store if i in tasks], GOLD_OVERLAP)
-    queue = apply_queue(conn, stored_priorities(cfg), set(store))
+    queue = apply_queue(conn, stored_priorities(cfg), set(store), tasks=tasks)
     added = sum(r.image_id in tasks for r in keep)
     # every line of GOLD.jsonl is kept or a reject: not annotated (here), or refused by push (its own report)
     report = StageReport("gold", read=len(keep) + len(truth.rejects), kept=added)

@@ -17,18 +17,24 @@ from sdg_data.matching import match
 from sdg_data.records import LABELS, Defect
 
 
+def matched_defects(a: Sequence[Defect], b: Sequence[Defect], iou: float = 0.5) -> list[tuple[str, Defect, Defect]]:
+    """(label, a's defect, b's defect) for the boxes of the same label matched one to one (Hungarian on IoU) and
+    kept at IoU >= ``iou``: how annotators' agreement, gold scores and samples' disagreement pair boxes."""
+    out = []
+    for label in LABELS:
+        ga = [d for d in a if d.label == label]
+        gb = [d for d in b if d.label == label]
+        if ga and gb:
+            m = iou_matrix(boxes_array([d.box for d in ga]), boxes_array([d.box for d in gb]))
+            out += [(label, ga[r], gb[c]) for r, c in zip(*match(m, "hungarian")) if m[r, c] >= iou - 1e-9]
+    return out
+
+
 def box_f1(a: Sequence[Defect], b: Sequence[Defect], iou: float = 0.5) -> float:
     """Symmetric agreement of two answers (see the module docstring)."""
     if not a and not b:
         return 1.0
-    matched = 0
-    for label in LABELS:
-        ga = [d.box for d in a if d.label == label]
-        gb = [d.box for d in b if d.label == label]
-        if ga and gb:
-            m = iou_matrix(boxes_array(ga), boxes_array(gb))
-            matched += sum(m[r, c] >= iou - 1e-9 for r, c in zip(*match(m, "hungarian")))
-    return 2 * matched / (len(a) + len(b))
+    return 2 * len(matched_defects(a, b, iou)) / (len(a) + len(b))
 
 
 def disagreement(samples: Sequence[Sequence[Defect]], iou: float = 0.5) -> float:

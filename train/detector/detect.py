@@ -33,6 +33,7 @@ from sdg_data.io.jsonl import screen_records
 from sdg_data.io.progress import progress_bar
 from sdg_data.io.report import StageReport
 from sdg_data.records import Reject
+from sdg_data.scoring.uncertainty import disagreement
 
 
 log = logging.getLogger(__name__)
@@ -362,8 +363,6 @@ class ApiDetector:
 def _prediction(item: Item, texts: str | list[str], cfg: DetectConfig, meta: dict[str, Any]) -> dict[str, Any]:
     """The row of one image: the first answer as the prediction; with several, every answer's defects and their
     disagreement (a format failure counts as an answer with no box)."""
-    from sdg_data.scoring.uncertainty import disagreement
-
     texts = [texts] if isinstance(texts, str) else texts
     parsed = [parse_response(t, order=cfg.box_order) for t in texts]
     text, res = texts[0], parsed[0]
